@@ -1,0 +1,60 @@
+//! The OpenAPI 3.1 document (`/api/openapi.json`) and Swagger UI (`/api/docs/`), whose assets
+//! are compiled into the binary (no CDN at run time, no download at build time).
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::problem::Problem;
+use crate::routes::health;
+
+pub const OPENAPI_PATH: &str = "/api/openapi.json";
+pub const DOCS_PATH_PREFIX: &str = "/api/docs";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "clinicd",
+        description = "Clinic patient management API. Every error is `application/problem+json` \
+            (RFC 7807) with a stable `code`; every response carries `X-Request-Id`, and rate-limited \
+            routes carry `RateLimit-Policy` and `RateLimit`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(health::health, health::ready),
+    components(schemas(Problem, health::Health)),
+    modifiers(&SecuritySchemes),
+    tags((name = "operations", description = "Liveness and readiness probes")),
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+/// Declares how callers authenticate: a bearer access token for API clients, or the
+/// `__Host-` access cookie for browsers (with a CSRF token on unsafe methods).
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("__Host-clinicd-access"))),
+        );
+    }
+}
+
+pub fn register(cfg: &mut web::ServiceConfig) {
+    cfg.service(SwaggerUi::new(format!("{DOCS_PATH_PREFIX}/{{_:.*}}")).url(OPENAPI_PATH, ApiDoc::openapi()));
+    cfg.route(DOCS_PATH_PREFIX, web::get().to(redirect_to_docs));
+}
+
+async fn redirect_to_docs() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, format!("{DOCS_PATH_PREFIX}/")))
+        .finish()
+}

@@ -1,0 +1,220 @@
+//! RFC 7807 `application/problem+json` errors.
+//!
+//! Every error a client can see is an [`ApiError`]: a closed set of variants, each with a stable
+//! machine-readable `code` and an HTTP status. The body never carries internals (SQL text,
+//! paths, key ids, stack traces): unexpected errors are logged with their chain here and
+//! answered with a generic 500.
+
+use std::fmt;
+use std::time::Duration;
+
+use actix_web::body::BoxBody;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::request_id;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error answered to a client. Each variant maps to one status and one stable `code`.
+#[derive(thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON")]
+    MalformedJson { line: usize, column: usize },
+    #[error("the request body has a field this endpoint does not accept: `{field}`")]
+    UnknownField { field: String },
+    #[error("the request body does not have the expected shape")]
+    InvalidBody { line: usize, column: usize },
+    #[error("the query string or path parameters are not valid")]
+    InvalidParameters,
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body must be sent as `{expected}`")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("authentication is required")]
+    Unauthenticated,
+    #[error("cross-origin requests from this origin are not allowed")]
+    OriginNotAllowed,
+    #[error("no resource at this path")]
+    NotFound,
+    #[error("this method is not allowed on this resource")]
+    MethodNotAllowed,
+    #[error("too many requests: try again later")]
+    RateLimited { retry_after: Duration },
+    #[error("the service is temporarily unavailable")]
+    Unavailable,
+    /// Anything we did not expect. Logged with its chain; the client sees only `internal_error`.
+    #[error("an internal error occurred")]
+    Unexpected(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// An error status produced by a layer below us (actix or a library) without a problem
+    /// body: keeps its status and gets a generic body.
+    #[error("the request could not be processed")]
+    Other(StatusCode),
+}
+
+impl ApiError {
+    pub fn unexpected(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Unexpected(err.into())
+    }
+
+    /// The stable, machine-readable code of this error. Clients branch on this, never on text.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson { .. } => "malformed_json",
+            Self::UnknownField { .. } => "unknown_field",
+            Self::InvalidBody { .. } => "invalid_body",
+            Self::InvalidParameters => "invalid_parameters",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Self::Unauthenticated => "unauthenticated",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable => "service_unavailable",
+            Self::Unexpected(_) => "internal_error",
+            Self::Other(status) => generic_code(*status),
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        self.status_code().canonical_reason().unwrap_or("Error")
+    }
+
+    /// A problem body for a bare error status from a lower layer.
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::UNAUTHORIZED => Self::Unauthenticated,
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable,
+            other => Self::Other(other),
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let code = self.code();
+        Problem {
+            problem_type: format!("urn:clinicd:problem:{code}"),
+            title: self.title().to_owned(),
+            status: self.status_code().as_u16(),
+            detail: self.to_string(),
+            code: code.to_owned(),
+            request_id: request_id::current().map(|id| id.to_string()),
+        }
+    }
+}
+
+fn generic_code(status: StatusCode) -> &'static str {
+    if status.is_server_error() {
+        "internal_error"
+    } else {
+        "bad_request"
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson { .. }
+            | Self::UnknownField { .. }
+            | Self::InvalidBody { .. }
+            | Self::InvalidParameters => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Other(status) => *status,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        if let Self::Unexpected(err) = self {
+            // The chain goes to the log (never to the client); error types here carry no PHI.
+            tracing::error!(error.chain = %ErrorChain(err.as_ref()), "unexpected error");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        match self {
+            Self::RateLimited { retry_after } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs(*retry_after)));
+            }
+            Self::Unauthenticated => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
+        }
+        response.body(problem_bytes(&self.problem()))
+    }
+}
+
+fn problem_bytes(problem: &Problem) -> Vec<u8> {
+    // Serialising a struct of strings and integers cannot fail; keep a fixed body just in case.
+    serde_json::to_vec(problem).unwrap_or_else(|_| br#"{"code":"internal_error"}"#.to_vec())
+}
+
+/// Whole seconds, rounded up, never 0: a client told "retry after 0" would retry at once.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code(), self)?;
+        if let Self::Unexpected(err) = self {
+            write!(f, ": {}", ErrorChain(err.as_ref()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Formats an error with its sources, `outer: inner: innermost`.
+#[derive(Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}
+
+/// The body of every error response (RFC 7807 problem details).
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:clinicd:problem:rate_limited",
+    "title": "Too Many Requests",
+    "status": 429,
+    "detail": "too many requests: try again later",
+    "code": "rate_limited",
+    "request_id": "0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"
+}))]
+pub struct Problem {
+    /// A URI naming the problem class: `urn:clinicd:problem:<code>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// Short summary of the status.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// Human-readable explanation. Never contains submitted values.
+    pub detail: String,
+    /// Stable machine-readable error code.
+    pub code: String,
+    /// The request id, as in the `X-Request-Id` response header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}

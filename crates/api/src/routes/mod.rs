@@ -1,0 +1,63 @@
+//! The route table: the one place where every API route is declared, with its rate-limit
+//! class (and, as later issues land, its permission and audit action). The app is built from
+//! this table, and a test checks it against the OpenAPI document both ways.
+
+pub mod health;
+
+use actix_web::http::Method;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{ResponseError, web};
+
+use crate::problem::ApiError;
+use crate::rate_limit::RateClass;
+
+#[derive(Debug)]
+pub struct RouteSpec {
+    pub method: Method,
+    /// The actix path template, identical to the OpenAPI path.
+    pub path: &'static str,
+    /// The class limit applied on top of the per-IP limit; `None` for operational probes.
+    pub rate_class: Option<RateClass>,
+    handler: fn() -> actix_web::Route,
+}
+
+pub static ROUTES: &[RouteSpec] = &[
+    RouteSpec { method: Method::GET, path: "/health", rate_class: None, handler: || web::to(health::health) },
+    RouteSpec { method: Method::GET, path: "/ready", rate_class: None, handler: || web::to(health::ready) },
+];
+
+/// Registers every route of the table, one resource per path, answering other methods with
+/// 405 and an `Allow` header.
+pub fn register(cfg: &mut web::ServiceConfig) {
+    let mut paths: Vec<&'static str> = Vec::new();
+    for route in ROUTES {
+        if !paths.contains(&route.path) {
+            paths.push(route.path);
+        }
+    }
+    for path in paths {
+        let specs: Vec<&RouteSpec> = ROUTES.iter().filter(|r| r.path == path).collect();
+        let allow = specs.iter().map(|r| r.method.as_str()).collect::<Vec<_>>().join(", ");
+        let mut resource = web::resource(path);
+        for spec in specs {
+            resource = resource.route((spec.handler)().method(spec.method.clone()));
+        }
+        cfg.service(resource.default_service(web::to(move || method_not_allowed(allow.clone()))));
+    }
+}
+
+async fn method_not_allowed(allow: String) -> actix_web::HttpResponse {
+    let mut response = ApiError::MethodNotAllowed.error_response();
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
+/// The rate-limit class of a matched route.
+pub fn rate_class(method: &Method, pattern: &str) -> Option<RateClass> {
+    ROUTES
+        .iter()
+        .find(|r| r.path == pattern && r.method == method)
+        .and_then(|r| r.rate_class)
+}

@@ -1,0 +1,432 @@
+//! Typed configuration, read from the environment (and an optional `.env`), validated once at
+//! start-up. Every problem is collected and reported together, each naming its variable.
+//! There are no fallback secrets: a missing secret is an error in every mode.
+//!
+//! `docs/configuration.md` lists every variable; keep the two in step.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use base64::Engine;
+use clinicd_api::client_ip::TrustedProxies;
+use clinicd_api::rate_limit::{QuotaSpec, RateLimitSettings};
+use clinicd_api::settings::{AllowedOrigins, DEFAULT_JSON_LIMIT, HttpSettings};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::tls;
+
+/// Minimum decoded length of the token signing key: 256 bits, as HS256 requires (RFC 7518 §3.2).
+pub const MIN_SIGNING_KEY_BYTES: usize = 32;
+pub const MASTER_KEY_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fails closed: TLS files required, https origins only, no generated material.
+    Production,
+    /// For a developer's machine: a self-signed certificate is generated and reused.
+    Development,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub mode: Mode,
+    pub listen_addr: SocketAddr,
+    pub redirect_addr: Option<SocketAddr>,
+    /// The HTTPS port the redirect listener sends clients to (differs from the listen port
+    /// behind port mapping).
+    pub public_https_port: u16,
+    pub metrics_addr: SocketAddr,
+    pub workers: Option<usize>,
+    pub data_dir: PathBuf,
+    pub tls: TlsSettings,
+    pub database: DatabaseSettings,
+    pub token_signing_key: SecretSlice<u8>,
+    pub http: HttpSettings,
+    pub keys: KeyProviderSettings,
+    pub storage: StorageSettings,
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsSettings {
+    Files { cert: PathBuf, key: PathBuf },
+    /// Development only: generated under `dir` on first run, reused after.
+    SelfSigned { dir: PathBuf },
+}
+
+#[derive(Debug)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub migrate_on_start: bool,
+}
+
+impl DatabaseSettings {
+    pub fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
+        // Statement logging would put SQL into logs; values are bound, but keep logs quiet.
+        Ok(PgConnectOptions::from_str(self.url.expose_secret())?.disable_statement_logging())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyProviderSettings {
+    /// A 256-bit master key in a file readable by the owner only (dev and small installs).
+    Local { master_key_file: PathBuf },
+    /// AWS KMS; the endpoint and region come from the standard AWS variables.
+    AwsKms { key_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSettings {
+    Local { dir: PathBuf },
+    S3 { bucket: String, prefix: String },
+}
+
+/// One invalid or missing variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+/// Every problem found, reported together.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    pub fn variables(&self) -> Vec<&'static str> {
+        self.problems.iter().map(|p| p.variable).collect()
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        for problem in &self.problems {
+            writeln!(f, "  {}: {}", problem.variable, problem.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Reads the process environment, after loading `.env` from the working directory if it
+    /// exists (variables already set win).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        if let Err(error) = dotenvy::dotenv()
+            && !error.not_found()
+        {
+            return Err(ConfigError {
+                problems: vec![ConfigProblem { variable: ".env", message: format!("cannot be read: {error}") }],
+            });
+        }
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut r = Reader { vars, problems: Vec::new() };
+        let settings = read(&mut r);
+        match settings {
+            Some(settings) if r.problems.is_empty() => Ok(settings),
+            _ => Err(ConfigError { problems: r.problems }),
+        }
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.mode == Mode::Production
+    }
+}
+
+/// Reads every variable, recording problems as it goes; returns `None` if a value needed to
+/// build `Settings` is missing (its problem is recorded).
+fn read(r: &mut Reader<'_>) -> Option<Settings> {
+    let mode = r.parse_with("CLINICD_MODE", Mode::Production, |v| match v {
+        "production" => Ok(Mode::Production),
+        "development" => Ok(Mode::Development),
+        _ => Err("must be `production` or `development`".into()),
+    });
+    let production = mode == Mode::Production;
+    let default_listen = if production { "0.0.0.0:8443" } else { "127.0.0.1:8443" };
+    let listen_addr = r.parse_from_str("CLINICD_LISTEN_ADDR", default_listen);
+    let redirect_addr = r.optional_from_str::<SocketAddr>("CLINICD_HTTP_REDIRECT_ADDR");
+    let public_https_port = r.optional_from_str::<u16>("CLINICD_PUBLIC_HTTPS_PORT");
+    let metrics_addr = r.parse_from_str("CLINICD_METRICS_ADDR", "127.0.0.1:9464");
+    let workers = r.optional_with("CLINICD_HTTP_WORKERS", |v| match v.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err("must be a whole number from 1 to 256".into()),
+    });
+    let data_dir = PathBuf::from(r.optional("CLINICD_DATA_DIR").unwrap_or("./clinicd-data"));
+    let tls = read_tls(r, production, &data_dir);
+    let database = read_database(r, production);
+    let token_signing_key = read_signing_key(r);
+    let http = read_http(r, production);
+    let keys = read_keys(r, &data_dir);
+    let storage = read_storage(r, &data_dir);
+    let log_filter = r.optional("CLINICD_LOG").unwrap_or("info").to_owned();
+    if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
+        r.problem("CLINICD_LOG", "is not a valid log filter (e.g. `info` or `info,clinicd=debug`)");
+    }
+
+    let listen_addr: SocketAddr = listen_addr?;
+    Some(Settings {
+        mode,
+        public_https_port: public_https_port.unwrap_or(listen_addr.port()),
+        listen_addr,
+        redirect_addr,
+        metrics_addr: metrics_addr?,
+        workers,
+        data_dir,
+        tls: tls?,
+        database: database?,
+        token_signing_key: token_signing_key?,
+        http: http?,
+        keys: keys?,
+        storage: storage?,
+        log_filter,
+    })
+}
+
+fn read_tls(r: &mut Reader<'_>, production: bool, data_dir: &Path) -> Option<TlsSettings> {
+    let cert = r.optional("CLINICD_TLS_CERT_FILE").map(PathBuf::from);
+    let key = r.optional("CLINICD_TLS_KEY_FILE").map(PathBuf::from);
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            if let Err(error) = tls::load_server_config(&cert, &key) {
+                r.problem(error.variable(), error.to_string());
+                return None;
+            }
+            Some(TlsSettings::Files { cert, key })
+        }
+        (None, None) if !production => Some(TlsSettings::SelfSigned { dir: data_dir.join("tls") }),
+        (cert, _) => {
+            let why = if production { "is required in production" } else { "must be set together with its pair" };
+            if cert.is_none() {
+                r.problem("CLINICD_TLS_CERT_FILE", why);
+            } else {
+                r.problem("CLINICD_TLS_KEY_FILE", why);
+            }
+            None
+        }
+    }
+}
+
+fn read_database(r: &mut Reader<'_>, production: bool) -> Option<DatabaseSettings> {
+    let max_connections = r.parse_with("CLINICD_DB_MAX_CONNECTIONS", 10, |v| match v.parse::<u32>() {
+        Ok(n) if (1..=1000).contains(&n) => Ok(n),
+        _ => Err("must be a whole number from 1 to 1000".into()),
+    });
+    let migrate_on_start = r.parse_with("CLINICD_MIGRATE_ON_START", !production, parse_bool);
+    let url = r.required("DATABASE_URL")?.to_owned();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        r.problem("DATABASE_URL", "must be a postgres:// or postgresql:// URL");
+        return None;
+    }
+    // The error text of a URL parse can quote the URL (and its password): report the kind only.
+    if PgConnectOptions::from_str(&url).is_err() {
+        r.problem("DATABASE_URL", "is not a valid Postgres connection URL");
+        return None;
+    }
+    Some(DatabaseSettings { url: url.into(), max_connections, migrate_on_start })
+}
+
+fn read_signing_key(r: &mut Reader<'_>) -> Option<SecretSlice<u8>> {
+    let encoded = r.required("CLINICD_TOKEN_SIGNING_KEY")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded))
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(encoded));
+    match decoded {
+        Ok(bytes) if bytes.len() >= MIN_SIGNING_KEY_BYTES => Some(bytes.into()),
+        Ok(bytes) => {
+            r.problem(
+                "CLINICD_TOKEN_SIGNING_KEY",
+                format!(
+                    "is too short: {} bytes after base64 decoding, at least {MIN_SIGNING_KEY_BYTES} required \
+                     (generate with `openssl rand -base64 64`)",
+                    bytes.len()
+                ),
+            );
+            None
+        }
+        Err(_) => {
+            r.problem("CLINICD_TOKEN_SIGNING_KEY", "is not valid base64 (generate with `openssl rand -base64 64`)");
+            None
+        }
+    }
+}
+
+fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
+    let allowed_origins = r.parse_with("ALLOWED_ORIGINS", AllowedOrigins::default(), |v| {
+        AllowedOrigins::parse(v, production).map_err(|e| e.to_string())
+    });
+    let trusted_proxies = r.parse_with("CLINICD_TRUSTED_PROXIES", TrustedProxies::default(), parse_networks);
+    let defaults = RateLimitSettings::default();
+    let rate_limits = RateLimitSettings {
+        per_ip: r.parse_with("CLINICD_RATE_LIMIT_PER_IP", defaults.per_ip, parse_quota),
+        api: r.parse_with("CLINICD_RATE_LIMIT_API", defaults.api, parse_quota),
+        login: r.parse_with("CLINICD_RATE_LIMIT_LOGIN", defaults.login, parse_quota),
+        upload: r.parse_with("CLINICD_RATE_LIMIT_UPLOAD", defaults.upload, parse_quota),
+    };
+    let json_limit = r.parse_with("CLINICD_JSON_BODY_LIMIT", DEFAULT_JSON_LIMIT, |v| match v.parse::<usize>() {
+        Ok(n) if (1024..=64 * 1024 * 1024).contains(&n) => Ok(n),
+        _ => Err("must be a byte count from 1024 to 67108864".into()),
+    });
+    Some(HttpSettings { production, allowed_origins, trusted_proxies, rate_limits, json_limit })
+}
+
+fn read_keys(r: &mut Reader<'_>, data_dir: &Path) -> Option<KeyProviderSettings> {
+    match r.optional("CLINICD_KEY_PROVIDER").unwrap_or("local") {
+        "local" => {
+            let file = r
+                .optional("CLINICD_MASTER_KEY_FILE")
+                .map_or_else(|| data_dir.join("master.key"), PathBuf::from);
+            match check_master_key_file(&file) {
+                Ok(()) => Some(KeyProviderSettings::Local { master_key_file: file }),
+                Err(message) => {
+                    r.problem("CLINICD_MASTER_KEY_FILE", message);
+                    None
+                }
+            }
+        }
+        "aws-kms" => {
+            let key_id = r.required("CLINICD_KMS_KEY_ID")?.to_owned();
+            Some(KeyProviderSettings::AwsKms { key_id })
+        }
+        _ => {
+            r.problem("CLINICD_KEY_PROVIDER", "must be `local` or `aws-kms`");
+            None
+        }
+    }
+}
+
+/// The master key must exist, hold exactly 256 bits, and be readable by its owner only.
+fn check_master_key_file(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let metadata = std::fs::metadata(path).map_err(|e| format!("`{shown}` cannot be read: {e} \
+        (generate with `head -c 32 /dev/urandom > FILE && chmod 600 FILE`)"))?;
+    if !metadata.is_file() || metadata.len() != MASTER_KEY_BYTES as u64 {
+        return Err(format!("`{shown}` must be a file of exactly {MASTER_KEY_BYTES} bytes"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if metadata.permissions().mode() & 0o077 != 0 {
+            return Err(format!("`{shown}` is readable by group or others: chmod 600 it"));
+        }
+    }
+    Ok(())
+}
+
+fn read_storage(r: &mut Reader<'_>, data_dir: &Path) -> Option<StorageSettings> {
+    match r.optional("CLINICD_STORAGE").unwrap_or("local") {
+        "local" => Some(StorageSettings::Local {
+            dir: r.optional("CLINICD_STORAGE_DIR").map_or_else(|| data_dir.join("files"), PathBuf::from),
+        }),
+        "s3" => {
+            let bucket = r.required("CLINICD_S3_BUCKET")?.to_owned();
+            let prefix = r.optional("CLINICD_S3_PREFIX").unwrap_or("").to_owned();
+            Some(StorageSettings::S3 { bucket, prefix })
+        }
+        _ => {
+            r.problem("CLINICD_STORAGE", "must be `local` or `s3`");
+            None
+        }
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err("must be `true` or `false`".into()),
+    }
+}
+
+fn parse_quota(value: &str) -> Result<QuotaSpec, String> {
+    value.parse().map_err(|e: clinicd_api::rate_limit::QuotaSpecError| e.to_string())
+}
+
+fn parse_networks(value: &str) -> Result<TrustedProxies, String> {
+    let mut networks = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let network = entry
+            .parse::<IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| format!("`{entry}` is not an IP address or CIDR network"))?;
+        networks.push(network);
+    }
+    Ok(TrustedProxies::new(networks))
+}
+
+/// Reads variables and collects problems.
+struct Reader<'a> {
+    vars: &'a HashMap<String, String>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Reader<'_> {
+    fn problem(&mut self, variable: &'static str, message: impl Into<String>) {
+        self.problems.push(ConfigProblem { variable, message: message.into() });
+    }
+
+    /// A set, non-blank value.
+    fn optional(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn required(&mut self, name: &'static str) -> Option<&str> {
+        if self.optional(name).is_none() {
+            self.problem(name, "is required but not set");
+            return None;
+        }
+        self.vars.get(name).map(|v| v.trim())
+    }
+
+    fn optional_with<T>(&mut self, name: &'static str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let value = self.optional(name)?.to_owned();
+        match parse(&value) {
+            Ok(parsed) => Some(parsed),
+            Err(message) => {
+                self.problem(name, message);
+                None
+            }
+        }
+    }
+
+    fn optional_from_str<T: FromStr>(&mut self, name: &'static str) -> Option<T> {
+        self.optional_with(name, |v| v.parse().map_err(|_| invalid_value_message::<T>()))
+    }
+
+    /// The parsed value, or the default when unset. A set but invalid value is recorded as a
+    /// problem and the default returned only so that reading goes on and every problem is
+    /// reported at once.
+    fn parse_with<T>(&mut self, name: &'static str, default: T, parse: impl FnOnce(&str) -> Result<T, String>) -> T {
+        self.optional_with(name, parse).unwrap_or(default)
+    }
+
+    fn parse_from_str<T: FromStr>(&mut self, name: &'static str, default: &str) -> Option<T> {
+        match self.optional(name) {
+            Some(_) => self.optional_from_str(name),
+            None => default.parse().ok(),
+        }
+    }
+}
+
+fn invalid_value_message<T>() -> String {
+    let kind = std::any::type_name::<T>();
+    if kind.ends_with("SocketAddr") {
+        "must be an address with a port, e.g. 127.0.0.1:8443".into()
+    } else if kind == "u16" {
+        "must be a port number from 1 to 65535".into()
+    } else {
+        "has an invalid value".into()
+    }
+}

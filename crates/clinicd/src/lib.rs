@@ -1,0 +1,16 @@
+//! The clinicd server: typed configuration, TLS, telemetry, start-up and the command line.
+//! It composes the concern crates into one actix-web server.
+//!
+//! Owns: process start-up and the wiring between crates.
+//!
+//! Must not: hold business rules, SQL or HTTP handlers (those live in the concern crates and
+//! the API crate).
+
+pub mod cli;
+pub mod config;
+pub mod startup;
+pub mod telemetry;
+pub mod tls;
+
+pub use config::Settings;
+pub use startup::Application;

@@ -1,0 +1,64 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use clinicd::cli::{Cli, Command};
+use clinicd::{Application, Settings, startup, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Two rustls providers are compiled in (aws-lc-rs for rustls and the AWS SDK, and possibly
+    // ring through a dependency); pick one explicitly or rustls panics on first use.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprint!("clinicd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        eprintln!("clinicd: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(error) = telemetry::init(&settings.log_filter) {
+        eprintln!("clinicd: cannot initialise logging: {error}");
+        return ExitCode::FAILURE;
+    }
+    let result = actix_web::rt::System::new().block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(settings).await,
+            Command::Migrate => migrate(settings).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "clinicd stopped with an error");
+            eprintln!("clinicd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let mode = settings.mode;
+    let app = Application::build(settings).await?;
+    tracing::info!(
+        mode = ?mode,
+        api_port = app.api_port(),
+        metrics_port = app.metrics_port(),
+        redirect_port = app.redirect_port(),
+        "clinicd listening"
+    );
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let options = settings.database.connect_options()?;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await?;
+    startup::MIGRATOR.run(&pool).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Start-up in one place: [`Application::build`] binds every listener (port 0 works, for
+//! tests) and returns something to run; the binary only parses configuration and calls it.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::header;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use clinicd_api::middleware::security_headers::security_headers;
+use clinicd_api::rate_limit::Limits;
+use clinicd_api::{ApiError, ApiState, Metrics};
+use rustls::ServerConfig;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::{Settings, TlsSettings};
+use crate::tls;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot start a listener: {0}")]
+    Listen(#[source] std::io::Error),
+    #[error("invalid database settings: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The running listeners: the HTTPS API, the admin (metrics) listener and, optionally, the
+/// plain-HTTP listener that only redirects to HTTPS.
+pub struct Application {
+    api_port: u16,
+    metrics_port: u16,
+    redirect_port: Option<u16>,
+    servers: Vec<Server>,
+    limits: Arc<Limits>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("api_port", &self.api_port)
+            .field("metrics_port", &self.metrics_port)
+            .field("redirect_port", &self.redirect_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Connects to Postgres (lazily: readiness reports an unreachable database), applies
+    /// migrations when configured, and binds every listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let options = settings.database.connect_options().map_err(StartupError::Database)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.database.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
+        if settings.database.migrate_on_start {
+            MIGRATOR.run(&pool).await?;
+        }
+        Self::build_with_pool(settings, pool)
+    }
+
+    /// As [`build`](Self::build) with a pool from the caller (tests pass `#[sqlx::test]`'s).
+    pub fn build_with_pool(settings: Settings, pool: PgPool) -> Result<Self, StartupError> {
+        let tls_config = server_tls(&settings.tls)?;
+        let metrics = Metrics::new()?;
+        let state = ApiState::new(pool, settings.http.clone(), metrics.clone());
+        let limits = state.limits.clone();
+
+        let api_listener = bind("the HTTPS API", settings.listen_addr)?;
+        let api_port = port(&api_listener)?;
+        let workers = settings.workers.unwrap_or_else(default_workers);
+        let api = HttpServer::new(move || clinicd_api::app(state.clone()))
+            .workers(workers)
+            .listen_rustls_0_23(api_listener, tls_config.clone())
+            .map_err(StartupError::Listen)?
+            .run();
+        let mut servers = vec![api];
+
+        let metrics_listener = bind("the metrics listener", settings.metrics_addr)?;
+        let metrics_port = port(&metrics_listener)?;
+        let metrics_server = HttpServer::new(move || clinicd_api::admin_app(metrics.clone())).workers(1);
+        // Metrics carry no PHI, but off loopback they still travel only over TLS.
+        let metrics_server = if settings.metrics_addr.ip().is_loopback() {
+            metrics_server.listen(metrics_listener)
+        } else {
+            metrics_server.listen_rustls_0_23(metrics_listener, tls_config)
+        };
+        servers.push(metrics_server.map_err(StartupError::Listen)?.run());
+
+        let mut redirect_port = None;
+        if let Some(addr) = settings.redirect_addr {
+            let listener = bind("the HTTP redirect listener", addr)?;
+            redirect_port = Some(port(&listener)?);
+            servers.push(redirect_server(listener, settings.public_https_port)?);
+        }
+        Ok(Self { api_port, metrics_port, redirect_port, servers, limits })
+    }
+
+    pub fn api_port(&self) -> u16 {
+        self.api_port
+    }
+
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    pub fn redirect_port(&self) -> Option<u16> {
+        self.redirect_port
+    }
+
+    /// Handles to stop the listeners gracefully.
+    pub fn handles(&self) -> Vec<ServerHandle> {
+        self.servers.iter().map(Server::handle).collect()
+    }
+
+    /// Serves until a listener stops (Ctrl-C or SIGTERM stop them all gracefully).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let limits = self.limits;
+        let pruner = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LIMITER_PRUNE_INTERVAL);
+            loop {
+                tick.tick().await;
+                limits.prune();
+            }
+        });
+        let result = futures_util::future::try_join_all(self.servers).await.map(|_| ());
+        pruner.abort();
+        result
+    }
+}
+
+fn server_tls(settings: &TlsSettings) -> Result<ServerConfig, StartupError> {
+    let (cert, key) = match settings {
+        TlsSettings::Files { cert, key } => (cert.clone(), key.clone()),
+        TlsSettings::SelfSigned { dir } => tls::ensure_self_signed(dir)?,
+    };
+    Ok(tls::load_server_config(&cert, &key)?)
+}
+
+fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).map_err(|source| StartupError::Bind { what, addr, source })
+}
+
+fn port(listener: &TcpListener) -> Result<u16, StartupError> {
+    Ok(listener.local_addr().map_err(StartupError::Listen)?.port())
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+/// The plain-HTTP listener: every request is answered with a redirect to HTTPS and nothing
+/// else, so the API is never served in clear.
+fn redirect_server(listener: TcpListener, https_port: u16) -> Result<Server, StartupError> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(https_port))
+            .default_service(web::to(redirect_to_https))
+            .wrap(from_fn(security_headers))
+    })
+    .workers(1)
+    .listen(listener)
+    .map_err(StartupError::Listen)?
+    .run();
+    Ok(server)
+}
+
+async fn redirect_to_https(req: HttpRequest, https_port: web::Data<u16>) -> HttpResponse {
+    let Some(host) = request_host(&req) else {
+        return ApiError::Other(actix_web::http::StatusCode::BAD_REQUEST).error_response();
+    };
+    let port = match **https_port {
+        443 => String::new(),
+        port => format!(":{port}"),
+    };
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, format!("https://{host}{port}{path}")))
+        .finish()
+}
+
+/// The host name the client asked for, without its port, if it is a plausible host name or
+/// address (so a crafted Host header cannot inject into the Location header).
+fn request_host(req: &HttpRequest) -> Option<String> {
+    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    let name = match host.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split_once(']')?.0),
+        None => host.split(':').next()?.to_owned(),
+    };
+    let plausible = !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+    plausible.then_some(name)
+}

@@ -1,0 +1,10 @@
+//! Identity: user accounts, password hashing and policy, login, sessions and MFA.
+//!
+//! Owns: the `users`, `sessions`, `refresh_tokens`, `mfa_*` and `security_events` tables; token
+//! issuance and validation; the per-account failure counter and lockout.
+//!
+//! Must not: import actix or know about HTTP (the API crate maps its errors and sets cookies);
+//! decide permissions (RBAC); store a secret in clear (TOTP secrets go through the crypto crate).
+//!
+//! Status: scaffold. The identity issue fills it in; until then the API crate's
+//! `Authenticated` extractor refuses every caller.
