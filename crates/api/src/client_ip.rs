@@ -73,7 +73,10 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_cannot_spoof_its_address() {
-        assert_eq!(proxies().client_ip(ip("203.0.113.9"), &xff("198.51.100.1")), ip("203.0.113.9"));
+        assert_eq!(
+            proxies().client_ip(ip("203.0.113.9"), &xff("198.51.100.1")),
+            ip("203.0.113.9")
+        );
         assert_eq!(
             TrustedProxies::default().client_ip(ip("10.0.0.1"), &xff("198.51.100.1")),
             ip("10.0.0.1")
@@ -83,12 +86,21 @@ mod tests {
     #[test]
     fn a_trusted_proxy_reports_the_first_untrusted_hop_from_the_right() {
         let headers = xff("6.6.6.6, 198.51.100.7, 10.1.1.1");
-        assert_eq!(proxies().client_ip(ip("10.0.0.2"), &headers), ip("198.51.100.7"));
+        assert_eq!(
+            proxies().client_ip(ip("10.0.0.2"), &headers),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]
     fn malformed_entries_stop_at_the_last_vouched_address() {
-        assert_eq!(proxies().client_ip(ip("10.0.0.2"), &xff("garbage, 10.9.9.9")), ip("10.9.9.9"));
-        assert_eq!(proxies().client_ip(ip("10.0.0.2"), &HeaderMap::new()), ip("10.0.0.2"));
+        assert_eq!(
+            proxies().client_ip(ip("10.0.0.2"), &xff("garbage, 10.9.9.9")),
+            ip("10.9.9.9")
+        );
+        assert_eq!(
+            proxies().client_ip(ip("10.0.0.2"), &HeaderMap::new()),
+            ip("10.0.0.2")
+        );
     }
 }

@@ -39,7 +39,12 @@ impl Modify for SecuritySchemes {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "cookie",
@@ -49,7 +54,9 @@ impl Modify for SecuritySchemes {
 }
 
 pub fn register(cfg: &mut web::ServiceConfig) {
-    cfg.service(SwaggerUi::new(format!("{DOCS_PATH_PREFIX}/{{_:.*}}")).url(OPENAPI_PATH, ApiDoc::openapi()));
+    cfg.service(
+        SwaggerUi::new(format!("{DOCS_PATH_PREFIX}/{{_:.*}}")).url(OPENAPI_PATH, ApiDoc::openapi()),
+    );
     cfg.route(DOCS_PATH_PREFIX, web::get().to(redirect_to_docs));
 }
 

@@ -45,10 +45,18 @@ fn json_error(error: JsonPayloadError, limit: usize) -> ApiError {
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType { expected: JSON },
         JsonPayloadError::Deserialize(err) if err.is_data() => match unknown_field(&err) {
             Some(field) => ApiError::UnknownField { field },
-            None => ApiError::InvalidBody { line: err.line(), column: err.column() },
+            None => ApiError::InvalidBody {
+                line: err.line(),
+                column: err.column(),
+            },
         },
-        JsonPayloadError::Deserialize(err) => ApiError::MalformedJson { line: err.line(), column: err.column() },
-        JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => ApiError::PayloadTooLarge { limit },
+        JsonPayloadError::Deserialize(err) => ApiError::MalformedJson {
+            line: err.line(),
+            column: err.column(),
+        },
+        JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => {
+            ApiError::PayloadTooLarge { limit }
+        }
         JsonPayloadError::Payload(_) => ApiError::MalformedJson { line: 0, column: 0 },
         other => ApiError::unexpected(other.to_string()),
     }
@@ -59,8 +67,13 @@ fn unknown_field(err: &serde_json::Error) -> Option<String> {
     let rest = message.strip_prefix("unknown field `")?;
     let name = &rest[..rest.find('`')?];
     // Field names are identifiers; anything else is not worth reflecting.
-    let plausible = name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    Some(if plausible { name.to_owned() } else { "?".to_owned() })
+    let plausible =
+        name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    Some(if plausible {
+        name.to_owned()
+    } else {
+        "?".to_owned()
+    })
 }
 
 /// The authenticated caller.

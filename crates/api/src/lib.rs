@@ -98,7 +98,9 @@ pub fn admin_app(
 
 async fn render_metrics(metrics: web::Data<Metrics>) -> Result<HttpResponse, ApiError> {
     let body = metrics.render().map_err(ApiError::unexpected)?;
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body))
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body))
 }
 
 async fn not_found() -> HttpResponse {

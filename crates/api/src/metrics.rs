@@ -2,7 +2,9 @@
 //! refusals and refused cross-origin requests. Labels are route templates and codes only, so
 //! no id or PHI can become a label. Served on the separate admin listener, not the API.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -17,12 +19,20 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("clinicd".into()), None)?;
         let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by method, route template and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by method, route template and status",
+            ),
             &["method", "route", "status"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "Time to produce a response head")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to produce a response head",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
             &["method", "route"],
         )?;
         let rate_limited = IntCounterVec::new(
@@ -30,19 +40,32 @@ impl Metrics {
             &["policy"],
         )?;
         let cors_refused = IntCounterVec::new(
-            Opts::new("cors_refused_total", "Cross-origin requests refused, by kind"),
+            Opts::new(
+                "cors_refused_total",
+                "Cross-origin requests refused, by kind",
+            ),
             &["kind"],
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(cors_refused.clone()))?;
-        Ok(Self { registry, requests, latency, rate_limited, cors_refused })
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            rate_limited,
+            cors_refused,
+        })
     }
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        self.requests.with_label_values(&[method, route, &status.to_string()]).inc();
-        self.latency.with_label_values(&[method, route]).observe(seconds);
+        self.requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+        self.latency
+            .with_label_values(&[method, route])
+            .observe(seconds);
     }
 
     pub fn count_rate_limited(&self, policy: &str) {

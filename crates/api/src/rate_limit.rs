@@ -71,7 +71,9 @@ impl fmt::Debug for QuotaSpec {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("expected COUNT/WINDOW such as 100/1m, 5/15m or 10/1h (count 1..=1000000, window 1s..=24h)")]
+#[error(
+    "expected COUNT/WINDOW such as 100/1m, 5/15m or 10/1h (count 1..=1000000, window 1s..=24h)"
+)]
 pub struct QuotaSpecError;
 
 impl FromStr for QuotaSpec {
@@ -80,7 +82,9 @@ impl FromStr for QuotaSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (count, window) = s.trim().split_once('/').ok_or(QuotaSpecError)?;
         let count: u32 = count.trim().parse().map_err(|_| QuotaSpecError)?;
-        let count = NonZeroU32::new(count).filter(|c| c.get() <= 1_000_000).ok_or(QuotaSpecError)?;
+        let count = NonZeroU32::new(count)
+            .filter(|c| c.get() <= 1_000_000)
+            .ok_or(QuotaSpecError)?;
         let window = parse_window(window.trim()).ok_or(QuotaSpecError)?;
         if window < Duration::from_secs(1) || window > Duration::from_secs(86_400) {
             return Err(QuotaSpecError);
@@ -92,7 +96,11 @@ impl FromStr for QuotaSpec {
 fn parse_window(s: &str) -> Option<Duration> {
     let unit_at = s.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = s.split_at(unit_at);
-    let number: u64 = if number.is_empty() { 1 } else { number.parse().ok()? };
+    let number: u64 = if number.is_empty() {
+        1
+    } else {
+        number.parse().ok()?
+    };
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
@@ -163,7 +171,9 @@ pub struct Limits {
 
 impl fmt::Debug for Limits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Limits").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Limits")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -196,14 +206,22 @@ impl Limits {
         &self,
         policy: &'static str,
         spec: QuotaSpec,
-        outcome: Result<governor::middleware::StateSnapshot, governor::NotUntil<<DefaultClock as Clock>::Instant>>,
+        outcome: Result<
+            governor::middleware::StateSnapshot,
+            governor::NotUntil<<DefaultClock as Clock>::Instant>,
+        >,
     ) -> Result<PolicyState, Refusal> {
         match outcome {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 let used = spec.count.get().saturating_sub(remaining);
                 let reset = snapshot.quota().replenish_interval() * used;
-                Ok(PolicyState { policy, spec, remaining, reset_secs: reset.as_secs_f64().ceil() as u64 })
+                Ok(PolicyState {
+                    policy,
+                    spec,
+                    remaining,
+                    reset_secs: reset.as_secs_f64().ceil() as u64,
+                })
             }
             Err(not_until) => Err(Refusal {
                 policy,
@@ -249,15 +267,35 @@ mod tests {
     #[test]
     fn parses_quota_specs() {
         let spec: QuotaSpec = "5/15m".parse().expect("valid");
-        assert_eq!((spec.count.get(), spec.window), (5, Duration::from_secs(900)));
+        assert_eq!(
+            (spec.count.get(), spec.window),
+            (5, Duration::from_secs(900))
+        );
         let spec: QuotaSpec = " 100 / m ".parse().expect("valid");
-        assert_eq!((spec.count.get(), spec.window), (100, Duration::from_secs(60)));
-        assert_eq!("10/1h".parse::<QuotaSpec>().map(|s| s.window.as_secs()), Ok(3600));
+        assert_eq!(
+            (spec.count.get(), spec.window),
+            (100, Duration::from_secs(60))
+        );
+        assert_eq!(
+            "10/1h".parse::<QuotaSpec>().map(|s| s.window.as_secs()),
+            Ok(3600)
+        );
     }
 
     #[test]
     fn refuses_malformed_quota_specs() {
-        for bad in ["", "5", "0/1m", "-1/1m", "5/0s", "5/1d", "5/25h", "x/1m", "5/1m/2", "2000000/1s"] {
+        for bad in [
+            "",
+            "5",
+            "0/1m",
+            "-1/1m",
+            "5/0s",
+            "5/1d",
+            "5/25h",
+            "x/1m",
+            "5/1m/2",
+            "2000000/1s",
+        ] {
             assert_eq!(bad.parse::<QuotaSpec>(), Err(QuotaSpecError), "{bad:?}");
         }
     }
@@ -265,15 +303,28 @@ mod tests {
     #[test]
     fn refuses_past_the_burst_and_says_when_to_retry() {
         let spec: QuotaSpec = "2/1h".parse().expect("valid");
-        let limits = Limits::new(RateLimitSettings { per_ip: spec, ..Default::default() });
+        let limits = Limits::new(RateLimitSettings {
+            per_ip: spec,
+            ..Default::default()
+        });
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         assert_eq!(limits.check_ip(ip).map(|s| s.remaining), Ok(1));
         assert_eq!(limits.check_ip(ip).map(|s| s.remaining), Ok(0));
-        let refusal = limits.check_ip(ip).expect_err("third request is over the limit");
+        let refusal = limits
+            .check_ip(ip)
+            .expect_err("third request is over the limit");
         assert_eq!(refusal.policy, "ip");
         // One cell refills every 30 minutes.
-        assert!(refusal.retry_after > Duration::from_secs(29 * 60), "{:?}", refusal.retry_after);
-        assert!(refusal.retry_after <= Duration::from_secs(30 * 60), "{:?}", refusal.retry_after);
+        assert!(
+            refusal.retry_after > Duration::from_secs(29 * 60),
+            "{:?}",
+            refusal.retry_after
+        );
+        assert!(
+            refusal.retry_after <= Duration::from_secs(30 * 60),
+            "{:?}",
+            refusal.retry_after
+        );
         // Another client is unaffected.
         assert!(limits.check_ip("192.0.2.2".parse().expect("ip")).is_ok());
     }
@@ -281,21 +332,32 @@ mod tests {
     #[test]
     fn class_limits_are_keyed_separately() {
         let spec: QuotaSpec = "1/1h".parse().expect("valid");
-        let limits = Limits::new(RateLimitSettings { login: spec, ..Default::default() });
+        let limits = Limits::new(RateLimitSettings {
+            login: spec,
+            ..Default::default()
+        });
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let alice = RateKey::IpAndUsername(ip, "alice".into());
         let bob = RateKey::IpAndUsername(ip, "bob".into());
         assert!(limits.check(RateClass::Login, &alice).is_ok());
         assert!(limits.check(RateClass::Login, &alice).is_err());
         assert!(limits.check(RateClass::Login, &bob).is_ok());
-        assert!(limits.check(RateClass::Api, &alice).is_ok(), "classes do not share buckets");
+        assert!(
+            limits.check(RateClass::Api, &alice).is_ok(),
+            "classes do not share buckets"
+        );
     }
 
     #[test]
     fn formats_ietf_headers() {
         let spec: QuotaSpec = "100/1m".parse().expect("valid");
         assert_eq!(policy_header(&[("api", spec)]), "\"api\";q=100;w=60");
-        let state = PolicyState { policy: "api", spec, remaining: 99, reset_secs: 1 };
+        let state = PolicyState {
+            policy: "api",
+            spec,
+            remaining: 99,
+            reset_secs: 1,
+        };
         assert_eq!(state_header(&[state]), "\"api\";r=99;t=1");
     }
 }

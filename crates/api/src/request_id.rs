@@ -76,14 +76,29 @@ mod tests {
 
     #[test]
     fn accepts_well_formed_ids() {
-        for id in ["abc", "0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b", "trace:1.2_3", &"a".repeat(64)] {
-            assert_eq!(RequestId::parse(id).map(|r| r.to_string()), Some(id.to_owned()));
+        for id in [
+            "abc",
+            "0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b",
+            "trace:1.2_3",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(
+                RequestId::parse(id).map(|r| r.to_string()),
+                Some(id.to_owned())
+            );
         }
     }
 
     #[test]
     fn refuses_malformed_ids() {
-        for id in ["", "has space", "new\nline", "<script>", "ü", &"a".repeat(65)] {
+        for id in [
+            "",
+            "has space",
+            "new\nline",
+            "<script>",
+            "ü",
+            &"a".repeat(65),
+        ] {
             assert!(RequestId::parse(id).is_none(), "{id:?} should be refused");
         }
     }

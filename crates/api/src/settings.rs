@@ -37,7 +37,9 @@ pub struct AllowedOrigins(BTreeSet<String>);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OriginError {
-    #[error("`{0}` is not an origin: expected scheme://host[:port] with no path, e.g. https://clinic.example")]
+    #[error(
+        "`{0}` is not an origin: expected scheme://host[:port] with no path, e.g. https://clinic.example"
+    )]
     Malformed(String),
     #[error("`{0}` is not https: production allows only https origins")]
     NotHttps(String),
@@ -84,7 +86,9 @@ fn parse_origin(entry: &str, production: bool) -> Result<String, OriginError> {
                 None => (rest, None),
             };
             let host_ok = !host.is_empty()
-                && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
                 && host.bytes().any(|b| b.is_ascii_alphanumeric());
             (host_ok, port)
         }
@@ -106,14 +110,21 @@ mod tests {
 
     #[test]
     fn parses_exact_origins() {
-        let origins = AllowedOrigins::parse("https://app.clinic.example, https://localhost:8443", true)
-            .expect("valid");
+        let origins =
+            AllowedOrigins::parse("https://app.clinic.example, https://localhost:8443", true)
+                .expect("valid");
         assert!(origins.allows("https://app.clinic.example"));
         assert!(origins.allows("https://localhost:8443"));
         assert!(!origins.allows("https://localhost"));
         assert!(!origins.allows("https://evil.app.clinic.example"));
         assert!(AllowedOrigins::parse("https://[::1]:8443", true).is_ok());
-        assert!(AllowedOrigins::parse("", true).expect("empty is valid").iter().next().is_none());
+        assert!(
+            AllowedOrigins::parse("", true)
+                .expect("empty is valid")
+                .iter()
+                .next()
+                .is_none()
+        );
     }
 
     #[test]

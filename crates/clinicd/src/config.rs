@@ -55,9 +55,14 @@ pub struct Settings {
 
 #[derive(Debug, Clone)]
 pub enum TlsSettings {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     /// Development only: generated under `dir` on first run, reused after.
-    SelfSigned { dir: PathBuf },
+    SelfSigned {
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug)]
@@ -109,7 +114,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
         for problem in &self.problems {
             writeln!(f, "  {}: {}", problem.variable, problem.message)?;
         }
@@ -125,18 +134,26 @@ impl Settings {
             && !error.not_found()
         {
             return Err(ConfigError {
-                problems: vec![ConfigProblem { variable: ".env", message: format!("cannot be read: {error}") }],
+                problems: vec![ConfigProblem {
+                    variable: ".env",
+                    message: format!("cannot be read: {error}"),
+                }],
             });
         }
         Self::from_vars(&std::env::vars().collect())
     }
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let mut r = Reader { vars, problems: Vec::new() };
+        let mut r = Reader {
+            vars,
+            problems: Vec::new(),
+        };
         let settings = read(&mut r);
         match settings {
             Some(settings) if r.problems.is_empty() => Ok(settings),
-            _ => Err(ConfigError { problems: r.problems }),
+            _ => Err(ConfigError {
+                problems: r.problems,
+            }),
         }
     }
 
@@ -154,7 +171,11 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
         _ => Err("must be `production` or `development`".into()),
     });
     let production = mode == Mode::Production;
-    let default_listen = if production { "0.0.0.0:8443" } else { "127.0.0.1:8443" };
+    let default_listen = if production {
+        "0.0.0.0:8443"
+    } else {
+        "127.0.0.1:8443"
+    };
     let listen_addr = r.parse_from_str("CLINICD_LISTEN_ADDR", default_listen);
     let redirect_addr = r.optional_from_str::<SocketAddr>("CLINICD_HTTP_REDIRECT_ADDR");
     let public_https_port = r.optional_from_str::<u16>("CLINICD_PUBLIC_HTTPS_PORT");
@@ -172,7 +193,10 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
     let storage = read_storage(r, &data_dir);
     let log_filter = r.optional("CLINICD_LOG").unwrap_or("info").to_owned();
     if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
-        r.problem("CLINICD_LOG", "is not a valid log filter (e.g. `info` or `info,clinicd=debug`)");
+        r.problem(
+            "CLINICD_LOG",
+            "is not a valid log filter (e.g. `info` or `info,clinicd=debug`)",
+        );
     }
 
     let listen_addr: SocketAddr = listen_addr?;
@@ -205,9 +229,15 @@ fn read_tls(r: &mut Reader<'_>, production: bool, data_dir: &Path) -> Option<Tls
             }
             Some(TlsSettings::Files { cert, key })
         }
-        (None, None) if !production => Some(TlsSettings::SelfSigned { dir: data_dir.join("tls") }),
+        (None, None) if !production => Some(TlsSettings::SelfSigned {
+            dir: data_dir.join("tls"),
+        }),
         (cert, _) => {
-            let why = if production { "is required in production" } else { "must be set together with its pair" };
+            let why = if production {
+                "is required in production"
+            } else {
+                "must be set together with its pair"
+            };
             if cert.is_none() {
                 r.problem("CLINICD_TLS_CERT_FILE", why);
             } else {
@@ -219,9 +249,11 @@ fn read_tls(r: &mut Reader<'_>, production: bool, data_dir: &Path) -> Option<Tls
 }
 
 fn read_database(r: &mut Reader<'_>, production: bool) -> Option<DatabaseSettings> {
-    let max_connections = r.parse_with("CLINICD_DB_MAX_CONNECTIONS", 10, |v| match v.parse::<u32>() {
-        Ok(n) if (1..=1000).contains(&n) => Ok(n),
-        _ => Err("must be a whole number from 1 to 1000".into()),
+    let max_connections = r.parse_with("CLINICD_DB_MAX_CONNECTIONS", 10, |v| {
+        match v.parse::<u32>() {
+            Ok(n) if (1..=1000).contains(&n) => Ok(n),
+            _ => Err("must be a whole number from 1 to 1000".into()),
+        }
     });
     let migrate_on_start = r.parse_with("CLINICD_MIGRATE_ON_START", !production, parse_bool);
     let url = r.required("DATABASE_URL")?.to_owned();
@@ -234,7 +266,11 @@ fn read_database(r: &mut Reader<'_>, production: bool) -> Option<DatabaseSetting
         r.problem("DATABASE_URL", "is not a valid Postgres connection URL");
         return None;
     }
-    Some(DatabaseSettings { url: url.into(), max_connections, migrate_on_start })
+    Some(DatabaseSettings {
+        url: url.into(),
+        max_connections,
+        migrate_on_start,
+    })
 }
 
 fn read_signing_key(r: &mut Reader<'_>) -> Option<SecretSlice<u8>> {
@@ -257,7 +293,10 @@ fn read_signing_key(r: &mut Reader<'_>) -> Option<SecretSlice<u8>> {
             None
         }
         Err(_) => {
-            r.problem("CLINICD_TOKEN_SIGNING_KEY", "is not valid base64 (generate with `openssl rand -base64 64`)");
+            r.problem(
+                "CLINICD_TOKEN_SIGNING_KEY",
+                "is not valid base64 (generate with `openssl rand -base64 64`)",
+            );
             None
         }
     }
@@ -267,7 +306,11 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
     let allowed_origins = r.parse_with("ALLOWED_ORIGINS", AllowedOrigins::default(), |v| {
         AllowedOrigins::parse(v, production).map_err(|e| e.to_string())
     });
-    let trusted_proxies = r.parse_with("CLINICD_TRUSTED_PROXIES", TrustedProxies::default(), parse_networks);
+    let trusted_proxies = r.parse_with(
+        "CLINICD_TRUSTED_PROXIES",
+        TrustedProxies::default(),
+        parse_networks,
+    );
     let defaults = RateLimitSettings::default();
     let rate_limits = RateLimitSettings {
         per_ip: r.parse_with("CLINICD_RATE_LIMIT_PER_IP", defaults.per_ip, parse_quota),
@@ -275,11 +318,19 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
         login: r.parse_with("CLINICD_RATE_LIMIT_LOGIN", defaults.login, parse_quota),
         upload: r.parse_with("CLINICD_RATE_LIMIT_UPLOAD", defaults.upload, parse_quota),
     };
-    let json_limit = r.parse_with("CLINICD_JSON_BODY_LIMIT", DEFAULT_JSON_LIMIT, |v| match v.parse::<usize>() {
-        Ok(n) if (1024..=64 * 1024 * 1024).contains(&n) => Ok(n),
-        _ => Err("must be a byte count from 1024 to 67108864".into()),
+    let json_limit = r.parse_with("CLINICD_JSON_BODY_LIMIT", DEFAULT_JSON_LIMIT, |v| {
+        match v.parse::<usize>() {
+            Ok(n) if (1024..=64 * 1024 * 1024).contains(&n) => Ok(n),
+            _ => Err("must be a byte count from 1024 to 67108864".into()),
+        }
     });
-    Some(HttpSettings { production, allowed_origins, trusted_proxies, rate_limits, json_limit })
+    Some(HttpSettings {
+        production,
+        allowed_origins,
+        trusted_proxies,
+        rate_limits,
+        json_limit,
+    })
 }
 
 fn read_keys(r: &mut Reader<'_>, data_dir: &Path) -> Option<KeyProviderSettings> {
@@ -289,7 +340,9 @@ fn read_keys(r: &mut Reader<'_>, data_dir: &Path) -> Option<KeyProviderSettings>
                 .optional("CLINICD_MASTER_KEY_FILE")
                 .map_or_else(|| data_dir.join("master.key"), PathBuf::from);
             match check_master_key_file(&file) {
-                Ok(()) => Some(KeyProviderSettings::Local { master_key_file: file }),
+                Ok(()) => Some(KeyProviderSettings::Local {
+                    master_key_file: file,
+                }),
                 Err(message) => {
                     r.problem("CLINICD_MASTER_KEY_FILE", message);
                     None
@@ -310,16 +363,24 @@ fn read_keys(r: &mut Reader<'_>, data_dir: &Path) -> Option<KeyProviderSettings>
 /// The master key must exist, hold exactly 256 bits, and be readable by its owner only.
 fn check_master_key_file(path: &Path) -> Result<(), String> {
     let shown = path.display();
-    let metadata = std::fs::metadata(path).map_err(|e| format!("`{shown}` cannot be read: {e} \
-        (generate with `head -c 32 /dev/urandom > FILE && chmod 600 FILE`)"))?;
+    let metadata = std::fs::metadata(path).map_err(|e| {
+        format!(
+            "`{shown}` cannot be read: {e} \
+        (generate with `head -c 32 /dev/urandom > FILE && chmod 600 FILE`)"
+        )
+    })?;
     if !metadata.is_file() || metadata.len() != MASTER_KEY_BYTES as u64 {
-        return Err(format!("`{shown}` must be a file of exactly {MASTER_KEY_BYTES} bytes"));
+        return Err(format!(
+            "`{shown}` must be a file of exactly {MASTER_KEY_BYTES} bytes"
+        ));
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         if metadata.permissions().mode() & 0o077 != 0 {
-            return Err(format!("`{shown}` is readable by group or others: chmod 600 it"));
+            return Err(format!(
+                "`{shown}` is readable by group or others: chmod 600 it"
+            ));
         }
     }
     Ok(())
@@ -328,7 +389,9 @@ fn check_master_key_file(path: &Path) -> Result<(), String> {
 fn read_storage(r: &mut Reader<'_>, data_dir: &Path) -> Option<StorageSettings> {
     match r.optional("CLINICD_STORAGE").unwrap_or("local") {
         "local" => Some(StorageSettings::Local {
-            dir: r.optional("CLINICD_STORAGE_DIR").map_or_else(|| data_dir.join("files"), PathBuf::from),
+            dir: r
+                .optional("CLINICD_STORAGE_DIR")
+                .map_or_else(|| data_dir.join("files"), PathBuf::from),
         }),
         "s3" => {
             let bucket = r.required("CLINICD_S3_BUCKET")?.to_owned();
@@ -351,7 +414,9 @@ fn parse_bool(value: &str) -> Result<bool, String> {
 }
 
 fn parse_quota(value: &str) -> Result<QuotaSpec, String> {
-    value.parse().map_err(|e: clinicd_api::rate_limit::QuotaSpecError| e.to_string())
+    value
+        .parse()
+        .map_err(|e: clinicd_api::rate_limit::QuotaSpecError| e.to_string())
 }
 
 fn parse_networks(value: &str) -> Result<TrustedProxies, String> {
@@ -374,12 +439,18 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn problem(&mut self, variable: &'static str, message: impl Into<String>) {
-        self.problems.push(ConfigProblem { variable, message: message.into() });
+        self.problems.push(ConfigProblem {
+            variable,
+            message: message.into(),
+        });
     }
 
     /// A set, non-blank value.
     fn optional(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
     }
 
     fn required(&mut self, name: &'static str) -> Option<&str> {
@@ -390,7 +461,11 @@ impl Reader<'_> {
         self.vars.get(name).map(|v| v.trim())
     }
 
-    fn optional_with<T>(&mut self, name: &'static str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    fn optional_with<T>(
+        &mut self,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
         let value = self.optional(name)?.to_owned();
         match parse(&value) {
             Ok(parsed) => Some(parsed),
@@ -402,13 +477,20 @@ impl Reader<'_> {
     }
 
     fn optional_from_str<T: FromStr>(&mut self, name: &'static str) -> Option<T> {
-        self.optional_with(name, |v| v.parse().map_err(|_| invalid_value_message::<T>()))
+        self.optional_with(name, |v| {
+            v.parse().map_err(|_| invalid_value_message::<T>())
+        })
     }
 
     /// The parsed value, or the default when unset. A set but invalid value is recorded as a
     /// problem and the default returned only so that reading goes on and every problem is
     /// reported at once.
-    fn parse_with<T>(&mut self, name: &'static str, default: T, parse: impl FnOnce(&str) -> Result<T, String>) -> T {
+    fn parse_with<T>(
+        &mut self,
+        name: &'static str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
         self.optional_with(name, parse).unwrap_or(default)
     }
 

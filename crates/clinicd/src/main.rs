@@ -57,7 +57,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let options = settings.database.connect_options()?;
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
     startup::MIGRATOR.run(&pool).await?;
     tracing::info!("migrations applied");
     Ok(())

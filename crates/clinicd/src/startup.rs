@@ -28,7 +28,11 @@ pub enum StartupError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("cannot bind {what} on {addr}: {source}")]
-    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start a listener: {0}")]
     Listen(#[source] std::io::Error),
     #[error("invalid database settings: {0}")]
@@ -63,7 +67,10 @@ impl Application {
     /// Connects to Postgres (lazily: readiness reports an unreachable database), applies
     /// migrations when configured, and binds every listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let options = settings.database.connect_options().map_err(StartupError::Database)?;
+        let options = settings
+            .database
+            .connect_options()
+            .map_err(StartupError::Database)?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.database.max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -93,7 +100,8 @@ impl Application {
 
         let metrics_listener = bind("the metrics listener", settings.metrics_addr)?;
         let metrics_port = port(&metrics_listener)?;
-        let metrics_server = HttpServer::new(move || clinicd_api::admin_app(metrics.clone())).workers(1);
+        let metrics_server =
+            HttpServer::new(move || clinicd_api::admin_app(metrics.clone())).workers(1);
         // Metrics carry no PHI, but off loopback they still travel only over TLS.
         let metrics_server = if settings.metrics_addr.ip().is_loopback() {
             metrics_server.listen(metrics_listener)
@@ -108,7 +116,13 @@ impl Application {
             redirect_port = Some(port(&listener)?);
             servers.push(redirect_server(listener, settings.public_https_port)?);
         }
-        Ok(Self { api_port, metrics_port, redirect_port, servers, limits })
+        Ok(Self {
+            api_port,
+            metrics_port,
+            redirect_port,
+            servers,
+            limits,
+        })
     }
 
     pub fn api_port(&self) -> u16 {
@@ -138,7 +152,9 @@ impl Application {
                 limits.prune();
             }
         });
-        let result = futures_util::future::try_join_all(self.servers).await.map(|_| ());
+        let result = futures_util::future::try_join_all(self.servers)
+            .await
+            .map(|_| ());
         pruner.abort();
         result
     }
@@ -204,6 +220,8 @@ fn request_host(req: &HttpRequest) -> Option<String> {
     };
     let plausible = !name.is_empty()
         && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
     plausible.then_some(name)
 }

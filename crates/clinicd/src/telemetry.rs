@@ -17,9 +17,28 @@ use tracing_subscriber::{EnvFilter, Registry};
 
 /// Field-name fragments whose values never reach a log line.
 const SENSITIVE: [&str; 22] = [
-    "password", "passwd", "secret", "token", "authorization", "cookie", "ssn", "social_security",
-    "dob", "birth", "otp", "mfa_code", "backup_code", "api_key", "apikey", "private_key",
-    "signing_key", "master_key", "credential", "member_number", "insurance_number", "phone",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "cookie",
+    "ssn",
+    "social_security",
+    "dob",
+    "birth",
+    "otp",
+    "mfa_code",
+    "backup_code",
+    "api_key",
+    "apikey",
+    "private_key",
+    "signing_key",
+    "master_key",
+    "credential",
+    "member_number",
+    "insurance_number",
+    "phone",
 ];
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -52,7 +71,10 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
     type Writer = RedactingWriter<M::Writer>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        RedactingWriter { inner: self.0.make_writer(), line: Vec::with_capacity(512) }
+        RedactingWriter {
+            inner: self.0.make_writer(),
+            line: Vec::with_capacity(512),
+        }
     }
 }
 

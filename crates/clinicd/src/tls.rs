@@ -18,7 +18,10 @@ pub enum TlsError {
     #[error("the private key does not match the certificate: {0}")]
     Mismatch(rustls::Error),
     #[error("cannot write the self-signed certificate under `{path}`: {source}")]
-    Generate { path: PathBuf, source: std::io::Error },
+    Generate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot generate a self-signed certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
 }
@@ -39,13 +42,21 @@ impl TlsError {
 pub fn load_server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Certificate { path: cert.into(), reason: e.to_string() })?;
+        .map_err(|e| TlsError::Certificate {
+            path: cert.into(),
+            reason: e.to_string(),
+        })?;
     if chain.is_empty() {
-        return Err(TlsError::Certificate { path: cert.into(), reason: "no certificate found".into() });
+        return Err(TlsError::Certificate {
+            path: cert.into(),
+            reason: "no certificate found".into(),
+        });
     }
     // The key's parse error is reported by kind only; it never quotes key material.
-    let private_key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Key { path: key.into(), reason: pem_error_kind(&e) })?;
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.into(),
+        reason: pem_error_kind(&e),
+    })?;
     let mut config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, private_key)
@@ -75,9 +86,13 @@ pub fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ])?;
-    let write_error = |source| TlsError::Generate { path: dir.into(), source };
+    let write_error = |source| TlsError::Generate {
+        path: dir.into(),
+        source,
+    };
     fs::create_dir_all(dir).map_err(write_error)?;
-    write_private(&key_path, generated.signing_key.serialize_pem().as_bytes()).map_err(write_error)?;
+    write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())
+        .map_err(write_error)?;
     fs::write(&cert_path, generated.cert.pem()).map_err(write_error)?;
     Ok((cert_path, key_path))
 }

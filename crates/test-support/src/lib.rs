@@ -1,1 +1,251 @@
-//! placeholder
+//! Helpers shared by clinicd's tests: app state with a live or a dead database, probe routes
+//! that exercise extractors through the real middleware stack, a log capture, and the
+//! assertions every response must pass.
+//!
+//! Must not: be a dependency of anything but tests.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::test::{self, TestRequest};
+use actix_web::web::Bytes;
+use actix_web::{HttpResponse, web};
+use clinicd_api::extract::Authenticated;
+use clinicd_api::{ApiError, ApiState, HttpSettings, Metrics};
+use serde::Deserialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// A pool that can never connect (port 1 on loopback): for tests that need no database, and
+/// for proving that an unreachable database yields 503.
+pub fn dead_pool() -> PgPool {
+    PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+        .unwrap()
+}
+
+pub fn state(settings: HttpSettings, pool: PgPool) -> ApiState {
+    ApiState::new(pool, settings, Metrics::new().unwrap())
+}
+
+/// The API application driven in process: each call goes through the full middleware stack
+/// and routing, with the probe routes mounted. State (rate-limit buckets, metrics) persists
+/// across calls.
+#[derive(Debug, Clone)]
+pub struct TestApp {
+    pub state: ApiState,
+}
+
+impl TestApp {
+    /// With a database that cannot be reached.
+    pub fn new(settings: HttpSettings) -> Self {
+        Self::with_pool(settings, dead_pool())
+    }
+
+    pub fn with_pool(settings: HttpSettings, pool: PgPool) -> Self {
+        Self {
+            state: state(settings, pool),
+        }
+    }
+
+    pub async fn call(&self, request: TestRequest) -> TestResponse {
+        let service =
+            test::init_service(clinicd_api::app_with(self.state.clone(), probe_routes)).await;
+        let response = test::call_service(&service, request.to_request()).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = test::read_body(response).await;
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.call(TestRequest::get().uri(path)).await
+    }
+
+    /// POSTs a raw body as `application/json` to the JSON probe route.
+    pub async fn post_json(&self, body: impl Into<Bytes>) -> TestResponse {
+        let request = TestRequest::post()
+            .uri("/test/echo")
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload(body.into());
+        self.call(request).await
+    }
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// Asserts a problem+json body with this status and code, and returns the body.
+    pub fn assert_problem(&self, status: u16, code: &str) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "status; body: {:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        let problem = self.json();
+        assert_eq!(problem["code"], code, "{problem}");
+        assert_eq!(problem["status"], status, "{problem}");
+        assert_eq!(
+            problem["type"],
+            format!("urn:clinicd:problem:{code}"),
+            "{problem}"
+        );
+        assert!(
+            problem["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{problem}"
+        );
+        assert!(
+            problem["detail"].as_str().is_some_and(|t| !t.is_empty()),
+            "{problem}"
+        );
+        assert_eq!(
+            problem["request_id"].as_str(),
+            self.header("x-request-id"),
+            "problem carries the request id"
+        );
+        assert_security_headers(&self.headers);
+        problem
+    }
+}
+
+/// Development-mode settings with nothing else changed.
+pub fn settings() -> HttpSettings {
+    HttpSettings {
+        production: false,
+        ..HttpSettings::default()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct EchoBody {
+    name: String,
+    count: u32,
+}
+
+/// Probe routes mounted only in tests, inside the real stack, to exercise what no production
+/// route does yet: a JSON body, a typed path parameter, the authenticated extractor and an
+/// unexpected error.
+pub fn probe_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/test/echo", web::post().to(echo))
+        .route("/test/items/{id}", web::get().to(item))
+        .route("/test/private", web::get().to(private))
+        .route("/test/boom", web::get().to(boom));
+}
+
+async fn echo(body: web::Json<EchoBody>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "count": body.count }))
+}
+
+async fn item(id: web::Path<uuid::Uuid>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "id": *id }))
+}
+
+async fn private(_caller: Authenticated) -> HttpResponse {
+    HttpResponse::Ok().finish()
+}
+
+async fn boom() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::unexpected(io::Error::other(
+        "relation \"patients\" does not exist at /srv/clinicd/src/db.rs:42",
+    )))
+}
+
+/// The headers every response must carry, errors included.
+pub fn assert_security_headers(headers: &HeaderMap) {
+    let expect = |name: &str, value: &str| {
+        let got = headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(got.as_deref(), Some(value), "header {name}");
+    };
+    expect(
+        "strict-transport-security",
+        "max-age=31536000; includeSubDomains",
+    );
+    expect("x-content-type-options", "nosniff");
+    expect("x-frame-options", "DENY");
+    expect("referrer-policy", "no-referrer");
+    expect("cross-origin-opener-policy", "same-origin");
+    expect("cross-origin-resource-policy", "same-origin");
+    expect("cache-control", "no-store");
+    let csp = headers
+        .get("content-security-policy")
+        .expect("CSP header")
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let permissions = headers
+        .get("permissions-policy")
+        .expect("Permissions-Policy")
+        .to_str()
+        .unwrap();
+    assert!(
+        permissions.contains("camera=()") && permissions.contains("geolocation=()"),
+        "{permissions}"
+    );
+    assert!(headers.contains_key("x-request-id"), "X-Request-Id");
+}
+
+/// Captures log output in memory, for asserting what must never be logged.
+#[derive(Clone, Default, Debug)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn contents(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}

@@ -23,8 +23,13 @@ pub async fn request_context(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
     let id = RequestId::from_headers(req.headers());
-    let peer = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
-    let client = super::state(req.request()).settings.trusted_proxies.client_ip(peer, req.headers());
+    let peer = req
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
+    let client = super::state(req.request())
+        .settings
+        .trusted_proxies
+        .client_ip(peer, req.headers());
     req.extensions_mut().insert(id.clone());
     req.extensions_mut().insert(ClientIp(client));
 
@@ -57,5 +62,8 @@ pub async fn request_context(
 
 /// The matched route template, or a fixed label for unmatched paths (never the raw path).
 pub(crate) fn route_label<B>(response: &ServiceResponse<B>) -> String {
-    response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned())
+    response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned())
 }

@@ -7,8 +7,8 @@
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::Method;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 
@@ -24,7 +24,8 @@ const ALLOWED_HEADERS: [&str; 7] = [
     "x-csrf-token",
     "accept",
 ];
-const EXPOSED_HEADERS: &str = "X-Request-Id, RateLimit, RateLimit-Policy, Retry-After, ETag, Location";
+const EXPOSED_HEADERS: &str =
+    "X-Request-Id, RateLimit, RateLimit-Policy, Retry-After, ETag, Location";
 const MAX_AGE_SECS: &str = "600";
 
 pub async fn cors(
@@ -38,9 +39,12 @@ pub async fn cors(
     if is_same_origin(&origin, req.headers()) {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    let allowed = origin
-        .to_str()
-        .is_ok_and(|o| super::state(req.request()).settings.allowed_origins.allows(o));
+    let allowed = origin.to_str().is_ok_and(|o| {
+        super::state(req.request())
+            .settings
+            .allowed_origins
+            .allows(o)
+    });
     let preflight = is_preflight(&req);
     if !allowed || (preflight && !preflight_asks_allowed(req.headers())) {
         let kind = if preflight { "preflight" } else { "request" };
@@ -56,12 +60,18 @@ pub async fn cors(
         let mut response = HttpResponse::NoContent().finish();
         allow(response.headers_mut(), origin);
         let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(ALLOWED_METHODS));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(ALLOWED_METHODS),
+        );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("Authorization, Content-Type, If-Match, If-None-Match, X-Request-Id, X-CSRF-Token, Accept"),
         );
-        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(MAX_AGE_SECS));
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static(MAX_AGE_SECS),
+        );
         return Ok(req.into_response(response));
     }
     let mut response = next.call(req).await?.map_into_boxed_body();
@@ -75,12 +85,18 @@ pub async fn cors(
 
 fn allow(headers: &mut HeaderMap, origin: HeaderValue) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
 fn is_preflight(req: &ServiceRequest) -> bool {
-    req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 fn preflight_asks_allowed(headers: &HeaderMap) -> bool {
@@ -101,12 +117,20 @@ fn preflight_asks_allowed(headers: &HeaderMap) -> bool {
 /// Browsers send `Origin` on same-origin POSTs too; a request whose origin is this very host
 /// (as the browser addressed it) is not cross-origin. A forged Host only fools the forger.
 fn is_same_origin(origin: &HeaderValue, headers: &HeaderMap) -> bool {
-    let (Ok(origin), Some(host)) = (origin.to_str(), headers.get(header::HOST).and_then(|h| h.to_str().ok())) else {
+    let (Ok(origin), Some(host)) = (
+        origin.to_str(),
+        headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+    ) else {
         return false;
     };
-    origin.strip_prefix("https://").is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+    origin
+        .strip_prefix("https://")
+        .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
 }
 
 fn truncated(origin: &HeaderValue) -> String {
-    String::from_utf8_lossy(origin.as_bytes()).chars().take(200).collect()
+    String::from_utf8_lossy(origin.as_bytes())
+        .chars()
+        .take(200)
+        .collect()
 }

@@ -3,16 +3,17 @@
 //! Error statuses produced below us without a problem body (a library's bare 4xx or 5xx) get
 //! one here, so no client ever sees an error in another format.
 
+use actix_web::ResponseError;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::ResponseError;
 
 use crate::docs::DOCS_PATH_PREFIX;
 use crate::problem::{ApiError, PROBLEM_JSON};
 
-const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+const API_CSP: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 /// The docs page runs Swagger UI's own scripts and styles, all served from this origin; Swagger
 /// UI sets inline style attributes, hence `'unsafe-inline'` for styles only.
 const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
@@ -36,14 +37,26 @@ pub async fn security_headers(
 fn apply(headers: &mut HeaderMap, is_docs: bool) {
     let csp = if is_docs { DOCS_CSP } else { API_CSP };
     let fixed: [(HeaderName, &'static str); 9] = [
-        (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"),
+        (
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ),
         (header::CONTENT_SECURITY_POLICY, csp),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "no-referrer"),
-        (HeaderName::from_static("permissions-policy"), PERMISSIONS_POLICY),
-        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
-        (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
+        (
+            HeaderName::from_static("permissions-policy"),
+            PERMISSIONS_POLICY,
+        ),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
         (header::CACHE_CONTROL, "no-store"),
     ];
     for (name, value) in fixed {
@@ -69,7 +82,9 @@ fn ensure_problem_body(response: ServiceResponse<BoxBody>) -> ServiceResponse<Bo
             header::CONTENT_TYPE | header::CONTENT_LENGTH | header::CONTENT_ENCODING
         );
         if !describes_body && !replacement.headers().contains_key(name) {
-            replacement.headers_mut().append(name.clone(), value.clone());
+            replacement
+                .headers_mut()
+                .append(name.clone(), value.clone());
         }
     }
     ServiceResponse::new(request, replacement)

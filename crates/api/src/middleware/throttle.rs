@@ -28,19 +28,28 @@ pub async fn throttle(
         .extensions()
         .get::<ClientIp>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |client| client.0);
-    let class = req.request().match_pattern().and_then(|pattern| routes::rate_class(req.method(), &pattern));
+    let class = req
+        .request()
+        .match_pattern()
+        .and_then(|pattern| routes::rate_class(req.method(), &pattern));
 
     let mut passed: Vec<PolicyState> = Vec::with_capacity(2);
     let mut outcome = state.limits.check_ip(ip).map(|s| passed.push(s));
     if let (Ok(()), Some(class)) = (&outcome, class) {
         // Until identity lands the caller is known only by address; then this becomes
         // `RateKey::User` for `api` and `upload`, and `IpAndUsername` for `login`.
-        outcome = state.limits.check(class, &RateKey::Ip(ip)).map(|s| passed.push(s));
+        outcome = state
+            .limits
+            .check(class, &RateKey::Ip(ip))
+            .map(|s| passed.push(s));
     }
     if let Err(refusal) = outcome {
         state.metrics.count_rate_limited(refusal.policy);
         tracing::warn!(policy = refusal.policy, "rate limit exceeded");
-        let mut response = ApiError::RateLimited { retry_after: refusal.retry_after }.error_response();
+        let mut response = ApiError::RateLimited {
+            retry_after: refusal.retry_after,
+        }
+        .error_response();
         set_headers(response.headers_mut(), &passed, Some(&refusal));
         return Ok(req.into_response(response));
     }

@@ -30,7 +30,9 @@ pub struct Health {
     )
 )]
 pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(Health { status: "ok".into() })
+    HttpResponse::Ok().json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// Readiness: the process can reach Postgres and so can serve real work.
@@ -47,7 +49,9 @@ pub async fn health() -> HttpResponse {
 pub async fn ready(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let probe = sqlx::query("SELECT 1").execute(&state.db);
     match tokio::time::timeout(READY_TIMEOUT, probe).await {
-        Ok(Ok(_)) => Ok(HttpResponse::Ok().json(Health { status: "ready".into() })),
+        Ok(Ok(_)) => Ok(HttpResponse::Ok().json(Health {
+            status: "ready".into(),
+        })),
         Ok(Err(error)) => {
             tracing::warn!(error = %error, "readiness probe: database error");
             Err(ApiError::Unavailable)

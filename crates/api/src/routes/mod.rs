@@ -22,8 +22,18 @@ pub struct RouteSpec {
 }
 
 pub static ROUTES: &[RouteSpec] = &[
-    RouteSpec { method: Method::GET, path: "/health", rate_class: None, handler: || web::to(health::health) },
-    RouteSpec { method: Method::GET, path: "/ready", rate_class: None, handler: || web::to(health::ready) },
+    RouteSpec {
+        method: Method::GET,
+        path: "/health",
+        rate_class: None,
+        handler: || web::to(health::health),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/ready",
+        rate_class: None,
+        handler: || web::to(health::ready),
+    },
 ];
 
 /// Registers every route of the table, one resource per path, answering other methods with
@@ -37,7 +47,11 @@ pub fn register(cfg: &mut web::ServiceConfig) {
     }
     for path in paths {
         let specs: Vec<&RouteSpec> = ROUTES.iter().filter(|r| r.path == path).collect();
-        let allow = specs.iter().map(|r| r.method.as_str()).collect::<Vec<_>>().join(", ");
+        let allow = specs
+            .iter()
+            .map(|r| r.method.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut resource = web::resource(path);
         for spec in specs {
             resource = resource.route((spec.handler)().method(spec.method.clone()));

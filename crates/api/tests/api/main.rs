@@ -1,0 +1,11 @@
+//! The HTTP layer driven in process through the full middleware stack.
+
+#![allow(clippy::unwrap_used)]
+
+mod cors;
+mod headers;
+mod health;
+mod openapi;
+mod problems;
+mod rate_limits;
+mod request_ids;

@@ -1,0 +1,93 @@
+use std::net::SocketAddr;
+
+use actix_web::test::TestRequest;
+use clinicd_api::HttpSettings;
+use clinicd_api::client_ip::TrustedProxies;
+use clinicd_api::rate_limit::RateLimitSettings;
+use clinicd_test_support::TestApp;
+
+fn app_with_ip_limit(limit: &str, proxies: &str) -> TestApp {
+    let proxies = proxies
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().unwrap())
+        .collect();
+    TestApp::new(HttpSettings {
+        rate_limits: RateLimitSettings {
+            per_ip: limit.parse().unwrap(),
+            ..RateLimitSettings::default()
+        },
+        trusted_proxies: TrustedProxies::new(proxies),
+        ..HttpSettings::default()
+    })
+}
+
+fn from(peer: &str) -> TestRequest {
+    TestRequest::get()
+        .uri("/health")
+        .peer_addr(peer.parse::<SocketAddr>().unwrap())
+}
+
+#[actix_web::test]
+async fn responses_carry_ietf_ratelimit_headers() {
+    let app = app_with_ip_limit("3/1m", "");
+    let response = app.call(from("192.0.2.1:5000")).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("ratelimit-policy"),
+        Some(r#""ip";q=3;w=60"#)
+    );
+    assert_eq!(response.header("ratelimit"), Some(r#""ip";r=2;t=20"#));
+}
+
+#[actix_web::test]
+async fn over_the_limit_is_429_with_retry_after_and_is_counted() {
+    let app = app_with_ip_limit("2/1h", "");
+    for _ in 0..2 {
+        assert_eq!(app.call(from("192.0.2.1:5000")).await.status, 200);
+    }
+    let refused = app.call(from("192.0.2.1:5001")).await;
+    refused.assert_problem(429, "rate_limited");
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (1700..=1800).contains(&retry_after),
+        "one request refills every 30 minutes: {retry_after}"
+    );
+    assert!(
+        refused
+            .header("ratelimit")
+            .unwrap()
+            .starts_with(r#""ip";r=0;t="#)
+    );
+    assert_eq!(app.state.metrics.rate_limited("ip"), 1);
+
+    // Another client is unaffected.
+    assert_eq!(app.call(from("192.0.2.2:5000")).await.status, 200);
+}
+
+#[actix_web::test]
+async fn an_untrusted_peer_cannot_dodge_the_limit_with_x_forwarded_for() {
+    let app = app_with_ip_limit("1/1h", "10.0.0.0/8");
+    assert_eq!(
+        app.call(from("192.0.2.1:5000").insert_header(("X-Forwarded-For", "198.51.100.1")))
+            .await
+            .status,
+        200
+    );
+    let spoofed = app
+        .call(from("192.0.2.1:5000").insert_header(("X-Forwarded-For", "198.51.100.2")))
+        .await;
+    spoofed.assert_problem(429, "rate_limited");
+}
+
+#[actix_web::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_bucket() {
+    let app = app_with_ip_limit("1/1h", "10.0.0.0/8");
+    let via_proxy =
+        |client: &'static str| from("10.0.0.5:443").insert_header(("X-Forwarded-For", client));
+    assert_eq!(app.call(via_proxy("198.51.100.1")).await.status, 200);
+    assert_eq!(app.call(via_proxy("198.51.100.2")).await.status, 200);
+    app.call(via_proxy("198.51.100.1"))
+        .await
+        .assert_problem(429, "rate_limited");
+}
