@@ -1,0 +1,210 @@
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use clinicd::{Application, Settings};
+use sqlx::PgPool;
+
+use crate::support::{dev_vars, install_crypto_provider};
+
+struct Running {
+    app_ports: (u16, u16, Option<u16>),
+    cert_pem: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the real server on port 0 for every listener, with a self-signed certificate.
+async fn start(pool: PgPool, extra: &[(&str, &str)]) -> Running {
+    install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = dev_vars(dir.path());
+    vars.insert("CLINICD_LISTEN_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("CLINICD_METRICS_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("CLINICD_HTTP_WORKERS".into(), "1".into());
+    for (name, value) in extra {
+        vars.insert((*name).into(), (*value).into());
+    }
+    let settings = Settings::from_vars(&vars).unwrap();
+    let app = Application::build_with_pool(settings, pool).unwrap();
+    let app_ports = (app.api_port(), app.metrics_port(), app.redirect_port());
+    tokio::spawn(app.run_until_stopped());
+    let cert_pem = std::fs::read(dir.path().join("tls/cert.pem")).unwrap();
+    Running {
+        app_ports,
+        cert_pem,
+        _dir: dir,
+    }
+}
+
+fn client(cert_pem: &[u8]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(cert_pem).unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn serves_https_with_a_real_handshake_and_every_header(pool: PgPool) {
+    let running = start(pool, &[]).await;
+    let (api_port, _, _) = running.app_ports;
+    let response = client(&running.cert_pem)
+        .get(format!("https://localhost:{api_port}/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    let headers = response.headers().clone();
+    for (name, value) in [
+        (
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(headers.get(name).unwrap(), value, "{name}");
+    }
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_client_that_does_not_trust_the_certificate_is_refused(pool: PgPool) {
+    let running = start(pool, &[]).await;
+    let (api_port, _, _) = running.app_ports;
+    let other_dir = tempfile::tempdir().unwrap();
+    let (other_cert, _) = clinicd::tls::ensure_self_signed(other_dir.path()).unwrap();
+    let stranger = client(&std::fs::read(other_cert).unwrap());
+    let error = stranger
+        .get(format!("https://localhost:{api_port}/health"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(error.is_connect(), "{error:?}");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn plain_http_on_the_api_port_is_not_served(pool: PgPool) {
+    let running = start(pool, &[]).await;
+    let (api_port, _, _) = running.app_ports;
+    let reply = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", api_port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        reply
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        !text.contains("HTTP/1.1 200") && !text.contains("\"ok\""),
+        "{text}"
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_plain_listener_only_redirects_to_https(pool: PgPool) {
+    let running = start(
+        pool,
+        &[
+            ("CLINICD_HTTP_REDIRECT_ADDR", "127.0.0.1:0"),
+            ("CLINICD_PUBLIC_HTTPS_PORT", "8443"),
+        ],
+    )
+    .await;
+    let redirect_port = running.app_ports.2.unwrap();
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (path, expected) in [
+        ("/health", "https://localhost:8443/health"),
+        ("/ready?x=1", "https://localhost:8443/ready?x=1"),
+        (
+            "/api/openapi.json",
+            "https://localhost:8443/api/openapi.json",
+        ),
+    ] {
+        let response = plain
+            .get(format!("http://localhost:{redirect_port}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 308, "{path}");
+        assert_eq!(response.headers()["location"], expected);
+        assert!(
+            response.text().await.unwrap().is_empty(),
+            "the API is never served in clear"
+        );
+    }
+    let bad_host = plain
+        .get(format!("http://127.0.0.1:{redirect_port}/health"))
+        .header("Host", "evil.example/\r\nX-Injected: 1")
+        .send()
+        .await;
+    // Either refused by the client library or answered 400: never a redirect to that host.
+    if let Ok(response) = bad_host {
+        assert_eq!(response.status(), 400);
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn metrics_are_served_on_the_admin_listener_only(pool: PgPool) {
+    let running = start(pool, &[]).await;
+    let (api_port, metrics_port, _) = running.app_ports;
+    let client = client(&running.cert_pem);
+    for _ in 0..3 {
+        client
+            .get(format!("https://localhost:{api_port}/health"))
+            .send()
+            .await
+            .unwrap();
+    }
+    client
+        .get(format!("https://localhost:{api_port}/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"clinicd_http_requests_total{method="GET",route="/health",status="200"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"route="unmatched",status="404"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("clinicd_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("/nowhere"),
+        "raw paths never become labels"
+    );
+
+    let on_api = client
+        .get(format!("https://localhost:{api_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_api.status(), 404);
+}

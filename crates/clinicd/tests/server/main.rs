@@ -1,0 +1,9 @@
+//! The server: configuration, the command line, real TLS listeners and log redaction.
+
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod config;
+mod listeners;
+mod logs;
+mod support;

@@ -1,0 +1,50 @@
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use base64::Engine;
+
+pub const SIGNING_KEY_BYTES: [u8; 48] = [7; 48];
+
+/// A valid development configuration rooted in `dir` (which gets a master key).
+pub fn dev_vars(dir: &Path) -> HashMap<String, String> {
+    let key_file = dir.join("master.key");
+    write_master_key(&key_file, 32, 0o600);
+    HashMap::from([
+        ("CLINICD_MODE".into(), "development".into()),
+        (
+            "DATABASE_URL".into(),
+            "postgres://clinicd:db-password-s3cret@127.0.0.1:5432/clinicd".into(),
+        ),
+        (
+            "CLINICD_TOKEN_SIGNING_KEY".into(),
+            base64::engine::general_purpose::STANDARD.encode(SIGNING_KEY_BYTES),
+        ),
+        ("CLINICD_DATA_DIR".into(), dir.display().to_string()),
+        (
+            "CLINICD_MASTER_KEY_FILE".into(),
+            key_file.display().to_string(),
+        ),
+    ])
+}
+
+/// A valid production configuration: TLS files generated under `dir`.
+pub fn production_vars(dir: &Path) -> HashMap<String, String> {
+    let (cert, key) = clinicd::tls::ensure_self_signed(&dir.join("tls")).unwrap();
+    let mut vars = dev_vars(dir);
+    vars.insert("CLINICD_MODE".into(), "production".into());
+    vars.insert("CLINICD_TLS_CERT_FILE".into(), cert.display().to_string());
+    vars.insert("CLINICD_TLS_KEY_FILE".into(), key.display().to_string());
+    vars
+}
+
+pub fn write_master_key(path: &Path, len: usize, mode: u32) {
+    let mut file = std::fs::File::create(path).unwrap();
+    file.write_all(&vec![0x5a; len]).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
