@@ -1,0 +1,458 @@
+//! The key hierarchy at run time: unwraps branch keys through the provider once, unwraps
+//! subject keys locally, derives column keys, and caches all of them so that the hot path
+//! (encrypting or decrypting a field whose keys are cached) makes no provider call and no
+//! database query.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::blind_index::{self, BlindIndex, BlindIndexSpec};
+use crate::cache::TtlCache;
+use crate::context::EncryptionContext;
+use crate::error::CryptoError;
+use crate::field::{self, FieldLocation};
+use crate::keys::{KeyRef, Purpose, SecretKey, SubjectId};
+use crate::provider::KeyProvider;
+use crate::store::{self, BranchRow, SubjectRow};
+
+/// Serialises key administration (bootstrap, rotation) across instances.
+const KEY_ADMIN_LOCK: i64 = 0x636c_696e_6b65_7973; // "clinkeys"
+const REWRAP_BATCH: i64 = 500;
+
+/// Who a field belongs to: a patient (their subject key), or no patient (a purpose's branch key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Subject(SubjectId),
+    Purpose(Purpose),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    pub ttl: Duration,
+    pub capacity: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self { ttl: Duration::from_secs(300), capacity: 10_000 }
+    }
+}
+
+type ColumnKeyId = (KeyRef, &'static str, &'static str);
+
+pub struct Keyring {
+    db: PgPool,
+    provider: Arc<dyn KeyProvider>,
+    rng: SystemRandom,
+    branch_keys: TtlCache<(Purpose, u32), SecretKey>,
+    active_branch: TtlCache<Purpose, u32>,
+    subject_keys: TtlCache<(SubjectId, u32), SecretKey>,
+    active_subject: TtlCache<SubjectId, u32>,
+    column_keys: TtlCache<ColumnKeyId, LessSafeKey>,
+    index_keys: TtlCache<(u32, &'static str, &'static str), hmac::Key>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring").field("provider", &self.provider).finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    pub fn new(db: PgPool, provider: Arc<dyn KeyProvider>, cache: CacheSettings) -> Self {
+        Self {
+            db,
+            provider,
+            rng: SystemRandom::new(),
+            branch_keys: TtlCache::new(cache.ttl, cache.capacity),
+            active_branch: TtlCache::new(cache.ttl, cache.capacity),
+            subject_keys: TtlCache::new(cache.ttl, cache.capacity),
+            active_subject: TtlCache::new(cache.ttl, cache.capacity),
+            column_keys: TtlCache::new(cache.ttl, cache.capacity),
+            index_keys: TtlCache::new(cache.ttl, cache.capacity),
+        }
+    }
+
+    /// Makes sure every purpose has an active branch key, generating missing ones through the
+    /// provider. Safe to run from several instances at once.
+    pub async fn bootstrap(&self) -> Result<(), CryptoError> {
+        let mut conn = self.db.acquire().await?;
+        lock(&mut conn).await?;
+        let result = self.bootstrap_locked(&mut conn).await;
+        unlock(&mut conn).await?;
+        result
+    }
+
+    async fn bootstrap_locked(&self, conn: &mut PgConnection) -> Result<(), CryptoError> {
+        for purpose in Purpose::ALL {
+            if store::active_branch(&mut *conn, purpose).await?.is_none() {
+                self.create_branch(conn, purpose).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A new active branch key for `purpose`; the previous one, if any, becomes retired.
+    async fn create_branch(&self, conn: &mut PgConnection, purpose: Purpose) -> Result<BranchRow, CryptoError> {
+        let id = Uuid::now_v7();
+        let version = store::next_branch_version(conn, purpose).await?;
+        let kek_version = store::current_kek_version(&mut *conn).await?;
+        let generated = self.provider.generate_data_key(&branch_context(purpose, id, version), kek_version).await?;
+        let row = BranchRow {
+            id,
+            purpose,
+            version,
+            wrapped: Some(generated.wrapped.bytes),
+            kek_id: generated.wrapped.kek_id,
+            kek_version,
+            status: "active".into(),
+        };
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        store::retire_active_branch(&mut tx, purpose).await?;
+        store::insert_branch(&mut tx, &row).await?;
+        tx.commit().await?;
+        self.branch_keys.insert((purpose, version), Arc::new(generated.plaintext));
+        self.active_branch.insert(purpose, Arc::new(version));
+        tracing::info!(purpose = %purpose, version, "created branch key");
+        Ok(row)
+    }
+
+    /// A branch key in clear: from the cache, or unwrapped once through the provider.
+    async fn branch_key(&self, purpose: Purpose, version: u32) -> Result<Arc<SecretKey>, CryptoError> {
+        if let Some(key) = self.branch_keys.get(&(purpose, version)) {
+            return Ok(key);
+        }
+        let row = store::branch_by_version(&self.db, purpose, version)
+            .await?
+            .ok_or_else(|| CryptoError::KeyNotFound(format!("{purpose} branch key v{version}")))?;
+        let wrapped = row.wrapped.ok_or(CryptoError::KeyDestroyed)?;
+        let key = Arc::new(self.provider.decrypt(&wrapped, &branch_context(purpose, row.id, version)).await?);
+        self.branch_keys.insert((purpose, version), Arc::clone(&key));
+        Ok(key)
+    }
+
+    async fn active_branch_version(&self, purpose: Purpose) -> Result<u32, CryptoError> {
+        if let Some(version) = self.active_branch.get(&purpose) {
+            return Ok(*version);
+        }
+        let row = store::active_branch(&self.db, purpose)
+            .await?
+            .ok_or_else(|| CryptoError::KeyNotFound(format!("active {purpose} branch key (run bootstrap)")))?;
+        self.active_branch.insert(purpose, Arc::new(row.version));
+        Ok(row.version)
+    }
+
+    /// A subject key in clear, by version (for decryption).
+    async fn subject_key(&self, subject: SubjectId, version: u32) -> Result<Arc<SecretKey>, CryptoError> {
+        if let Some(key) = self.subject_keys.get(&(subject, version)) {
+            return Ok(key);
+        }
+        let row = store::subject_key(&self.db, subject, version)
+            .await?
+            .ok_or_else(|| CryptoError::KeyNotFound(format!("subject key v{version}")))?;
+        self.unwrap_subject(&row).await
+    }
+
+    async fn unwrap_subject(&self, row: &SubjectRow) -> Result<Arc<SecretKey>, CryptoError> {
+        let wrapped = row.wrapped.as_deref().ok_or(CryptoError::KeyDestroyed)?;
+        let branch = self.branch_key(Purpose::Field, row.branch_version).await?;
+        let key = Arc::new(unwrap_local(&branch, wrapped, &subject_aad(row.subject, row.version, row.branch_key_id))?);
+        self.subject_keys.insert((row.subject, row.version), Arc::clone(&key));
+        Ok(key)
+    }
+
+    /// The version of the subject's active key, creating the subject's first key if needed.
+    async fn active_subject_version(&self, subject: SubjectId) -> Result<u32, CryptoError> {
+        if let Some(version) = self.active_subject.get(&subject) {
+            return Ok(*version);
+        }
+        for _ in 0..2 {
+            if let Some(row) = store::active_subject_key(&self.db, subject).await? {
+                self.unwrap_subject(&row).await?;
+                self.active_subject.insert(subject, Arc::new(row.version));
+                return Ok(row.version);
+            }
+            if store::subject_has_destroyed_key(&self.db, subject).await? {
+                return Err(CryptoError::KeyDestroyed);
+            }
+            self.create_subject_key(subject).await?;
+        }
+        Err(CryptoError::KeyNotFound("subject key".into()))
+    }
+
+    async fn create_subject_key(&self, subject: SubjectId) -> Result<(), CryptoError> {
+        // Read the active branch from the database, not the cache: right after a rotation a
+        // new subject key must go under the new branch key.
+        let branch = store::active_branch(&self.db, Purpose::Field)
+            .await?
+            .ok_or_else(|| CryptoError::KeyNotFound("active field branch key (run bootstrap)".into()))?;
+        let branch_key = self.branch_key(Purpose::Field, branch.version).await?;
+        let key = SecretKey::random(&self.rng)?;
+        let wrapped = wrap_local(&branch_key, &key, &subject_aad(subject, 1, branch.id), &self.rng)?;
+        store::insert_subject_key(&self.db, subject, &wrapped, branch.id).await?;
+        Ok(())
+    }
+
+    async fn root_key(&self, key: KeyRef) -> Result<Arc<SecretKey>, CryptoError> {
+        match key {
+            KeyRef::Subject(subject, version) => self.subject_key(subject, version).await,
+            KeyRef::Purpose(purpose, version) => self.branch_key(purpose, version).await,
+        }
+    }
+
+    async fn column_key(&self, key: KeyRef, table: &'static str, column: &'static str) -> Result<Arc<LessSafeKey>, CryptoError> {
+        let id = (key, table, column);
+        if let Some(cipher) = self.column_keys.get(&id) {
+            return Ok(cipher);
+        }
+        let root = self.root_key(key).await?;
+        let cipher = Arc::new(field::derive_column_key(&root, table, column)?);
+        self.column_keys.insert(id, Arc::clone(&cipher));
+        Ok(cipher)
+    }
+
+    /// Encrypts a field value for its location under its owner's current key.
+    pub async fn encrypt(
+        &self,
+        owner: Owner,
+        location: &FieldLocation<'static>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let key = match owner {
+            Owner::Subject(subject) => KeyRef::Subject(subject, self.active_subject_version(subject).await?),
+            Owner::Purpose(purpose) => KeyRef::Purpose(purpose, self.active_branch_version(purpose).await?),
+        };
+        let cipher = self.column_key(key, location.table, location.column).await?;
+        field::seal(&cipher, key, location, plaintext, &self.rng)
+    }
+
+    /// Decrypts a field value read from `location`. Fails with [`CryptoError::Integrity`] if it
+    /// was tampered with or belongs elsewhere, [`CryptoError::KeyDestroyed`] if shredded.
+    pub async fn decrypt(
+        &self,
+        location: &FieldLocation<'static>,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let parsed = field::parse(ciphertext)?;
+        let cipher = self.column_key(parsed.key, location.table, location.column).await?;
+        field::open(&cipher, parsed, location, ciphertext)
+    }
+
+    /// The blind index of `value` for `spec` under the active blind-index key, or `None` if the
+    /// value has no normal form (it cannot match anything).
+    pub async fn blind_index(&self, spec: &BlindIndexSpec, value: &str) -> Result<Option<BlindIndex>, CryptoError> {
+        let version = self.active_branch_version(Purpose::BlindIndex).await?;
+        self.blind_index_at(spec, value, version).await
+    }
+
+    /// The blind index under a given key version (searches during an index rebuild use both).
+    pub async fn blind_index_at(
+        &self,
+        spec: &BlindIndexSpec,
+        value: &str,
+        version: u32,
+    ) -> Result<Option<BlindIndex>, CryptoError> {
+        let Some(normalized) = blind_index::normalize(spec.normalizer, value) else {
+            return Ok(None);
+        };
+        let normalized = Zeroizing::new(normalized);
+        let id = (version, spec.table, spec.column);
+        let key = match self.index_keys.get(&id) {
+            Some(key) => key,
+            None => {
+                let root = self.branch_key(Purpose::BlindIndex, version).await?;
+                let key = Arc::new(blind_index::derive_index_key(&root, spec.table, spec.column));
+                self.index_keys.insert(id, Arc::clone(&key));
+                key
+            }
+        };
+        Ok(Some(BlindIndex { key_version: version, value: blind_index::compute(&key, spec.bits, &normalized)? }))
+    }
+
+    /// Crypto-shredding: erases every key of `subject` inside the caller's transaction (which
+    /// also clears the subject's blind indexes), so every encrypted field of theirs becomes
+    /// unrecoverable. This instance forgets the keys at once; other instances within the
+    /// cache time-to-live.
+    pub async fn destroy_subject(&self, conn: &mut PgConnection, subject: SubjectId) -> Result<u64, CryptoError> {
+        let destroyed = store::destroy_subject_keys(conn, subject).await?;
+        self.forget_subject(subject);
+        tracing::warn!(subject_id = %subject, keys = destroyed, "subject keys destroyed");
+        Ok(destroyed)
+    }
+
+    fn forget_subject(&self, subject: SubjectId) {
+        self.subject_keys.remove_where(|(s, _)| *s == subject);
+        self.active_subject.remove_where(|s| *s == subject);
+        self.column_keys.remove_where(|(key, _, _)| matches!(key, KeyRef::Subject(s, _) if *s == subject));
+    }
+
+    /// Rewraps every branch key under the root key's current material (KMS ReEncrypt), as KEK
+    /// generation `max + 1`. Touches no data and no subject key.
+    pub async fn rotate_kek(&self) -> Result<KekRotation, CryptoError> {
+        let mut conn = self.db.acquire().await?;
+        lock(&mut conn).await?;
+        let result = self.rotate_kek_locked(&mut conn).await;
+        unlock(&mut conn).await?;
+        result
+    }
+
+    async fn rotate_kek_locked(&self, conn: &mut PgConnection) -> Result<KekRotation, CryptoError> {
+        let kek_version = store::current_kek_version(&mut *conn).await? + 1;
+        let mut rewrapped = 0;
+        for row in store::all_branches(&mut *conn).await? {
+            let Some(wrapped) = row.wrapped.as_deref() else { continue };
+            let context = branch_context(row.purpose, row.id, row.version);
+            let new = self.provider.re_encrypt(wrapped, &context, kek_version).await?;
+            store::rewrap_branch(&self.db, row.id, &new.bytes, &new.kek_id, kek_version).await?;
+            rewrapped += 1;
+        }
+        tracing::info!(kek_version, rewrapped, "rewrapped branch keys under the new KEK");
+        Ok(KekRotation { kek_version, rewrapped })
+    }
+
+    /// Makes a new branch key for `purpose` and retires the old one. For `field`, rewraps every
+    /// subject key under the new branch key (no field value is touched).
+    pub async fn rotate_branch(&self, purpose: Purpose) -> Result<BranchRotation, CryptoError> {
+        let mut conn = self.db.acquire().await?;
+        lock(&mut conn).await?;
+        let result = self.rotate_branch_locked(&mut conn, purpose).await;
+        unlock(&mut conn).await?;
+        result
+    }
+
+    async fn rotate_branch_locked(&self, conn: &mut PgConnection, purpose: Purpose) -> Result<BranchRotation, CryptoError> {
+        let new = self.create_branch(conn, purpose).await?;
+        let mut rewrapped = 0;
+        if purpose == Purpose::Field {
+            let new_key = self.branch_key(Purpose::Field, new.version).await?;
+            loop {
+                let batch = store::subject_keys_not_under(&self.db, new.id, REWRAP_BATCH).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                for row in &batch {
+                    let key = self.unwrap_subject(row).await?;
+                    let wrapped = wrap_local(&new_key, &key, &subject_aad(row.subject, row.version, new.id), &self.rng)?;
+                    store::rewrap_subject_key(&self.db, row, &wrapped, new.id).await?;
+                    rewrapped += 1;
+                }
+                tracing::info!(rewrapped, "rewrapping subject keys");
+            }
+        }
+        Ok(BranchRotation { purpose, version: new.version, rewrapped_subject_keys: rewrapped })
+    }
+
+    /// Every branch key with its state and how many subject keys it still wraps.
+    pub async fn status(&self) -> Result<Vec<BranchStatus>, CryptoError> {
+        let counts = store::subject_key_counts(&self.db).await?;
+        let branches = store::all_branches(&self.db).await?;
+        Ok(branches
+            .into_iter()
+            .map(|row| BranchStatus {
+                subject_keys: counts.iter().find(|(id, _)| *id == row.id).map_or(0, |(_, n)| *n),
+                id: row.id,
+                purpose: row.purpose,
+                version: row.version,
+                kek_id: row.kek_id,
+                kek_version: row.kek_version,
+                status: row.status,
+            })
+            .collect())
+    }
+
+    /// Forgets every cached key (tests use this to prove where keys come from).
+    pub fn clear_caches(&self) {
+        self.branch_keys.clear();
+        self.active_branch.clear();
+        self.subject_keys.clear();
+        self.active_subject.clear();
+        self.column_keys.clear();
+        self.index_keys.clear();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekRotation {
+    pub kek_version: u32,
+    pub rewrapped: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchRotation {
+    pub purpose: Purpose,
+    pub version: u32,
+    pub rewrapped_subject_keys: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchStatus {
+    pub id: Uuid,
+    pub purpose: Purpose,
+    pub version: u32,
+    pub kek_id: String,
+    pub kek_version: u32,
+    pub status: String,
+    pub subject_keys: i64,
+}
+
+/// The encryption context a branch key is wrapped with: which key it is, so a wrapped key
+/// copied to another row does not unwrap there.
+pub fn branch_context(purpose: Purpose, id: Uuid, version: u32) -> EncryptionContext {
+    EncryptionContext::new([
+        ("app", "clinicd".to_owned()),
+        ("purpose", purpose.as_str().to_owned()),
+        ("key_id", id.to_string()),
+        ("version", version.to_string()),
+    ])
+}
+
+fn subject_aad(subject: SubjectId, version: u32, branch_key_id: Uuid) -> Vec<u8> {
+    [
+        b"clinicd-subject-key-v1".as_slice(),
+        subject.0.as_bytes(),
+        &version.to_be_bytes(),
+        branch_key_id.as_bytes(),
+    ]
+    .concat()
+}
+
+/// AES-256-GCM key wrapping under a branch key: `nonce | ciphertext | tag`.
+fn wrap_local(kek: &SecretKey, key: &SecretKey, aad: &[u8], rng: &SystemRandom) -> Result<Vec<u8>, CryptoError> {
+    let cipher = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek.expose()).map_err(|_| CryptoError::MalformedKey)?);
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce).map_err(|_| CryptoError::Random)?;
+    let mut body = key.expose().to_vec();
+    cipher
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+        .map_err(|_| CryptoError::Integrity)?;
+    Ok([nonce.as_slice(), &body].concat())
+}
+
+fn unwrap_local(kek: &SecretKey, wrapped: &[u8], aad: &[u8]) -> Result<SecretKey, CryptoError> {
+    if wrapped.len() != NONCE_LEN + 32 + 16 {
+        return Err(CryptoError::Malformed("wrapped subject key"));
+    }
+    let cipher = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek.expose()).map_err(|_| CryptoError::MalformedKey)?);
+    let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Malformed("nonce"))?;
+    let mut body = Zeroizing::new(sealed.to_vec());
+    let plaintext = cipher.open_in_place(nonce, Aad::from(aad), &mut body).map_err(|_| CryptoError::Integrity)?;
+    SecretKey::from_bytes(plaintext)
+}
+
+async fn lock(conn: &mut PgConnection) -> Result<(), CryptoError> {
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(KEY_ADMIN_LOCK).execute(conn).await?;
+    Ok(())
+}
+
+async fn unlock(conn: &mut PgConnection) -> Result<(), CryptoError> {
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(KEY_ADMIN_LOCK).execute(conn).await?;
+    Ok(())
+}
