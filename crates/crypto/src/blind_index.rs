@@ -49,7 +49,9 @@ pub fn normalize(normalizer: Normalizer, value: &str) -> Option<String> {
     match normalizer {
         Normalizer::SsnDigits => {
             let digits: String = value.chars().filter(char::is_ascii_digit).collect();
-            let only_digits_and_separators = value.chars().all(|c| c.is_ascii_digit() || c == '-' || c == ' ');
+            let only_digits_and_separators = value
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '-' || c == ' ');
             (digits.len() == 9 && only_digits_and_separators).then_some(digits)
         }
         Normalizer::IsoDate => {
@@ -57,7 +59,10 @@ pub fn normalize(normalizer: Normalizer, value: &str) -> Option<String> {
             Some(date.format("%Y-%m-%d").to_string())
         }
         Normalizer::NameToken => {
-            let token: String = fold(value).chars().filter(|c| c.is_alphanumeric()).collect();
+            let token: String = fold(value)
+                .chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect();
             (!token.is_empty()).then_some(token)
         }
     }
@@ -76,7 +81,11 @@ pub fn name_tokens(value: &str) -> Vec<String> {
 }
 
 fn fold(value: &str) -> String {
-    value.nfkd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase).collect()
+    value
+        .nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 pub(crate) fn derive_index_key(root: &SecretKey, table: &str, column: &str) -> hmac::Key {
@@ -110,19 +119,37 @@ mod tests {
 
     #[test]
     fn normalises_ssns() {
-        assert_eq!(normalize(Normalizer::SsnDigits, "123-45-6789").as_deref(), Some("123456789"));
-        assert_eq!(normalize(Normalizer::SsnDigits, "123 45 6789").as_deref(), Some("123456789"));
+        assert_eq!(
+            normalize(Normalizer::SsnDigits, "123-45-6789").as_deref(),
+            Some("123456789")
+        );
+        assert_eq!(
+            normalize(Normalizer::SsnDigits, "123 45 6789").as_deref(),
+            Some("123456789")
+        );
         assert_eq!(normalize(Normalizer::SsnDigits, "12345678"), None);
         assert_eq!(normalize(Normalizer::SsnDigits, "123-45-678x"), None);
     }
 
     #[test]
     fn normalises_dates_and_names() {
-        assert_eq!(normalize(Normalizer::IsoDate, " 1984-02-29 ").as_deref(), Some("1984-02-29"));
+        assert_eq!(
+            normalize(Normalizer::IsoDate, " 1984-02-29 ").as_deref(),
+            Some("1984-02-29")
+        );
         assert_eq!(normalize(Normalizer::IsoDate, "1985-02-29"), None);
-        assert_eq!(normalize(Normalizer::NameToken, "Zoë").as_deref(), Some("zoe"));
-        assert_eq!(normalize(Normalizer::NameToken, "ZOE"), normalize(Normalizer::NameToken, "zoé"));
-        assert_eq!(name_tokens("María-José de la Cruz"), ["cruz", "de", "jose", "la", "maria"]);
+        assert_eq!(
+            normalize(Normalizer::NameToken, "Zoë").as_deref(),
+            Some("zoe")
+        );
+        assert_eq!(
+            normalize(Normalizer::NameToken, "ZOE"),
+            normalize(Normalizer::NameToken, "zoé")
+        );
+        assert_eq!(
+            name_tokens("María-José de la Cruz"),
+            ["cruz", "de", "jose", "la", "maria"]
+        );
         assert_eq!(name_tokens("ＪＯＨＮ"), ["john"], "full-width letters fold");
     }
 
@@ -137,6 +164,10 @@ mod tests {
         assert_eq!(short[1], full[1] & 0b1111_1000);
         assert!(compute(&key, 0, "x").is_err());
         let other_column = derive_index_key(&root, "patients", "dob");
-        assert_ne!(compute(&other_column, 64, "123456789").expect("64"), full, "columns have their own keys");
+        assert_ne!(
+            compute(&other_column, 64, "123456789").expect("64"),
+            full,
+            "columns have their own keys"
+        );
     }
 }

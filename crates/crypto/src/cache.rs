@@ -19,17 +19,27 @@ pub struct TtlCache<K, V> {
 
 impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
-        Self { entries: RwLock::new(HashMap::new()), ttl, capacity: capacity.max(1) }
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            ttl,
+            capacity: capacity.max(1),
+        }
     }
 
     pub fn get(&self, key: &K) -> Option<Arc<V>> {
-        let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (inserted, value) = entries.get(key)?;
         (inserted.elapsed() < self.ttl).then(|| Arc::clone(value))
     }
 
     pub fn insert(&self, key: K, value: Arc<V>) {
-        let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if entries.len() >= self.capacity {
             let ttl = self.ttl;
             entries.retain(|_, (inserted, _)| inserted.elapsed() < ttl);
@@ -43,16 +53,25 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
 
     /// Drops every entry whose key matches (e.g. all keys of a destroyed subject).
     pub fn remove_where(&self, matches: impl Fn(&K) -> bool) {
-        let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         entries.retain(|key, _| !matches(key));
     }
 
     pub fn clear(&self) {
-        self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+        self.entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
     }
 
     pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        self.entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -36,7 +36,8 @@ impl FieldValue for chrono::NaiveDate {
 
     fn from_plaintext(bytes: &[u8]) -> Result<Self, CryptoError> {
         let text = std::str::from_utf8(bytes).map_err(|_| CryptoError::InvalidPlaintext)?;
-        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| CryptoError::InvalidPlaintext)
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .map_err(|_| CryptoError::InvalidPlaintext)
     }
 }
 
@@ -47,7 +48,10 @@ pub struct Encrypted<T> {
 
 impl<T> Encrypted<T> {
     pub fn from_ciphertext(bytes: Vec<u8>) -> Self {
-        Self { bytes, _plaintext: PhantomData }
+        Self {
+            bytes,
+            _plaintext: PhantomData,
+        }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -63,7 +67,12 @@ impl<T> Clone for Encrypted<T> {
 
 impl<T> std::fmt::Debug for Encrypted<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Encrypted<{}>({} bytes)", std::any::type_name::<T>(), self.bytes.len())
+        write!(
+            f,
+            "Encrypted<{}>({} bytes)",
+            std::any::type_name::<T>(),
+            self.bytes.len()
+        )
     }
 }
 
@@ -75,7 +84,9 @@ impl Keyring {
         value: &T,
     ) -> Result<Encrypted<T>, CryptoError> {
         let plaintext = value.to_plaintext();
-        Ok(Encrypted::from_ciphertext(self.encrypt(owner, location, &plaintext).await?))
+        Ok(Encrypted::from_ciphertext(
+            self.encrypt(owner, location, &plaintext).await?,
+        ))
     }
 
     pub async fn open<T: FieldValue>(
@@ -101,6 +112,8 @@ impl<T> sqlx::Encode<'_, Postgres> for Encrypted<T> {
 
 impl<'r, T> sqlx::Decode<'r, Postgres> for Encrypted<T> {
     fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(Self::from_ciphertext(<Vec<u8> as sqlx::Decode<Postgres>>::decode(value)?))
+        Ok(Self::from_ciphertext(<Vec<u8> as sqlx::Decode<
+            Postgres,
+        >>::decode(value)?))
     }
 }

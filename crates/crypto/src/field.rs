@@ -37,7 +37,11 @@ pub struct FieldLocation<'a> {
 
 impl<'a> FieldLocation<'a> {
     pub fn new(table: &'a str, column: &'a str, row_id: Uuid) -> Self {
-        Self { table, column, row_id }
+        Self {
+            table,
+            column,
+            row_id,
+        }
     }
 }
 
@@ -54,17 +58,31 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, CryptoError> {
     if version != FORMAT_V1 {
         return Err(CryptoError::UnknownVersion(version));
     }
-    let (&kind, rest) = rest.split_first().ok_or(CryptoError::Malformed("truncated header"))?;
+    let (&kind, rest) = rest
+        .split_first()
+        .ok_or(CryptoError::Malformed("truncated header"))?;
     let (key, header_len) = match kind {
         KIND_SUBJECT => {
-            let id: [u8; 16] = rest.get(..16).and_then(|s| s.try_into().ok()).ok_or(CryptoError::Malformed("truncated header"))?;
+            let id: [u8; 16] = rest
+                .get(..16)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(CryptoError::Malformed("truncated header"))?;
             let version = read_u32(rest.get(16..20))?;
-            (KeyRef::Subject(SubjectId(Uuid::from_bytes(id)), version), SUBJECT_HEADER_LEN)
+            (
+                KeyRef::Subject(SubjectId(Uuid::from_bytes(id)), version),
+                SUBJECT_HEADER_LEN,
+            )
         }
         KIND_PURPOSE => {
-            let code = *rest.first().ok_or(CryptoError::Malformed("truncated header"))?;
-            let purpose = Purpose::from_code(code).ok_or(CryptoError::Malformed("unknown purpose"))?;
-            (KeyRef::Purpose(purpose, read_u32(rest.get(1..5))?), PURPOSE_HEADER_LEN)
+            let code = *rest
+                .first()
+                .ok_or(CryptoError::Malformed("truncated header"))?;
+            let purpose =
+                Purpose::from_code(code).ok_or(CryptoError::Malformed("unknown purpose"))?;
+            (
+                KeyRef::Purpose(purpose, read_u32(rest.get(1..5))?),
+                PURPOSE_HEADER_LEN,
+            )
         }
         _ => return Err(CryptoError::Malformed("unknown key kind")),
     };
@@ -75,7 +93,9 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, CryptoError> {
 }
 
 fn read_u32(bytes: Option<&[u8]>) -> Result<u32, CryptoError> {
-    let array: [u8; 4] = bytes.and_then(|b| b.try_into().ok()).ok_or(CryptoError::Malformed("truncated header"))?;
+    let array: [u8; 4] = bytes
+        .and_then(|b| b.try_into().ok())
+        .ok_or(CryptoError::Malformed("truncated header"))?;
     Ok(u32::from_be_bytes(array))
 }
 
@@ -98,17 +118,31 @@ fn encode_header(key: KeyRef) -> Vec<u8> {
 }
 
 /// The AES-256-GCM key for one table and column, derived from a subject or purpose key.
-pub fn derive_column_key(root: &SecretKey, table: &str, column: &str) -> Result<LessSafeKey, CryptoError> {
+pub fn derive_column_key(
+    root: &SecretKey,
+    table: &str,
+    column: &str,
+) -> Result<LessSafeKey, CryptoError> {
     let info = [table.as_bytes(), b"\0", column.as_bytes()];
     let prk = Salt::new(HKDF_SHA256, FIELD_SALT).extract(root.expose());
-    let okm = prk.expand(&info, &AES_256_GCM).map_err(|_| CryptoError::MalformedKey)?;
+    let okm = prk
+        .expand(&info, &AES_256_GCM)
+        .map_err(|_| CryptoError::MalformedKey)?;
     Ok(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
 fn aad(header: &[u8], location: &FieldLocation<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(header.len() + location.table.len() + location.column.len() + 40);
+    let mut out =
+        Vec::with_capacity(header.len() + location.table.len() + location.column.len() + 40);
     out.extend_from_slice(header);
-    encode_parts(&mut out, &[location.table.as_bytes(), location.column.as_bytes(), location.row_id.as_bytes()]);
+    encode_parts(
+        &mut out,
+        &[
+            location.table.as_bytes(),
+            location.column.as_bytes(),
+            location.row_id.as_bytes(),
+        ],
+    );
     out
 }
 
@@ -145,7 +179,8 @@ pub fn open(
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let (header, rest) = ciphertext.split_at(parsed.header_len);
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Malformed("nonce"))?;
+    let nonce =
+        Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Malformed("nonce"))?;
     let mut buffer = Zeroizing::new(sealed.to_vec());
     let plaintext_len = cipher
         .open_in_place(nonce, Aad::from(aad(header, location)), &mut buffer)
@@ -171,7 +206,14 @@ mod tests {
     fn sealed() -> (Vec<u8>, LessSafeKey) {
         let cipher = derive_column_key(&key(), "patients", "ssn").expect("derive");
         let subject = KeyRef::Subject(SubjectId(Uuid::from_u128(7)), 3);
-        let bytes = seal(&cipher, subject, &location("ssn"), b"123-45-6789", &SystemRandom::new()).expect("seal");
+        let bytes = seal(
+            &cipher,
+            subject,
+            &location("ssn"),
+            b"123-45-6789",
+            &SystemRandom::new(),
+        )
+        .expect("seal");
         (bytes, cipher)
     }
 
@@ -179,8 +221,16 @@ mod tests {
     fn round_trips_and_names_its_key() {
         let (bytes, cipher) = sealed();
         let parsed = parse(&bytes).expect("parse");
-        assert_eq!(parsed.key, KeyRef::Subject(SubjectId(Uuid::from_u128(7)), 3));
-        assert_eq!(open(&cipher, parsed, &location("ssn"), &bytes).expect("open").as_slice(), b"123-45-6789");
+        assert_eq!(
+            parsed.key,
+            KeyRef::Subject(SubjectId(Uuid::from_u128(7)), 3)
+        );
+        assert_eq!(
+            open(&cipher, parsed, &location("ssn"), &bytes)
+                .expect("open")
+                .as_slice(),
+            b"123-45-6789"
+        );
         assert_eq!(bytes.len(), SUBJECT_HEADER_LEN + NONCE_LEN + 11 + TAG_LEN);
     }
 
@@ -203,8 +253,12 @@ mod tests {
         let (bytes, cipher) = sealed();
         for len in 0..bytes.len() {
             let truncated = &bytes[..len];
-            let result = parse(truncated).and_then(|parsed| open(&cipher, parsed, &location("ssn"), truncated));
-            assert!(result.is_err(), "truncated to {len} bytes and still decrypted");
+            let result = parse(truncated)
+                .and_then(|parsed| open(&cipher, parsed, &location("ssn"), truncated));
+            assert!(
+                result.is_err(),
+                "truncated to {len} bytes and still decrypted"
+            );
         }
     }
 
@@ -213,17 +267,32 @@ mod tests {
         let (bytes, cipher) = sealed();
         let parsed = parse(&bytes).expect("parse");
         let other_row = FieldLocation::new("patients", "ssn", Uuid::from_u128(43));
-        assert!(matches!(open(&cipher, parsed, &other_row, &bytes), Err(CryptoError::Integrity)));
+        assert!(matches!(
+            open(&cipher, parsed, &other_row, &bytes),
+            Err(CryptoError::Integrity)
+        ));
         let other_column = derive_column_key(&key(), "patients", "phone").expect("derive");
-        assert!(matches!(open(&other_column, parsed, &location("phone"), &bytes), Err(CryptoError::Integrity)));
+        assert!(matches!(
+            open(&other_column, parsed, &location("phone"), &bytes),
+            Err(CryptoError::Integrity)
+        ));
         // Even with the right key, the location is bound as associated data.
-        assert!(matches!(open(&cipher, parsed, &location("phone"), &bytes), Err(CryptoError::Integrity)));
+        assert!(matches!(
+            open(&cipher, parsed, &location("phone"), &bytes),
+            Err(CryptoError::Integrity)
+        ));
     }
 
     #[test]
     fn unknown_versions_and_kinds_are_named() {
-        assert!(matches!(parse(&[2, 1]), Err(CryptoError::UnknownVersion(2))));
-        assert!(matches!(parse(&[1, 9]), Err(CryptoError::Malformed("unknown key kind"))));
+        assert!(matches!(
+            parse(&[2, 1]),
+            Err(CryptoError::UnknownVersion(2))
+        ));
+        assert!(matches!(
+            parse(&[1, 9]),
+            Err(CryptoError::Malformed("unknown key kind"))
+        ));
         assert!(matches!(parse(&[]), Err(CryptoError::Malformed("empty"))));
     }
 

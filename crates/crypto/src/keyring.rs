@@ -41,7 +41,10 @@ pub struct CacheSettings {
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self { ttl: Duration::from_secs(300), capacity: 10_000 }
+        Self {
+            ttl: Duration::from_secs(300),
+            capacity: 10_000,
+        }
     }
 }
 
@@ -61,7 +64,9 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring").field("provider", &self.provider).finish_non_exhaustive()
+        f.debug_struct("Keyring")
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,11 +105,18 @@ impl Keyring {
     }
 
     /// A new active branch key for `purpose`; the previous one, if any, becomes retired.
-    async fn create_branch(&self, conn: &mut PgConnection, purpose: Purpose) -> Result<BranchRow, CryptoError> {
+    async fn create_branch(
+        &self,
+        conn: &mut PgConnection,
+        purpose: Purpose,
+    ) -> Result<BranchRow, CryptoError> {
         let id = Uuid::now_v7();
         let version = store::next_branch_version(conn, purpose).await?;
         let kek_version = store::current_kek_version(&mut *conn).await?;
-        let generated = self.provider.generate_data_key(&branch_context(purpose, id, version), kek_version).await?;
+        let generated = self
+            .provider
+            .generate_data_key(&branch_context(purpose, id, version), kek_version)
+            .await?;
         let row = BranchRow {
             id,
             purpose,
@@ -118,14 +130,19 @@ impl Keyring {
         store::retire_active_branch(&mut tx, purpose).await?;
         store::insert_branch(&mut tx, &row).await?;
         tx.commit().await?;
-        self.branch_keys.insert((purpose, version), Arc::new(generated.plaintext));
+        self.branch_keys
+            .insert((purpose, version), Arc::new(generated.plaintext));
         self.active_branch.insert(purpose, Arc::new(version));
         tracing::info!(purpose = %purpose, version, "created branch key");
         Ok(row)
     }
 
     /// A branch key in clear: from the cache, or unwrapped once through the provider.
-    async fn branch_key(&self, purpose: Purpose, version: u32) -> Result<Arc<SecretKey>, CryptoError> {
+    async fn branch_key(
+        &self,
+        purpose: Purpose,
+        version: u32,
+    ) -> Result<Arc<SecretKey>, CryptoError> {
         if let Some(key) = self.branch_keys.get(&(purpose, version)) {
             return Ok(key);
         }
@@ -133,8 +150,13 @@ impl Keyring {
             .await?
             .ok_or_else(|| CryptoError::KeyNotFound(format!("{purpose} branch key v{version}")))?;
         let wrapped = row.wrapped.ok_or(CryptoError::KeyDestroyed)?;
-        let key = Arc::new(self.provider.decrypt(&wrapped, &branch_context(purpose, row.id, version)).await?);
-        self.branch_keys.insert((purpose, version), Arc::clone(&key));
+        let key = Arc::new(
+            self.provider
+                .decrypt(&wrapped, &branch_context(purpose, row.id, version))
+                .await?,
+        );
+        self.branch_keys
+            .insert((purpose, version), Arc::clone(&key));
         Ok(key)
     }
 
@@ -144,13 +166,19 @@ impl Keyring {
         }
         let row = store::active_branch(&self.db, purpose)
             .await?
-            .ok_or_else(|| CryptoError::KeyNotFound(format!("active {purpose} branch key (run bootstrap)")))?;
+            .ok_or_else(|| {
+                CryptoError::KeyNotFound(format!("active {purpose} branch key (run bootstrap)"))
+            })?;
         self.active_branch.insert(purpose, Arc::new(row.version));
         Ok(row.version)
     }
 
     /// A subject key in clear, by version (for decryption).
-    async fn subject_key(&self, subject: SubjectId, version: u32) -> Result<Arc<SecretKey>, CryptoError> {
+    async fn subject_key(
+        &self,
+        subject: SubjectId,
+        version: u32,
+    ) -> Result<Arc<SecretKey>, CryptoError> {
         if let Some(key) = self.subject_keys.get(&(subject, version)) {
             return Ok(key);
         }
@@ -163,8 +191,13 @@ impl Keyring {
     async fn unwrap_subject(&self, row: &SubjectRow) -> Result<Arc<SecretKey>, CryptoError> {
         let wrapped = row.wrapped.as_deref().ok_or(CryptoError::KeyDestroyed)?;
         let branch = self.branch_key(Purpose::Field, row.branch_version).await?;
-        let key = Arc::new(unwrap_local(&branch, wrapped, &subject_aad(row.subject, row.version, row.branch_key_id))?);
-        self.subject_keys.insert((row.subject, row.version), Arc::clone(&key));
+        let key = Arc::new(unwrap_local(
+            &branch,
+            wrapped,
+            &subject_aad(row.subject, row.version, row.branch_key_id),
+        )?);
+        self.subject_keys
+            .insert((row.subject, row.version), Arc::clone(&key));
         Ok(key)
     }
 
@@ -192,10 +225,17 @@ impl Keyring {
         // new subject key must go under the new branch key.
         let branch = store::active_branch(&self.db, Purpose::Field)
             .await?
-            .ok_or_else(|| CryptoError::KeyNotFound("active field branch key (run bootstrap)".into()))?;
+            .ok_or_else(|| {
+                CryptoError::KeyNotFound("active field branch key (run bootstrap)".into())
+            })?;
         let branch_key = self.branch_key(Purpose::Field, branch.version).await?;
         let key = SecretKey::random(&self.rng)?;
-        let wrapped = wrap_local(&branch_key, &key, &subject_aad(subject, 1, branch.id), &self.rng)?;
+        let wrapped = wrap_local(
+            &branch_key,
+            &key,
+            &subject_aad(subject, 1, branch.id),
+            &self.rng,
+        )?;
         store::insert_subject_key(&self.db, subject, &wrapped, branch.id).await?;
         Ok(())
     }
@@ -207,7 +247,12 @@ impl Keyring {
         }
     }
 
-    async fn column_key(&self, key: KeyRef, table: &'static str, column: &'static str) -> Result<Arc<LessSafeKey>, CryptoError> {
+    async fn column_key(
+        &self,
+        key: KeyRef,
+        table: &'static str,
+        column: &'static str,
+    ) -> Result<Arc<LessSafeKey>, CryptoError> {
         let id = (key, table, column);
         if let Some(cipher) = self.column_keys.get(&id) {
             return Ok(cipher);
@@ -226,10 +271,16 @@ impl Keyring {
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
         let key = match owner {
-            Owner::Subject(subject) => KeyRef::Subject(subject, self.active_subject_version(subject).await?),
-            Owner::Purpose(purpose) => KeyRef::Purpose(purpose, self.active_branch_version(purpose).await?),
+            Owner::Subject(subject) => {
+                KeyRef::Subject(subject, self.active_subject_version(subject).await?)
+            }
+            Owner::Purpose(purpose) => {
+                KeyRef::Purpose(purpose, self.active_branch_version(purpose).await?)
+            }
         };
-        let cipher = self.column_key(key, location.table, location.column).await?;
+        let cipher = self
+            .column_key(key, location.table, location.column)
+            .await?;
         field::seal(&cipher, key, location, plaintext, &self.rng)
     }
 
@@ -241,13 +292,19 @@ impl Keyring {
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let parsed = field::parse(ciphertext)?;
-        let cipher = self.column_key(parsed.key, location.table, location.column).await?;
+        let cipher = self
+            .column_key(parsed.key, location.table, location.column)
+            .await?;
         field::open(&cipher, parsed, location, ciphertext)
     }
 
     /// The blind index of `value` for `spec` under the active blind-index key, or `None` if the
     /// value has no normal form (it cannot match anything).
-    pub async fn blind_index(&self, spec: &BlindIndexSpec, value: &str) -> Result<Option<BlindIndex>, CryptoError> {
+    pub async fn blind_index(
+        &self,
+        spec: &BlindIndexSpec,
+        value: &str,
+    ) -> Result<Option<BlindIndex>, CryptoError> {
         let version = self.active_branch_version(Purpose::BlindIndex).await?;
         self.blind_index_at(spec, value, version).await
     }
@@ -268,19 +325,30 @@ impl Keyring {
             Some(key) => key,
             None => {
                 let root = self.branch_key(Purpose::BlindIndex, version).await?;
-                let key = Arc::new(blind_index::derive_index_key(&root, spec.table, spec.column));
+                let key = Arc::new(blind_index::derive_index_key(
+                    &root,
+                    spec.table,
+                    spec.column,
+                ));
                 self.index_keys.insert(id, Arc::clone(&key));
                 key
             }
         };
-        Ok(Some(BlindIndex { key_version: version, value: blind_index::compute(&key, spec.bits, &normalized)? }))
+        Ok(Some(BlindIndex {
+            key_version: version,
+            value: blind_index::compute(&key, spec.bits, &normalized)?,
+        }))
     }
 
     /// Crypto-shredding: erases every key of `subject` inside the caller's transaction (which
     /// also clears the subject's blind indexes), so every encrypted field of theirs becomes
     /// unrecoverable. This instance forgets the keys at once; other instances within the
     /// cache time-to-live.
-    pub async fn destroy_subject(&self, conn: &mut PgConnection, subject: SubjectId) -> Result<u64, CryptoError> {
+    pub async fn destroy_subject(
+        &self,
+        conn: &mut PgConnection,
+        subject: SubjectId,
+    ) -> Result<u64, CryptoError> {
         let destroyed = store::destroy_subject_keys(conn, subject).await?;
         self.forget_subject(subject);
         tracing::warn!(subject_id = %subject, keys = destroyed, "subject keys destroyed");
@@ -290,7 +358,8 @@ impl Keyring {
     fn forget_subject(&self, subject: SubjectId) {
         self.subject_keys.remove_where(|(s, _)| *s == subject);
         self.active_subject.remove_where(|s| *s == subject);
-        self.column_keys.remove_where(|(key, _, _)| matches!(key, KeyRef::Subject(s, _) if *s == subject));
+        self.column_keys
+            .remove_where(|(key, _, _)| matches!(key, KeyRef::Subject(s, _) if *s == subject));
     }
 
     /// Rewraps every branch key under the root key's current material (KMS ReEncrypt), as KEK
@@ -307,14 +376,26 @@ impl Keyring {
         let kek_version = store::current_kek_version(&mut *conn).await? + 1;
         let mut rewrapped = 0;
         for row in store::all_branches(&mut *conn).await? {
-            let Some(wrapped) = row.wrapped.as_deref() else { continue };
+            let Some(wrapped) = row.wrapped.as_deref() else {
+                continue;
+            };
             let context = branch_context(row.purpose, row.id, row.version);
-            let new = self.provider.re_encrypt(wrapped, &context, kek_version).await?;
+            let new = self
+                .provider
+                .re_encrypt(wrapped, &context, kek_version)
+                .await?;
             store::rewrap_branch(&self.db, row.id, &new.bytes, &new.kek_id, kek_version).await?;
             rewrapped += 1;
         }
-        tracing::info!(kek_version, rewrapped, "rewrapped branch keys under the new KEK");
-        Ok(KekRotation { kek_version, rewrapped })
+        tracing::info!(
+            kek_version,
+            rewrapped,
+            "rewrapped branch keys under the new KEK"
+        );
+        Ok(KekRotation {
+            kek_version,
+            rewrapped,
+        })
     }
 
     /// Makes a new branch key for `purpose` and retires the old one. For `field`, rewraps every
@@ -327,7 +408,11 @@ impl Keyring {
         result
     }
 
-    async fn rotate_branch_locked(&self, conn: &mut PgConnection, purpose: Purpose) -> Result<BranchRotation, CryptoError> {
+    async fn rotate_branch_locked(
+        &self,
+        conn: &mut PgConnection,
+        purpose: Purpose,
+    ) -> Result<BranchRotation, CryptoError> {
         let new = self.create_branch(conn, purpose).await?;
         let mut rewrapped = 0;
         if purpose == Purpose::Field {
@@ -339,14 +424,23 @@ impl Keyring {
                 }
                 for row in &batch {
                     let key = self.unwrap_subject(row).await?;
-                    let wrapped = wrap_local(&new_key, &key, &subject_aad(row.subject, row.version, new.id), &self.rng)?;
+                    let wrapped = wrap_local(
+                        &new_key,
+                        &key,
+                        &subject_aad(row.subject, row.version, new.id),
+                        &self.rng,
+                    )?;
                     store::rewrap_subject_key(&self.db, row, &wrapped, new.id).await?;
                     rewrapped += 1;
                 }
                 tracing::info!(rewrapped, "rewrapping subject keys");
             }
         }
-        Ok(BranchRotation { purpose, version: new.version, rewrapped_subject_keys: rewrapped })
+        Ok(BranchRotation {
+            purpose,
+            version: new.version,
+            rewrapped_subject_keys: rewrapped,
+        })
     }
 
     /// Every branch key with its state and how many subject keys it still wraps.
@@ -356,7 +450,10 @@ impl Keyring {
         Ok(branches
             .into_iter()
             .map(|row| BranchStatus {
-                subject_keys: counts.iter().find(|(id, _)| *id == row.id).map_or(0, |(_, n)| *n),
+                subject_keys: counts
+                    .iter()
+                    .find(|(id, _)| *id == row.id)
+                    .map_or(0, |(_, n)| *n),
                 id: row.id,
                 purpose: row.purpose,
                 version: row.version,
@@ -424,13 +521,24 @@ fn subject_aad(subject: SubjectId, version: u32, branch_key_id: Uuid) -> Vec<u8>
 }
 
 /// AES-256-GCM key wrapping under a branch key: `nonce | ciphertext | tag`.
-fn wrap_local(kek: &SecretKey, key: &SecretKey, aad: &[u8], rng: &SystemRandom) -> Result<Vec<u8>, CryptoError> {
-    let cipher = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek.expose()).map_err(|_| CryptoError::MalformedKey)?);
+fn wrap_local(
+    kek: &SecretKey,
+    key: &SecretKey,
+    aad: &[u8],
+    rng: &SystemRandom,
+) -> Result<Vec<u8>, CryptoError> {
+    let cipher = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, kek.expose()).map_err(|_| CryptoError::MalformedKey)?,
+    );
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce).map_err(|_| CryptoError::Random)?;
     let mut body = key.expose().to_vec();
     cipher
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body,
+        )
         .map_err(|_| CryptoError::Integrity)?;
     Ok([nonce.as_slice(), &body].concat())
 }
@@ -439,20 +547,31 @@ fn unwrap_local(kek: &SecretKey, wrapped: &[u8], aad: &[u8]) -> Result<SecretKey
     if wrapped.len() != NONCE_LEN + 32 + 16 {
         return Err(CryptoError::Malformed("wrapped subject key"));
     }
-    let cipher = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek.expose()).map_err(|_| CryptoError::MalformedKey)?);
+    let cipher = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, kek.expose()).map_err(|_| CryptoError::MalformedKey)?,
+    );
     let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Malformed("nonce"))?;
+    let nonce =
+        Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Malformed("nonce"))?;
     let mut body = Zeroizing::new(sealed.to_vec());
-    let plaintext = cipher.open_in_place(nonce, Aad::from(aad), &mut body).map_err(|_| CryptoError::Integrity)?;
+    let plaintext = cipher
+        .open_in_place(nonce, Aad::from(aad), &mut body)
+        .map_err(|_| CryptoError::Integrity)?;
     SecretKey::from_bytes(plaintext)
 }
 
 async fn lock(conn: &mut PgConnection) -> Result<(), CryptoError> {
-    sqlx::query("SELECT pg_advisory_lock($1)").bind(KEY_ADMIN_LOCK).execute(conn).await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(KEY_ADMIN_LOCK)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 async fn unlock(conn: &mut PgConnection) -> Result<(), CryptoError> {
-    sqlx::query("SELECT pg_advisory_unlock($1)").bind(KEY_ADMIN_LOCK).execute(conn).await?;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(KEY_ADMIN_LOCK)
+        .execute(conn)
+        .await?;
     Ok(())
 }

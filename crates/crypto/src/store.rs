@@ -56,20 +56,33 @@ macro_rules! branch_select {
     };
 }
 
-pub async fn branch_by_version(db: &PgPool, purpose: Purpose, version: u32) -> Result<Option<BranchRow>, CryptoError> {
-    let row = sqlx::query(concat!(branch_select!(), "WHERE purpose = $1 AND version = $2"))
-        .bind(purpose.as_str())
-        .bind(to_i32(version))
-        .fetch_optional(db)
-        .await?;
+pub async fn branch_by_version(
+    db: &PgPool,
+    purpose: Purpose,
+    version: u32,
+) -> Result<Option<BranchRow>, CryptoError> {
+    let row = sqlx::query(concat!(
+        branch_select!(),
+        "WHERE purpose = $1 AND version = $2"
+    ))
+    .bind(purpose.as_str())
+    .bind(to_i32(version))
+    .fetch_optional(db)
+    .await?;
     row.as_ref().map(branch_row).transpose()
 }
 
-pub async fn active_branch(db: impl sqlx::PgExecutor<'_>, purpose: Purpose) -> Result<Option<BranchRow>, CryptoError> {
-    let row = sqlx::query(concat!(branch_select!(), "WHERE purpose = $1 AND status = 'active'"))
-        .bind(purpose.as_str())
-        .fetch_optional(db)
-        .await?;
+pub async fn active_branch(
+    db: impl sqlx::PgExecutor<'_>,
+    purpose: Purpose,
+) -> Result<Option<BranchRow>, CryptoError> {
+    let row = sqlx::query(concat!(
+        branch_select!(),
+        "WHERE purpose = $1 AND status = 'active'"
+    ))
+    .bind(purpose.as_str())
+    .fetch_optional(db)
+    .await?;
     row.as_ref().map(branch_row).transpose()
 }
 
@@ -82,15 +95,21 @@ pub async fn all_branches(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<BranchRow
 
 /// The KEK generation new keys are wrapped under: the newest in use, 1 on an empty table.
 pub async fn current_kek_version(db: impl sqlx::PgExecutor<'_>) -> Result<u32, CryptoError> {
-    let version: Option<i32> = sqlx::query_scalar("SELECT max(kek_version) FROM data_keys").fetch_one(db).await?;
+    let version: Option<i32> = sqlx::query_scalar("SELECT max(kek_version) FROM data_keys")
+        .fetch_one(db)
+        .await?;
     Ok(version.map_or(1, to_u32))
 }
 
-pub async fn next_branch_version(conn: &mut PgConnection, purpose: Purpose) -> Result<u32, CryptoError> {
-    let version: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM data_keys WHERE purpose = $1")
-        .bind(purpose.as_str())
-        .fetch_one(conn)
-        .await?;
+pub async fn next_branch_version(
+    conn: &mut PgConnection,
+    purpose: Purpose,
+) -> Result<u32, CryptoError> {
+    let version: Option<i32> =
+        sqlx::query_scalar("SELECT max(version) FROM data_keys WHERE purpose = $1")
+            .bind(purpose.as_str())
+            .fetch_one(conn)
+            .await?;
     Ok(version.map_or(1, |v| to_u32(v) + 1))
 }
 
@@ -111,7 +130,10 @@ pub async fn insert_branch(conn: &mut PgConnection, row: &BranchRow) -> Result<(
     Ok(())
 }
 
-pub async fn retire_active_branch(conn: &mut PgConnection, purpose: Purpose) -> Result<(), CryptoError> {
+pub async fn retire_active_branch(
+    conn: &mut PgConnection,
+    purpose: Purpose,
+) -> Result<(), CryptoError> {
     sqlx::query("UPDATE data_keys SET status = 'retired' WHERE purpose = $1 AND status = 'active'")
         .bind(purpose.as_str())
         .execute(conn)
@@ -153,28 +175,46 @@ macro_rules! subject_select {
     };
 }
 
-pub async fn subject_key(db: &PgPool, subject: SubjectId, version: u32) -> Result<Option<SubjectRow>, CryptoError> {
-    let row = sqlx::query(concat!(subject_select!(), "WHERE s.subject_id = $1 AND s.version = $2"))
-        .bind(subject.0)
-        .bind(to_i32(version))
-        .fetch_optional(db)
-        .await?;
+pub async fn subject_key(
+    db: &PgPool,
+    subject: SubjectId,
+    version: u32,
+) -> Result<Option<SubjectRow>, CryptoError> {
+    let row = sqlx::query(concat!(
+        subject_select!(),
+        "WHERE s.subject_id = $1 AND s.version = $2"
+    ))
+    .bind(subject.0)
+    .bind(to_i32(version))
+    .fetch_optional(db)
+    .await?;
     row.as_ref().map(subject_row).transpose()
 }
 
-pub async fn active_subject_key(db: &PgPool, subject: SubjectId) -> Result<Option<SubjectRow>, CryptoError> {
-    let row = sqlx::query(concat!(subject_select!(), "WHERE s.subject_id = $1 AND s.status = 'active'"))
-        .bind(subject.0)
-        .fetch_optional(db)
-        .await?;
+pub async fn active_subject_key(
+    db: &PgPool,
+    subject: SubjectId,
+) -> Result<Option<SubjectRow>, CryptoError> {
+    let row = sqlx::query(concat!(
+        subject_select!(),
+        "WHERE s.subject_id = $1 AND s.status = 'active'"
+    ))
+    .bind(subject.0)
+    .fetch_optional(db)
+    .await?;
     row.as_ref().map(subject_row).transpose()
 }
 
-pub async fn subject_has_destroyed_key(db: &PgPool, subject: SubjectId) -> Result<bool, CryptoError> {
-    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM subject_keys WHERE subject_id = $1 AND status = 'destroyed')")
-        .bind(subject.0)
-        .fetch_one(db)
-        .await?)
+pub async fn subject_has_destroyed_key(
+    db: &PgPool,
+    subject: SubjectId,
+) -> Result<bool, CryptoError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM subject_keys WHERE subject_id = $1 AND status = 'destroyed')",
+    )
+    .bind(subject.0)
+    .fetch_one(db)
+    .await?)
 }
 
 /// Inserts a first key for a subject; `false` if another writer got there first.
@@ -197,7 +237,11 @@ pub async fn insert_subject_key(
 }
 
 /// Subject keys still wrapped by a branch key other than `branch_key_id`, a batch at a time.
-pub async fn subject_keys_not_under(db: &PgPool, branch_key_id: Uuid, limit: i64) -> Result<Vec<SubjectRow>, CryptoError> {
+pub async fn subject_keys_not_under(
+    db: &PgPool,
+    branch_key_id: Uuid,
+    limit: i64,
+) -> Result<Vec<SubjectRow>, CryptoError> {
     let rows = sqlx::query(concat!(
         subject_select!(),
         "WHERE s.branch_key_id <> $1 AND s.wrapped IS NOT NULL ORDER BY s.subject_id, s.version LIMIT $2"
@@ -230,7 +274,10 @@ pub async fn rewrap_subject_key(
     Ok(())
 }
 
-pub async fn destroy_subject_keys(conn: &mut PgConnection, subject: SubjectId) -> Result<u64, CryptoError> {
+pub async fn destroy_subject_keys(
+    conn: &mut PgConnection,
+    subject: SubjectId,
+) -> Result<u64, CryptoError> {
     let result = sqlx::query(
         "UPDATE subject_keys SET wrapped = NULL, status = 'destroyed', destroyed_at = now() \
          WHERE subject_id = $1 AND status <> 'destroyed'",

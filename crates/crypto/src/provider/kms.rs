@@ -23,7 +23,10 @@ pub struct KmsKeyProvider {
 
 impl KmsKeyProvider {
     pub fn new(client: Client, key_id: impl Into<String>) -> Self {
-        Self { client, key_id: key_id.into() }
+        Self {
+            client,
+            key_id: key_id.into(),
+        }
     }
 
     /// A client from the environment's AWS configuration.
@@ -38,7 +41,11 @@ impl KmsKeyProvider {
 }
 
 fn context_map(context: &EncryptionContext) -> HashMap<String, String> {
-    context.pairs().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    context
+        .pairs()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Takes the plaintext out of the SDK's buffer and wipes the buffer.
@@ -49,7 +56,9 @@ fn take_plaintext(blob: Option<Blob>) -> Result<SecretKey, ProviderError> {
     key
 }
 
-fn unavailable<E: std::error::Error + 'static, R: std::fmt::Debug>(error: SdkError<E, R>) -> ProviderError {
+fn unavailable<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    error: SdkError<E, R>,
+) -> ProviderError {
     ProviderError::Unavailable(DisplayErrorContext(&error).to_string())
 }
 
@@ -70,12 +79,23 @@ impl KeyProvider for KmsKeyProvider {
             .await
             .map_err(unavailable)?;
         let plaintext = take_plaintext(output.plaintext.take())?;
-        let bytes = output.ciphertext_blob.take().ok_or(ProviderError::Malformed)?.into_inner();
+        let bytes = output
+            .ciphertext_blob
+            .take()
+            .ok_or(ProviderError::Malformed)?
+            .into_inner();
         let kek_id = output.key_id.take().unwrap_or_else(|| self.key_id.clone());
-        Ok(GeneratedKey { plaintext, wrapped: WrappedKey { bytes, kek_id } })
+        Ok(GeneratedKey {
+            plaintext,
+            wrapped: WrappedKey { bytes, kek_id },
+        })
     }
 
-    async fn decrypt(&self, wrapped: &[u8], context: &EncryptionContext) -> Result<SecretKey, ProviderError> {
+    async fn decrypt(
+        &self,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<SecretKey, ProviderError> {
         let mut output = self
             .client
             .decrypt()
@@ -85,7 +105,9 @@ impl KeyProvider for KmsKeyProvider {
             .send()
             .await
             .map_err(|error| match error.as_service_error() {
-                Some(e) if e.is_invalid_ciphertext_exception() || e.is_incorrect_key_exception() => {
+                Some(e)
+                    if e.is_invalid_ciphertext_exception() || e.is_incorrect_key_exception() =>
+                {
                     ProviderError::Unwrap
                 }
                 _ => unavailable(error),
@@ -111,12 +133,20 @@ impl KeyProvider for KmsKeyProvider {
             .send()
             .await
             .map_err(|error| match error.as_service_error() {
-                Some(e) if e.is_invalid_ciphertext_exception() || e.is_incorrect_key_exception() => {
+                Some(e)
+                    if e.is_invalid_ciphertext_exception() || e.is_incorrect_key_exception() =>
+                {
                     ProviderError::Unwrap
                 }
                 _ => unavailable(error),
             })?;
-        let bytes = output.ciphertext_blob.ok_or(ProviderError::Malformed)?.into_inner();
-        Ok(WrappedKey { bytes, kek_id: output.key_id.unwrap_or_else(|| self.key_id.clone()) })
+        let bytes = output
+            .ciphertext_blob
+            .ok_or(ProviderError::Malformed)?
+            .into_inner();
+        Ok(WrappedKey {
+            bytes,
+            kek_id: output.key_id.unwrap_or_else(|| self.key_id.clone()),
+        })
     }
 }

@@ -34,22 +34,32 @@ pub struct LocalKeyProvider {
 
 impl std::fmt::Debug for LocalKeyProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalKeyProvider").field("kek_id", &self.kek_id).finish_non_exhaustive()
+        f.debug_struct("LocalKeyProvider")
+            .field("kek_id", &self.kek_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl LocalKeyProvider {
     pub fn new(master: SecretKey) -> Self {
         // A fingerprint names the master key without revealing anything usable about it.
-        let fingerprint = digest(&SHA256, &[b"clinicd-local-kek-id".as_slice(), master.expose()].concat());
+        let fingerprint = digest(
+            &SHA256,
+            &[b"clinicd-local-kek-id".as_slice(), master.expose()].concat(),
+        );
         let kek_id = format!("local:{}", hex(&fingerprint.as_ref()[..8]));
-        Self { master, kek_id, rng: SystemRandom::new() }
+        Self {
+            master,
+            kek_id,
+            rng: SystemRandom::new(),
+        }
     }
 
     /// Reads the master key file: exactly 32 bytes (permissions are checked by configuration).
     pub fn from_file(path: &Path) -> Result<Self, ProviderError> {
         let bytes = Zeroizing::new(
-            std::fs::read(path).map_err(|e| ProviderError::Unavailable(format!("master key file: {e}")))?,
+            std::fs::read(path)
+                .map_err(|e| ProviderError::Unavailable(format!("master key file: {e}")))?,
         );
         let master = SecretKey::from_bytes(&bytes).map_err(|_| ProviderError::Malformed)?;
         Ok(Self::new(master))
@@ -63,28 +73,49 @@ impl LocalKeyProvider {
         let info = format!("kek v{version}");
         let info_parts = [info.as_bytes()];
         let prk = Salt::new(HKDF_SHA256, b"clinicd-local-kek").extract(self.master.expose());
-        let okm = prk.expand(&info_parts, &AES_256_GCM).map_err(|_| ProviderError::Malformed)?;
+        let okm = prk
+            .expand(&info_parts, &AES_256_GCM)
+            .map_err(|_| ProviderError::Malformed)?;
         Ok(LessSafeKey::new(UnboundKey::from(okm)))
     }
 
-    fn wrap(&self, key: &SecretKey, context: &EncryptionContext, version: u32) -> Result<WrappedKey, ProviderError> {
+    fn wrap(
+        &self,
+        key: &SecretKey,
+        context: &EncryptionContext,
+        version: u32,
+    ) -> Result<WrappedKey, ProviderError> {
         let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| ProviderError::Unavailable("random".into()))?;
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| ProviderError::Unavailable("random".into()))?;
         let mut out = Vec::with_capacity(WRAPPED_LEN);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&version.to_be_bytes());
         out.extend_from_slice(&nonce);
         let mut body = key.expose().to_vec();
         self.kek(version)?
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(&out[..HEADER_LEN], context)), &mut body)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(&out[..HEADER_LEN], context)),
+                &mut body,
+            )
             .map_err(|_| ProviderError::Malformed)?;
         out.extend_from_slice(&body);
-        Ok(WrappedKey { bytes: out, kek_id: self.kek_id.clone() })
+        Ok(WrappedKey {
+            bytes: out,
+            kek_id: self.kek_id.clone(),
+        })
     }
 }
 
 fn aad(header: &[u8], context: &EncryptionContext) -> Vec<u8> {
-    [b"clinicd-local-wrap-v1".as_slice(), header, &context.canonical()].concat()
+    [
+        b"clinicd-local-wrap-v1".as_slice(),
+        header,
+        &context.canonical(),
+    ]
+    .concat()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -98,12 +129,17 @@ impl KeyProvider for LocalKeyProvider {
         context: &EncryptionContext,
         kek_version: u32,
     ) -> Result<GeneratedKey, ProviderError> {
-        let plaintext = SecretKey::random(&self.rng).map_err(|_| ProviderError::Unavailable("random".into()))?;
+        let plaintext = SecretKey::random(&self.rng)
+            .map_err(|_| ProviderError::Unavailable("random".into()))?;
         let wrapped = self.wrap(&plaintext, context, kek_version)?;
         Ok(GeneratedKey { plaintext, wrapped })
     }
 
-    async fn decrypt(&self, wrapped: &[u8], context: &EncryptionContext) -> Result<SecretKey, ProviderError> {
+    async fn decrypt(
+        &self,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<SecretKey, ProviderError> {
         if wrapped.len() != WRAPPED_LEN || &wrapped[..4] != MAGIC {
             return Err(ProviderError::Unwrap);
         }
@@ -113,7 +149,11 @@ impl KeyProvider for LocalKeyProvider {
         let mut body = Zeroizing::new(wrapped[HEADER_LEN + NONCE_LEN..].to_vec());
         let plaintext = self
             .kek(version)?
-            .open_in_place(nonce, Aad::from(aad(&wrapped[..HEADER_LEN], context)), &mut body)
+            .open_in_place(
+                nonce,
+                Aad::from(aad(&wrapped[..HEADER_LEN], context)),
+                &mut body,
+            )
             .map_err(|_| ProviderError::Unwrap)?;
         SecretKey::from_bytes(plaintext).map_err(|_| ProviderError::Malformed)
     }

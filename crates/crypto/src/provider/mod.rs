@@ -43,7 +43,11 @@ pub trait KeyProvider: Send + Sync + Debug {
 
     /// Unwraps a key; fails with [`ProviderError::Unwrap`] unless `context` is the one it was
     /// wrapped with.
-    async fn decrypt(&self, wrapped: &[u8], context: &EncryptionContext) -> Result<SecretKey, ProviderError>;
+    async fn decrypt(
+        &self,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<SecretKey, ProviderError>;
 
     /// Rewraps a key under the current root key material (generation `kek_version`) without
     /// exposing it to the caller where the provider allows (KMS ReEncrypt).

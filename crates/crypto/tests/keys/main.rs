@@ -1,0 +1,8 @@
+//! The key hierarchy against real Postgres, with the local provider and with KMS (moto).
+
+#![allow(clippy::unwrap_used)]
+
+mod hierarchy;
+mod kms;
+mod rotation;
+mod support;
