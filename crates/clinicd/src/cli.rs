@@ -19,4 +19,21 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Inspect and rotate keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List branch keys, their state, their KEK generation and the subject keys they wrap.
+    Status,
+    /// Rewrap every branch key under the root key's current material (no data touched).
+    RotateKek,
+    /// Make a new branch key for a purpose and rewrap what it protects (no field touched).
+    RotateBranch {
+        /// field, blind_index, audit or file
+        #[arg(long)]
+        purpose: clinicd_crypto::Purpose,
+    },
 }

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod keys;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;

@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use clinicd::cli::{Cli, Command};
-use clinicd::{Application, Settings, startup, telemetry};
+use clinicd::cli::{Cli, Command, KeysCommand};
+use clinicd::{Application, Settings, keys, startup, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(settings).await,
             Command::Migrate => migrate(settings).await,
+            Command::Keys(command) => keys_command(settings, command).await,
         }
     });
     match result {
@@ -55,13 +56,26 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn migrate(settings: Settings) -> anyhow::Result<()> {
+async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
     let options = settings.database.connect_options()?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await?;
-    startup::MIGRATOR.run(&pool).await?;
+    Ok(sqlx::postgres::PgPoolOptions::new().max_connections(2).connect_with(options).await?)
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    startup::MIGRATOR.run(&connect(&settings).await?).await?;
     tracing::info!("migrations applied");
     Ok(())
+}
+
+async fn keys_command(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
+    let pool = connect(&settings).await?;
+    if settings.database.migrate_on_start {
+        startup::MIGRATOR.run(&pool).await?;
+    }
+    let keyring = keys::keyring(&settings.keys, pool).await?;
+    match command {
+        KeysCommand::Status => keys::print_status(&keyring).await,
+        KeysCommand::RotateKek => keys::rotate_kek(&keyring).await,
+        KeysCommand::RotateBranch { purpose } => keys::rotate_branch(&keyring, purpose).await,
+    }
 }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod keys_cli;
 mod listeners;
 mod logs;
 mod support;

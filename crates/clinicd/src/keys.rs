@@ -1,0 +1,68 @@
+//! Wiring of the key hierarchy: the configured key provider, and the `clinicd keys` commands.
+
+use std::sync::Arc;
+
+use clinicd_crypto::{CacheSettings, KeyProvider, Keyring, KmsKeyProvider, LocalKeyProvider, Purpose};
+use sqlx::PgPool;
+
+use crate::config::KeyProviderSettings;
+
+/// The key provider named by configuration.
+pub async fn provider(settings: &KeyProviderSettings) -> anyhow::Result<Arc<dyn KeyProvider>> {
+    Ok(match settings {
+        KeyProviderSettings::Local { master_key_file } => Arc::new(LocalKeyProvider::from_file(master_key_file)?),
+        KeyProviderSettings::AwsKms { key_id } => Arc::new(KmsKeyProvider::from_env(key_id.clone()).await),
+    })
+}
+
+pub async fn keyring(settings: &KeyProviderSettings, db: PgPool) -> anyhow::Result<Keyring> {
+    Ok(Keyring::new(db, provider(settings).await?, CacheSettings::default()))
+}
+
+/// `clinicd keys status`: every branch key, its state, its KEK, and the subject keys it wraps.
+pub async fn print_status(keyring: &Keyring) -> anyhow::Result<()> {
+    let status = keyring.status().await?;
+    let mut out = String::from("purpose      version  status     kek_version  subject_keys  kek_id\n");
+    for key in &status {
+        out.push_str(&format!(
+            "{:<12} {:>7}  {:<9}  {:>11}  {:>12}  {}\n",
+            key.purpose.as_str(),
+            key.version,
+            key.status,
+            key.kek_version,
+            key.subject_keys,
+            key.kek_id
+        ));
+    }
+    if status.is_empty() {
+        out.push_str("(no keys yet: they are created on first start or by any rotation)\n");
+    }
+    write_stdout(&out)
+}
+
+pub async fn rotate_kek(keyring: &Keyring) -> anyhow::Result<()> {
+    keyring.bootstrap().await?;
+    let rotation = keyring.rotate_kek().await?;
+    write_stdout(&format!(
+        "rewrapped {} branch key(s) under KEK generation {}\n",
+        rotation.rewrapped, rotation.kek_version
+    ))
+}
+
+pub async fn rotate_branch(keyring: &Keyring, purpose: Purpose) -> anyhow::Result<()> {
+    keyring.bootstrap().await?;
+    let rotation = keyring.rotate_branch(purpose).await?;
+    write_stdout(&format!(
+        "new {} branch key v{}; rewrapped {} subject key(s); the previous branch key is retired\n",
+        rotation.purpose, rotation.version, rotation.rewrapped_subject_keys
+    ))
+}
+
+/// Command output goes to stdout (logs go there too, as JSON, but these commands log little).
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
