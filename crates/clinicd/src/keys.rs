@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use clinicd_crypto::{CacheSettings, KeyProvider, Keyring, KmsKeyProvider, LocalKeyProvider, Purpose};
+use clinicd_crypto::{
+    CacheSettings, KeyProvider, Keyring, KmsKeyProvider, LocalKeyProvider, Purpose,
+};
 use sqlx::PgPool;
 
 use crate::config::KeyProviderSettings;
@@ -10,19 +12,28 @@ use crate::config::KeyProviderSettings;
 /// The key provider named by configuration.
 pub async fn provider(settings: &KeyProviderSettings) -> anyhow::Result<Arc<dyn KeyProvider>> {
     Ok(match settings {
-        KeyProviderSettings::Local { master_key_file } => Arc::new(LocalKeyProvider::from_file(master_key_file)?),
-        KeyProviderSettings::AwsKms { key_id } => Arc::new(KmsKeyProvider::from_env(key_id.clone()).await),
+        KeyProviderSettings::Local { master_key_file } => {
+            Arc::new(LocalKeyProvider::from_file(master_key_file)?)
+        }
+        KeyProviderSettings::AwsKms { key_id } => {
+            Arc::new(KmsKeyProvider::from_env(key_id.clone()).await)
+        }
     })
 }
 
 pub async fn keyring(settings: &KeyProviderSettings, db: PgPool) -> anyhow::Result<Keyring> {
-    Ok(Keyring::new(db, provider(settings).await?, CacheSettings::default()))
+    Ok(Keyring::new(
+        db,
+        provider(settings).await?,
+        CacheSettings::default(),
+    ))
 }
 
 /// `clinicd keys status`: every branch key, its state, its KEK, and the subject keys it wraps.
 pub async fn print_status(keyring: &Keyring) -> anyhow::Result<()> {
     let status = keyring.status().await?;
-    let mut out = String::from("purpose      version  status     kek_version  subject_keys  kek_id\n");
+    let mut out =
+        String::from("purpose      version  status     kek_version  subject_keys  kek_id\n");
     for key in &status {
         out.push_str(&format!(
             "{:<12} {:>7}  {:<9}  {:>11}  {:>12}  {}\n",

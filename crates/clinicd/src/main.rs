@@ -58,7 +58,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
     let options = settings.database.connect_options()?;
-    Ok(sqlx::postgres::PgPoolOptions::new().max_connections(2).connect_with(options).await?)
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await?)
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {

@@ -17,6 +17,7 @@ pub mod field;
 pub mod keyring;
 pub mod keys;
 pub mod provider;
+pub mod rekey;
 mod store;
 
 pub use blind_index::{BlindIndex, BlindIndexSpec, Normalizer};
@@ -27,3 +28,4 @@ pub use field::FieldLocation;
 pub use keyring::{CacheSettings, Keyring, Owner};
 pub use keys::{KeyRef, Purpose, SecretKey, SubjectId};
 pub use provider::{KeyProvider, KmsKeyProvider, LocalKeyProvider};
+pub use rekey::{EncryptedColumn, RekeyOptions, RekeyOutcome, RekeyReport};

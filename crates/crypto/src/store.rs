@@ -296,3 +296,35 @@ pub async fn subject_key_counts(db: &PgPool) -> Result<Vec<(Uuid, i64)>, CryptoE
     .fetch_all(db)
     .await?)
 }
+
+/// Retires a subject's active key `version` and inserts `next` as active, in one transaction.
+pub async fn replace_subject_key(
+    conn: &mut PgConnection,
+    subject: SubjectId,
+    version: u32,
+    next: u32,
+    wrapped: &[u8],
+    branch_key_id: Uuid,
+) -> Result<(), CryptoError> {
+    let retired = sqlx::query(
+        "UPDATE subject_keys SET status = 'retired' WHERE subject_id = $1 AND version = $2 AND status = 'active'",
+    )
+    .bind(subject.0)
+    .bind(to_i32(version))
+    .execute(&mut *conn)
+    .await?;
+    if retired.rows_affected() != 1 {
+        // Destroyed or already replaced meanwhile: nothing to do.
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO subject_keys (subject_id, version, branch_key_id, wrapped, status) VALUES ($1, $2, $3, $4, 'active')",
+    )
+    .bind(subject.0)
+    .bind(to_i32(next))
+    .bind(branch_key_id)
+    .bind(wrapped)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

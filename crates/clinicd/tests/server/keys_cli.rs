@@ -21,7 +21,11 @@ fn clinicd_keys(pool: &PgPool, dir: &std::path::Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(output.status.success(), "clinicd keys {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "clinicd keys {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -32,7 +36,13 @@ fn rows(status: &str) -> Vec<(String, u32, String, u32, i64)> {
         .skip(1)
         .map(|line| {
             let cells: Vec<&str> = line.split_whitespace().collect();
-            (cells[0].into(), cells[1].parse().unwrap(), cells[2].into(), cells[3].parse().unwrap(), cells[4].parse().unwrap())
+            (
+                cells[0].into(),
+                cells[1].parse().unwrap(),
+                cells[2].into(),
+                cells[3].parse().unwrap(),
+                cells[4].parse().unwrap(),
+            )
         })
         .collect()
 }
@@ -41,10 +51,18 @@ fn rows(status: &str) -> Vec<(String, u32, String, u32, i64)> {
 async fn rotate_kek_then_status_shows_every_branch_key_under_the_new_kek(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let output = clinicd_keys(&pool, dir.path(), &["rotate-kek"]);
-    assert!(output.contains("rewrapped 4 branch key(s) under KEK generation 2"), "{output}");
+    assert!(
+        output.contains("rewrapped 4 branch key(s) under KEK generation 2"),
+        "{output}"
+    );
     let status = rows(&clinicd_keys(&pool, dir.path(), &["status"]));
     assert_eq!(status.len(), 4, "{status:?}");
-    assert!(status.iter().all(|(_, _, state, kek, _)| state == "active" && *kek == 2), "{status:?}");
+    assert!(
+        status
+            .iter()
+            .all(|(_, _, state, kek, _)| state == "active" && *kek == 2),
+        "{status:?}"
+    );
 
     let output = clinicd_keys(&pool, dir.path(), &["rotate-branch", "--purpose", "field"]);
     assert!(output.contains("new field branch key v2"), "{output}");

@@ -4,5 +4,6 @@
 
 mod hierarchy;
 mod kms;
+mod rekey;
 mod rotation;
 mod support;
