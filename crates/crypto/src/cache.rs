@@ -3,16 +3,18 @@
 //! Hand-written because the hot path of field encryption is a lookup here followed by
 //! AES-GCM on a few dozen bytes: a general-purpose cache (moka and the like) costs about as
 //! much per lookup as the encryption itself. Values are `Arc`s of key types that zeroize on
-//! drop, so an evicted key is wiped once the last user lets go of it.
+//! drop, so an evicted key is wiped once the last user lets go of it. Keys are our own ids and
+//! static table names, never attacker-chosen, so the fast non-keyed Fx hash is safe here.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
+
 #[derive(Debug)]
 pub struct TtlCache<K, V> {
-    entries: RwLock<HashMap<K, (Instant, Arc<V>)>>,
+    entries: RwLock<FxHashMap<K, (Instant, Arc<V>)>>,
     ttl: Duration,
     capacity: usize,
 }
@@ -20,7 +22,7 @@ pub struct TtlCache<K, V> {
 impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(FxHashMap::default()),
             ttl,
             capacity: capacity.max(1),
         }

@@ -99,8 +99,7 @@ fn read_u32(bytes: Option<&[u8]>) -> Result<u32, CryptoError> {
     Ok(u32::from_be_bytes(array))
 }
 
-fn encode_header(key: KeyRef) -> Vec<u8> {
-    let mut out = Vec::with_capacity(SUBJECT_HEADER_LEN + NONCE_LEN);
+fn encode_header(out: &mut Vec<u8>, key: KeyRef) {
     out.push(FORMAT_V1);
     match key {
         KeyRef::Subject(subject, version) => {
@@ -114,7 +113,6 @@ fn encode_header(key: KeyRef) -> Vec<u8> {
             out.extend_from_slice(&version.to_be_bytes());
         }
     }
-    out
 }
 
 /// The AES-256-GCM key for one table and column, derived from a subject or purpose key.
@@ -131,19 +129,32 @@ pub fn derive_column_key(
     Ok(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
-fn aad(header: &[u8], location: &FieldLocation<'_>) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(header.len() + location.table.len() + location.column.len() + 40);
-    out.extend_from_slice(header);
-    encode_parts(
-        &mut out,
-        &[
-            location.table.as_bytes(),
-            location.column.as_bytes(),
-            location.row_id.as_bytes(),
-        ],
-    );
-    out
+/// Runs `f` with the associated data for a value: the header, then the length-prefixed table,
+/// column and row id. Built on the stack when it fits (it nearly always does): this runs for
+/// every field.
+fn with_aad<R>(header: &[u8], location: &FieldLocation<'_>, f: impl FnOnce(&[u8]) -> R) -> R {
+    let parts: [&[u8]; 3] = [
+        location.table.as_bytes(),
+        location.column.as_bytes(),
+        location.row_id.as_bytes(),
+    ];
+    let len = header.len() + parts.iter().map(|p| 4 + p.len()).sum::<usize>();
+    let mut stack = [0u8; 192];
+    if len <= stack.len() {
+        stack[..header.len()].copy_from_slice(header);
+        let mut at = header.len();
+        for part in parts {
+            let size = u32::try_from(part.len()).unwrap_or(u32::MAX);
+            stack[at..at + 4].copy_from_slice(&size.to_be_bytes());
+            stack[at + 4..at + 4 + part.len()].copy_from_slice(part);
+            at += 4 + part.len();
+        }
+        f(&stack[..len])
+    } else {
+        let mut heap = header.to_vec();
+        encode_parts(&mut heap, &parts);
+        f(&heap)
+    }
 }
 
 /// Encrypts `plaintext` for `location` under `cipher` (the column key of `key`).
@@ -154,18 +165,19 @@ pub fn seal(
     plaintext: &[u8],
     rng: &SystemRandom,
 ) -> Result<Vec<u8>, CryptoError> {
-    let mut out = encode_header(key);
+    let mut out = Vec::with_capacity(SUBJECT_HEADER_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
+    encode_header(&mut out, key);
     let header_len = out.len();
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce).map_err(|_| CryptoError::Random)?;
     out.extend_from_slice(&nonce);
-    out.reserve(plaintext.len() + TAG_LEN);
     out.extend_from_slice(plaintext);
-    let aad = aad(&out[..header_len], location);
-    let (_, body) = out.split_at_mut(header_len + NONCE_LEN);
-    let tag = cipher
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), body)
-        .map_err(|_| CryptoError::Integrity)?;
+    let (header, rest) = out.split_at_mut(header_len);
+    let body = &mut rest[NONCE_LEN..];
+    let tag = with_aad(header, location, |aad| {
+        cipher.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
+    })
+    .map_err(|_| CryptoError::Integrity)?;
     out.extend_from_slice(tag.as_ref());
     Ok(out)
 }
@@ -182,10 +194,11 @@ pub fn open(
     let nonce =
         Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Malformed("nonce"))?;
     let mut buffer = Zeroizing::new(sealed.to_vec());
-    let plaintext_len = cipher
-        .open_in_place(nonce, Aad::from(aad(header, location)), &mut buffer)
-        .map_err(|_| CryptoError::Integrity)?
-        .len();
+    let plaintext_len = with_aad(header, location, |aad| {
+        cipher.open_in_place(nonce, Aad::from(aad), &mut buffer)
+    })
+    .map_err(|_| CryptoError::Integrity)?
+    .len();
     buffer.truncate(plaintext_len);
     Ok(buffer)
 }

@@ -474,23 +474,40 @@ impl Keyring {
         self.active_subject.clear();
     }
 
-    pub(crate) async fn is_active_subject_version(&self, subject: SubjectId, version: u32) -> Result<bool, CryptoError> {
+    pub(crate) async fn is_active_subject_version(
+        &self,
+        subject: SubjectId,
+        version: u32,
+    ) -> Result<bool, CryptoError> {
         Ok(self.active_subject_version(subject).await? == version)
     }
 
-    pub(crate) async fn is_active_branch_version(&self, purpose: Purpose, version: u32) -> Result<bool, CryptoError> {
+    pub(crate) async fn is_active_branch_version(
+        &self,
+        purpose: Purpose,
+        version: u32,
+    ) -> Result<bool, CryptoError> {
         Ok(self.active_branch_version(purpose).await? == version)
     }
 
     /// Retires a subject's key `version` and makes version + 1, under the active field branch key.
-    pub(crate) async fn replace_subject_key(&self, subject: SubjectId, version: u32) -> Result<(), CryptoError> {
+    pub(crate) async fn replace_subject_key(
+        &self,
+        subject: SubjectId,
+        version: u32,
+    ) -> Result<(), CryptoError> {
         let branch = store::active_branch(&self.db, Purpose::Field)
             .await?
             .ok_or_else(|| CryptoError::KeyNotFound("active field branch key".into()))?;
         let branch_key = self.branch_key(Purpose::Field, branch.version).await?;
         let key = SecretKey::random(&self.rng)?;
         let next = version + 1;
-        let wrapped = wrap_local(&branch_key, &key, &subject_aad(subject, next, branch.id), &self.rng)?;
+        let wrapped = wrap_local(
+            &branch_key,
+            &key,
+            &subject_aad(subject, next, branch.id),
+            &self.rng,
+        )?;
         let mut tx = self.db.begin().await?;
         store::replace_subject_key(&mut tx, subject, version, next, &wrapped, branch.id).await?;
         tx.commit().await?;

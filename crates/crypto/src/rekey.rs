@@ -8,7 +8,7 @@
 //! again and resumes where it stopped. One job runs at a time across all instances (a Postgres
 //! advisory lock held for the whole run); a second caller is told it is already running.
 
-use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::error::CryptoError;
@@ -36,7 +36,10 @@ pub struct RekeyOptions {
 
 impl Default for RekeyOptions {
     fn default() -> Self {
-        Self { batch_size: 500, max_batches: None }
+        Self {
+            batch_size: 500,
+            max_batches: None,
+        }
     }
 }
 
@@ -58,8 +61,12 @@ pub enum RekeyOutcome {
 
 fn identifier(name: &str) -> Result<&str, CryptoError> {
     let valid = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    valid.then_some(name).ok_or(CryptoError::Malformed("column identifier"))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    valid
+        .then_some(name)
+        .ok_or(CryptoError::Malformed("column identifier"))
 }
 
 impl Keyring {
@@ -67,8 +74,9 @@ impl Keyring {
     /// `field` branch key and retires the old one, which stays able to decrypt until
     /// [`rekey`](Self::rekey) has moved the data.
     pub async fn rotate_subject_keys(&self) -> Result<u64, CryptoError> {
-        let started: chrono::DateTime<chrono::Utc> =
-            sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(self.db()).await?;
+        let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(self.db())
+            .await?;
         let mut rotated = 0;
         loop {
             let subjects: Vec<(Uuid, i32)> = sqlx::query_as(
@@ -82,7 +90,11 @@ impl Keyring {
                 break;
             }
             for (subject, version) in subjects {
-                self.replace_subject_key(crate::SubjectId(subject), u32::try_from(version).unwrap_or(0)).await?;
+                self.replace_subject_key(
+                    crate::SubjectId(subject),
+                    u32::try_from(version).unwrap_or(0),
+                )
+                .await?;
                 rotated += 1;
             }
         }
@@ -92,18 +104,34 @@ impl Keyring {
     }
 
     /// Moves every value of `columns` still under a retired key to its owner's active key.
-    pub async fn rekey(&self, job: &str, columns: &[EncryptedColumn], options: RekeyOptions) -> Result<RekeyOutcome, CryptoError> {
+    pub async fn rekey(
+        &self,
+        job: &str,
+        columns: &[EncryptedColumn],
+        options: RekeyOptions,
+    ) -> Result<RekeyOutcome, CryptoError> {
         let mut lock = self.db().acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(REKEY_LOCK).fetch_one(&mut *lock).await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(REKEY_LOCK)
+            .fetch_one(&mut *lock)
+            .await?;
         if !locked {
             return Ok(RekeyOutcome::AlreadyRunning);
         }
         let result = self.rekey_locked(job, columns, options).await;
-        sqlx::query("SELECT pg_advisory_unlock($1)").bind(REKEY_LOCK).execute(&mut *lock).await?;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(REKEY_LOCK)
+            .execute(&mut *lock)
+            .await?;
         result
     }
 
-    async fn rekey_locked(&self, job: &str, columns: &[EncryptedColumn], options: RekeyOptions) -> Result<RekeyOutcome, CryptoError> {
+    async fn rekey_locked(
+        &self,
+        job: &str,
+        columns: &[EncryptedColumn],
+        options: RekeyOptions,
+    ) -> Result<RekeyOutcome, CryptoError> {
         // Active versions may have changed just before the job: read them afresh.
         self.forget_active_versions();
         let mut report = RekeyReport::default();
@@ -122,7 +150,9 @@ impl Keyring {
                     return Ok(RekeyOutcome::Paused(report));
                 }
                 let mut tx = self.db().begin().await?;
-                let done = self.rekey_batch(&mut tx, job, *column, options.batch_size, &mut report).await?;
+                let done = self
+                    .rekey_batch(&mut tx, job, *column, options.batch_size, &mut report)
+                    .await?;
                 tx.commit().await?;
                 batches += 1;
                 if done {
@@ -173,12 +203,14 @@ impl Keyring {
             let location = FieldLocation::new(column.table, column.column, *id);
             match self.rekeyed(&location, ciphertext).await {
                 Ok(Some(fresh)) => {
-                    sqlx::query(AssertSqlSafe(format!("UPDATE {table} SET {name} = $1 WHERE id = $2 AND {name} = $3")))
-                        .bind(&fresh)
-                        .bind(id)
-                        .bind(ciphertext)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE {table} SET {name} = $1 WHERE id = $2 AND {name} = $3"
+                    )))
+                    .bind(&fresh)
+                    .bind(id)
+                    .bind(ciphertext)
+                    .execute(&mut *tx)
+                    .await?;
                     moved += 1;
                 }
                 Ok(None) => {}
@@ -208,10 +240,20 @@ impl Keyring {
     }
 
     /// The value re-encrypted under its owner's active key, or `None` if it already is.
-    async fn rekeyed(&self, location: &FieldLocation<'static>, ciphertext: &[u8]) -> Result<Option<Vec<u8>>, CryptoError> {
+    async fn rekeyed(
+        &self,
+        location: &FieldLocation<'static>,
+        ciphertext: &[u8],
+    ) -> Result<Option<Vec<u8>>, CryptoError> {
         let (owner, current) = match field::parse(ciphertext)?.key {
-            KeyRef::Subject(subject, version) => (Owner::Subject(subject), self.is_active_subject_version(subject, version).await?),
-            KeyRef::Purpose(purpose, version) => (Owner::Purpose(purpose), self.is_active_branch_version(purpose, version).await?),
+            KeyRef::Subject(subject, version) => (
+                Owner::Subject(subject),
+                self.is_active_subject_version(subject, version).await?,
+            ),
+            KeyRef::Purpose(purpose, version) => (
+                Owner::Purpose(purpose),
+                self.is_active_branch_version(purpose, version).await?,
+            ),
         };
         if current {
             return Ok(None);
