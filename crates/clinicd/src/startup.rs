@@ -39,6 +39,8 @@ pub enum StartupError {
     Database(#[source] sqlx::Error),
     #[error("cannot apply migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the key provider or key hierarchy is unusable: {0:#}")]
+    Keys(#[source] anyhow::Error),
     #[error("cannot create metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -78,6 +80,14 @@ impl Application {
         if settings.database.migrate_on_start {
             MIGRATOR.run(&pool).await?;
         }
+        // Fail fast when the key provider is unusable, and make sure every purpose has its
+        // branch key before the first request needs one.
+        crate::keys::keyring(&settings.keys, pool.clone())
+            .await
+            .map_err(StartupError::Keys)?
+            .bootstrap()
+            .await
+            .map_err(|e| StartupError::Keys(e.into()))?;
         Self::build_with_pool(settings, pool)
     }
 

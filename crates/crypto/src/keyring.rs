@@ -482,6 +482,10 @@ impl Keyring {
         Ok(self.active_subject_version(subject).await? == version)
     }
 
+    pub(crate) async fn active_blind_index_version(&self) -> Result<u32, CryptoError> {
+        self.active_branch_version(Purpose::BlindIndex).await
+    }
+
     pub(crate) async fn is_active_branch_version(
         &self,
         purpose: Purpose,

@@ -17,6 +17,7 @@ pub mod field;
 pub mod keyring;
 pub mod keys;
 pub mod provider;
+pub mod reindex;
 pub mod rekey;
 mod store;
 
@@ -28,4 +29,5 @@ pub use field::FieldLocation;
 pub use keyring::{CacheSettings, Keyring, Owner};
 pub use keys::{KeyRef, Purpose, SecretKey, SubjectId};
 pub use provider::{KeyProvider, KmsKeyProvider, LocalKeyProvider};
+pub use reindex::IndexedColumn;
 pub use rekey::{EncryptedColumn, RekeyOptions, RekeyOutcome, RekeyReport};

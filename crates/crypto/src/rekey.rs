@@ -59,7 +59,8 @@ pub enum RekeyOutcome {
     AlreadyRunning,
 }
 
-fn identifier(name: &str) -> Result<&str, CryptoError> {
+/// A table or column name from a static registry, checked before it is put into SQL.
+pub(crate) fn identifier(name: &str) -> Result<&str, CryptoError> {
     let valid = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
         && name
             .chars()
@@ -174,19 +175,9 @@ impl Keyring {
         report: &mut RekeyReport,
     ) -> Result<bool, CryptoError> {
         let (table, name) = (identifier(column.table)?, identifier(column.column)?);
-        let progress = sqlx::query(
-            "SELECT last_id, finished_at IS NOT NULL AS finished FROM rekey_progress \
-             WHERE job = $1 AND table_name = $2 AND column_name = $3 FOR UPDATE",
-        )
-        .bind(job)
-        .bind(table)
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        if progress.try_get::<bool, _>("finished")? {
+        let Some(last_id) = progress(&mut *tx, job, table, name).await? else {
             return Ok(true);
-        }
-        let last_id: Option<Uuid> = progress.try_get("last_id")?;
+        };
         // Identifiers come from the static column registry and are checked above.
         let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT id, {name} FROM {table} WHERE {name} IS NOT NULL AND ($1::uuid IS NULL OR id > $1) \
@@ -219,21 +210,13 @@ impl Keyring {
             }
         }
         let finished = rows.len() < usize::try_from(batch_size).unwrap_or(usize::MAX);
-        sqlx::query(
-            "UPDATE rekey_progress SET last_id = coalesce($4, last_id), rows_seen = rows_seen + $5, \
-             rows_moved = rows_moved + $6, updated_at = now(), \
-             finished_at = CASE WHEN $7 THEN now() ELSE NULL END \
-             WHERE job = $1 AND table_name = $2 AND column_name = $3",
-        )
-        .bind(job)
-        .bind(table)
-        .bind(name)
-        .bind(rows.last().map(|(id, _)| *id))
-        .bind(seen)
-        .bind(moved)
-        .bind(finished)
-        .execute(&mut *tx)
-        .await?;
+        let step = Step {
+            last_id: rows.last().map(|(id, _)| *id),
+            seen,
+            moved,
+            finished,
+        };
+        record_progress(&mut *tx, job, table, name, step).await?;
         report.rows_seen += u64::try_from(seen).unwrap_or(0);
         report.rows_moved += u64::try_from(moved).unwrap_or(0);
         Ok(finished)
@@ -261,4 +244,58 @@ impl Keyring {
         let plaintext = self.decrypt(location, ciphertext).await?;
         Ok(Some(self.encrypt(owner, location, &plaintext).await?))
     }
+}
+
+/// Where a job stands on one column: `None` when finished, else the last id done (if any).
+pub(crate) async fn progress(
+    tx: &mut PgConnection,
+    job: &str,
+    table: &str,
+    column: &str,
+) -> Result<Option<Option<Uuid>>, CryptoError> {
+    let row = sqlx::query(
+        "SELECT last_id, finished_at IS NOT NULL AS finished FROM rekey_progress \
+         WHERE job = $1 AND table_name = $2 AND column_name = $3 FOR UPDATE",
+    )
+    .bind(job)
+    .bind(table)
+    .bind(column)
+    .fetch_one(tx)
+    .await?;
+    if row.try_get::<bool, _>("finished")? {
+        return Ok(None);
+    }
+    Ok(Some(row.try_get("last_id")?))
+}
+
+/// What one batch did.
+pub(crate) struct Step {
+    pub last_id: Option<Uuid>,
+    pub seen: i64,
+    pub moved: i64,
+    pub finished: bool,
+}
+
+pub(crate) async fn record_progress(
+    tx: &mut PgConnection,
+    job: &str,
+    table: &str,
+    column: &str,
+    step: Step,
+) -> Result<(), CryptoError> {
+    sqlx::query(
+        "UPDATE rekey_progress SET last_id = coalesce($4, last_id), rows_seen = rows_seen + $5, \
+         rows_moved = rows_moved + $6, updated_at = now(), finished_at = CASE WHEN $7 THEN now() ELSE NULL END \
+         WHERE job = $1 AND table_name = $2 AND column_name = $3",
+    )
+    .bind(job)
+    .bind(table)
+    .bind(column)
+    .bind(step.last_id)
+    .bind(step.seen)
+    .bind(step.moved)
+    .bind(step.finished)
+    .execute(tx)
+    .await?;
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod hierarchy;
 mod kms;
+mod reindex;
 mod rekey;
 mod rotation;
 mod support;
