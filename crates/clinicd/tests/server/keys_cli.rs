@@ -6,6 +6,15 @@ use crate::support::dev_vars;
 
 /// Runs `clinicd keys ...` against the test's own database.
 fn clinicd_keys(pool: &PgPool, dir: &std::path::Path, args: &[&str]) -> String {
+    clinicd_keys_with(pool, dir, args, &[])
+}
+
+fn clinicd_keys_with(
+    pool: &PgPool,
+    dir: &std::path::Path,
+    args: &[&str],
+    extra: &[(&str, String)],
+) -> String {
     let base = std::env::var("DATABASE_URL").unwrap();
     let database = pool.connect_options().get_database().unwrap().to_owned();
     let url = format!("{}/{database}", base.rsplit_once('/').unwrap().0);
@@ -13,6 +22,9 @@ fn clinicd_keys(pool: &PgPool, dir: &std::path::Path, args: &[&str]) -> String {
     vars.insert("DATABASE_URL".into(), url);
     vars.insert("CLINICD_MIGRATE_ON_START".into(), "false".into());
     vars.insert("CLINICD_LOG".into(), "warn".into());
+    for (name, value) in extra {
+        vars.insert((*name).into(), value.clone());
+    }
     let output = Command::new(env!("CARGO_BIN_EXE_clinicd"))
         .env_clear()
         .envs(vars)
@@ -71,4 +83,51 @@ async fn rotate_kek_then_status_shows_every_branch_key_under_the_new_kek(pool: P
     assert_eq!(field.len(), 2);
     assert_eq!((field[0].1, field[0].2.as_str()), (1, "retired"));
     assert_eq!((field[1].1, field[1].2.as_str()), (2, "active"));
+}
+
+/// The same commands with AWS KMS (moto) as the root, configured only through the environment.
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_key_commands_work_against_kms(pool: PgPool) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect(
+        "AWS_ENDPOINT_URL must point at moto_server (run the tests through ./scripts/test)",
+    );
+    let aws = [
+        ("CLINICD_KEY_PROVIDER", "aws-kms".to_owned()),
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+    ];
+    let config = aws_config::from_env()
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kms::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .load()
+        .await;
+    let key = aws_sdk_kms::Client::new(&config)
+        .create_key()
+        .send()
+        .await
+        .unwrap();
+    let key_id = key.key_metadata().unwrap().key_id().to_owned();
+    let mut env = aws.to_vec();
+    env.push(("CLINICD_KMS_KEY_ID", key_id.clone()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = clinicd_keys_with(&pool, dir.path(), &["rotate-kek"], &env);
+    assert!(
+        output.contains("rewrapped 4 branch key(s) under KEK generation 2"),
+        "{output}"
+    );
+    let status = clinicd_keys_with(&pool, dir.path(), &["status"], &env);
+    let rows = rows(&status);
+    assert_eq!(rows.len(), 4, "{status}");
+    assert!(rows.iter().all(|r| r.3 == 2), "{status}");
+    assert!(
+        status.contains(&key_id),
+        "the KMS key is named as the KEK: {status}"
+    );
 }
