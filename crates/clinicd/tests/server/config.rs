@@ -304,3 +304,32 @@ fn secrets_never_reach_debug_output_or_error_text() {
         "{error}"
     );
 }
+
+/// Every variable the configuration reads is documented in docs/configuration.md and shown in
+/// .env.example, so the two cannot drift from the code.
+#[test]
+fn every_variable_is_documented_and_in_the_example() {
+    let source = include_str!("../../src/config.rs");
+    let docs = include_str!("../../../../docs/configuration.md");
+    let example = include_str!("../../../../.env.example");
+    let mut variables: Vec<&str> = source
+        .split('"')
+        .filter(|s| {
+            (s.starts_with("CLINICD_") || *s == "DATABASE_URL" || *s == "ALLOWED_ORIGINS")
+                && s.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        })
+        .collect();
+    variables.sort_unstable();
+    variables.dedup();
+    assert!(variables.len() >= 25, "found only {variables:?}");
+    for variable in variables {
+        assert!(
+            docs.contains(&format!("`{variable}`")),
+            "{variable} is not in docs/configuration.md"
+        );
+        assert!(
+            example.contains(&format!("{variable}=")),
+            "{variable} is not in .env.example"
+        );
+    }
+}
