@@ -6,5 +6,8 @@
 //! Must not: import actix or know about HTTP (the API crate maps its errors and sets cookies);
 //! decide permissions (RBAC); store a secret in clear (TOTP secrets go through the crypto crate).
 //!
-//! Status: scaffold. The identity issue fills it in; until then the API crate's
-//! `Authenticated` extractor refuses every caller.
+//! Status: password policy and hashing are built; accounts, login, sessions and MFA follow in
+//! the identity issue. Until then the API crate's `Authenticated` extractor refuses every caller.
+
+pub mod password;
+pub mod policy;
