@@ -11,3 +11,4 @@
 
 pub mod password;
 pub mod policy;
+pub mod tokens;
