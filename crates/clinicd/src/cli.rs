@@ -22,6 +22,22 @@ pub enum Command {
     /// Inspect and rotate keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage accounts from the command line.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an administrator with a one-time password, printed once, to be changed at first
+    /// login.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// Defaults to USERNAME@localhost.localdomain.
+        #[arg(long)]
+        email: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

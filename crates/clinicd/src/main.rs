@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use clinicd::cli::{Cli, Command, KeysCommand};
+use clinicd::cli::{AdminCommand, Cli, Command, KeysCommand};
 use clinicd::{Application, Settings, keys, startup, telemetry};
 
 fn main() -> ExitCode {
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(settings).await,
             Command::Migrate => migrate(settings).await,
             Command::Keys(command) => keys_command(settings, command).await,
+            Command::Admin(command) => admin_command(settings, command).await,
         }
     });
     match result {
@@ -81,4 +82,24 @@ async fn keys_command(settings: Settings, command: KeysCommand) -> anyhow::Resul
         KeysCommand::RotateKek => keys::rotate_kek(&keyring).await,
         KeysCommand::RotateBranch { purpose } => keys::rotate_branch(&keyring, purpose).await,
     }
+}
+
+async fn admin_command(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let pool = connect(&settings).await?;
+    if settings.database.migrate_on_start {
+        startup::MIGRATOR.run(&pool).await?;
+    }
+    let AdminCommand::Create { username, email } = command;
+    let hasher = clinicd_identity::password::PasswordHasherPool::new(Default::default(), 1)?;
+    let (_, password) =
+        clinicd_identity::bootstrap::create_admin(&pool, &hasher, &username, email.as_deref())
+            .await?;
+    // The one place a password is printed: once, to the operator who ran the command.
+    let text = format!(
+        "Created administrator `{username}`.\nOne-time password (shown once; it must be changed at first login):\n\n    {}\n\n",
+        password.expose_secret()
+    );
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+    Ok(())
 }

@@ -6,9 +6,11 @@
 //! Must not: import actix or know about HTTP (the API crate maps its errors and sets cookies);
 //! decide permissions (RBAC); store a secret in clear (TOTP secrets go through the crypto crate).
 //!
-//! Status: password policy and hashing are built; accounts, login, sessions and MFA follow in
-//! the identity issue. Until then the API crate's `Authenticated` extractor refuses every caller.
+//! Status: password policy and hashing, tokens, user records and the bootstrap administrator are
+//! built; login, sessions and MFA follow in the identity issue. Until then the API crate's `Authenticated` extractor refuses every caller.
 
+pub mod bootstrap;
 pub mod password;
 pub mod policy;
 pub mod tokens;
+pub mod users;

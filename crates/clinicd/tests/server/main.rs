@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod admin_cli;
 mod cli;
 mod config;
 mod keys_cli;

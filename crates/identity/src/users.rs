@@ -1,0 +1,275 @@
+//! User accounts: the types that cannot hold an invalid value, and the SQL of `users`.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct UserId(pub Uuid);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error(
+        "a username is 3 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit"
+    )]
+    InvalidUsername,
+    #[error("not a valid e-mail address")]
+    InvalidEmail,
+    #[error("a display name is 1 to 100 characters with no control characters")]
+    InvalidDisplayName,
+    #[error("that username is taken")]
+    UsernameTaken,
+    #[error("that e-mail address is taken")]
+    EmailTaken,
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for UserError {
+    fn from(error: sqlx::Error) -> Self {
+        match error.as_database_error().and_then(|e| e.constraint()) {
+            Some("users_username_unique") => Self::UsernameTaken,
+            Some("users_email_unique") => Self::EmailTaken,
+            _ => Self::Database(error.to_string()),
+        }
+    }
+}
+
+/// A username as typed (its case is kept for display; uniqueness ignores case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(value: &str) -> Result<Self, UserError> {
+        let value = value.trim();
+        let valid = (3..=64).contains(&value.len())
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        valid
+            .then(|| Self(value.to_owned()))
+            .ok_or(UserError::InvalidUsername)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// A deliberately plain check (one `@`, a dotted domain, no spaces): deliverability is
+    /// proven by use, not by a regular expression.
+    pub fn parse(value: &str) -> Result<Self, UserError> {
+        let value = value.trim();
+        let (local, domain) = value.split_once('@').ok_or(UserError::InvalidEmail)?;
+        let valid = (3..=254).contains(&value.len())
+            && !local.is_empty()
+            && local.len() <= 64
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains('@')
+            && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+        valid
+            .then(|| Self(value.to_owned()))
+            .ok_or(UserError::InvalidEmail)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(value: &str) -> Result<Self, UserError> {
+        let value = value.trim();
+        let valid =
+            (1..=100).contains(&value.chars().count()) && !value.chars().any(char::is_control);
+        valid
+            .then(|| Self(value.to_owned()))
+            .ok_or(UserError::InvalidDisplayName)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    Active,
+    Disabled,
+    Locked,
+}
+
+impl UserStatus {
+    fn parse(value: &str) -> Self {
+        match value {
+            "active" => Self::Active,
+            "locked" => Self::Locked,
+            // Unknown states deny access.
+            _ => Self::Disabled,
+        }
+    }
+}
+
+/// A user as stored. The password hash is here for verification only; it never leaves the
+/// identity crate in a response.
+#[derive(Clone)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub username: String,
+    pub email: String,
+    pub display_name: String,
+    pub status: UserStatus,
+    pub password_hash: String,
+    pub must_change_password: bool,
+    pub mfa_enabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct NewUser {
+    pub username: Username,
+    pub email: Email,
+    pub display_name: DisplayName,
+    pub password_hash: String,
+    pub must_change_password: bool,
+}
+
+impl fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewUser")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+pub async fn create(db: &PgPool, user: NewUser) -> Result<UserId, UserError> {
+    let id = UserId(Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO users (id, username, email, display_name, password_hash, must_change_password) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id.0)
+    .bind(user.username.as_str())
+    .bind(user.email.as_str())
+    .bind(user.display_name.as_str())
+    .bind(&user.password_hash)
+    .bind(user.must_change_password)
+    .execute(db)
+    .await?;
+    Ok(id)
+}
+
+/// The user with this username, compared case-insensitively.
+pub async fn find_by_username(
+    db: &PgPool,
+    username: &str,
+) -> Result<Option<UserRecord>, UserError> {
+    let row: Option<(Uuid, String, String, String, String, String, bool, bool, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, username, email, display_name, status, password_hash, must_change_password, mfa_enabled, created_at \
+         FROM users WHERE lower(username) = lower($1)",
+    )
+    .bind(username.trim())
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(
+        |(
+            id,
+            username,
+            email,
+            display_name,
+            status,
+            password_hash,
+            must_change_password,
+            mfa_enabled,
+            created_at,
+        )| {
+            UserRecord {
+                id: UserId(id),
+                username,
+                email,
+                display_name,
+                status: UserStatus::parse(&status),
+                password_hash,
+                must_change_password,
+                mfa_enabled,
+                created_at,
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        for ok in ["abc", "dr.house", "nurse_01", "A-B", &"x".repeat(64)] {
+            assert!(Username::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            ".abc",
+            "has space",
+            "ünïcode",
+            "a@b",
+            &"x".repeat(65),
+            "",
+        ] {
+            assert_eq!(
+                Username::parse(bad),
+                Err(UserError::InvalidUsername),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn emails() {
+        assert!(Email::parse("front.desk@clinic.example").is_ok());
+        for bad in [
+            "no-at",
+            "@clinic.example",
+            "a@nodot",
+            "a@.example",
+            "a b@clinic.example",
+            "a@b@c.example",
+        ] {
+            assert_eq!(Email::parse(bad), Err(UserError::InvalidEmail), "{bad}");
+        }
+    }
+
+    #[test]
+    fn display_names() {
+        assert!(DisplayName::parse("Dr. Gregory House").is_ok());
+        assert!(DisplayName::parse("").is_err());
+        assert!(DisplayName::parse("bell\u{7}").is_err());
+    }
+}
