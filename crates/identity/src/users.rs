@@ -186,43 +186,48 @@ pub async fn create(db: &PgPool, user: NewUser) -> Result<UserId, UserError> {
     Ok(id)
 }
 
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    username: String,
+    email: String,
+    display_name: String,
+    status: String,
+    password_hash: String,
+    must_change_password: bool,
+    mfa_enabled: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for UserRecord {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: UserId(row.id),
+            username: row.username,
+            email: row.email,
+            display_name: row.display_name,
+            status: UserStatus::parse(&row.status),
+            password_hash: row.password_hash,
+            must_change_password: row.must_change_password,
+            mfa_enabled: row.mfa_enabled,
+            created_at: row.created_at,
+        }
+    }
+}
+
 /// The user with this username, compared case-insensitively.
 pub async fn find_by_username(
     db: &PgPool,
     username: &str,
 ) -> Result<Option<UserRecord>, UserError> {
-    let row: Option<(Uuid, String, String, String, String, String, bool, bool, DateTime<Utc>)> = sqlx::query_as(
+    let row: Option<UserRow> = sqlx::query_as(
         "SELECT id, username, email, display_name, status, password_hash, must_change_password, mfa_enabled, created_at \
          FROM users WHERE lower(username) = lower($1)",
     )
     .bind(username.trim())
     .fetch_optional(db)
     .await?;
-    Ok(row.map(
-        |(
-            id,
-            username,
-            email,
-            display_name,
-            status,
-            password_hash,
-            must_change_password,
-            mfa_enabled,
-            created_at,
-        )| {
-            UserRecord {
-                id: UserId(id),
-                username,
-                email,
-                display_name,
-                status: UserStatus::parse(&status),
-                password_hash,
-                must_change_password,
-                mfa_enabled,
-                created_at,
-            }
-        },
-    ))
+    Ok(row.map(UserRecord::from))
 }
 
 #[cfg(test)]
