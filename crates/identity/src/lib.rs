@@ -10,7 +10,9 @@
 //! built; login, sessions and MFA follow in the identity issue. Until then the API crate's `Authenticated` extractor refuses every caller.
 
 pub mod bootstrap;
+pub mod clock;
 pub mod password;
 pub mod policy;
+pub mod sessions;
 pub mod tokens;
 pub mod users;

@@ -1,0 +1,381 @@
+//! Sessions: a short-lived access token (JWT) plus an opaque, single-use refresh token stored
+//! hashed. Every refresh rotates the refresh token; presenting a used one again revokes the
+//! whole session and records a security event (someone else holds a copy). A session that has
+//! not been used for the idle timeout cannot refresh, and none outlives its absolute lifetime.
+//! Each user has at most `max_sessions` live sessions; a new one revokes the oldest.
+//!
+//! Access tokens are checked against the session row on every request, so a revoked session's
+//! access tokens stop working at once, not when they expire.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::tokens::{Claims, TokenError, TokenService, TokenType};
+use crate::users::UserId;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    pub access_ttl: Duration,
+    pub idle_timeout: Duration,
+    pub absolute_lifetime: Duration,
+    pub remember_me_lifetime: Duration,
+    pub max_sessions: u32,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            access_ttl: Duration::from_secs(15 * 60),
+            idle_timeout: Duration::from_secs(15 * 60),
+            absolute_lifetime: Duration::from_secs(12 * 3600),
+            remember_me_lifetime: Duration::from_secs(7 * 24 * 3600),
+            max_sessions: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// Unknown, expired, idle, revoked or reused: the client must log in again.
+    #[error("the session is not valid; log in again")]
+    Invalid,
+    #[error("a refresh token was used twice; the session has been revoked")]
+    Reused,
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the random number generator failed")]
+    Random,
+}
+
+impl From<sqlx::Error> for SessionError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error.to_string())
+    }
+}
+
+impl From<TokenError> for SessionError {
+    fn from(_: TokenError) -> Self {
+        Self::Invalid
+    }
+}
+
+/// Who is logging in from where (stored with the session, shown in the session list).
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// What a login or refresh hands the client.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub session_id: Uuid,
+    pub access_token: String,
+    pub access_expires_at: DateTime<Utc>,
+    pub refresh_token: SecretString,
+}
+
+/// The authenticated caller, from a valid access token of a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub session_id: Uuid,
+    pub token_id: Uuid,
+}
+
+/// A refresh token with its session, locked for rotation.
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    session_id: Uuid,
+    used_at: Option<DateTime<Utc>>,
+    user_id: Uuid,
+    last_seen_at: DateTime<Utc>,
+    absolute_expires_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug)]
+pub struct SessionService {
+    db: PgPool,
+    tokens: Arc<TokenService>,
+    clock: Arc<dyn Clock>,
+    policy: SessionPolicy,
+    rng: SystemRandom,
+}
+
+fn chrono(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+fn hash_token(token: &str) -> Vec<u8> {
+    digest(&SHA256, token.as_bytes()).as_ref().to_vec()
+}
+
+impl SessionService {
+    pub fn new(
+        db: PgPool,
+        tokens: Arc<TokenService>,
+        clock: Arc<dyn Clock>,
+        policy: SessionPolicy,
+    ) -> Self {
+        Self {
+            db,
+            tokens,
+            clock,
+            policy,
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// A new session (always a new id: no session fixation) for a user who has just proved who
+    /// they are. Revokes the user's oldest sessions beyond the limit.
+    pub async fn start(
+        &self,
+        user: UserId,
+        remember_me: bool,
+        client: &ClientInfo,
+    ) -> Result<IssuedTokens, SessionError> {
+        let now = self.clock.now();
+        let session = Uuid::now_v7();
+        let lifetime = if remember_me {
+            self.policy.remember_me_lifetime
+        } else {
+            self.policy.absolute_lifetime
+        };
+        let mut tx = self.db.begin().await?;
+        // Serialise logins of one user so the session limit holds under concurrency.
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, last_seen_at, absolute_expires_at, remember_me, client_ip, user_agent) \
+             VALUES ($1, $2, $3, $3, $4, $5, $6::inet, $7)",
+        )
+        .bind(session)
+        .bind(user.0)
+        .bind(now)
+        .bind(now + chrono(lifetime))
+        .bind(remember_me)
+        .bind(client.ip.map(|ip| ip.to_string()))
+        .bind(client.user_agent.as_deref().map(|ua| ua.chars().take(512).collect::<String>()))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $3, revoked_reason = 'session_limit' WHERE id IN ( \
+               SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND absolute_expires_at > $3 \
+               ORDER BY created_at DESC, id DESC OFFSET $2)",
+        )
+        .bind(user.0)
+        .bind(i64::from(self.policy.max_sessions))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let refresh_token = self.new_refresh_token(&mut tx, session, now).await?;
+        tx.commit().await?;
+        self.issue(user, session, now, refresh_token)
+    }
+
+    /// Rotates a refresh token: the presented one is used up and a new pair is issued.
+    pub async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+        client: &ClientInfo,
+    ) -> Result<IssuedTokens, SessionError> {
+        let now = self.clock.now();
+        let hash = hash_token(refresh_token.expose_secret());
+        let mut tx = self.db.begin().await?;
+        let row: Option<RefreshRow> = sqlx::query_as(
+            "SELECT r.session_id, r.used_at, s.user_id, s.last_seen_at, s.absolute_expires_at, s.revoked_at \
+             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1 FOR UPDATE OF r, s",
+        )
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(RefreshRow {
+            session_id: session,
+            used_at,
+            user_id: user,
+            last_seen_at: last_seen,
+            absolute_expires_at: absolute_expiry,
+            revoked_at,
+        }) = row
+        else {
+            return Err(SessionError::Invalid);
+        };
+        if used_at.is_some() {
+            sqlx::query("UPDATE sessions SET revoked_at = coalesce(revoked_at, $2), revoked_reason = coalesce(revoked_reason, 'refresh_token_reuse') WHERE id = $1")
+                .bind(session)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            record_event(
+                &mut tx,
+                now,
+                "refresh_token_reuse",
+                Some(user),
+                Some(session),
+                client,
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::warn!(session_id = %session, "refresh token reused: session revoked");
+            return Err(SessionError::Reused);
+        }
+        let idle = now - last_seen > chrono(self.policy.idle_timeout);
+        if revoked_at.is_some() || now >= absolute_expiry || idle {
+            return Err(SessionError::Invalid);
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1")
+            .bind(&hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
+            .bind(session)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let next = self.new_refresh_token(&mut tx, session, now).await?;
+        tx.commit().await?;
+        self.issue(UserId(user), session, now, next)
+    }
+
+    /// The caller behind an access token, if its session is still live. Records activity (at
+    /// most once a minute per session) so an active user's session does not go idle.
+    pub async fn authenticate(&self, access_token: &str) -> Result<Principal, SessionError> {
+        let claims: Claims = self.tokens.validate(access_token, TokenType::Access)?;
+        let now = self.clock.now();
+        let live: Option<(DateTime<Utc>,)> = sqlx::query_as(
+            "SELECT last_seen_at FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND absolute_expires_at > $3",
+        )
+        .bind(claims.sid)
+        .bind(claims.sub)
+        .bind(now)
+        .fetch_optional(&self.db)
+        .await?;
+        let Some((last_seen,)) = live else {
+            return Err(SessionError::Invalid);
+        };
+        if now - last_seen > chrono::Duration::seconds(60) {
+            sqlx::query(
+                "UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2",
+            )
+            .bind(claims.sid)
+            .bind(now)
+            .execute(&self.db)
+            .await?;
+        }
+        Ok(Principal {
+            user_id: UserId(claims.sub),
+            session_id: claims.sid,
+            token_id: claims.jti,
+        })
+    }
+
+    /// Revokes one session (logout, or the user's own choice in the session list).
+    pub async fn revoke(
+        &self,
+        user: UserId,
+        session: Uuid,
+        reason: &str,
+    ) -> Result<bool, SessionError> {
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(session)
+        .bind(user.0)
+        .bind(self.clock.now())
+        .bind(reason)
+        .execute(&self.db)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Revokes every session of a user (password change, disabling, admin action).
+    pub async fn revoke_all(&self, user: UserId, reason: &str) -> Result<u64, SessionError> {
+        let result = sqlx::query("UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user.0)
+            .bind(self.clock.now())
+            .bind(reason)
+            .execute(&self.db)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn new_refresh_token(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        session: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<SecretString, SessionError> {
+        let mut bytes = [0u8; 32];
+        self.rng
+            .fill(&mut bytes)
+            .map_err(|_| SessionError::Random)?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(hash_token(&token))
+        .bind(session)
+        .bind(now)
+        .execute(tx)
+        .await?;
+        Ok(SecretString::from(token))
+    }
+
+    fn issue(
+        &self,
+        user: UserId,
+        session: Uuid,
+        now: DateTime<Utc>,
+        refresh_token: SecretString,
+    ) -> Result<IssuedTokens, SessionError> {
+        let (access_token, claims) = self.tokens.issue(
+            TokenType::Access,
+            user.0,
+            session,
+            now,
+            self.policy.access_ttl,
+        )?;
+        Ok(IssuedTokens {
+            session_id: session,
+            access_token,
+            access_expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),
+            refresh_token,
+        })
+    }
+}
+
+/// Persists a security event (failures, lockouts, token reuse, MFA failures).
+pub async fn record_event(
+    tx: &mut sqlx::PgConnection,
+    now: DateTime<Utc>,
+    kind: &str,
+    user: Option<Uuid>,
+    session: Option<Uuid>,
+    client: &ClientInfo,
+) -> Result<(), SessionError> {
+    sqlx::query(
+        "INSERT INTO security_events (id, occurred_at, kind, user_id, session_id, client_ip) VALUES ($1, $2, $3, $4, $5, $6::inet)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(now)
+    .bind(kind)
+    .bind(user)
+    .bind(session)
+    .bind(client.ip.map(|ip| ip.to_string()))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
