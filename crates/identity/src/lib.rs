@@ -11,6 +11,7 @@
 
 pub mod bootstrap;
 pub mod clock;
+pub mod login;
 pub mod password;
 pub mod policy;
 pub mod sessions;

@@ -218,15 +218,13 @@ impl SessionService {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            record_event(
-                &mut tx,
-                now,
-                "refresh_token_reuse",
-                Some(user),
-                Some(session),
-                client,
-            )
-            .await?;
+            let event = SecurityEvent {
+                kind: "refresh_token_reuse",
+                user: Some(user),
+                session: Some(session),
+                reason: None,
+            };
+            record_event(&mut tx, now, event, client).await?;
             tx.commit().await?;
             tracing::warn!(session_id = %session, "refresh token reused: session revoked");
             return Err(SessionError::Reused);
@@ -357,24 +355,33 @@ impl SessionService {
     }
 }
 
+/// A security event: what happened, to whom, and why (a short reason code, never a value).
+#[derive(Debug, Clone, Copy)]
+pub struct SecurityEvent<'a> {
+    pub kind: &'a str,
+    pub user: Option<Uuid>,
+    pub session: Option<Uuid>,
+    pub reason: Option<&'a str>,
+}
+
 /// Persists a security event (failures, lockouts, token reuse, MFA failures).
 pub async fn record_event(
     tx: &mut sqlx::PgConnection,
     now: DateTime<Utc>,
-    kind: &str,
-    user: Option<Uuid>,
-    session: Option<Uuid>,
+    event: SecurityEvent<'_>,
     client: &ClientInfo,
 ) -> Result<(), SessionError> {
     sqlx::query(
-        "INSERT INTO security_events (id, occurred_at, kind, user_id, session_id, client_ip) VALUES ($1, $2, $3, $4, $5, $6::inet)",
+        "INSERT INTO security_events (id, occurred_at, kind, user_id, session_id, client_ip, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6::inet, CASE WHEN $7::text IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('reason', $7::text) END)",
     )
     .bind(Uuid::now_v7())
     .bind(now)
-    .bind(kind)
-    .bind(user)
-    .bind(session)
+    .bind(event.kind)
+    .bind(event.user)
+    .bind(event.session)
     .bind(client.ip.map(|ip| ip.to_string()))
+    .bind(event.reason)
     .execute(tx)
     .await?;
     Ok(())

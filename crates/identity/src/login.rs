@@ -1,0 +1,301 @@
+//! Password login with anti-automation.
+//!
+//! Failures are counted per account in Postgres (so the count holds across instances): after 3
+//! failures within the window each further attempt must wait (1 s, 2 s, 4 s, ... capped at 60 s)
+//! and an earlier one is refused without checking the password; after 5 failures within 15
+//! minutes the account is locked for 15 minutes. Unknown usernames take the same path (a dummy
+//! hash is verified) and every refusal gives the caller the same answer, so responses do not
+//! tell which usernames exist. Each failure, lockout and refusal is recorded as a security
+//! event with its reason.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use secrecy::SecretString;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::password::{HashError, PasswordHasherPool};
+use crate::sessions::{
+    ClientInfo, IssuedTokens, SecurityEvent, SessionError, SessionService, record_event,
+};
+use crate::users::{self, UserError, UserId, UserRecord, UserStatus};
+
+pub const DELAY_AFTER: i32 = 3;
+pub const LOCK_AFTER: i32 = 5;
+pub const FAILURE_WINDOW_MINUTES: i64 = 15;
+pub const LOCK_MINUTES: i64 = 15;
+const MAX_DELAY_SECS: i64 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Wrong password, unknown user, locked or disabled account: one answer for all.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// Too soon after the last failure of this account.
+    #[error("too many failed attempts: wait {retry_after_secs} s")]
+    TooSoon { retry_after_secs: u64 },
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for LoginError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error.to_string())
+    }
+}
+
+impl From<UserError> for LoginError {
+    fn from(error: UserError) -> Self {
+        Self::Database(error.to_string())
+    }
+}
+
+/// A successful login.
+#[derive(Debug)]
+pub struct LoggedIn {
+    pub user_id: UserId,
+    pub tokens: IssuedTokens,
+    /// The session may only be used to change the password (first login, admin reset).
+    pub must_change_password: bool,
+}
+
+#[derive(Debug)]
+pub struct LoginService {
+    db: PgPool,
+    hasher: PasswordHasherPool,
+    sessions: Arc<SessionService>,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(sqlx::FromRow)]
+struct FailureState {
+    failed_attempts: i32,
+    first_failed_at: Option<DateTime<Utc>>,
+    last_failed_at: Option<DateTime<Utc>>,
+    locked_until: Option<DateTime<Utc>>,
+}
+
+/// The wait before the next attempt after `failures` recent failures, if any.
+pub fn delay_after(failures: i32) -> Option<Duration> {
+    (failures >= DELAY_AFTER).then(|| {
+        let exponent = u32::try_from(failures - DELAY_AFTER)
+            .unwrap_or(u32::MAX)
+            .min(6);
+        Duration::seconds((1i64 << exponent).min(MAX_DELAY_SECS))
+    })
+}
+
+impl LoginService {
+    pub fn new(
+        db: PgPool,
+        hasher: PasswordHasherPool,
+        sessions: Arc<SessionService>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            db,
+            hasher,
+            sessions,
+            clock,
+        }
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &SecretString,
+        remember_me: bool,
+        client: &ClientInfo,
+    ) -> Result<LoggedIn, LoginError> {
+        let now = self.clock.now();
+        let user = users::find_by_username(&self.db, username).await?;
+        if let Some(user) = &user {
+            self.refuse_if_throttled(user, now, client).await?;
+        }
+        let verification = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        let Some(user) = user else {
+            self.event("login_failed", None, client, "unknown_user")
+                .await?;
+            return Err(LoginError::InvalidCredentials);
+        };
+        if !verification.matches {
+            self.count_failure(&user, now, client).await?;
+            return Err(LoginError::InvalidCredentials);
+        }
+        if user.status != UserStatus::Active {
+            self.event(
+                "login_failed",
+                Some(user.id.0),
+                client,
+                "account_not_active",
+            )
+            .await?;
+            return Err(LoginError::InvalidCredentials);
+        }
+        self.clear_failures(user.id).await?;
+        if verification.needs_rehash {
+            let rehashed = self.hasher.hash(password).await?;
+            sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+                .bind(user.id.0)
+                .bind(rehashed)
+                .execute(&self.db)
+                .await?;
+        }
+        let tokens = self.sessions.start(user.id, remember_me, client).await?;
+        Ok(LoggedIn {
+            user_id: user.id,
+            tokens,
+            must_change_password: user.must_change_password,
+        })
+    }
+
+    /// Locked accounts and attempts inside the progressive delay are refused before the
+    /// password is checked, so guessing during a lockout learns nothing.
+    async fn refuse_if_throttled(
+        &self,
+        user: &UserRecord,
+        now: DateTime<Utc>,
+        client: &ClientInfo,
+    ) -> Result<(), LoginError> {
+        let state: FailureState = sqlx::query_as(
+            "SELECT failed_attempts, first_failed_at, last_failed_at, locked_until FROM users WHERE id = $1",
+        )
+        .bind(user.id.0)
+        .fetch_one(&self.db)
+        .await?;
+        let FailureState {
+            failed_attempts: failures,
+            first_failed_at: first_failed,
+            last_failed_at: last_failed,
+            locked_until,
+        } = state;
+        if locked_until.is_some_and(|until| now < until) {
+            self.event("login_refused", Some(user.id.0), client, "locked")
+                .await?;
+            return Err(LoginError::InvalidCredentials);
+        }
+        let in_window = first_failed
+            .is_some_and(|first| now - first < Duration::minutes(FAILURE_WINDOW_MINUTES));
+        if let (true, Some(last), Some(delay)) = (in_window, last_failed, delay_after(failures)) {
+            let ready_at = last + delay;
+            if now < ready_at {
+                self.event(
+                    "login_refused",
+                    Some(user.id.0),
+                    client,
+                    "progressive_delay",
+                )
+                .await?;
+                let wait = (ready_at - now).num_milliseconds().max(0);
+                return Err(LoginError::TooSoon {
+                    retry_after_secs: u64::try_from(wait).unwrap_or(0).div_ceil(1000).max(1),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn count_failure(
+        &self,
+        user: &UserRecord,
+        now: DateTime<Utc>,
+        client: &ClientInfo,
+    ) -> Result<(), LoginError> {
+        // Restart the count when the window has passed; lock at the threshold.
+        let (failures,): (i32,) = sqlx::query_as(
+            "UPDATE users SET \
+               failed_attempts = CASE WHEN first_failed_at IS NULL OR first_failed_at <= $2 - make_interval(mins => $3) \
+                                      THEN 1 ELSE failed_attempts + 1 END, \
+               first_failed_at = CASE WHEN first_failed_at IS NULL OR first_failed_at <= $2 - make_interval(mins => $3) \
+                                      THEN $2 ELSE first_failed_at END, \
+               last_failed_at = $2 \
+             WHERE id = $1 RETURNING failed_attempts",
+        )
+        .bind(user.id.0)
+        .bind(now)
+        .bind(i32::try_from(FAILURE_WINDOW_MINUTES).unwrap_or(15))
+        .fetch_one(&self.db)
+        .await?;
+        self.event("login_failed", Some(user.id.0), client, "bad_password")
+            .await?;
+        if failures >= LOCK_AFTER {
+            sqlx::query("UPDATE users SET locked_until = $2 WHERE id = $1")
+                .bind(user.id.0)
+                .bind(now + Duration::minutes(LOCK_MINUTES))
+                .execute(&self.db)
+                .await?;
+            self.event(
+                "account_locked",
+                Some(user.id.0),
+                client,
+                "too_many_failures",
+            )
+            .await?;
+            tracing::warn!(user_id = %user.id, "account locked after repeated login failures");
+        }
+        Ok(())
+    }
+
+    async fn clear_failures(&self, user: UserId) -> Result<(), LoginError> {
+        sqlx::query(
+            "UPDATE users SET failed_attempts = 0, first_failed_at = NULL, last_failed_at = NULL, locked_until = NULL WHERE id = $1",
+        )
+        .bind(user.0)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// The administrator's unlock: clears the lock and the failure count.
+    pub async fn unlock(&self, user: UserId) -> Result<(), LoginError> {
+        self.clear_failures(user).await?;
+        self.event(
+            "account_unlocked",
+            Some(user.0),
+            &ClientInfo::default(),
+            "admin",
+        )
+        .await
+    }
+
+    async fn event(
+        &self,
+        kind: &str,
+        user: Option<Uuid>,
+        client: &ClientInfo,
+        reason: &str,
+    ) -> Result<(), LoginError> {
+        let mut conn = self.db.acquire().await?;
+        let event = SecurityEvent {
+            kind,
+            user,
+            session: None,
+            reason: Some(reason),
+        };
+        record_event(&mut conn, self.clock.now(), event, client).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_grows_and_is_capped() {
+        assert_eq!(delay_after(2), None);
+        assert_eq!(delay_after(3), Some(Duration::seconds(1)));
+        assert_eq!(delay_after(4), Some(Duration::seconds(2)));
+        assert_eq!(delay_after(5), Some(Duration::seconds(4)));
+        assert_eq!(delay_after(40), Some(Duration::seconds(60)));
+    }
+}
