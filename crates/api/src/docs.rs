@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::problem::Problem;
-use crate::routes::health;
+use crate::routes::{auth, health};
 
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 pub const DOCS_PATH_PREFIX: &str = "/api/docs";
@@ -22,10 +22,13 @@ pub const DOCS_PATH_PREFIX: &str = "/api/docs";
             routes carry `RateLimit-Policy` and `RateLimit`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    paths(health::health, health::ready),
-    components(schemas(Problem, health::Health)),
+    paths(health::health, health::ready, auth::login, auth::refresh, auth::logout, auth::me),
+    components(schemas(Problem, health::Health, auth::LoginRequest, auth::RefreshRequest, auth::TokenResponse, auth::Me)),
     modifiers(&SecuritySchemes),
-    tags((name = "operations", description = "Liveness and readiness probes")),
+    tags(
+        (name = "operations", description = "Liveness and readiness probes"),
+        (name = "auth", description = "Login, sessions and the current user"),
+    ),
 )]
 #[derive(Debug)]
 pub struct ApiDoc;

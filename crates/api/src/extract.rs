@@ -3,13 +3,15 @@
 //! Body, query and path failures are mapped to [`ApiError`] here, once, so every endpoint
 //! answers them the same way. Request DTOs use `#[serde(deny_unknown_fields)]`.
 
-use std::future::{Ready, ready};
-
 use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{FromRequest, HttpRequest, web};
 
+use clinicd_identity::sessions::{Principal, SessionError};
+use futures_util::future::LocalBoxFuture;
+
 use crate::problem::ApiError;
+use crate::state::ApiState;
 
 const JSON: &str = "application/json";
 
@@ -76,21 +78,39 @@ fn unknown_field(err: &serde_json::Error) -> Option<String> {
     })
 }
 
-/// The authenticated caller.
-///
-/// Until the identity crate can authenticate anyone, extraction always fails with 401: deny by
-/// default, and no fake principal exists to be mistaken for a real one. The identity issue
-/// replaces the body of `from_request`.
-#[derive(Debug)]
-pub struct Authenticated {
-    _cannot_be_built_yet: (),
-}
+/// The authenticated caller: a valid access token (`Authorization: Bearer`) of a live session.
+/// Anything else is 401 `unauthenticated`; the session is checked on every request, so a
+/// revoked session's tokens stop working at once.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Principal);
 
 impl FromRequest for Authenticated {
     type Error = ApiError;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
-    fn from_request(_req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        ready(Err(ApiError::Unauthenticated))
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let token = bearer_token(req);
+        let state = req.app_data::<web::Data<ApiState>>().cloned();
+        Box::pin(async move {
+            let (Some(token), Some(state)) = (token, state) else {
+                return Err(ApiError::Unauthenticated);
+            };
+            match state.identity.sessions.authenticate(&token).await {
+                Ok(principal) => Ok(Self(principal)),
+                Err(SessionError::Database(error)) => Err(ApiError::unexpected(error)),
+                Err(_) => Err(ApiError::Unauthenticated),
+            }
+        })
     }
+}
+
+fn bearer_token(req: &HttpRequest) -> Option<String> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .then(|| token.trim().to_owned())
 }

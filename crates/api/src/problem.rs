@@ -36,6 +36,14 @@ pub enum ApiError {
     UnsupportedMediaType { expected: &'static str },
     #[error("authentication is required")]
     Unauthenticated,
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("too many failed logins for this account: try again later")]
+    LoginThrottled { retry_after: Duration },
+    #[error("the session is no longer valid: log in again")]
+    SessionInvalid,
+    #[error("a refresh token was used twice; the session has been revoked")]
+    SessionRevoked,
     #[error("cross-origin requests from this origin are not allowed")]
     OriginNotAllowed,
     #[error("no resource at this path")]
@@ -70,6 +78,10 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::Unauthenticated => "unauthenticated",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::LoginThrottled { .. } => "login_throttled",
+            Self::SessionInvalid => "session_invalid",
+            Self::SessionRevoked => "session_revoked",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -125,7 +137,11 @@ impl ResponseError for ApiError {
             | Self::InvalidParameters => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Unauthenticated
+            | Self::InvalidCredentials
+            | Self::SessionInvalid
+            | Self::SessionRevoked => StatusCode::UNAUTHORIZED,
+            Self::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -144,7 +160,7 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         match self {
-            Self::RateLimited { retry_after } => {
+            Self::RateLimited { retry_after } | Self::LoginThrottled { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs(*retry_after)));
             }
             Self::Unauthenticated => {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use clinicd_identity::Identity;
 use sqlx::PgPool;
 
 use crate::metrics::Metrics;
@@ -14,11 +15,18 @@ pub struct ApiState {
     pub settings: Arc<HttpSettings>,
     pub limits: Arc<Limits>,
     pub metrics: Metrics,
+    pub identity: Arc<Identity>,
 }
 
 impl ApiState {
-    pub fn new(db: PgPool, settings: HttpSettings, metrics: Metrics) -> Self {
+    pub fn new(
+        db: PgPool,
+        settings: HttpSettings,
+        metrics: Metrics,
+        identity: Arc<Identity>,
+    ) -> Self {
         Self {
+            identity,
             db,
             limits: Arc::new(Limits::new(settings.rate_limits.clone())),
             settings: Arc::new(settings),

@@ -12,6 +12,8 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use clinicd_api::middleware::security_headers::security_headers;
 use clinicd_api::rate_limit::Limits;
 use clinicd_api::{ApiError, ApiState, Metrics};
+use clinicd_identity::clock::SystemClock;
+use clinicd_identity::{Identity, IdentitySettings};
 use rustls::ServerConfig;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -41,6 +43,8 @@ pub enum StartupError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the key provider or key hierarchy is unusable: {0:#}")]
     Keys(#[source] anyhow::Error),
+    #[error("cannot set up identity: {0}")]
+    Identity(String),
     #[error("cannot create metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -95,7 +99,19 @@ impl Application {
     pub fn build_with_pool(settings: Settings, pool: PgPool) -> Result<Self, StartupError> {
         let tls_config = server_tls(&settings.tls)?;
         let metrics = Metrics::new()?;
-        let state = ApiState::new(pool, settings.http.clone(), metrics.clone());
+        let identity = Identity::new(
+            pool.clone(),
+            &settings.token_signing_key,
+            IdentitySettings::default(),
+            Arc::new(SystemClock),
+        )
+        .map_err(|e| StartupError::Identity(e.to_string()))?;
+        let state = ApiState::new(
+            pool,
+            settings.http.clone(),
+            metrics.clone(),
+            Arc::new(identity),
+        );
         let limits = state.limits.clone();
 
         let api_listener = bind("the HTTPS API", settings.listen_addr)?;

@@ -14,6 +14,9 @@ pub mod clock;
 pub mod login;
 pub mod password;
 pub mod policy;
+pub mod service;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
+
+pub use service::{Identity, IdentitySettings};

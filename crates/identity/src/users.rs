@@ -215,6 +215,17 @@ impl From<UserRow> for UserRecord {
     }
 }
 
+pub async fn find_by_id(db: &PgPool, id: UserId) -> Result<Option<UserRecord>, UserError> {
+    let row: Option<UserRow> = sqlx::query_as(
+        "SELECT id, username, email, display_name, status, password_hash, must_change_password, mfa_enabled, created_at \
+         FROM users WHERE id = $1",
+    )
+    .bind(id.0)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(UserRecord::from))
+}
+
 /// The user with this username, compared case-insensitively.
 pub async fn find_by_username(
     db: &PgPool,

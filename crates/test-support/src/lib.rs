@@ -16,6 +16,9 @@ use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use clinicd_api::extract::Authenticated;
 use clinicd_api::{ApiError, ApiState, HttpSettings, Metrics};
+use clinicd_identity::clock::SystemClock;
+use clinicd_identity::{Identity, IdentitySettings};
+use secrecy::SecretSlice;
 use serde::Deserialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -31,8 +34,29 @@ pub fn dead_pool() -> PgPool {
         .unwrap()
 }
 
+/// The signing key of every test app, so tests can mint tokens of their own.
+pub const SIGNING_KEY: [u8; 32] = [11; 32];
+
+pub fn identity(pool: PgPool) -> Arc<Identity> {
+    let key = SecretSlice::from(SIGNING_KEY.to_vec());
+    Arc::new(
+        Identity::new(
+            pool,
+            &key,
+            IdentitySettings::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap(),
+    )
+}
+
 pub fn state(settings: HttpSettings, pool: PgPool) -> ApiState {
-    ApiState::new(pool, settings, Metrics::new().unwrap())
+    ApiState::new(
+        pool.clone(),
+        settings,
+        Metrics::new().unwrap(),
+        identity(pool),
+    )
 }
 
 /// The API application driven in process: each call goes through the full middleware stack

@@ -13,7 +13,7 @@ use actix_web::{HttpMessage, ResponseError};
 
 use crate::client_ip::ClientIp;
 use crate::problem::{ApiError, retry_after_secs};
-use crate::rate_limit::{PolicyState, RateKey, Refusal, policy_header, state_header};
+use crate::rate_limit::{PolicyState, RateClass, RateKey, Refusal, policy_header, state_header};
 use crate::routes;
 
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -28,10 +28,12 @@ pub async fn throttle(
         .extensions()
         .get::<ClientIp>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |client| client.0);
+    // The login class is keyed by address and username, which only the handler knows.
     let class = req
         .request()
         .match_pattern()
-        .and_then(|pattern| routes::rate_class(req.method(), &pattern));
+        .and_then(|pattern| routes::rate_class(req.method(), &pattern))
+        .filter(|class| *class != RateClass::Login);
 
     let mut passed: Vec<PolicyState> = Vec::with_capacity(2);
     let mut outcome = state.limits.check_ip(ip).map(|s| passed.push(s));

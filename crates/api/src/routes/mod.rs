@@ -2,6 +2,7 @@
 //! class (and, as later issues land, its permission and audit action). The app is built from
 //! this table, and a test checks it against the OpenAPI document both ways.
 
+pub mod auth;
 pub mod health;
 
 use actix_web::http::Method;
@@ -22,19 +23,44 @@ pub struct RouteSpec {
 }
 
 pub static ROUTES: &[RouteSpec] = &[
-    RouteSpec {
-        method: Method::GET,
-        path: "/health",
-        rate_class: None,
-        handler: || web::to(health::health),
-    },
-    RouteSpec {
-        method: Method::GET,
-        path: "/ready",
-        rate_class: None,
-        handler: || web::to(health::ready),
-    },
+    route(Method::GET, "/health", None, || web::to(health::health)),
+    route(Method::GET, "/ready", None, || web::to(health::ready)),
+    route(
+        Method::POST,
+        "/api/auth/login",
+        Some(RateClass::Login),
+        || web::to(auth::login),
+    ),
+    route(
+        Method::POST,
+        "/api/auth/refresh",
+        Some(RateClass::Api),
+        || web::to(auth::refresh),
+    ),
+    route(
+        Method::POST,
+        "/api/auth/logout",
+        Some(RateClass::Api),
+        || web::to(auth::logout),
+    ),
+    route(Method::GET, "/api/auth/me", Some(RateClass::Api), || {
+        web::to(auth::me)
+    }),
 ];
+
+const fn route(
+    method: Method,
+    path: &'static str,
+    rate_class: Option<RateClass>,
+    handler: fn() -> actix_web::Route,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        rate_class,
+        handler,
+    }
+}
 
 /// Registers every route of the table, one resource per path, answering other methods with
 /// 405 and an `Allow` header.

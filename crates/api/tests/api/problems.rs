@@ -124,19 +124,26 @@ async fn a_malformed_path_parameter_is_400() {
 }
 
 #[actix_web::test]
-async fn the_principal_extractor_refuses_everyone_until_identity_exists() {
+async fn the_principal_extractor_refuses_missing_and_invalid_tokens() {
     let app = TestApp::new(settings());
     let anonymous = app.get("/test/private").await;
     anonymous.assert_problem(401, "unauthenticated");
     assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
-    let with_token = app
-        .call(
-            TestRequest::get()
-                .uri("/test/private")
-                .insert_header(("Authorization", "Bearer abc.def.ghi")),
-        )
-        .await;
-    with_token.assert_problem(401, "unauthenticated");
+    for authorization in [
+        "Bearer abc.def.ghi",
+        "Bearer ",
+        "Basic YWRtaW46YWRtaW4=",
+        "bearer",
+    ] {
+        let response = app
+            .call(
+                TestRequest::get()
+                    .uri("/test/private")
+                    .insert_header(("Authorization", authorization)),
+            )
+            .await;
+        response.assert_problem(401, "unauthenticated");
+    }
 }
 
 #[actix_web::test]

@@ -1,0 +1,219 @@
+//! Login, token refresh, logout and the current principal.
+
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use clinicd_identity::login::LoginError;
+use clinicd_identity::sessions::{ClientInfo, IssuedTokens, SessionError};
+use clinicd_identity::users;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::client_ip::ClientIp;
+use crate::extract::Authenticated;
+use crate::problem::{ApiError, Problem};
+use crate::rate_limit::{RateClass, RateKey};
+use crate::state::ApiState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[schema(example = "dr.quinn", max_length = 64)]
+    pub username: String,
+    #[schema(value_type = String, format = Password, max_length = 1024)]
+    pub password: SecretString,
+    /// A longer absolute session lifetime on a trusted device.
+    #[serde(default)]
+    pub remember_me: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    #[schema(value_type = String, format = Password)]
+    pub refresh_token: SecretString,
+}
+
+/// Tokens for an API client. The access token is a JWT for `Authorization: Bearer`, valid for
+/// `expires_in` seconds; the refresh token is single use: each refresh returns a new one.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: String,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    pub session_id: Uuid,
+    /// The password must be changed before anything else (first login, administrator reset).
+    pub must_change_password: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub user_id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub email: String,
+    pub session_id: Uuid,
+    pub must_change_password: bool,
+    pub mfa_enabled: bool,
+}
+
+fn client_info(req: &HttpRequest) -> ClientInfo {
+    ClientInfo {
+        ip: req.extensions().get::<ClientIp>().map(|c| c.0),
+        user_agent: req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+fn token_response(tokens: IssuedTokens, must_change_password: bool) -> TokenResponse {
+    TokenResponse {
+        expires_in: (tokens.access_expires_at - chrono::Utc::now())
+            .num_seconds()
+            .max(0),
+        access_token: tokens.access_token,
+        token_type: "Bearer".into(),
+        refresh_token: tokens.refresh_token.expose_secret().to_owned(),
+        session_id: tokens.session_id,
+        must_change_password,
+    }
+}
+
+/// Logs in with a username and password.
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Invalid username or password (the same answer for unknown users and locked accounts)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited, or too many failures for this account", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let client = client_info(&req);
+    // Keyed by address and username together, so one clinic's shared address does not lock
+    // every colleague out, and one username cannot be hammered from one address.
+    if let Some(ip) = client.ip {
+        let key = RateKey::IpAndUsername(ip, body.username.trim().to_lowercase());
+        if let Err(refusal) = state.limits.check(RateClass::Login, &key) {
+            state.metrics.count_rate_limited(refusal.policy);
+            return Err(ApiError::RateLimited {
+                retry_after: refusal.retry_after,
+            });
+        }
+    }
+    match state
+        .identity
+        .login
+        .login(&body.username, &body.password, body.remember_me, &client)
+        .await
+    {
+        Ok(ok) => Ok(HttpResponse::Ok().json(token_response(ok.tokens, ok.must_change_password))),
+        Err(LoginError::InvalidCredentials) => Err(ApiError::InvalidCredentials),
+        Err(LoginError::TooSoon { retry_after_secs }) => Err(ApiError::LoginThrottled {
+            retry_after: std::time::Duration::from_secs(retry_after_secs),
+        }),
+        Err(other) => Err(ApiError::unexpected(other)),
+    }
+}
+
+/// Exchanges a refresh token for a new access token and a new refresh token.
+#[utoipa::path(
+    post,
+    path = "/api/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens; the presented refresh token is used up", body = TokenResponse),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, expired, idle or revoked session; or a reused refresh token, which revokes the session", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn refresh(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    match state
+        .identity
+        .sessions
+        .refresh(&body.refresh_token, &client_info(&req))
+        .await
+    {
+        Ok(tokens) => Ok(HttpResponse::Ok().json(token_response(tokens, false))),
+        Err(SessionError::Reused) => Err(ApiError::SessionRevoked),
+        Err(SessionError::Database(error)) => Err(ApiError::unexpected(error)),
+        Err(_) => Err(ApiError::SessionInvalid),
+    }
+}
+
+/// Ends the current session; its tokens stop working at once.
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn logout(
+    caller: Authenticated,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let Authenticated(principal) = caller;
+    state
+        .identity
+        .sessions
+        .revoke(principal.user_id, principal.session_id, "logout")
+        .await
+        .map_err(ApiError::unexpected)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The authenticated caller.
+#[utoipa::path(
+    get,
+    path = "/api/auth/me",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn me(
+    caller: Authenticated,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let Authenticated(principal) = caller;
+    let user = users::find_by_id(&state.identity.db, principal.user_id)
+        .await
+        .map_err(ApiError::unexpected)?
+        .ok_or(ApiError::Unauthenticated)?;
+    Ok(HttpResponse::Ok().json(Me {
+        user_id: user.id.0,
+        username: user.username,
+        display_name: user.display_name,
+        email: user.email,
+        session_id: principal.session_id,
+        must_change_password: user.must_change_password,
+        mfa_enabled: user.mfa_enabled,
+    }))
+}

@@ -1,0 +1,205 @@
+use actix_web::test::TestRequest;
+use clinicd_api::HttpSettings;
+use clinicd_api::rate_limit::RateLimitSettings;
+use clinicd_identity::password::PasswordHasherPool;
+use clinicd_identity::users::{self, DisplayName, Email, NewUser, Username};
+use clinicd_test_support::{TestApp, TestResponse, settings};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn with_user(pool: PgPool, settings: HttpSettings) -> TestApp {
+    let hash = PasswordHasherPool::new(Default::default(), 1)
+        .unwrap()
+        .hash(&SecretString::from(PASSWORD.to_owned()))
+        .await
+        .unwrap();
+    users::create(
+        &pool,
+        NewUser {
+            username: Username::parse("dr.quinn").unwrap(),
+            email: Email::parse("quinn@clinic.example").unwrap(),
+            display_name: DisplayName::parse("Dr. Quinn").unwrap(),
+            password_hash: hash,
+            must_change_password: false,
+        },
+    )
+    .await
+    .unwrap();
+    TestApp::with_pool(settings, pool)
+}
+
+fn post(path: &str, body: Value) -> TestRequest {
+    TestRequest::post()
+        .uri(path)
+        .peer_addr("192.0.2.50:4000".parse().unwrap())
+        .insert_header(("Content-Type", "application/json"))
+        .set_payload(body.to_string())
+}
+
+fn bearer(path: &str, token: &str) -> TestRequest {
+    TestRequest::get()
+        .uri(path)
+        .insert_header(("Authorization", format!("Bearer {token}")))
+}
+
+async fn login(app: &TestApp, username: &str, password: &str) -> TestResponse {
+    app.call(post(
+        "/api/auth/login",
+        json!({ "username": username, "password": password }),
+    ))
+    .await
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn login_me_refresh_and_logout(pool: PgPool) {
+    let app = with_user(pool, settings()).await;
+    let response = login(&app, "Dr.Quinn", PASSWORD).await;
+    assert_eq!(response.status, 200, "{:?}", response.json());
+    let tokens = response.json();
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert!(
+        (890..=900).contains(&tokens["expires_in"].as_i64().unwrap()),
+        "{tokens}"
+    );
+    assert_eq!(tokens["must_change_password"], false);
+    let access = tokens["access_token"].as_str().unwrap();
+
+    let me = app.call(bearer("/api/auth/me", access)).await;
+    assert_eq!(me.status, 200);
+    let me = me.json();
+    assert_eq!(
+        (me["username"].as_str(), me["session_id"].as_str()),
+        (Some("dr.quinn"), tokens["session_id"].as_str())
+    );
+    assert!(me.get("password_hash").is_none() && !me.to_string().contains("argon2"));
+
+    let refreshed = app
+        .call(post(
+            "/api/auth/refresh",
+            json!({ "refresh_token": tokens["refresh_token"] }),
+        ))
+        .await;
+    assert_eq!(refreshed.status, 200);
+    let refreshed = refreshed.json();
+    assert_ne!(refreshed["refresh_token"], tokens["refresh_token"]);
+
+    let logout = app
+        .call(
+            bearer(
+                "/api/auth/logout",
+                refreshed["access_token"].as_str().unwrap(),
+            )
+            .method(actix_web::http::Method::POST),
+        )
+        .await;
+    assert_eq!(logout.status, 204);
+    app.call(bearer(
+        "/api/auth/me",
+        refreshed["access_token"].as_str().unwrap(),
+    ))
+    .await
+    .assert_problem(401, "unauthenticated");
+    app.call(bearer("/api/auth/me", access))
+        .await
+        .assert_problem(401, "unauthenticated");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_wrong_password_and_an_unknown_user_are_indistinguishable(pool: PgPool) {
+    let app = with_user(pool, settings()).await;
+    let wrong = login(&app, "dr.quinn", "not the right password").await;
+    let unknown = login(&app, "nobody.at.all", PASSWORD).await;
+    let (mut a, mut b) = (
+        wrong.assert_problem(401, "invalid_credentials"),
+        unknown.assert_problem(401, "invalid_credentials"),
+    );
+    a["request_id"] = Value::Null;
+    b["request_id"] = Value::Null;
+    assert_eq!(a, b);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_reused_refresh_token_revokes_the_session(pool: PgPool) {
+    let app = with_user(pool, settings()).await;
+    let tokens = login(&app, "dr.quinn", PASSWORD).await.json();
+    let first = json!({ "refresh_token": tokens["refresh_token"] });
+    assert_eq!(
+        app.call(post("/api/auth/refresh", first.clone()))
+            .await
+            .status,
+        200
+    );
+    app.call(post("/api/auth/refresh", first))
+        .await
+        .assert_problem(401, "session_revoked");
+    app.call(bearer(
+        "/api/auth/me",
+        tokens["access_token"].as_str().unwrap(),
+    ))
+    .await
+    .assert_problem(401, "unauthenticated");
+    app.call(post(
+        "/api/auth/refresh",
+        json!({ "refresh_token": "ff".repeat(32) }),
+    ))
+    .await
+    .assert_problem(401, "session_invalid");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn repeated_failures_throttle_the_account_with_retry_after(pool: PgPool) {
+    let app = with_user(pool, settings()).await;
+    for _ in 0..3 {
+        login(&app, "dr.quinn", "wrong wrong wrong")
+            .await
+            .assert_problem(401, "invalid_credentials");
+    }
+    let throttled = login(&app, "dr.quinn", PASSWORD).await;
+    throttled.assert_problem(429, "login_throttled");
+    assert_eq!(throttled.header("retry-after"), Some("1"));
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_login_limit_is_per_address_and_username(pool: PgPool) {
+    let limited = HttpSettings {
+        rate_limits: RateLimitSettings {
+            login: "2/15m".parse().unwrap(),
+            ..RateLimitSettings::default()
+        },
+        ..settings()
+    };
+    let app = with_user(pool, limited).await;
+    for _ in 0..2 {
+        login(&app, "someone.else", "wrong wrong wrong")
+            .await
+            .assert_problem(401, "invalid_credentials");
+    }
+    login(&app, "Someone.Else", "wrong wrong wrong")
+        .await
+        .assert_problem(429, "rate_limited");
+    // A colleague behind the same address is not locked out.
+    assert_eq!(login(&app, "dr.quinn", PASSWORD).await.status, 200);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn login_bodies_are_validated(pool: PgPool) {
+    let app = with_user(pool, settings()).await;
+    app.call(post(
+        "/api/auth/login",
+        json!({ "username": "dr.quinn", "password": PASSWORD, "role": "admin" }),
+    ))
+    .await
+    .assert_problem(400, "unknown_field");
+    app.call(post("/api/auth/login", json!({ "username": "dr.quinn" })))
+        .await
+        .assert_problem(400, "invalid_body");
+    let not_json = TestRequest::post()
+        .uri("/api/auth/login")
+        .set_payload("username=dr.quinn");
+    app.call(not_json)
+        .await
+        .assert_problem(415, "unsupported_media_type");
+}

@@ -1,0 +1,63 @@
+//! The identity services as one handle for the API layer.
+
+use std::sync::Arc;
+
+use secrecy::SecretSlice;
+use sqlx::PgPool;
+
+use crate::clock::Clock;
+use crate::login::LoginService;
+use crate::password::{HashError, HashParams, PasswordHasherPool};
+use crate::sessions::{SessionPolicy, SessionService};
+use crate::tokens::TokenService;
+
+pub const ISSUER: &str = "clinicd";
+pub const AUDIENCE: &str = "clinicd-api";
+
+#[derive(Debug)]
+pub struct Identity {
+    pub sessions: Arc<SessionService>,
+    pub login: LoginService,
+    pub db: PgPool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct IdentitySettings {
+    pub hash: HashParams,
+    pub max_concurrent_hashes: usize,
+    pub sessions: SessionPolicy,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            hash: HashParams::default(),
+            max_concurrent_hashes: std::thread::available_parallelism().map_or(2, usize::from),
+            sessions: SessionPolicy::default(),
+        }
+    }
+}
+
+impl Identity {
+    pub fn new(
+        db: PgPool,
+        signing_key: &SecretSlice<u8>,
+        settings: IdentitySettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, HashError> {
+        let tokens = Arc::new(TokenService::new(signing_key, ISSUER, AUDIENCE));
+        let sessions = Arc::new(SessionService::new(
+            db.clone(),
+            tokens,
+            clock.clone(),
+            settings.sessions,
+        ));
+        let hasher = PasswordHasherPool::new(settings.hash, settings.max_concurrent_hashes)?;
+        let login = LoginService::new(db.clone(), hasher, sessions.clone(), clock);
+        Ok(Self {
+            sessions,
+            login,
+            db,
+        })
+    }
+}
