@@ -78,30 +78,57 @@ fn unknown_field(err: &serde_json::Error) -> Option<String> {
     })
 }
 
-/// The authenticated caller: a valid access token (`Authorization: Bearer`) of a live session.
-/// Anything else is 401 `unauthenticated`; the session is checked on every request, so a
-/// revoked session's tokens stop working at once.
+/// The authenticated caller: a valid access token (`Authorization: Bearer`) of a live session
+/// of an active user who need not change their password first. No token or a bad one is 401
+/// `unauthenticated`; a pending forced password change is 403 `password_change_required`. The
+/// session is checked on every request, so a revoked session's tokens stop working at once.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
+
+/// Any caller with a live session, including one who must change their password first: only
+/// for the password change itself, `me` and logout.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
 
 impl FromRequest for Authenticated {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let token = bearer_token(req);
-        let state = req.app_data::<web::Data<ApiState>>().cloned();
+        let principal = principal(req);
         Box::pin(async move {
-            let (Some(token), Some(state)) = (token, state) else {
-                return Err(ApiError::Unauthenticated);
-            };
-            match state.identity.sessions.authenticate(&token).await {
-                Ok(principal) => Ok(Self(principal)),
-                Err(SessionError::Database(error)) => Err(ApiError::unexpected(error)),
-                Err(_) => Err(ApiError::Unauthenticated),
+            let principal = principal.await?;
+            if principal.must_change_password {
+                return Err(ApiError::PasswordChangeRequired);
             }
+            Ok(Self(principal))
         })
     }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let principal = principal(req);
+        Box::pin(async move { principal.await.map(Self) })
+    }
+}
+
+fn principal(req: &HttpRequest) -> LocalBoxFuture<'static, Result<Principal, ApiError>> {
+    let token = bearer_token(req);
+    let state = req.app_data::<web::Data<ApiState>>().cloned();
+    Box::pin(async move {
+        let (Some(token), Some(state)) = (token, state) else {
+            return Err(ApiError::Unauthenticated);
+        };
+        match state.identity.sessions.authenticate(&token).await {
+            Ok(principal) => Ok(principal),
+            Err(SessionError::Database(error)) => Err(ApiError::unexpected(error)),
+            Err(_) => Err(ApiError::Unauthenticated),
+        }
+    })
 }
 
 fn bearer_token(req: &HttpRequest) -> Option<String> {

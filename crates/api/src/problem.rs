@@ -44,6 +44,14 @@ pub enum ApiError {
     SessionInvalid,
     #[error("a refresh token was used twice; the session has been revoked")]
     SessionRevoked,
+    #[error("the password must be changed first (POST /api/auth/password)")]
+    PasswordChangeRequired,
+    #[error("the current password is not correct")]
+    CurrentPasswordIncorrect,
+    #[error("{0}")]
+    PasswordRejected(clinicd_identity::policy::PolicyViolation),
+    #[error("the new password must differ from the current one")]
+    PasswordUnchanged,
     #[error("cross-origin requests from this origin are not allowed")]
     OriginNotAllowed,
     #[error("no resource at this path")]
@@ -82,6 +90,10 @@ impl ApiError {
             Self::LoginThrottled { .. } => "login_throttled",
             Self::SessionInvalid => "session_invalid",
             Self::SessionRevoked => "session_revoked",
+            Self::PasswordChangeRequired => "password_change_required",
+            Self::CurrentPasswordIncorrect => "current_password_incorrect",
+            Self::PasswordRejected(violation) => violation.code(),
+            Self::PasswordUnchanged => "password_unchanged",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -142,6 +154,8 @@ impl ResponseError for ApiError {
             | Self::SessionInvalid
             | Self::SessionRevoked => StatusCode::UNAUTHORIZED,
             Self::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::PasswordChangeRequired | Self::CurrentPasswordIncorrect => StatusCode::FORBIDDEN,
+            Self::PasswordRejected(_) | Self::PasswordUnchanged => StatusCode::UNPROCESSABLE_ENTITY,
             Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

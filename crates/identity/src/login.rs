@@ -56,6 +56,34 @@ impl From<UserError> for LoginError {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ChangePasswordError {
+    #[error("the current password is not correct")]
+    WrongPassword,
+    #[error(transparent)]
+    Policy(crate::policy::PolicyViolation),
+    #[error("the new password must differ from the current one")]
+    Unchanged,
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for ChangePasswordError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error.to_string())
+    }
+}
+
+impl From<UserError> for ChangePasswordError {
+    fn from(error: UserError) -> Self {
+        Self::Database(error.to_string())
+    }
+}
+
 /// A successful login.
 #[derive(Debug)]
 pub struct LoggedIn {
@@ -251,6 +279,74 @@ impl LoginService {
         )
         .bind(user.0)
         .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Changes a user's own password: the current one must be given, the new one must pass the
+    /// policy and differ from it. Every other session of the user is revoked; the forced-change
+    /// flag is cleared.
+    pub async fn change_password(
+        &self,
+        user: UserId,
+        current_session: Uuid,
+        current: &SecretString,
+        new: &SecretString,
+    ) -> Result<(), ChangePasswordError> {
+        use secrecy::ExposeSecret;
+        let record = users::find_by_id(&self.db, user)
+            .await?
+            .ok_or(ChangePasswordError::WrongPassword)?;
+        if !self
+            .hasher
+            .verify(current, Some(&record.password_hash))
+            .await?
+            .matches
+        {
+            let event = SecurityEvent {
+                kind: "password_change_failed",
+                user: Some(user.0),
+                session: Some(current_session),
+                reason: Some("wrong_current_password"),
+            };
+            record_event(
+                &mut *self.db.acquire().await?,
+                self.clock.now(),
+                event,
+                &ClientInfo::default(),
+            )
+            .await?;
+            return Err(ChangePasswordError::WrongPassword);
+        }
+        let normalized = crate::policy::normalize(new.expose_secret());
+        crate::policy::check(&normalized, &record.username).map_err(ChangePasswordError::Policy)?;
+        if normalized == crate::policy::normalize(current.expose_secret()) {
+            return Err(ChangePasswordError::Unchanged);
+        }
+        let hash = self.hasher.hash(new).await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = $2, must_change_password = false, password_changed_at = $3, updated_at = $3 WHERE id = $1",
+        )
+        .bind(user.0)
+        .bind(hash)
+        .bind(self.clock.now())
+        .execute(&self.db)
+        .await?;
+        self.sessions
+            .revoke_all(user, Some(current_session), "password_changed")
+            .await?;
+        let event = SecurityEvent {
+            kind: "password_changed",
+            user: Some(user.0),
+            session: Some(current_session),
+            reason: None,
+        };
+        record_event(
+            &mut *self.db.acquire().await?,
+            self.clock.now(),
+            event,
+            &ClientInfo::default(),
+        )
         .await?;
         Ok(())
     }

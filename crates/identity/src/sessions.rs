@@ -90,6 +90,19 @@ pub struct Principal {
     pub user_id: UserId,
     pub session_id: Uuid,
     pub token_id: Uuid,
+    /// The session may only be used to change the password.
+    pub must_change_password: bool,
+}
+
+/// A live session as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SessionSummary {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub absolute_expires_at: DateTime<Utc>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 /// A refresh token with its session, locked for rotation.
@@ -253,15 +266,18 @@ impl SessionService {
     pub async fn authenticate(&self, access_token: &str) -> Result<Principal, SessionError> {
         let claims: Claims = self.tokens.validate(access_token, TokenType::Access)?;
         let now = self.clock.now();
-        let live: Option<(DateTime<Utc>,)> = sqlx::query_as(
-            "SELECT last_seen_at FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND absolute_expires_at > $3",
+        // A disabled or locked user's sessions stop with the account.
+        let live: Option<(DateTime<Utc>, bool)> = sqlx::query_as(
+            "SELECT s.last_seen_at, u.must_change_password FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.absolute_expires_at > $3 \
+               AND u.status = 'active'",
         )
         .bind(claims.sid)
         .bind(claims.sub)
         .bind(now)
         .fetch_optional(&self.db)
         .await?;
-        let Some((last_seen,)) = live else {
+        let Some((last_seen, must_change_password)) = live else {
             return Err(SessionError::Invalid);
         };
         if now - last_seen > chrono::Duration::seconds(60) {
@@ -277,6 +293,7 @@ impl SessionService {
             user_id: UserId(claims.sub),
             session_id: claims.sid,
             token_id: claims.jti,
+            must_change_password,
         })
     }
 
@@ -299,15 +316,38 @@ impl SessionService {
         Ok(result.rows_affected() == 1)
     }
 
-    /// Revokes every session of a user (password change, disabling, admin action).
-    pub async fn revoke_all(&self, user: UserId, reason: &str) -> Result<u64, SessionError> {
-        let result = sqlx::query("UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL")
-            .bind(user.0)
-            .bind(self.clock.now())
-            .bind(reason)
-            .execute(&self.db)
-            .await?;
+    /// Revokes every session of a user (password change, disabling, admin action), except
+    /// `keep` if given (the session that changed the password).
+    pub async fn revoke_all(
+        &self,
+        user: UserId,
+        keep: Option<Uuid>,
+        reason: &str,
+    ) -> Result<u64, SessionError> {
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 \
+             WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $4",
+        )
+        .bind(user.0)
+        .bind(self.clock.now())
+        .bind(reason)
+        .bind(keep)
+        .execute(&self.db)
+        .await?;
         Ok(result.rows_affected())
+    }
+
+    /// The user's live sessions, newest first.
+    pub async fn list(&self, user: UserId) -> Result<Vec<SessionSummary>, SessionError> {
+        Ok(sqlx::query_as(
+            "SELECT id, created_at, last_seen_at, absolute_expires_at, host(client_ip) AS client_ip, user_agent \
+             FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND absolute_expires_at > $2 \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(user.0)
+        .bind(self.clock.now())
+        .fetch_all(&self.db)
+        .await?)
     }
 
     async fn new_refresh_token(

@@ -223,7 +223,7 @@ async fn a_revoked_sessions_access_token_stops_working_at_once(db: PgPool) {
 
     assert_eq!(
         f.service
-            .revoke_all(f.user, "password_change")
+            .revoke_all(f.user, None, "password_change")
             .await
             .unwrap(),
         1

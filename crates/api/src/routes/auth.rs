@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::client_ip::ClientIp;
-use crate::extract::Authenticated;
+use crate::extract::{Authenticated, Caller};
 use crate::problem::{ApiError, Problem};
 use crate::rate_limit::{RateClass, RateKey};
 use crate::state::ApiState;
@@ -172,11 +172,8 @@ pub async fn refresh(
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn logout(
-    caller: Authenticated,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    let Authenticated(principal) = caller;
+pub async fn logout(caller: Caller, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let Caller(principal) = caller;
     state
         .identity
         .sessions
@@ -198,11 +195,8 @@ pub async fn logout(
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn me(
-    caller: Authenticated,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    let Authenticated(principal) = caller;
+pub async fn me(caller: Caller, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let Caller(principal) = caller;
     let user = users::find_by_id(&state.identity.db, principal.user_id)
         .await
         .map_err(ApiError::unexpected)?
@@ -216,4 +210,143 @@ pub async fn me(
         must_change_password: user.must_change_password,
         mfa_enabled: user.mfa_enabled,
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    #[schema(value_type = String, format = Password)]
+    pub current_password: SecretString,
+    /// 12 to 128 characters; not a breached password; not containing the username.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
+    pub new_password: SecretString,
+}
+
+/// Changes the caller's password. Every other session of theirs is revoked; this one stays.
+#[utoipa::path(
+    post,
+    path = "/api/auth/password",
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The current password is not correct", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The new password is refused: password_too_short, password_too_long, password_too_common, password_contains_username or password_unchanged", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn change_password(
+    caller: Caller,
+    state: web::Data<ApiState>,
+    body: web::Json<ChangePasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
+    use clinicd_identity::login::ChangePasswordError;
+    let Caller(principal) = caller;
+    let result = state
+        .identity
+        .login
+        .change_password(
+            principal.user_id,
+            principal.session_id,
+            &body.current_password,
+            &body.new_password,
+        )
+        .await;
+    match result {
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Err(ChangePasswordError::WrongPassword) => Err(ApiError::CurrentPasswordIncorrect),
+        Err(ChangePasswordError::Policy(violation)) => Err(ApiError::PasswordRejected(violation)),
+        Err(ChangePasswordError::Unchanged) => Err(ApiError::PasswordUnchanged),
+        Err(other) => Err(ApiError::unexpected(other)),
+    }
+}
+
+/// One of the caller's live sessions.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_seen_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The session making this request.
+    pub current: bool,
+}
+
+/// The caller's live sessions, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/auth/sessions",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Live sessions", body = [SessionView]),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The password must be changed first", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_sessions(
+    caller: Authenticated,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let Authenticated(principal) = caller;
+    let sessions = state
+        .identity
+        .sessions
+        .list(principal.user_id)
+        .await
+        .map_err(ApiError::unexpected)?;
+    let views: Vec<SessionView> = sessions
+        .into_iter()
+        .map(|s| SessionView {
+            current: s.id == principal.session_id,
+            id: s.id,
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.absolute_expires_at,
+            client_ip: s.client_ip,
+            user_agent: s.user_agent,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// Revokes one of the caller's sessions. Another user's session is not found.
+#[utoipa::path(
+    delete,
+    path = "/api/auth/sessions/{id}",
+    tag = "auth",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The password must be changed first", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such live session of the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke_session(
+    caller: Authenticated,
+    state: web::Data<ApiState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let Authenticated(principal) = caller;
+    let revoked = state
+        .identity
+        .sessions
+        .revoke(principal.user_id, id.into_inner(), "revoked_by_user")
+        .await
+        .map_err(ApiError::unexpected)?;
+    if revoked {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound)
+    }
 }

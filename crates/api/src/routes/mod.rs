@@ -46,6 +46,24 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/api/auth/me", Some(RateClass::Api), || {
         web::to(auth::me)
     }),
+    route(
+        Method::POST,
+        "/api/auth/password",
+        Some(RateClass::Api),
+        || web::to(auth::change_password),
+    ),
+    route(
+        Method::GET,
+        "/api/auth/sessions",
+        Some(RateClass::Api),
+        || web::to(auth::list_sessions),
+    ),
+    route(
+        Method::DELETE,
+        "/api/auth/sessions/{id}",
+        Some(RateClass::Api),
+        || web::to(auth::revoke_session),
+    ),
 ];
 
 const fn route(

@@ -11,6 +11,15 @@ use sqlx::PgPool;
 const PASSWORD: &str = "correct horse battery staple";
 
 async fn with_user(pool: PgPool, settings: HttpSettings) -> TestApp {
+    with_account(pool, settings, "dr.quinn", false).await
+}
+
+async fn with_account(
+    pool: PgPool,
+    settings: HttpSettings,
+    username: &str,
+    must_change_password: bool,
+) -> TestApp {
     let hash = PasswordHasherPool::new(Default::default(), 1)
         .unwrap()
         .hash(&SecretString::from(PASSWORD.to_owned()))
@@ -19,11 +28,11 @@ async fn with_user(pool: PgPool, settings: HttpSettings) -> TestApp {
     users::create(
         &pool,
         NewUser {
-            username: Username::parse("dr.quinn").unwrap(),
-            email: Email::parse("quinn@clinic.example").unwrap(),
+            username: Username::parse(username).unwrap(),
+            email: Email::parse(&format!("{username}@clinic.example")).unwrap(),
             display_name: DisplayName::parse("Dr. Quinn").unwrap(),
             password_hash: hash,
-            must_change_password: false,
+            must_change_password,
         },
     )
     .await
@@ -202,4 +211,188 @@ async fn login_bodies_are_validated(pool: PgPool) {
     app.call(not_json)
         .await
         .assert_problem(415, "unsupported_media_type");
+}
+
+fn with_token(request: TestRequest, token: &Value) -> TestRequest {
+    request.insert_header((
+        "Authorization",
+        format!("Bearer {}", token["access_token"].as_str().unwrap()),
+    ))
+}
+
+fn change(current: &str, new: &str) -> TestRequest {
+    post(
+        "/api/auth/password",
+        json!({ "current_password": current, "new_password": new }),
+    )
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_forced_password_change_blocks_everything_else_until_done(pool: PgPool) {
+    let app = with_account(pool, settings(), "dr.quinn", true).await;
+    let tokens = login(&app, "dr.quinn", PASSWORD).await.json();
+    assert_eq!(tokens["must_change_password"], true);
+    app.call(with_token(
+        TestRequest::get().uri("/api/auth/sessions"),
+        &tokens,
+    ))
+    .await
+    .assert_problem(403, "password_change_required");
+    let me = app
+        .call(with_token(TestRequest::get().uri("/api/auth/me"), &tokens))
+        .await;
+    assert_eq!(me.json()["must_change_password"], true);
+
+    for (current, new, status, code) in [
+        (
+            "wrong current password",
+            "a brand new passphrase",
+            403,
+            "current_password_incorrect",
+        ),
+        (PASSWORD, "short one", 422, "password_too_short"),
+        (PASSWORD, "qwerty123456", 422, "password_too_common"),
+        (
+            PASSWORD,
+            "hello dr.quinn how are you",
+            422,
+            "password_contains_username",
+        ),
+        (PASSWORD, PASSWORD, 422, "password_unchanged"),
+    ] {
+        app.call(with_token(change(current, new), &tokens))
+            .await
+            .assert_problem(status, code);
+    }
+    let changed = app
+        .call(with_token(
+            change(PASSWORD, "a brand new passphrase"),
+            &tokens,
+        ))
+        .await;
+    assert_eq!(changed.status, 204);
+    assert_eq!(
+        app.call(with_token(
+            TestRequest::get().uri("/api/auth/sessions"),
+            &tokens
+        ))
+        .await
+        .status,
+        200
+    );
+    login(&app, "dr.quinn", PASSWORD)
+        .await
+        .assert_problem(401, "invalid_credentials");
+    assert_eq!(
+        login(&app, "dr.quinn", "a brand new passphrase")
+            .await
+            .status,
+        200
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn changing_the_password_revokes_every_other_session(pool: PgPool) {
+    let app = with_user(pool, settings()).await;
+    let here = login(&app, "dr.quinn", PASSWORD).await.json();
+    let elsewhere = login(&app, "dr.quinn", PASSWORD).await.json();
+    assert_eq!(
+        app.call(with_token(
+            change(PASSWORD, "a brand new passphrase"),
+            &here
+        ))
+        .await
+        .status,
+        204
+    );
+    app.call(with_token(
+        TestRequest::get().uri("/api/auth/me"),
+        &elsewhere,
+    ))
+    .await
+    .assert_problem(401, "unauthenticated");
+    assert_eq!(
+        app.call(with_token(TestRequest::get().uri("/api/auth/me"), &here))
+            .await
+            .status,
+        200
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn callers_list_and_revoke_only_their_own_sessions(pool: PgPool) {
+    let app = with_user(pool.clone(), settings()).await;
+    let _other_app = with_account(pool, settings(), "nurse.joy", false).await;
+    let first = login(&app, "dr.quinn", PASSWORD).await.json();
+    let second = login(&app, "dr.quinn", PASSWORD).await.json();
+    let someone_else = login(&app, "nurse.joy", PASSWORD).await.json();
+
+    let listed = app
+        .call(with_token(
+            TestRequest::get().uri("/api/auth/sessions"),
+            &second,
+        ))
+        .await
+        .json();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["id"], second["session_id"]);
+    assert_eq!(
+        (
+            listed[0]["current"].as_bool(),
+            listed[1]["current"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+    assert_eq!(listed[0]["client_ip"], "192.0.2.50");
+
+    let delete = |id: &Value| {
+        TestRequest::delete().uri(&format!("/api/auth/sessions/{}", id.as_str().unwrap()))
+    };
+    app.call(with_token(delete(&someone_else["session_id"]), &second))
+        .await
+        .assert_problem(404, "not_found");
+    app.call(with_token(
+        delete(&json!(uuid::Uuid::now_v7().to_string())),
+        &second,
+    ))
+    .await
+    .assert_problem(404, "not_found");
+    app.call(with_token(
+        TestRequest::delete().uri("/api/auth/sessions/not-a-uuid"),
+        &second,
+    ))
+    .await
+    .assert_problem(400, "invalid_parameters");
+    assert_eq!(
+        app.call(with_token(delete(&first["session_id"]), &second))
+            .await
+            .status,
+        204
+    );
+    app.call(with_token(TestRequest::get().uri("/api/auth/me"), &first))
+        .await
+        .assert_problem(401, "unauthenticated");
+    assert_eq!(
+        app.call(with_token(
+            TestRequest::get().uri("/api/auth/me"),
+            &someone_else
+        ))
+        .await
+        .status,
+        200
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn disabling_a_user_ends_their_sessions(pool: PgPool) {
+    let app = with_user(pool.clone(), settings()).await;
+    let tokens = login(&app, "dr.quinn", PASSWORD).await.json();
+    sqlx::query("UPDATE users SET status = 'disabled'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    app.call(with_token(TestRequest::get().uri("/api/auth/me"), &tokens))
+        .await
+        .assert_problem(401, "unauthenticated");
 }
