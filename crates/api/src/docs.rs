@@ -22,8 +22,8 @@ pub const DOCS_PATH_PREFIX: &str = "/api/docs";
             routes carry `RateLimit-Policy` and `RateLimit`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    paths(health::health, health::ready, auth::login, auth::refresh, auth::logout, auth::me, auth::change_password, auth::list_sessions, auth::revoke_session),
-    components(schemas(Problem, health::Health, auth::LoginRequest, auth::RefreshRequest, auth::TokenResponse, auth::Me, auth::ChangePasswordRequest, auth::SessionView)),
+    paths(health::health, health::ready, auth::login, auth::refresh, auth::logout, auth::me, auth::change_password, auth::list_sessions, auth::revoke_session, auth::complete_mfa, auth::begin_totp, auth::confirm_totp),
+    components(schemas(Problem, health::Health, auth::LoginRequest, auth::RefreshRequest, auth::TokenResponse, auth::Me, auth::ChangePasswordRequest, auth::SessionView, auth::MfaChallengeResponse, auth::MfaRequest, auth::TotpEnrolment, auth::ConfirmTotpRequest, auth::BackupCodes)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "operations", description = "Liveness and readiness probes"),

@@ -52,6 +52,14 @@ pub enum ApiError {
     PasswordRejected(clinicd_identity::policy::PolicyViolation),
     #[error("the new password must differ from the current one")]
     PasswordUnchanged,
+    #[error("the second-factor code or challenge is not valid: log in again")]
+    InvalidMfa,
+    #[error("the code is not valid")]
+    InvalidMfaCode,
+    #[error("a second factor is already enrolled")]
+    MfaAlreadyEnrolled,
+    #[error("no second-factor enrolment is pending")]
+    MfaNotPending,
     #[error("cross-origin requests from this origin are not allowed")]
     OriginNotAllowed,
     #[error("no resource at this path")]
@@ -94,6 +102,10 @@ impl ApiError {
             Self::CurrentPasswordIncorrect => "current_password_incorrect",
             Self::PasswordRejected(violation) => violation.code(),
             Self::PasswordUnchanged => "password_unchanged",
+            Self::InvalidMfa => "invalid_mfa",
+            Self::InvalidMfaCode => "invalid_mfa_code",
+            Self::MfaAlreadyEnrolled => "mfa_already_enrolled",
+            Self::MfaNotPending => "mfa_not_pending",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -155,7 +167,11 @@ impl ResponseError for ApiError {
             | Self::SessionRevoked => StatusCode::UNAUTHORIZED,
             Self::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PasswordChangeRequired | Self::CurrentPasswordIncorrect => StatusCode::FORBIDDEN,
-            Self::PasswordRejected(_) | Self::PasswordUnchanged => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PasswordRejected(_) | Self::PasswordUnchanged | Self::InvalidMfaCode => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::InvalidMfa => StatusCode::UNAUTHORIZED,
+            Self::MfaAlreadyEnrolled | Self::MfaNotPending => StatusCode::CONFLICT,
             Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -84,24 +84,21 @@ impl Application {
         if settings.database.migrate_on_start {
             MIGRATOR.run(&pool).await?;
         }
-        // Fail fast when the key provider is unusable, and make sure every purpose has its
-        // branch key before the first request needs one.
-        crate::keys::keyring(&settings.keys, pool.clone())
-            .await
-            .map_err(StartupError::Keys)?
-            .bootstrap()
-            .await
-            .map_err(|e| StartupError::Keys(e.into()))?;
-        Self::build_with_pool(settings, pool)
+        Self::build_with_pool(settings, pool).await
     }
 
     /// As [`build`](Self::build) with a pool from the caller (tests pass `#[sqlx::test]`'s).
-    pub fn build_with_pool(settings: Settings, pool: PgPool) -> Result<Self, StartupError> {
+    pub async fn build_with_pool(settings: Settings, pool: PgPool) -> Result<Self, StartupError> {
         let tls_config = server_tls(&settings.tls)?;
         let metrics = Metrics::new()?;
+        // Fail fast when the key provider is unusable, and make sure every purpose has its
+        // branch key before the first request needs one.
+        let keyring = Arc::new(crate::keys::keyring(&settings.keys, pool.clone()).await.map_err(StartupError::Keys)?);
+        keyring.bootstrap().await.map_err(|e| StartupError::Keys(e.into()))?;
         let identity = Identity::new(
             pool.clone(),
             &settings.token_signing_key,
+            keyring,
             IdentitySettings::default(),
             Arc::new(SystemClock),
         )

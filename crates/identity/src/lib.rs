@@ -12,6 +12,7 @@
 pub mod bootstrap;
 pub mod clock;
 pub mod login;
+pub mod mfa;
 pub mod password;
 pub mod policy;
 pub mod service;

@@ -16,6 +16,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::mfa::MfaService;
+use crate::tokens::{TokenService, TokenType};
 use crate::password::{HashError, PasswordHasherPool};
 use crate::sessions::{
     ClientInfo, IssuedTokens, SecurityEvent, SessionError, SessionService, record_event,
@@ -36,10 +38,15 @@ pub enum LoginError {
     /// Too soon after the last failure of this account.
     #[error("too many failed attempts: wait {retry_after_secs} s")]
     TooSoon { retry_after_secs: u64 },
+    /// A wrong, reused or expired second-factor code, or a used or expired challenge.
+    #[error("the second-factor code or challenge is not valid")]
+    InvalidMfa,
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]
     Hash(#[from] HashError),
+    #[error(transparent)]
+    Mfa(#[from] crate::mfa::MfaError),
     #[error("database error: {0}")]
     Database(String),
 }
@@ -84,6 +91,17 @@ impl From<UserError> for ChangePasswordError {
     }
 }
 
+/// The outcome of the password step.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    LoggedIn(LoggedIn),
+    /// The account has a second factor: complete with [`LoginService::complete_mfa`].
+    MfaRequired { challenge_token: String, expires_in_secs: i64 },
+}
+
+/// How long the password step's MFA challenge lasts.
+pub const MFA_CHALLENGE_MINUTES: i64 = 5;
+
 /// A successful login.
 #[derive(Debug)]
 pub struct LoggedIn {
@@ -98,6 +116,8 @@ pub struct LoginService {
     db: PgPool,
     hasher: PasswordHasherPool,
     sessions: Arc<SessionService>,
+    tokens: Arc<TokenService>,
+    mfa: Arc<MfaService>,
     clock: Arc<dyn Clock>,
 }
 
@@ -124,14 +144,11 @@ impl LoginService {
         db: PgPool,
         hasher: PasswordHasherPool,
         sessions: Arc<SessionService>,
+        tokens: Arc<TokenService>,
+        mfa: Arc<MfaService>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self {
-            db,
-            hasher,
-            sessions,
-            clock,
-        }
+        Self { db, hasher, sessions, tokens, mfa, clock }
     }
 
     pub async fn login(
@@ -140,7 +157,7 @@ impl LoginService {
         password: &SecretString,
         remember_me: bool,
         client: &ClientInfo,
-    ) -> Result<LoggedIn, LoginError> {
+    ) -> Result<LoginOutcome, LoginError> {
         let now = self.clock.now();
         let user = users::find_by_username(&self.db, username).await?;
         if let Some(user) = &user {
@@ -178,12 +195,66 @@ impl LoginService {
                 .execute(&self.db)
                 .await?;
         }
+        if user.mfa_enabled {
+            return self.challenge(&user, remember_me, now).await;
+        }
         let tokens = self.sessions.start(user.id, remember_me, client).await?;
-        Ok(LoggedIn {
+        Ok(LoginOutcome::LoggedIn(LoggedIn {
             user_id: user.id,
             tokens,
             must_change_password: user.must_change_password,
-        })
+        }))
+    }
+
+    /// A single-use, five-minute MFA challenge for a user who passed the password step.
+    async fn challenge(&self, user: &UserRecord, remember_me: bool, now: DateTime<Utc>) -> Result<LoginOutcome, LoginError> {
+        let id = Uuid::now_v7();
+        let ttl = Duration::minutes(MFA_CHALLENGE_MINUTES);
+        sqlx::query("INSERT INTO mfa_challenges (id, user_id, remember_me, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(user.id.0)
+            .bind(remember_me)
+            .bind(now + ttl)
+            .execute(&self.db)
+            .await?;
+        let std_ttl = ttl.to_std().unwrap_or_default();
+        let (token, _) = self
+            .tokens
+            .issue(TokenType::MfaChallenge, user.id.0, id, now, std_ttl)
+            .map_err(|_| LoginError::Database("cannot issue an MFA challenge".into()))?;
+        Ok(LoginOutcome::MfaRequired { challenge_token: token, expires_in_secs: ttl.num_seconds() })
+    }
+
+    /// The second step: a TOTP or backup code against a challenge from [`login`](Self::login).
+    /// The challenge is used up whatever the outcome; failures count towards the lockout.
+    pub async fn complete_mfa(&self, challenge_token: &str, code: &str, client: &ClientInfo) -> Result<LoggedIn, LoginError> {
+        let claims = self.tokens.validate(challenge_token, TokenType::MfaChallenge).map_err(|_| LoginError::InvalidMfa)?;
+        let now = self.clock.now();
+        let remember_me: Option<bool> = sqlx::query_scalar(
+            "UPDATE mfa_challenges SET used_at = $3 WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3 \
+             RETURNING remember_me",
+        )
+        .bind(claims.sid)
+        .bind(claims.sub)
+        .bind(now)
+        .fetch_optional(&self.db)
+        .await?;
+        let remember_me = remember_me.ok_or(LoginError::InvalidMfa)?;
+        let user = users::find_by_id(&self.db, UserId(claims.sub)).await?.ok_or(LoginError::InvalidMfa)?;
+        if user.status != UserStatus::Active {
+            return Err(LoginError::InvalidMfa);
+        }
+        match self.mfa.verify(user.id, code).await {
+            Ok(()) => {}
+            Err(crate::mfa::MfaError::InvalidCode) => {
+                self.event("mfa_failed", Some(user.id.0), client, "invalid_code").await?;
+                self.count_failure(&user, now, client).await?;
+                return Err(LoginError::InvalidMfa);
+            }
+            Err(other) => return Err(other.into()),
+        }
+        let tokens = self.sessions.start(user.id, remember_me, client).await?;
+        Ok(LoggedIn { user_id: user.id, tokens, must_change_password: user.must_change_password })
     }
 
     /// Locked accounts and attempts inside the progressive delay are refused before the

@@ -6,7 +6,10 @@ use secrecy::SecretSlice;
 use sqlx::PgPool;
 
 use crate::clock::Clock;
+use clinicd_crypto::Keyring;
+
 use crate::login::LoginService;
+use crate::mfa::MfaService;
 use crate::password::{HashError, HashParams, PasswordHasherPool};
 use crate::sessions::{SessionPolicy, SessionService};
 use crate::tokens::TokenService;
@@ -18,6 +21,7 @@ pub const AUDIENCE: &str = "clinicd-api";
 pub struct Identity {
     pub sessions: Arc<SessionService>,
     pub login: LoginService,
+    pub mfa: Arc<MfaService>,
     pub db: PgPool,
 }
 
@@ -42,22 +46,20 @@ impl Identity {
     pub fn new(
         db: PgPool,
         signing_key: &SecretSlice<u8>,
+        keyring: Arc<Keyring>,
         settings: IdentitySettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, HashError> {
         let tokens = Arc::new(TokenService::new(signing_key, ISSUER, AUDIENCE));
         let sessions = Arc::new(SessionService::new(
             db.clone(),
-            tokens,
+            tokens.clone(),
             clock.clone(),
             settings.sessions,
         ));
         let hasher = PasswordHasherPool::new(settings.hash, settings.max_concurrent_hashes)?;
-        let login = LoginService::new(db.clone(), hasher, sessions.clone(), clock);
-        Ok(Self {
-            sessions,
-            login,
-            db,
-        })
+        let mfa = Arc::new(MfaService::new(db.clone(), keyring, clock.clone()));
+        let login = LoginService::new(db.clone(), hasher, sessions.clone(), tokens, mfa.clone(), clock);
+        Ok(Self { sessions, login, mfa, db })
     }
 }

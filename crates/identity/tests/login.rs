@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use clinicd_identity::clock::ManualClock;
-use clinicd_identity::login::{LoginError, LoginService};
+use clinicd_crypto::{Keyring, LocalKeyProvider, SecretKey};
+use clinicd_identity::login::{LoginError, LoginOutcome};
 use clinicd_identity::password::{HashParams, PasswordHasherPool};
-use clinicd_identity::sessions::{ClientInfo, SessionPolicy, SessionService};
-use clinicd_identity::tokens::TokenService;
+use clinicd_identity::sessions::ClientInfo;
+use clinicd_identity::{Identity, IdentitySettings};
 use clinicd_identity::users::{self, DisplayName, Email, NewUser, UserId, Username};
 use secrecy::{SecretSlice, SecretString};
 use sqlx::PgPool;
@@ -17,7 +18,7 @@ use sqlx::PgPool;
 const PASSWORD: &str = "correct horse battery staple";
 
 struct Fixture {
-    login: LoginService,
+    identity: Identity,
     clock: Arc<ManualClock>,
     user: UserId,
     db: PgPool,
@@ -42,24 +43,12 @@ async fn fixture(db: PgPool, stored_with: HashParams) -> Fixture {
     .await
     .unwrap();
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let tokens = Arc::new(TokenService::new(
-        &SecretSlice::from(vec![9u8; 32]),
-        "https://clinicd.test",
-        "clinicd-api",
-    ));
-    let sessions = Arc::new(SessionService::new(
-        db.clone(),
-        tokens,
-        clock.clone(),
-        SessionPolicy::default(),
-    ));
-    let hasher = PasswordHasherPool::new(HashParams::default(), 2).unwrap();
-    Fixture {
-        login: LoginService::new(db.clone(), hasher, sessions, clock.clone()),
-        clock,
-        user,
-        db,
-    }
+    let master = SecretKey::from_bytes(&[5; 32]).unwrap();
+    let keyring = Arc::new(Keyring::new(db.clone(), Arc::new(LocalKeyProvider::new(master)), Default::default()));
+    keyring.bootstrap().await.unwrap();
+    let key = SecretSlice::from(vec![9u8; 32]);
+    let identity = Identity::new(db.clone(), &key, keyring, IdentitySettings::default(), clock.clone()).unwrap();
+    Fixture { identity, clock, user, db }
 }
 
 fn secret(value: &str) -> SecretString {
@@ -74,10 +63,10 @@ fn client() -> ClientInfo {
 }
 
 async fn attempt(f: &Fixture, username: &str, password: &str) -> Result<UserId, LoginError> {
-    f.login
-        .login(username, &secret(password), false, &client())
-        .await
-        .map(|ok| ok.user_id)
+    match f.identity.login.login(username, &secret(password), false, &client()).await? {
+        LoginOutcome::LoggedIn(ok) => Ok(ok.user_id),
+        LoginOutcome::MfaRequired { .. } => panic!("no MFA in these tests"),
+    }
 }
 
 async fn events(db: &PgPool) -> Vec<(String, Option<String>)> {
@@ -90,11 +79,8 @@ async fn events(db: &PgPool) -> Vec<(String, Option<String>)> {
 #[sqlx::test(migrations = "../../migrations")]
 async fn the_right_password_logs_in_and_reports_a_forced_change(db: PgPool) {
     let f = fixture(db, HashParams::default()).await;
-    let ok = f
-        .login
-        .login("DR.QUINN", &secret(PASSWORD), false, &client())
-        .await
-        .unwrap();
+    let outcome = f.identity.login.login("DR.QUINN", &secret(PASSWORD), false, &client()).await.unwrap();
+    let LoginOutcome::LoggedIn(ok) = outcome else { panic!("no MFA enrolled") };
     assert_eq!(ok.user_id, f.user);
     assert!(ok.must_change_password);
     assert!(!ok.tokens.access_token.is_empty());
@@ -184,7 +170,7 @@ async fn an_administrator_can_unlock_at_once(db: PgPool) {
         f.clock.advance(Duration::seconds(10));
     }
     assert!(attempt(&f, "dr.quinn", PASSWORD).await.is_err());
-    f.login.unlock(f.user).await.unwrap();
+    f.identity.login.unlock(f.user).await.unwrap();
     assert_eq!(attempt(&f, "dr.quinn", PASSWORD).await.unwrap(), f.user);
 }
 

@@ -16,6 +16,7 @@ use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use clinicd_api::extract::Authenticated;
 use clinicd_api::{ApiError, ApiState, HttpSettings, Metrics};
+use clinicd_crypto::{Keyring, LocalKeyProvider, SecretKey};
 use clinicd_identity::clock::SystemClock;
 use clinicd_identity::{Identity, IdentitySettings};
 use secrecy::SecretSlice;
@@ -37,17 +38,19 @@ pub fn dead_pool() -> PgPool {
 /// The signing key of every test app, so tests can mint tokens of their own.
 pub const SIGNING_KEY: [u8; 32] = [11; 32];
 
+/// The master key of every test app's local key provider.
+pub const MASTER_KEY: [u8; 32] = [12; 32];
+
+/// A keyring over `pool` (call `bootstrap` before use on a live database).
+pub fn keyring(pool: PgPool) -> Arc<Keyring> {
+    let provider = LocalKeyProvider::new(SecretKey::from_bytes(&MASTER_KEY).unwrap());
+    Arc::new(Keyring::new(pool, Arc::new(provider), Default::default()))
+}
+
 pub fn identity(pool: PgPool) -> Arc<Identity> {
     let key = SecretSlice::from(SIGNING_KEY.to_vec());
-    Arc::new(
-        Identity::new(
-            pool,
-            &key,
-            IdentitySettings::default(),
-            Arc::new(SystemClock),
-        )
-        .unwrap(),
-    )
+    let keyring = keyring(pool.clone());
+    Arc::new(Identity::new(pool, &key, keyring, IdentitySettings::default(), Arc::new(SystemClock)).unwrap())
 }
 
 pub fn state(settings: HttpSettings, pool: PgPool) -> ApiState {

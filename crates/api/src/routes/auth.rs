@@ -1,8 +1,9 @@
 //! Login, token refresh, logout and the current principal.
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use clinicd_identity::login::LoginError;
+use clinicd_identity::login::{LoginError, LoginOutcome};
 use clinicd_identity::sessions::{ClientInfo, IssuedTokens, SessionError};
+use clinicd_identity::mfa::MfaError;
 use clinicd_identity::users;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,7 @@ fn token_response(tokens: IssuedTokens, must_change_password: bool) -> TokenResp
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 202, description = "Password accepted; a second factor is required: POST /api/auth/mfa", body = MfaChallengeResponse),
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Invalid username or password (the same answer for unknown users and locked accounts)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -120,7 +122,9 @@ pub async fn login(
         .login(&body.username, &body.password, body.remember_me, &client)
         .await
     {
-        Ok(ok) => Ok(HttpResponse::Ok().json(token_response(ok.tokens, ok.must_change_password))),
+        Ok(LoginOutcome::LoggedIn(ok)) => Ok(HttpResponse::Ok().json(token_response(ok.tokens, ok.must_change_password))),
+        Ok(LoginOutcome::MfaRequired { challenge_token, expires_in_secs }) => Ok(HttpResponse::Accepted()
+            .json(MfaChallengeResponse { mfa_required: true, challenge_token, expires_in: expires_in_secs })),
         Err(LoginError::InvalidCredentials) => Err(ApiError::InvalidCredentials),
         Err(LoginError::TooSoon { retry_after_secs }) => Err(ApiError::LoginThrottled {
             retry_after: std::time::Duration::from_secs(retry_after_secs),
@@ -348,5 +352,130 @@ pub async fn revoke_session(
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound)
+    }
+}
+
+/// The password step succeeded and the account has a second factor.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MfaChallengeResponse {
+    pub mfa_required: bool,
+    /// Single use, valid for `expires_in` seconds; send it with a code to `/api/auth/mfa`.
+    pub challenge_token: String,
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaRequest {
+    pub challenge_token: String,
+    /// A 6-digit TOTP code or a backup code (`XXXX-XXXX-XXXX-XXXX`).
+    #[schema(value_type = String, format = Password)]
+    pub code: SecretString,
+}
+
+/// Completes a login with a TOTP or backup code. The challenge is used up either way.
+#[utoipa::path(
+    post,
+    path = "/api/auth/mfa",
+    tag = "auth",
+    request_body = MfaRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong, reused or expired code, or a used or expired challenge", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited, or too many failures for this account", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn complete_mfa(req: HttpRequest, state: web::Data<ApiState>, body: web::Json<MfaRequest>) -> Result<HttpResponse, ApiError> {
+    match state.identity.login.complete_mfa(&body.challenge_token, body.code.expose_secret(), &client_info(&req)).await {
+        Ok(ok) => Ok(HttpResponse::Ok().json(token_response(ok.tokens, ok.must_change_password))),
+        Err(LoginError::InvalidMfa) => Err(ApiError::InvalidMfa),
+        Err(other) => Err(ApiError::unexpected(other)),
+    }
+}
+
+/// Everything an authenticator app needs, shown once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TotpEnrolment {
+    /// Base32, for typing into an app by hand.
+    pub secret: String,
+    pub otpauth_uri: String,
+    /// A PNG of the `otpauth://` URI as a QR code, base64-encoded.
+    pub qr_png_base64: String,
+}
+
+/// Starts (or restarts) TOTP enrolment for the caller.
+#[utoipa::path(
+    post,
+    path = "/api/auth/mfa/totp",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Enrolment started; confirm with a first code", body = TotpEnrolment),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The password must be changed first", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already enrolled", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn begin_totp(caller: Authenticated, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let Authenticated(principal) = caller;
+    let user = users::find_by_id(&state.identity.db, principal.user_id)
+        .await
+        .map_err(ApiError::unexpected)?
+        .ok_or(ApiError::Unauthenticated)?;
+    match state.identity.mfa.begin(user.id, &user.username).await {
+        Ok(enrolment) => Ok(HttpResponse::Ok().json(TotpEnrolment {
+            secret: enrolment.secret_base32.expose_secret().to_owned(),
+            otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),
+            qr_png_base64: enrolment.qr_png_base64,
+        })),
+        Err(MfaError::AlreadyEnrolled) => Err(ApiError::MfaAlreadyEnrolled),
+        Err(other) => Err(ApiError::unexpected(other)),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmTotpRequest {
+    /// The current 6-digit code from the authenticator app.
+    pub code: String,
+}
+
+/// Ten single-use backup codes, shown once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BackupCodes {
+    pub backup_codes: Vec<String>,
+}
+
+/// Confirms TOTP enrolment with a first code; turns the second factor on.
+#[utoipa::path(
+    post,
+    path = "/api/auth/mfa/totp/confirm",
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body = ConfirmTotpRequest,
+    responses(
+        (status = 200, description = "Enrolled; backup codes shown once", body = BackupCodes),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The password must be changed first", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No enrolment pending", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The code is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn confirm_totp(
+    caller: Authenticated,
+    state: web::Data<ApiState>,
+    body: web::Json<ConfirmTotpRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let Authenticated(principal) = caller;
+    match state.identity.mfa.confirm(principal.user_id, &body.code).await {
+        Ok(codes) => Ok(HttpResponse::Ok()
+            .json(BackupCodes { backup_codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect() })),
+        Err(MfaError::InvalidCode) => Err(ApiError::InvalidMfaCode),
+        Err(MfaError::NotPending) => Err(ApiError::MfaNotPending),
+        Err(other) => Err(ApiError::unexpected(other)),
     }
 }

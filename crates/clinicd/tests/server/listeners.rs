@@ -25,7 +25,7 @@ async fn start(pool: PgPool, extra: &[(&str, &str)]) -> Running {
         vars.insert((*name).into(), (*value).into());
     }
     let settings = Settings::from_vars(&vars).unwrap();
-    let app = Application::build_with_pool(settings, pool).unwrap();
+    let app = Application::build_with_pool(settings, pool).await.unwrap();
     let app_ports = (app.api_port(), app.metrics_port(), app.redirect_port());
     tokio::spawn(app.run_until_stopped());
     let cert_pem = std::fs::read(dir.path().join("tls/cert.pem")).unwrap();
