@@ -93,8 +93,15 @@ impl Application {
         let metrics = Metrics::new()?;
         // Fail fast when the key provider is unusable, and make sure every purpose has its
         // branch key before the first request needs one.
-        let keyring = Arc::new(crate::keys::keyring(&settings.keys, pool.clone()).await.map_err(StartupError::Keys)?);
-        keyring.bootstrap().await.map_err(|e| StartupError::Keys(e.into()))?;
+        let keyring = Arc::new(
+            crate::keys::keyring(&settings.keys, pool.clone())
+                .await
+                .map_err(StartupError::Keys)?,
+        );
+        keyring
+            .bootstrap()
+            .await
+            .map_err(|e| StartupError::Keys(e.into()))?;
         let identity = Identity::new(
             pool.clone(),
             &settings.token_signing_key,

@@ -17,11 +17,11 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::mfa::MfaService;
-use crate::tokens::{TokenService, TokenType};
 use crate::password::{HashError, PasswordHasherPool};
 use crate::sessions::{
     ClientInfo, IssuedTokens, SecurityEvent, SessionError, SessionService, record_event,
 };
+use crate::tokens::{TokenService, TokenType};
 use crate::users::{self, UserError, UserId, UserRecord, UserStatus};
 
 pub const DELAY_AFTER: i32 = 3;
@@ -96,7 +96,10 @@ impl From<UserError> for ChangePasswordError {
 pub enum LoginOutcome {
     LoggedIn(LoggedIn),
     /// The account has a second factor: complete with [`LoginService::complete_mfa`].
-    MfaRequired { challenge_token: String, expires_in_secs: i64 },
+    MfaRequired {
+        challenge_token: String,
+        expires_in_secs: i64,
+    },
 }
 
 /// How long the password step's MFA challenge lasts.
@@ -148,7 +151,14 @@ impl LoginService {
         mfa: Arc<MfaService>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { db, hasher, sessions, tokens, mfa, clock }
+        Self {
+            db,
+            hasher,
+            sessions,
+            tokens,
+            mfa,
+            clock,
+        }
     }
 
     pub async fn login(
@@ -207,7 +217,12 @@ impl LoginService {
     }
 
     /// A single-use, five-minute MFA challenge for a user who passed the password step.
-    async fn challenge(&self, user: &UserRecord, remember_me: bool, now: DateTime<Utc>) -> Result<LoginOutcome, LoginError> {
+    async fn challenge(
+        &self,
+        user: &UserRecord,
+        remember_me: bool,
+        now: DateTime<Utc>,
+    ) -> Result<LoginOutcome, LoginError> {
         let id = Uuid::now_v7();
         let ttl = Duration::minutes(MFA_CHALLENGE_MINUTES);
         sqlx::query("INSERT INTO mfa_challenges (id, user_id, remember_me, expires_at) VALUES ($1, $2, $3, $4)")
@@ -222,13 +237,24 @@ impl LoginService {
             .tokens
             .issue(TokenType::MfaChallenge, user.id.0, id, now, std_ttl)
             .map_err(|_| LoginError::Database("cannot issue an MFA challenge".into()))?;
-        Ok(LoginOutcome::MfaRequired { challenge_token: token, expires_in_secs: ttl.num_seconds() })
+        Ok(LoginOutcome::MfaRequired {
+            challenge_token: token,
+            expires_in_secs: ttl.num_seconds(),
+        })
     }
 
     /// The second step: a TOTP or backup code against a challenge from [`login`](Self::login).
     /// The challenge is used up whatever the outcome; failures count towards the lockout.
-    pub async fn complete_mfa(&self, challenge_token: &str, code: &str, client: &ClientInfo) -> Result<LoggedIn, LoginError> {
-        let claims = self.tokens.validate(challenge_token, TokenType::MfaChallenge).map_err(|_| LoginError::InvalidMfa)?;
+    pub async fn complete_mfa(
+        &self,
+        challenge_token: &str,
+        code: &str,
+        client: &ClientInfo,
+    ) -> Result<LoggedIn, LoginError> {
+        let claims = self
+            .tokens
+            .validate(challenge_token, TokenType::MfaChallenge)
+            .map_err(|_| LoginError::InvalidMfa)?;
         let now = self.clock.now();
         let remember_me: Option<bool> = sqlx::query_scalar(
             "UPDATE mfa_challenges SET used_at = $3 WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3 \
@@ -240,21 +266,28 @@ impl LoginService {
         .fetch_optional(&self.db)
         .await?;
         let remember_me = remember_me.ok_or(LoginError::InvalidMfa)?;
-        let user = users::find_by_id(&self.db, UserId(claims.sub)).await?.ok_or(LoginError::InvalidMfa)?;
+        let user = users::find_by_id(&self.db, UserId(claims.sub))
+            .await?
+            .ok_or(LoginError::InvalidMfa)?;
         if user.status != UserStatus::Active {
             return Err(LoginError::InvalidMfa);
         }
         match self.mfa.verify(user.id, code).await {
             Ok(()) => {}
             Err(crate::mfa::MfaError::InvalidCode) => {
-                self.event("mfa_failed", Some(user.id.0), client, "invalid_code").await?;
+                self.event("mfa_failed", Some(user.id.0), client, "invalid_code")
+                    .await?;
                 self.count_failure(&user, now, client).await?;
                 return Err(LoginError::InvalidMfa);
             }
             Err(other) => return Err(other.into()),
         }
         let tokens = self.sessions.start(user.id, remember_me, client).await?;
-        Ok(LoggedIn { user_id: user.id, tokens, must_change_password: user.must_change_password })
+        Ok(LoggedIn {
+            user_id: user.id,
+            tokens,
+            must_change_password: user.must_change_password,
+        })
     }
 
     /// Locked accounts and attempts inside the progressive delay are refused before the

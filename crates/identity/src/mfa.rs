@@ -81,13 +81,22 @@ fn totp(secret: Vec<u8>, account: &str) -> Result<Totp, MfaError> {
 }
 
 fn hash_code(code: &str) -> Vec<u8> {
-    let normalized: String = code.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect();
+    let normalized: String = code
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
     digest(&SHA256, normalized.as_bytes()).as_ref().to_vec()
 }
 
 impl MfaService {
     pub fn new(db: PgPool, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
-        Self { db, keyring, clock, rng: SystemRandom::new() }
+        Self {
+            db,
+            keyring,
+            clock,
+            rng: SystemRandom::new(),
+        }
     }
 
     fn unix_now(&self) -> u64 {
@@ -96,16 +105,20 @@ impl MfaService {
 
     /// Starts (or restarts) TOTP enrolment with a fresh secret.
     pub async fn begin(&self, user: UserId, account: &str) -> Result<Enrolment, MfaError> {
-        let confirmed: Option<bool> = sqlx::query_scalar("SELECT confirmed_at IS NOT NULL FROM mfa_totp WHERE user_id = $1")
-            .bind(user.0)
-            .fetch_optional(&self.db)
-            .await?;
+        let confirmed: Option<bool> =
+            sqlx::query_scalar("SELECT confirmed_at IS NOT NULL FROM mfa_totp WHERE user_id = $1")
+                .bind(user.0)
+                .fetch_optional(&self.db)
+                .await?;
         if confirmed == Some(true) {
             return Err(MfaError::AlreadyEnrolled);
         }
         let mut secret = Zeroizing::new(vec![0u8; SECRET_BYTES]);
         self.rng.fill(&mut secret).map_err(|_| MfaError::Random)?;
-        let sealed = self.keyring.encrypt(Owner::Purpose(Purpose::Field), &location(user), &secret).await?;
+        let sealed = self
+            .keyring
+            .encrypt(Owner::Purpose(Purpose::Field), &location(user), &secret)
+            .await?;
         sqlx::query(
             "INSERT INTO mfa_totp (user_id, secret) VALUES ($1, $2) \
              ON CONFLICT (user_id) DO UPDATE SET secret = EXCLUDED.secret, created_at = now() WHERE mfa_totp.confirmed_at IS NULL",
@@ -117,8 +130,12 @@ impl MfaService {
         let totp = totp(secret.to_vec(), account)?;
         Ok(Enrolment {
             secret_base32: SecretString::from(totp.secret().to_base32()),
-            otpauth_uri: SecretString::from(totp.to_url().map_err(|e| MfaError::Totp(e.to_string()))?),
-            qr_png_base64: totp.to_qr_base64().map_err(|e| MfaError::Totp(e.to_string()))?,
+            otpauth_uri: SecretString::from(
+                totp.to_url().map_err(|e| MfaError::Totp(e.to_string()))?,
+            ),
+            qr_png_base64: totp
+                .to_qr_base64()
+                .map_err(|e| MfaError::Totp(e.to_string()))?,
         })
     }
 
@@ -136,7 +153,10 @@ impl MfaService {
         if confirmed.rows_affected() != 1 {
             return Err(MfaError::NotPending);
         }
-        sqlx::query("UPDATE users SET mfa_enabled = true, updated_at = now() WHERE id = $1").bind(user.0).execute(&mut *tx).await?;
+        sqlx::query("UPDATE users SET mfa_enabled = true, updated_at = now() WHERE id = $1")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
         let codes = self.replace_backup_codes(&mut tx, user).await?;
         tx.commit().await?;
         Ok(codes)
@@ -154,7 +174,11 @@ impl MfaService {
             .bind(step)
             .execute(&self.db)
             .await?;
-            return if accepted.rows_affected() == 1 { Ok(()) } else { Err(MfaError::InvalidCode) };
+            return if accepted.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(MfaError::InvalidCode)
+            };
         }
         let used = sqlx::query(
             "UPDATE mfa_backup_codes SET used_at = now() WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
@@ -163,7 +187,11 @@ impl MfaService {
         .bind(hash_code(code))
         .execute(&self.db)
         .await?;
-        if used.rows_affected() == 1 { Ok(()) } else { Err(MfaError::InvalidCode) }
+        if used.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(MfaError::InvalidCode)
+        }
     }
 
     /// The time step the code matches, within one step either way.
@@ -175,15 +203,28 @@ impl MfaService {
         .bind(confirmed)
         .fetch_optional(&self.db)
         .await?;
-        let sealed = sealed.ok_or(if confirmed { MfaError::InvalidCode } else { MfaError::NotPending })?;
+        let sealed = sealed.ok_or(if confirmed {
+            MfaError::InvalidCode
+        } else {
+            MfaError::NotPending
+        })?;
         let secret = self.keyring.decrypt(&location(user), &sealed).await?;
         let totp = totp(secret.to_vec(), "user")?;
-        let step = totp.check(code.trim(), self.unix_now()).ok_or(MfaError::InvalidCode)?;
+        let step = totp
+            .check(code.trim(), self.unix_now())
+            .ok_or(MfaError::InvalidCode)?;
         i64::try_from(step).map_err(|_| MfaError::InvalidCode)
     }
 
-    async fn replace_backup_codes(&self, tx: &mut sqlx::PgConnection, user: UserId) -> Result<Vec<SecretString>, MfaError> {
-        sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1").bind(user.0).execute(&mut *tx).await?;
+    async fn replace_backup_codes(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        user: UserId,
+    ) -> Result<Vec<SecretString>, MfaError> {
+        sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
         let mut codes = Vec::with_capacity(BACKUP_CODES);
         for _ in 0..BACKUP_CODES {
             let code = self.backup_code()?;
@@ -202,7 +243,10 @@ impl MfaService {
         let mut raw = [0u8; BACKUP_CODE_LEN];
         self.rng.fill(&mut raw).map_err(|_| MfaError::Random)?;
         // 32 symbols: each byte's low 5 bits pick one uniformly.
-        let chars: Vec<char> = raw.iter().map(|b| char::from(ALPHABET[usize::from(b & 31)])).collect();
+        let chars: Vec<char> = raw
+            .iter()
+            .map(|b| char::from(ALPHABET[usize::from(b & 31)]))
+            .collect();
         let groups: Vec<String> = chars.chunks(4).map(|c| c.iter().collect()).collect();
         Ok(SecretString::from(groups.join("-")))
     }

@@ -50,7 +50,12 @@ impl Identity {
         settings: IdentitySettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, HashError> {
-        let tokens = Arc::new(TokenService::new(signing_key, ISSUER, AUDIENCE));
+        let tokens = Arc::new(TokenService::new(
+            signing_key,
+            ISSUER,
+            AUDIENCE,
+            clock.clone(),
+        ));
         let sessions = Arc::new(SessionService::new(
             db.clone(),
             tokens.clone(),
@@ -59,7 +64,19 @@ impl Identity {
         ));
         let hasher = PasswordHasherPool::new(settings.hash, settings.max_concurrent_hashes)?;
         let mfa = Arc::new(MfaService::new(db.clone(), keyring, clock.clone()));
-        let login = LoginService::new(db.clone(), hasher, sessions.clone(), tokens, mfa.clone(), clock);
-        Ok(Self { sessions, login, mfa, db })
+        let login = LoginService::new(
+            db.clone(),
+            hasher,
+            sessions.clone(),
+            tokens,
+            mfa.clone(),
+            clock,
+        );
+        Ok(Self {
+            sessions,
+            login,
+            mfa,
+            db,
+        })
     }
 }

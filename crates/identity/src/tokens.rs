@@ -5,12 +5,13 @@
 //! with no `aud` or `iss` passes `set_audience`/`set_issuer` unless those claims are listed as
 //! required, `nbf` is ignored unless asked for, and the default leeway is 60 s. So the validator
 //! here pins the algorithm (so `none` and algorithm confusion fail), requires every claim we
-//! issue, checks `nbf`, allows 5 s of leeway, and checks the token type, so an MFA challenge is
+//! issue, checks `exp` and `nbf` against the injected clock with 5 s of leeway, and checks the token type, so an MFA challenge is
 //! never accepted as an access token. Header fields that could name a key (`kid`, `jku`,
 //! `jwk`, `x5u`) never select one: there is one key, and tokens that carry `jku`, `jwk` or
 //! `x5u` (which we never issue) are refused outright.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,6 +21,8 @@ use jsonwebtoken::{
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::clock::Clock;
 
 pub const LEEWAY_SECS: u64 = 5;
 
@@ -61,6 +64,7 @@ pub struct TokenService {
     decoding: DecodingKey,
     issuer: String,
     audience: String,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for TokenService {
@@ -77,12 +81,14 @@ impl TokenService {
         key: &SecretSlice<u8>,
         issuer: impl Into<String>,
         audience: impl Into<String>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             encoding: EncodingKey::from_secret(key.expose_secret()),
             decoding: DecodingKey::from_secret(key.expose_secret()),
             issuer: issuer.into(),
             audience: audience.into(),
+            clock,
         }
     }
 
@@ -124,7 +130,13 @@ impl TokenService {
         }
         let data = decode::<Claims>(token, &self.decoding, &self.validation())
             .map_err(|_| TokenError::Invalid)?;
-        if data.claims.typ != expected {
+        // Times are checked here against the injected clock (jsonwebtoken reads the system
+        // clock), with the same 5 s of leeway either way.
+        let now = self.clock.now().timestamp();
+        let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+        let expired = data.claims.exp < now - leeway;
+        let not_yet_valid = data.claims.nbf > now + leeway;
+        if expired || not_yet_valid || data.claims.typ != expected {
             return Err(TokenError::Invalid);
         }
         Ok(data.claims)
@@ -136,8 +148,10 @@ impl TokenService {
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        // exp and nbf must be present (required above) and are checked in `validate` against
+        // the injected clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.validate_aud = true;
         validation.leeway = LEEWAY_SECS;
         validation
@@ -159,6 +173,7 @@ mod tests {
             &SecretSlice::from(KEY.to_vec()),
             "https://clinicd.example",
             "clinicd-api",
+            Arc::new(crate::clock::SystemClock),
         )
     }
 
@@ -242,6 +257,52 @@ mod tests {
             )
             .expect("issue");
         assert!(refused(&token), "a 15-minute token issued 16 minutes ago");
+    }
+
+    #[test]
+    fn expiry_follows_the_injected_clock() {
+        let clock = Arc::new(crate::clock::ManualClock::new(Utc::now()));
+        let service = TokenService::new(
+            &SecretSlice::from(KEY.to_vec()),
+            "https://clinicd.example",
+            "clinicd-api",
+            clock.clone(),
+        );
+        let (token, _) = service
+            .issue(
+                TokenType::Access,
+                Uuid::now_v7(),
+                Uuid::now_v7(),
+                clock.now(),
+                Duration::from_secs(900),
+            )
+            .expect("issue");
+        assert!(service.validate(&token, TokenType::Access).is_ok());
+        clock.advance(chrono::Duration::seconds(904));
+        assert!(
+            service.validate(&token, TokenType::Access).is_ok(),
+            "within the 5 s leeway"
+        );
+        clock.advance(chrono::Duration::seconds(2));
+        assert_eq!(
+            service.validate(&token, TokenType::Access),
+            Err(TokenError::Invalid),
+            "expired"
+        );
+        let (early, _) = service
+            .issue(
+                TokenType::Access,
+                Uuid::now_v7(),
+                Uuid::now_v7(),
+                clock.now() + chrono::Duration::seconds(30),
+                Duration::from_secs(900),
+            )
+            .expect("issue");
+        assert_eq!(
+            service.validate(&early, TokenType::Access),
+            Err(TokenError::Invalid),
+            "not yet valid"
+        );
     }
 
     #[test]

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use clinicd_identity::clock::ManualClock;
 use clinicd_crypto::{Keyring, LocalKeyProvider, SecretKey};
+use clinicd_identity::clock::ManualClock;
 use clinicd_identity::login::{LoginError, LoginOutcome};
 use clinicd_identity::password::{HashParams, PasswordHasherPool};
 use clinicd_identity::sessions::ClientInfo;
-use clinicd_identity::{Identity, IdentitySettings};
 use clinicd_identity::users::{self, DisplayName, Email, NewUser, UserId, Username};
+use clinicd_identity::{Identity, IdentitySettings};
 use secrecy::{SecretSlice, SecretString};
 use sqlx::PgPool;
 
@@ -44,11 +44,27 @@ async fn fixture(db: PgPool, stored_with: HashParams) -> Fixture {
     .unwrap();
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let master = SecretKey::from_bytes(&[5; 32]).unwrap();
-    let keyring = Arc::new(Keyring::new(db.clone(), Arc::new(LocalKeyProvider::new(master)), Default::default()));
+    let keyring = Arc::new(Keyring::new(
+        db.clone(),
+        Arc::new(LocalKeyProvider::new(master)),
+        Default::default(),
+    ));
     keyring.bootstrap().await.unwrap();
     let key = SecretSlice::from(vec![9u8; 32]);
-    let identity = Identity::new(db.clone(), &key, keyring, IdentitySettings::default(), clock.clone()).unwrap();
-    Fixture { identity, clock, user, db }
+    let identity = Identity::new(
+        db.clone(),
+        &key,
+        keyring,
+        IdentitySettings::default(),
+        clock.clone(),
+    )
+    .unwrap();
+    Fixture {
+        identity,
+        clock,
+        user,
+        db,
+    }
 }
 
 fn secret(value: &str) -> SecretString {
@@ -63,7 +79,12 @@ fn client() -> ClientInfo {
 }
 
 async fn attempt(f: &Fixture, username: &str, password: &str) -> Result<UserId, LoginError> {
-    match f.identity.login.login(username, &secret(password), false, &client()).await? {
+    match f
+        .identity
+        .login
+        .login(username, &secret(password), false, &client())
+        .await?
+    {
         LoginOutcome::LoggedIn(ok) => Ok(ok.user_id),
         LoginOutcome::MfaRequired { .. } => panic!("no MFA in these tests"),
     }
@@ -79,8 +100,15 @@ async fn events(db: &PgPool) -> Vec<(String, Option<String>)> {
 #[sqlx::test(migrations = "../../migrations")]
 async fn the_right_password_logs_in_and_reports_a_forced_change(db: PgPool) {
     let f = fixture(db, HashParams::default()).await;
-    let outcome = f.identity.login.login("DR.QUINN", &secret(PASSWORD), false, &client()).await.unwrap();
-    let LoginOutcome::LoggedIn(ok) = outcome else { panic!("no MFA enrolled") };
+    let outcome = f
+        .identity
+        .login
+        .login("DR.QUINN", &secret(PASSWORD), false, &client())
+        .await
+        .unwrap();
+    let LoginOutcome::LoggedIn(ok) = outcome else {
+        panic!("no MFA enrolled")
+    };
     assert_eq!(ok.user_id, f.user);
     assert!(ok.must_change_password);
     assert!(!ok.tokens.access_token.is_empty());

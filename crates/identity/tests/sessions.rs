@@ -37,6 +37,7 @@ async fn fixture(db: PgPool) -> Fixture {
         &SecretSlice::from(vec![7u8; 32]),
         "https://clinicd.test",
         "clinicd-api",
+        clock.clone(),
     ));
     let service = SessionService::new(db.clone(), tokens, clock.clone(), SessionPolicy::default());
     Fixture {

@@ -50,7 +50,16 @@ pub fn keyring(pool: PgPool) -> Arc<Keyring> {
 pub fn identity(pool: PgPool) -> Arc<Identity> {
     let key = SecretSlice::from(SIGNING_KEY.to_vec());
     let keyring = keyring(pool.clone());
-    Arc::new(Identity::new(pool, &key, keyring, IdentitySettings::default(), Arc::new(SystemClock)).unwrap())
+    Arc::new(
+        Identity::new(
+            pool,
+            &key,
+            keyring,
+            IdentitySettings::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap(),
+    )
 }
 
 pub fn state(settings: HttpSettings, pool: PgPool) -> ApiState {

@@ -2,8 +2,8 @@
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use clinicd_identity::login::{LoginError, LoginOutcome};
-use clinicd_identity::sessions::{ClientInfo, IssuedTokens, SessionError};
 use clinicd_identity::mfa::MfaError;
+use clinicd_identity::sessions::{ClientInfo, IssuedTokens, SessionError};
 use clinicd_identity::users;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -122,9 +122,17 @@ pub async fn login(
         .login(&body.username, &body.password, body.remember_me, &client)
         .await
     {
-        Ok(LoginOutcome::LoggedIn(ok)) => Ok(HttpResponse::Ok().json(token_response(ok.tokens, ok.must_change_password))),
-        Ok(LoginOutcome::MfaRequired { challenge_token, expires_in_secs }) => Ok(HttpResponse::Accepted()
-            .json(MfaChallengeResponse { mfa_required: true, challenge_token, expires_in: expires_in_secs })),
+        Ok(LoginOutcome::LoggedIn(ok)) => {
+            Ok(HttpResponse::Ok().json(token_response(ok.tokens, ok.must_change_password)))
+        }
+        Ok(LoginOutcome::MfaRequired {
+            challenge_token,
+            expires_in_secs,
+        }) => Ok(HttpResponse::Accepted().json(MfaChallengeResponse {
+            mfa_required: true,
+            challenge_token,
+            expires_in: expires_in_secs,
+        })),
         Err(LoginError::InvalidCredentials) => Err(ApiError::InvalidCredentials),
         Err(LoginError::TooSoon { retry_after_secs }) => Err(ApiError::LoginThrottled {
             retry_after: std::time::Duration::from_secs(retry_after_secs),
@@ -386,8 +394,21 @@ pub struct MfaRequest {
         (status = 429, description = "Rate limited, or too many failures for this account", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn complete_mfa(req: HttpRequest, state: web::Data<ApiState>, body: web::Json<MfaRequest>) -> Result<HttpResponse, ApiError> {
-    match state.identity.login.complete_mfa(&body.challenge_token, body.code.expose_secret(), &client_info(&req)).await {
+pub async fn complete_mfa(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<MfaRequest>,
+) -> Result<HttpResponse, ApiError> {
+    match state
+        .identity
+        .login
+        .complete_mfa(
+            &body.challenge_token,
+            body.code.expose_secret(),
+            &client_info(&req),
+        )
+        .await
+    {
         Ok(ok) => Ok(HttpResponse::Ok().json(token_response(ok.tokens, ok.must_change_password))),
         Err(LoginError::InvalidMfa) => Err(ApiError::InvalidMfa),
         Err(other) => Err(ApiError::unexpected(other)),
@@ -418,7 +439,10 @@ pub struct TotpEnrolment {
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn begin_totp(caller: Authenticated, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+pub async fn begin_totp(
+    caller: Authenticated,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     let Authenticated(principal) = caller;
     let user = users::find_by_id(&state.identity.db, principal.user_id)
         .await
@@ -471,9 +495,15 @@ pub async fn confirm_totp(
     body: web::Json<ConfirmTotpRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let Authenticated(principal) = caller;
-    match state.identity.mfa.confirm(principal.user_id, &body.code).await {
-        Ok(codes) => Ok(HttpResponse::Ok()
-            .json(BackupCodes { backup_codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect() })),
+    match state
+        .identity
+        .mfa
+        .confirm(principal.user_id, &body.code)
+        .await
+    {
+        Ok(codes) => Ok(HttpResponse::Ok().json(BackupCodes {
+            backup_codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
+        })),
         Err(MfaError::InvalidCode) => Err(ApiError::InvalidMfaCode),
         Err(MfaError::NotPending) => Err(ApiError::MfaNotPending),
         Err(other) => Err(ApiError::unexpected(other)),

@@ -64,9 +64,24 @@ pub static ROUTES: &[RouteSpec] = &[
         Some(RateClass::Api),
         || web::to(auth::revoke_session),
     ),
-    route(Method::POST, "/api/auth/mfa", Some(RateClass::Login), || web::to(auth::complete_mfa)),
-    route(Method::POST, "/api/auth/mfa/totp", Some(RateClass::Api), || web::to(auth::begin_totp)),
-    route(Method::POST, "/api/auth/mfa/totp/confirm", Some(RateClass::Api), || web::to(auth::confirm_totp)),
+    route(
+        Method::POST,
+        "/api/auth/mfa",
+        Some(RateClass::Login),
+        || web::to(auth::complete_mfa),
+    ),
+    route(
+        Method::POST,
+        "/api/auth/mfa/totp",
+        Some(RateClass::Api),
+        || web::to(auth::begin_totp),
+    ),
+    route(
+        Method::POST,
+        "/api/auth/mfa/totp/confirm",
+        Some(RateClass::Api),
+        || web::to(auth::confirm_totp),
+    ),
 ];
 
 const fn route(
