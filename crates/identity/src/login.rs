@@ -183,7 +183,8 @@ impl LoginService {
             return Err(LoginError::InvalidCredentials);
         };
         if !verification.matches {
-            self.count_failure(&user, now, client).await?;
+            self.count_failure(&user, now, client, "bad_password")
+                .await?;
             return Err(LoginError::InvalidCredentials);
         }
         if user.status != UserStatus::Active {
@@ -277,7 +278,8 @@ impl LoginService {
             Err(crate::mfa::MfaError::InvalidCode) => {
                 self.event("mfa_failed", Some(user.id.0), client, "invalid_code")
                     .await?;
-                self.count_failure(&user, now, client).await?;
+                self.count_failure(&user, now, client, "bad_mfa_code")
+                    .await?;
                 return Err(LoginError::InvalidMfa);
             }
             Err(other) => return Err(other.into()),
@@ -341,6 +343,7 @@ impl LoginService {
         user: &UserRecord,
         now: DateTime<Utc>,
         client: &ClientInfo,
+        reason: &str,
     ) -> Result<(), LoginError> {
         // Restart the count when the window has passed; lock at the threshold.
         let (failures,): (i32,) = sqlx::query_as(
@@ -357,7 +360,7 @@ impl LoginService {
         .bind(i32::try_from(FAILURE_WINDOW_MINUTES).unwrap_or(15))
         .fetch_one(&self.db)
         .await?;
-        self.event("login_failed", Some(user.id.0), client, "bad_password")
+        self.event("login_failed", Some(user.id.0), client, reason)
             .await?;
         if failures >= LOCK_AFTER {
             sqlx::query("UPDATE users SET locked_until = $2 WHERE id = $1")
