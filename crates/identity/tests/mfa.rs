@@ -121,10 +121,10 @@ async fn enrolment_returns_the_secret_once_and_stores_it_encrypted(db: PgPool) {
     assert!(uri.starts_with("otpauth://totp/clinicd:dr.mfa?"), "{uri}");
     assert!(uri.contains(enrolment.secret_base32.expose_secret()));
     assert!(enrolment.qr_png_base64.len() > 100);
-    let raw = Secret::try_from_base32(enrolment.secret_base32.expose_secret())
+    let raw: Vec<u8> = Secret::try_from_base32(enrolment.secret_base32.expose_secret())
         .unwrap()
-        .to_bytes()
-        .unwrap();
+        .as_ref()
+        .to_vec();
     assert_eq!(raw.len(), 20, "160-bit secret");
     let stored: Vec<u8> = sqlx::query_scalar("SELECT secret FROM mfa_totp")
         .fetch_one(&f.db)
