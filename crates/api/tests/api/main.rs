@@ -6,6 +6,7 @@ mod auth;
 mod cors;
 mod headers;
 mod health;
+mod mfa;
 mod openapi;
 mod problems;
 mod rate_limits;
