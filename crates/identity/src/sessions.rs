@@ -78,6 +78,7 @@ pub struct ClientInfo {
 /// What a login or refresh hands the client.
 #[derive(Debug)]
 pub struct IssuedTokens {
+    pub user_id: UserId,
     pub session_id: Uuid,
     pub access_token: String,
     pub access_expires_at: DateTime<Utc>,
@@ -387,6 +388,7 @@ impl SessionService {
             self.policy.access_ttl,
         )?;
         Ok(IssuedTokens {
+            user_id: user,
             session_id: session,
             access_token,
             access_expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),

@@ -165,7 +165,14 @@ pub async fn refresh(
         .refresh(&body.refresh_token, &client_info(&req))
         .await
     {
-        Ok(tokens) => Ok(HttpResponse::Ok().json(token_response(tokens, false))),
+        Ok(tokens) => {
+            // The forced-change flag is the user's, not the session's: read it afresh.
+            let must_change = users::find_by_id(&state.identity.db, tokens.user_id)
+                .await
+                .map_err(ApiError::unexpected)?
+                .is_some_and(|user| user.must_change_password);
+            Ok(HttpResponse::Ok().json(token_response(tokens, must_change)))
+        }
         Err(SessionError::Reused) => Err(ApiError::SessionRevoked),
         Err(SessionError::Database(error)) => Err(ApiError::unexpected(error)),
         Err(_) => Err(ApiError::SessionInvalid),

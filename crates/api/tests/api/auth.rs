@@ -232,6 +232,18 @@ async fn a_forced_password_change_blocks_everything_else_until_done(pool: PgPool
     let app = with_account(pool, settings(), "dr.quinn", true).await;
     let tokens = login(&app, "dr.quinn", PASSWORD).await.json();
     assert_eq!(tokens["must_change_password"], true);
+    let refreshed = app
+        .call(post(
+            "/api/auth/refresh",
+            json!({ "refresh_token": tokens["refresh_token"] }),
+        ))
+        .await
+        .json();
+    assert_eq!(
+        refreshed["must_change_password"], true,
+        "a refresh does not clear the forced change"
+    );
+    let tokens = refreshed;
     app.call(with_token(
         TestRequest::get().uri("/api/auth/sessions"),
         &tokens,
