@@ -18,8 +18,10 @@ use clinicd_api::extract::Authenticated;
 use clinicd_api::{ApiError, ApiState, HttpSettings, Metrics};
 use clinicd_crypto::{Keyring, LocalKeyProvider, SecretKey};
 use clinicd_identity::clock::SystemClock;
+use clinicd_identity::password::PasswordHasherPool;
+use clinicd_identity::users::{self, DisplayName, Email, NewUser, UserId, Username};
 use clinicd_identity::{Identity, IdentitySettings};
-use secrecy::SecretSlice;
+use secrecy::{SecretSlice, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -284,4 +286,30 @@ impl<'a> MakeWriter<'a> for LogCapture {
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
     }
+}
+
+/// Creates an account with this password (hashed with the default parameters).
+pub async fn create_user(
+    pool: &PgPool,
+    username: &str,
+    password: &str,
+    must_change_password: bool,
+) -> UserId {
+    let hash = PasswordHasherPool::new(Default::default(), 1)
+        .unwrap()
+        .hash(&SecretString::from(password.to_owned()))
+        .await
+        .unwrap();
+    users::create(
+        pool,
+        NewUser {
+            username: Username::parse(username).unwrap(),
+            email: Email::parse(&format!("{username}@clinic.example")).unwrap(),
+            display_name: DisplayName::parse("Test User").unwrap(),
+            password_hash: hash,
+            must_change_password,
+        },
+    )
+    .await
+    .unwrap()
 }

@@ -1,10 +1,7 @@
 use actix_web::test::TestRequest;
 use clinicd_api::HttpSettings;
 use clinicd_api::rate_limit::RateLimitSettings;
-use clinicd_identity::password::PasswordHasherPool;
-use clinicd_identity::users::{self, DisplayName, Email, NewUser, Username};
 use clinicd_test_support::{TestApp, TestResponse, settings};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -20,23 +17,7 @@ async fn with_account(
     username: &str,
     must_change_password: bool,
 ) -> TestApp {
-    let hash = PasswordHasherPool::new(Default::default(), 1)
-        .unwrap()
-        .hash(&SecretString::from(PASSWORD.to_owned()))
-        .await
-        .unwrap();
-    users::create(
-        &pool,
-        NewUser {
-            username: Username::parse(username).unwrap(),
-            email: Email::parse(&format!("{username}@clinic.example")).unwrap(),
-            display_name: DisplayName::parse("Dr. Quinn").unwrap(),
-            password_hash: hash,
-            must_change_password,
-        },
-    )
-    .await
-    .unwrap();
+    clinicd_test_support::create_user(&pool, username, PASSWORD, must_change_password).await;
     TestApp::with_pool(settings, pool)
 }
 

@@ -1,8 +1,5 @@
 use actix_web::test::TestRequest;
-use clinicd_identity::password::PasswordHasherPool;
-use clinicd_identity::users::{self, DisplayName, Email, NewUser, Username};
 use clinicd_test_support::{TestApp, settings};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use totp_rs::{Builder, Secret};
@@ -14,23 +11,7 @@ async fn app_with_user(pool: PgPool) -> TestApp {
         .bootstrap()
         .await
         .unwrap();
-    let hash = PasswordHasherPool::new(Default::default(), 1)
-        .unwrap()
-        .hash(&SecretString::from(PASSWORD.to_owned()))
-        .await
-        .unwrap();
-    users::create(
-        &pool,
-        NewUser {
-            username: Username::parse("dr.two").unwrap(),
-            email: Email::parse("two@clinic.example").unwrap(),
-            display_name: DisplayName::parse("Dr. Two").unwrap(),
-            password_hash: hash,
-            must_change_password: false,
-        },
-    )
-    .await
-    .unwrap();
+    clinicd_test_support::create_user(&pool, "dr.two", PASSWORD, false).await;
     TestApp::with_pool(settings(), pool)
 }
 

@@ -1,82 +1,12 @@
-//! Password login and anti-automation against real Postgres, with a manual clock.
+//! Password login and anti-automation.
 
-#![allow(clippy::unwrap_used)]
-
-use std::sync::Arc;
-
-use chrono::{Duration, Utc};
-use clinicd_crypto::{Keyring, LocalKeyProvider, SecretKey};
-use clinicd_identity::clock::ManualClock;
+use chrono::Duration;
 use clinicd_identity::login::{LoginError, LoginOutcome};
-use clinicd_identity::password::{HashParams, PasswordHasherPool};
-use clinicd_identity::sessions::ClientInfo;
-use clinicd_identity::users::{self, DisplayName, Email, NewUser, UserId, Username};
-use clinicd_identity::{Identity, IdentitySettings};
-use secrecy::{SecretSlice, SecretString};
+use clinicd_identity::password::HashParams;
+use clinicd_identity::users::UserId;
 use sqlx::PgPool;
 
-const PASSWORD: &str = "correct horse battery staple";
-
-struct Fixture {
-    identity: Identity,
-    clock: Arc<ManualClock>,
-    user: UserId,
-    db: PgPool,
-}
-
-async fn fixture(db: PgPool, stored_with: HashParams) -> Fixture {
-    let stored = PasswordHasherPool::new(stored_with, 2)
-        .unwrap()
-        .hash(&secret(PASSWORD))
-        .await
-        .unwrap();
-    let user = users::create(
-        &db,
-        NewUser {
-            username: Username::parse("dr.quinn").unwrap(),
-            email: Email::parse("quinn@clinic.example").unwrap(),
-            display_name: DisplayName::parse("Dr. Quinn").unwrap(),
-            password_hash: stored,
-            must_change_password: true,
-        },
-    )
-    .await
-    .unwrap();
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    let master = SecretKey::from_bytes(&[5; 32]).unwrap();
-    let keyring = Arc::new(Keyring::new(
-        db.clone(),
-        Arc::new(LocalKeyProvider::new(master)),
-        Default::default(),
-    ));
-    keyring.bootstrap().await.unwrap();
-    let key = SecretSlice::from(vec![9u8; 32]);
-    let identity = Identity::new(
-        db.clone(),
-        &key,
-        keyring,
-        IdentitySettings::default(),
-        clock.clone(),
-    )
-    .unwrap();
-    Fixture {
-        identity,
-        clock,
-        user,
-        db,
-    }
-}
-
-fn secret(value: &str) -> SecretString {
-    SecretString::from(value.to_owned())
-}
-
-fn client() -> ClientInfo {
-    ClientInfo {
-        ip: Some("198.51.100.4".parse().unwrap()),
-        user_agent: None,
-    }
-}
+use crate::support::{Fixture, PASSWORD, client, fixture, secret};
 
 async fn attempt(f: &Fixture, username: &str, password: &str) -> Result<UserId, LoginError> {
     match f
@@ -99,7 +29,7 @@ async fn events(db: &PgPool) -> Vec<(String, Option<String>)> {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn the_right_password_logs_in_and_reports_a_forced_change(db: PgPool) {
-    let f = fixture(db, HashParams::default()).await;
+    let f = fixture(db, "dr.quinn", HashParams::default(), true).await;
     let outcome = f
         .identity
         .login
@@ -116,7 +46,7 @@ async fn the_right_password_logs_in_and_reports_a_forced_change(db: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_wrong_password_and_an_unknown_user_get_the_same_answer(db: PgPool) {
-    let f = fixture(db, HashParams::default()).await;
+    let f = fixture(db, "dr.quinn", HashParams::default(), true).await;
     let wrong = attempt(&f, "dr.quinn", "not the password at all")
         .await
         .unwrap_err();
@@ -135,7 +65,7 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_answer(db: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn after_three_failures_attempts_must_wait_even_with_the_right_password(db: PgPool) {
-    let f = fixture(db, HashParams::default()).await;
+    let f = fixture(db, "dr.quinn", HashParams::default(), true).await;
     for _ in 0..3 {
         attempt(&f, "dr.quinn", "wrong wrong wrong")
             .await
@@ -165,7 +95,7 @@ async fn after_three_failures_attempts_must_wait_even_with_the_right_password(db
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn five_failures_lock_the_account_for_fifteen_minutes(db: PgPool) {
-    let f = fixture(db, HashParams::default()).await;
+    let f = fixture(db, "dr.quinn", HashParams::default(), true).await;
     for _ in 0..5 {
         attempt(&f, "dr.quinn", "wrong wrong wrong")
             .await
@@ -190,7 +120,7 @@ async fn five_failures_lock_the_account_for_fifteen_minutes(db: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn an_administrator_can_unlock_at_once(db: PgPool) {
-    let f = fixture(db, HashParams::default()).await;
+    let f = fixture(db, "dr.quinn", HashParams::default(), true).await;
     for _ in 0..5 {
         attempt(&f, "dr.quinn", "wrong wrong wrong")
             .await
@@ -204,7 +134,7 @@ async fn an_administrator_can_unlock_at_once(db: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_disabled_account_cannot_log_in(db: PgPool) {
-    let f = fixture(db, HashParams::default()).await;
+    let f = fixture(db, "dr.quinn", HashParams::default(), true).await;
     sqlx::query("UPDATE users SET status = 'disabled'")
         .execute(&f.db)
         .await
@@ -219,10 +149,12 @@ async fn a_disabled_account_cannot_log_in(db: PgPool) {
 async fn a_hash_with_old_parameters_is_replaced_at_login(db: PgPool) {
     let f = fixture(
         db,
+        "dr.quinn",
         HashParams {
             iterations: 1,
             ..HashParams::default()
         },
+        true,
     )
     .await;
     attempt(&f, "dr.quinn", PASSWORD).await.unwrap();

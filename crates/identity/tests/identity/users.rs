@@ -1,6 +1,4 @@
-//! User records against real Postgres.
-
-#![allow(clippy::unwrap_used)]
+//! User records.
 
 use clinicd_identity::users::{self, DisplayName, Email, NewUser, UserError, UserStatus, Username};
 use sqlx::PgPool;

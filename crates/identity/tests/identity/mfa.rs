@@ -1,73 +1,16 @@
-//! TOTP enrolment, the MFA login step, replay refusal and backup codes, with a manual clock.
+//! TOTP enrolment, the MFA login step, replay refusal and backup codes.
 
-#![allow(clippy::unwrap_used)]
-
-use std::sync::Arc;
-
-use chrono::{Duration, Utc};
-use clinicd_crypto::{Keyring, LocalKeyProvider, SecretKey};
+use chrono::Duration;
 use clinicd_identity::clock::{Clock, ManualClock};
 use clinicd_identity::login::{LoginError, LoginOutcome};
 use clinicd_identity::mfa::MfaError;
-use clinicd_identity::password::PasswordHasherPool;
+use clinicd_identity::password::HashParams;
 use clinicd_identity::sessions::ClientInfo;
-use clinicd_identity::users::{self, DisplayName, Email, NewUser, UserId, Username};
-use clinicd_identity::{Identity, IdentitySettings};
-use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use totp_rs::{Builder, Secret};
 
-const PASSWORD: &str = "correct horse battery staple";
-
-struct Fixture {
-    identity: Identity,
-    clock: Arc<ManualClock>,
-    user: UserId,
-    db: PgPool,
-}
-
-async fn fixture(db: PgPool) -> Fixture {
-    let hash = PasswordHasherPool::new(Default::default(), 1)
-        .unwrap()
-        .hash(&SecretString::from(PASSWORD.to_owned()))
-        .await
-        .unwrap();
-    let user = users::create(
-        &db,
-        NewUser {
-            username: Username::parse("dr.mfa").unwrap(),
-            email: Email::parse("mfa@clinic.example").unwrap(),
-            display_name: DisplayName::parse("Dr. MFA").unwrap(),
-            password_hash: hash,
-            must_change_password: false,
-        },
-    )
-    .await
-    .unwrap();
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    let master = SecretKey::from_bytes(&[6; 32]).unwrap();
-    let keyring = Arc::new(Keyring::new(
-        db.clone(),
-        Arc::new(LocalKeyProvider::new(master)),
-        Default::default(),
-    ));
-    keyring.bootstrap().await.unwrap();
-    let key = SecretSlice::from(vec![8u8; 32]);
-    let identity = Identity::new(
-        db.clone(),
-        &key,
-        keyring,
-        IdentitySettings::default(),
-        clock.clone(),
-    )
-    .unwrap();
-    Fixture {
-        identity,
-        clock,
-        user,
-        db,
-    }
-}
+use crate::support::{Fixture, PASSWORD, fixture};
 
 /// The code an authenticator app would show at the clock's time.
 fn code(secret_base32: &str, clock: &ManualClock) -> String {
@@ -115,7 +58,7 @@ async fn password_step(f: &Fixture) -> String {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn enrolment_returns_the_secret_once_and_stores_it_encrypted(db: PgPool) {
-    let f = fixture(db).await;
+    let f = fixture(db, "dr.mfa", HashParams::default(), false).await;
     let enrolment = f.identity.mfa.begin(f.user, "dr.mfa").await.unwrap();
     let uri = enrolment.otpauth_uri.expose_secret();
     assert!(uri.starts_with("otpauth://totp/clinicd:dr.mfa?"), "{uri}");
@@ -157,7 +100,7 @@ async fn enrolment_returns_the_secret_once_and_stores_it_encrypted(db: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn login_needs_the_second_factor_and_a_code_is_never_accepted_twice(db: PgPool) {
-    let f = fixture(db).await;
+    let f = fixture(db, "dr.mfa", HashParams::default(), false).await;
     let (secret, _) = enrol(&f).await;
     // The code used to confirm enrolment cannot log in within its window.
     let challenge = password_step(&f).await;
@@ -211,7 +154,7 @@ async fn login_needs_the_second_factor_and_a_code_is_never_accepted_twice(db: Pg
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_code_one_step_either_side_is_accepted_and_two_steps_is_not(db: PgPool) {
-    let f = fixture(db).await;
+    let f = fixture(db, "dr.mfa", HashParams::default(), false).await;
     let (secret, _) = enrol(&f).await;
     f.clock.advance(Duration::seconds(60));
     let previous_step = {
@@ -240,7 +183,7 @@ async fn a_code_one_step_either_side_is_accepted_and_two_steps_is_not(db: PgPool
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn backup_codes_work_once_each(db: PgPool) {
-    let f = fixture(db).await;
+    let f = fixture(db, "dr.mfa", HashParams::default(), false).await;
     let (_, codes) = enrol(&f).await;
     let first = codes[0].expose_secret().to_lowercase();
     let challenge = password_step(&f).await;
@@ -273,7 +216,7 @@ async fn backup_codes_work_once_each(db: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn wrong_codes_are_recorded_and_count_towards_the_lockout(db: PgPool) {
-    let f = fixture(db).await;
+    let f = fixture(db, "dr.mfa", HashParams::default(), false).await;
     enrol(&f).await;
     let challenge = password_step(&f).await;
     assert!(

@@ -1,0 +1,9 @@
+//! The identity crate against real Postgres, with a manual clock: no test sleeps.
+
+#![allow(clippy::unwrap_used)]
+
+mod login;
+mod mfa;
+mod sessions;
+mod support;
+mod users;
