@@ -415,6 +415,7 @@ impl LoginService {
                 user: Some(user.0),
                 session: Some(current_session),
                 reason: Some("wrong_current_password"),
+                actor: None,
             };
             record_event(
                 &mut *self.db.acquire().await?,
@@ -447,6 +448,7 @@ impl LoginService {
             user: Some(user.0),
             session: Some(current_session),
             reason: None,
+            actor: None,
         };
         record_event(
             &mut *self.db.acquire().await?,
@@ -456,6 +458,10 @@ impl LoginService {
         )
         .await?;
         Ok(())
+    }
+
+    pub fn hasher(&self) -> &PasswordHasherPool {
+        &self.hasher
     }
 
     /// The administrator's unlock: clears the lock and the failure count.
@@ -483,6 +489,7 @@ impl LoginService {
             user,
             session: None,
             reason: Some(reason),
+            actor: None,
         };
         record_event(&mut conn, self.clock.now(), event, client).await?;
         Ok(())

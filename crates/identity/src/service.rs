@@ -23,6 +23,7 @@ pub struct Identity {
     pub login: LoginService,
     pub mfa: Arc<MfaService>,
     pub db: PgPool,
+    pub clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,13 +71,14 @@ impl Identity {
             sessions.clone(),
             tokens,
             mfa.clone(),
-            clock,
+            clock.clone(),
         );
         Ok(Self {
             sessions,
             login,
             mfa,
             db,
+            clock,
         })
     }
 }

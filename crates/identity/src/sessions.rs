@@ -115,6 +115,7 @@ struct RefreshRow {
     last_seen_at: DateTime<Utc>,
     absolute_expires_at: DateTime<Utc>,
     revoked_at: Option<DateTime<Utc>>,
+    user_active: bool,
 }
 
 #[derive(Debug)]
@@ -209,8 +210,10 @@ impl SessionService {
         let hash = hash_token(refresh_token.expose_secret());
         let mut tx = self.db.begin().await?;
         let row: Option<RefreshRow> = sqlx::query_as(
-            "SELECT r.session_id, r.used_at, s.user_id, s.last_seen_at, s.absolute_expires_at, s.revoked_at \
-             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1 FOR UPDATE OF r, s",
+            "SELECT r.session_id, r.used_at, s.user_id, s.last_seen_at, s.absolute_expires_at, s.revoked_at, \
+                    u.status = 'active' AS user_active \
+             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id \
+             WHERE r.token_hash = $1 FOR UPDATE OF r, s",
         )
         .bind(&hash)
         .fetch_optional(&mut *tx)
@@ -222,6 +225,7 @@ impl SessionService {
             last_seen_at: last_seen,
             absolute_expires_at: absolute_expiry,
             revoked_at,
+            user_active,
         }) = row
         else {
             return Err(SessionError::Invalid);
@@ -237,6 +241,7 @@ impl SessionService {
                 user: Some(user),
                 session: Some(session),
                 reason: None,
+                actor: None,
             };
             record_event(&mut tx, now, event, client).await?;
             tx.commit().await?;
@@ -244,7 +249,7 @@ impl SessionService {
             return Err(SessionError::Reused);
         }
         let idle = now - last_seen > chrono(self.policy.idle_timeout);
-        if revoked_at.is_some() || now >= absolute_expiry || idle {
+        if revoked_at.is_some() || now >= absolute_expiry || idle || !user_active {
             return Err(SessionError::Invalid);
         }
         sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1")
@@ -404,6 +409,8 @@ pub struct SecurityEvent<'a> {
     pub user: Option<Uuid>,
     pub session: Option<Uuid>,
     pub reason: Option<&'a str>,
+    /// Who did it, when not the user themself (an administrator).
+    pub actor: Option<Uuid>,
 }
 
 /// Persists a security event (failures, lockouts, token reuse, MFA failures).
@@ -415,7 +422,7 @@ pub async fn record_event(
 ) -> Result<(), SessionError> {
     sqlx::query(
         "INSERT INTO security_events (id, occurred_at, kind, user_id, session_id, client_ip, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6::inet, CASE WHEN $7::text IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('reason', $7::text) END)",
+         VALUES ($1, $2, $3, $4, $5, $6::inet, jsonb_strip_nulls(jsonb_build_object('reason', $7::text, 'actor', $8::uuid)))",
     )
     .bind(Uuid::now_v7())
     .bind(now)
@@ -424,6 +431,7 @@ pub async fn record_event(
     .bind(event.session)
     .bind(client.ip.map(|ip| ip.to_string()))
     .bind(event.reason)
+    .bind(event.actor)
     .execute(tx)
     .await?;
     Ok(())

@@ -388,4 +388,11 @@ async fn disabling_a_user_ends_their_sessions(pool: PgPool) {
     app.call(with_token(TestRequest::get().uri("/api/auth/me"), &tokens))
         .await
         .assert_problem(401, "unauthenticated");
+    // Even a session that was not revoked cannot refresh for a disabled account.
+    app.call(post(
+        "/api/auth/refresh",
+        json!({ "refresh_token": tokens["refresh_token"] }),
+    ))
+    .await
+    .assert_problem(401, "session_invalid");
 }
