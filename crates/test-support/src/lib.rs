@@ -313,3 +313,29 @@ pub async fn create_user(
     .await
     .unwrap()
 }
+
+/// A fresh KMS key in moto_server, through the real AWS SDK. Fails loudly when moto is not
+/// configured: `./scripts/test` starts it and exports `AWS_ENDPOINT_URL`.
+pub async fn moto_kms_key() -> (aws_sdk_kms::Client, String) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect(
+        "AWS_ENDPOINT_URL must point at moto_server (run the tests through ./scripts/test)",
+    );
+    let config = aws_config::from_env()
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kms::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .load()
+        .await;
+    let client = aws_sdk_kms::Client::new(&config);
+    let key = client
+        .create_key()
+        .description("clinicd test root key")
+        .send()
+        .await
+        .unwrap();
+    let key_id = key.key_metadata().unwrap().key_id().to_owned();
+    (client, key_id)
+}

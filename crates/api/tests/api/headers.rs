@@ -89,3 +89,12 @@ async fn swagger_ui_assets_are_served_from_the_binary() {
     assert_eq!(redirect.status, 308);
     assert_eq!(redirect.header("location"), Some("/api/docs/"));
 }
+
+#[actix_web::test]
+async fn a_bare_error_from_a_lower_layer_becomes_problem_json() {
+    // Swagger UI's service answers an unknown asset with an empty 404 of its own.
+    let response = TestApp::new(settings())
+        .get("/api/docs/no-such-asset.js")
+        .await;
+    response.assert_problem(404, "not_found");
+}

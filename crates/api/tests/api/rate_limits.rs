@@ -91,3 +91,30 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_bucket() {
         .await
         .assert_problem(429, "rate_limited");
 }
+
+#[actix_web::test]
+async fn an_api_route_also_counts_against_its_class_limit() {
+    let app = TestApp::new(HttpSettings {
+        rate_limits: RateLimitSettings {
+            api: "1/1h".parse().unwrap(),
+            ..RateLimitSettings::default()
+        },
+        ..HttpSettings::default()
+    });
+    let me = || {
+        TestRequest::get()
+            .uri("/api/auth/me")
+            .peer_addr("192.0.2.9:5000".parse::<SocketAddr>().unwrap())
+    };
+    let first = app.call(me()).await;
+    first.assert_problem(401, "unauthenticated");
+    assert_eq!(
+        first.header("ratelimit-policy"),
+        Some(r#""ip";q=600;w=60, "api";q=1;w=3600"#)
+    );
+    let refused = app.call(me()).await;
+    refused.assert_problem(429, "rate_limited");
+    assert_eq!(app.state.metrics.rate_limited("api"), 1);
+    // Routes outside the class (health probes) are not counted against it.
+    assert_eq!(app.call(from("192.0.2.9:5000")).await.status, 200);
+}

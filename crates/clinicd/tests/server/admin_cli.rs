@@ -1,28 +1,12 @@
-use std::process::{Command, Output};
+use std::process::Output;
 
 use secrecy::SecretString;
 use sqlx::{PgPool, Row};
 
-use crate::support::dev_vars;
+use crate::support::run_clinicd;
 
 fn clinicd_admin(pool: &PgPool, dir: &std::path::Path, args: &[&str]) -> Output {
-    let base = std::env::var("DATABASE_URL").unwrap();
-    let database = pool.connect_options().get_database().unwrap().to_owned();
-    let mut vars = dev_vars(dir);
-    vars.insert(
-        "DATABASE_URL".into(),
-        format!("{}/{database}", base.rsplit_once('/').unwrap().0),
-    );
-    vars.insert("CLINICD_MIGRATE_ON_START".into(), "false".into());
-    vars.insert("CLINICD_LOG".into(), "warn".into());
-    Command::new(env!("CARGO_BIN_EXE_clinicd"))
-        .env_clear()
-        .envs(vars)
-        .current_dir(dir)
-        .arg("admin")
-        .args(args)
-        .output()
-        .unwrap()
+    run_clinicd(pool, dir, &[&["admin"], args].concat(), &[])
 }
 
 #[sqlx::test(migrations = "../../migrations")]

@@ -1,8 +1,6 @@
-use std::process::Command;
-
 use sqlx::PgPool;
 
-use crate::support::dev_vars;
+use crate::support::run_clinicd;
 
 /// Runs `clinicd keys ...` against the test's own database.
 fn clinicd_keys(pool: &PgPool, dir: &std::path::Path, args: &[&str]) -> String {
@@ -15,24 +13,7 @@ fn clinicd_keys_with(
     args: &[&str],
     extra: &[(&str, String)],
 ) -> String {
-    let base = std::env::var("DATABASE_URL").unwrap();
-    let database = pool.connect_options().get_database().unwrap().to_owned();
-    let url = format!("{}/{database}", base.rsplit_once('/').unwrap().0);
-    let mut vars = dev_vars(dir);
-    vars.insert("DATABASE_URL".into(), url);
-    vars.insert("CLINICD_MIGRATE_ON_START".into(), "false".into());
-    vars.insert("CLINICD_LOG".into(), "warn".into());
-    for (name, value) in extra {
-        vars.insert((*name).into(), value.clone());
-    }
-    let output = Command::new(env!("CARGO_BIN_EXE_clinicd"))
-        .env_clear()
-        .envs(vars)
-        .current_dir(dir)
-        .arg("keys")
-        .args(args)
-        .output()
-        .unwrap();
+    let output = run_clinicd(pool, dir, &[&["keys"], args].concat(), extra);
     assert!(
         output.status.success(),
         "clinicd keys {args:?}: {}",
@@ -88,31 +69,15 @@ async fn rotate_kek_then_status_shows_every_branch_key_under_the_new_kek(pool: P
 /// The same commands with AWS KMS (moto) as the root, configured only through the environment.
 #[sqlx::test(migrations = "../../migrations")]
 async fn the_key_commands_work_against_kms(pool: PgPool) {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect(
-        "AWS_ENDPOINT_URL must point at moto_server (run the tests through ./scripts/test)",
-    );
+    let (_, key_id) = clinicd_test_support::moto_kms_key().await;
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
     let aws = [
         ("CLINICD_KEY_PROVIDER", "aws-kms".to_owned()),
-        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("AWS_ENDPOINT_URL", endpoint),
         ("AWS_REGION", "us-east-1".to_owned()),
         ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
         ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
     ];
-    let config = aws_config::from_env()
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kms::config::Credentials::new(
-            "testing", "testing", None, None, "tests",
-        ))
-        .load()
-        .await;
-    let key = aws_sdk_kms::Client::new(&config)
-        .create_key()
-        .send()
-        .await
-        .unwrap();
-    let key_id = key.key_metadata().unwrap().key_id().to_owned();
     let mut env = aws.to_vec();
     env.push(("CLINICD_KMS_KEY_ID", key_id.clone()));
 

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::{Command, Output};
 
 use base64::Engine;
 
@@ -47,4 +48,33 @@ pub fn write_master_key(path: &Path, len: usize, mode: u32) {
 
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Runs the `clinicd` binary with `args` in a clean environment against the test's own
+/// database (`pool`), with `extra` variables on top of a development configuration.
+pub fn run_clinicd(
+    pool: &sqlx::PgPool,
+    dir: &Path,
+    args: &[&str],
+    extra: &[(&str, String)],
+) -> Output {
+    let base = std::env::var("DATABASE_URL").unwrap();
+    let database = pool.connect_options().get_database().unwrap().to_owned();
+    let mut vars = dev_vars(dir);
+    vars.insert(
+        "DATABASE_URL".into(),
+        format!("{}/{database}", base.rsplit_once('/').unwrap().0),
+    );
+    vars.insert("CLINICD_MIGRATE_ON_START".into(), "false".into());
+    vars.insert("CLINICD_LOG".into(), "warn".into());
+    for (name, value) in extra {
+        vars.insert((*name).into(), value.clone());
+    }
+    Command::new(env!("CARGO_BIN_EXE_clinicd"))
+        .env_clear()
+        .envs(vars)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
 }

@@ -6,10 +6,10 @@ use clinicd_crypto::{
     BlindIndexSpec, CryptoError, Encrypted, FieldLocation, KeyProvider, KeyRef, Owner,
     ProviderError, Purpose, SubjectId,
 };
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{Counting, create_table, keyring, local_provider, ssn_at};
+use crate::support::{Counting, copied_values_do_not_decrypt, keyring, local_provider, ssn_at};
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn bootstrap_makes_one_active_branch_key_per_purpose_even_when_racing(db: PgPool) {
@@ -82,63 +82,8 @@ async fn fields_round_trip_for_subjects_and_purposes(db: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_ciphertext_copied_to_another_row_or_column_in_sql_does_not_decrypt(db: PgPool) {
-    create_table(&db).await;
     let keyring = keyring(db.clone(), Arc::new(local_provider())).await;
-    let subject = SubjectId(Uuid::now_v7());
-    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-    for (row, value) in [(a, "111-11-1111"), (b, "222-22-2222")] {
-        let sealed = keyring
-            .encrypt(Owner::Subject(subject), &ssn_at(row), value.as_bytes())
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO secrets_under_test (id, subject, secret, other) VALUES ($1, $2, $3, $3)",
-        )
-        .bind(row)
-        .bind(subject.0)
-        .bind(&sealed)
-        .execute(&db)
-        .await
-        .unwrap();
-    }
-    sqlx::query("UPDATE secrets_under_test SET secret = (SELECT secret FROM secrets_under_test WHERE id = $1) WHERE id = $2")
-        .bind(a)
-        .bind(b)
-        .execute(&db)
-        .await
-        .unwrap();
-    let read = |id: Uuid, column: &'static str| {
-        let db = db.clone();
-        async move {
-            let row = sqlx::query("SELECT secret, other FROM secrets_under_test WHERE id = $1")
-                .bind(id)
-                .fetch_one(&db)
-                .await
-                .unwrap();
-            row.get::<Vec<u8>, _>(column)
-        }
-    };
-    assert_eq!(
-        keyring
-            .decrypt(&ssn_at(a), &read(a, "secret").await)
-            .await
-            .unwrap()
-            .as_slice(),
-        b"111-11-1111"
-    );
-    let moved = read(b, "secret").await;
-    assert!(matches!(
-        keyring.decrypt(&ssn_at(b), &moved).await,
-        Err(CryptoError::Integrity)
-    ));
-    // The same bytes read as if they lived in another column fail too.
-    let other_column = FieldLocation::new("secrets_under_test", "other", a);
-    assert!(matches!(
-        keyring
-            .decrypt(&other_column, &read(a, "secret").await)
-            .await,
-        Err(CryptoError::Integrity)
-    ));
+    copied_values_do_not_decrypt(&db, &keyring).await;
 }
 
 #[sqlx::test(migrations = "../../migrations")]

@@ -7,31 +7,12 @@ use clinicd_crypto::{KeyProvider, KmsKeyProvider, Owner, ProviderError, Purpose,
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{create_table, keyring, ssn_at};
+use crate::support::{copied_values_do_not_decrypt, keyring, ssn_at};
 
 /// A fresh KMS key in moto. Fails loudly when moto is not configured: scripts/test starts it
 /// and exports AWS_ENDPOINT_URL.
 async fn kms() -> KmsKeyProvider {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect(
-        "AWS_ENDPOINT_URL must point at moto_server (run the tests through ./scripts/test)",
-    );
-    let config = aws_config::from_env()
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kms::config::Credentials::new(
-            "testing", "testing", None, None, "tests",
-        ))
-        .load()
-        .await;
-    let client = aws_sdk_kms::Client::new(&config);
-    let key = client
-        .create_key()
-        .description("clinicd test root key")
-        .send()
-        .await
-        .unwrap();
-    let key_id = key.key_metadata().unwrap().key_id().to_owned();
+    let (client, key_id) = clinicd_test_support::moto_kms_key().await;
     KmsKeyProvider::new(client, key_id)
 }
 
@@ -112,38 +93,6 @@ async fn the_hierarchy_round_trips_and_rotates_under_kms(db: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn under_kms_a_ciphertext_copied_to_another_row_does_not_decrypt(db: PgPool) {
-    create_table(&db).await;
     let keyring = keyring(db.clone(), Arc::new(kms().await)).await;
-    let subject = SubjectId(Uuid::now_v7());
-    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-    for (row, value) in [(a, "111-11-1111"), (b, "222-22-2222")] {
-        let sealed = keyring
-            .encrypt(Owner::Subject(subject), &ssn_at(row), value.as_bytes())
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO secrets_under_test (id, subject, secret) VALUES ($1, $2, $3)")
-            .bind(row)
-            .bind(subject.0)
-            .bind(sealed)
-            .execute(&db)
-            .await
-            .unwrap();
-    }
-    sqlx::query("UPDATE secrets_under_test SET secret = (SELECT secret FROM secrets_under_test WHERE id = $1) WHERE id = $2")
-        .bind(a)
-        .bind(b)
-        .execute(&db)
-        .await
-        .unwrap();
-    let moved: Vec<u8> = sqlx::query_scalar("SELECT secret FROM secrets_under_test WHERE id = $1")
-        .bind(b)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    keyring.clear_caches();
-    let error = keyring.decrypt(&ssn_at(b), &moved).await.unwrap_err();
-    assert!(
-        matches!(error, clinicd_crypto::CryptoError::Integrity),
-        "{error:?}"
-    );
+    copied_values_do_not_decrypt(&db, &keyring).await;
 }

@@ -3,10 +3,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clinicd_crypto::provider::{GeneratedKey, WrappedKey};
 use clinicd_crypto::{
-    CacheSettings, EncryptionContext, FieldLocation, KeyProvider, Keyring, LocalKeyProvider,
-    ProviderError, SecretKey,
+    CacheSettings, CryptoError, EncryptionContext, FieldLocation, KeyProvider, Keyring,
+    LocalKeyProvider, Owner, ProviderError, SecretKey, SubjectId,
 };
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
 
 /// Counts calls to the provider it wraps: the hot path must make none.
 #[derive(Debug)]
@@ -85,4 +86,67 @@ pub async fn create_table(db: &PgPool) {
         .execute(db)
         .await
         .unwrap();
+}
+
+/// Two rows of one patient; the first row's ciphertext is copied over the second's in SQL. The
+/// copy must not decrypt at its new row, nor when read as another column.
+pub async fn copied_values_do_not_decrypt(db: &PgPool, keyring: &Keyring) {
+    create_table(db).await;
+    let subject = SubjectId(Uuid::now_v7());
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    for (row, value) in [(a, "111-11-1111"), (b, "222-22-2222")] {
+        let sealed = keyring
+            .encrypt(Owner::Subject(subject), &ssn_at(row), value.as_bytes())
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO secrets_under_test (id, subject, secret, other) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(row)
+        .bind(subject.0)
+        .bind(&sealed)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE secrets_under_test SET secret = (SELECT secret FROM secrets_under_test WHERE id = $1) WHERE id = $2")
+        .bind(a)
+        .bind(b)
+        .execute(db)
+        .await
+        .unwrap();
+    let read = |id: Uuid, column: &'static str| {
+        let db = db.clone();
+        async move {
+            let row = sqlx::query("SELECT secret, other FROM secrets_under_test WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            row.get::<Vec<u8>, _>(column)
+        }
+    };
+    assert_eq!(
+        keyring
+            .decrypt(&ssn_at(a), &read(a, "secret").await)
+            .await
+            .unwrap()
+            .as_slice(),
+        b"111-11-1111"
+    );
+    let moved = read(b, "secret").await;
+    // With cold caches too: nothing cached can make a moved value decrypt.
+    keyring.clear_caches();
+    assert!(matches!(
+        keyring.decrypt(&ssn_at(b), &moved).await,
+        Err(CryptoError::Integrity)
+    ));
+    // The same bytes read as if they lived in another column fail too.
+    let other_column = FieldLocation::new("secrets_under_test", "other", a);
+    assert!(matches!(
+        keyring
+            .decrypt(&other_column, &read(a, "secret").await)
+            .await,
+        Err(CryptoError::Integrity)
+    ));
 }
