@@ -10,6 +10,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use clinicd_identity::sessions::{Principal, SessionError};
 use futures_util::future::LocalBoxFuture;
 
+use crate::cookies;
 use crate::problem::ApiError;
 use crate::state::ApiState;
 
@@ -78,7 +79,8 @@ fn unknown_field(err: &serde_json::Error) -> Option<String> {
     })
 }
 
-/// The authenticated caller: a valid access token (`Authorization: Bearer`) of a live session
+/// The authenticated caller: a valid access token (`Authorization: Bearer`, or the session
+/// cookie plus `X-CSRF-Token` on unsafe methods; see [`crate::cookies`]) of a live session
 /// of an active user who need not change their password first. No token or a bad one is 401
 /// `unauthenticated`; a pending forced password change is 403 `password_change_required`. The
 /// session is checked on every request, so a revoked session's tokens stop working at once.
@@ -116,18 +118,54 @@ impl FromRequest for Caller {
     }
 }
 
+/// How the caller presented their access token.
+enum Credential {
+    Bearer(String),
+    /// From the session cookie; `csrf` is the `X-CSRF-Token` header if the method needs one.
+    Cookie {
+        token: String,
+        csrf: Option<Option<String>>,
+    },
+}
+
+fn credential(req: &HttpRequest) -> Option<Credential> {
+    // An explicit header wins: a request carrying one was made by code, not by a browser
+    // attaching cookies on its own.
+    if let Some(token) = bearer_token(req) {
+        return Some(Credential::Bearer(token));
+    }
+    let token = cookies::access_token(req)?;
+    let csrf =
+        cookies::is_unsafe(req.method()).then(|| cookies::csrf_header(req).map(str::to_owned));
+    Some(Credential::Cookie { token, csrf })
+}
+
 fn principal(req: &HttpRequest) -> LocalBoxFuture<'static, Result<Principal, ApiError>> {
-    let token = bearer_token(req);
+    let credential = credential(req);
     let state = req.app_data::<web::Data<ApiState>>().cloned();
     Box::pin(async move {
-        let (Some(token), Some(state)) = (token, state) else {
+        let (Some(credential), Some(state)) = (credential, state) else {
             return Err(ApiError::Unauthenticated);
         };
-        match state.identity.sessions.authenticate(&token).await {
-            Ok(principal) => Ok(principal),
-            Err(SessionError::Database(error)) => Err(ApiError::unexpected(error)),
-            Err(_) => Err(ApiError::Unauthenticated),
+        let (token, csrf) = match credential {
+            Credential::Bearer(token) => (token, None),
+            Credential::Cookie { token, csrf } => (token, csrf),
+        };
+        let sessions = &state.identity.sessions;
+        let principal = match sessions.authenticate(&token).await {
+            Ok(principal) => principal,
+            Err(SessionError::Database(error)) => return Err(ApiError::unexpected(error)),
+            Err(_) => return Err(ApiError::Unauthenticated),
+        };
+        if let Some(presented) = csrf {
+            let valid = presented
+                .is_some_and(|value| sessions.csrf_token_matches(principal.session_id, &value));
+            if !valid {
+                tracing::warn!(session_id = %principal.session_id, "cookie request without a valid CSRF token refused");
+                return Err(ApiError::CsrfTokenInvalid);
+            }
         }
+        Ok(principal)
     })
 }
 

@@ -8,6 +8,7 @@
 //! call a domain crate, audit and respond); log bodies, query strings or raw paths.
 
 pub mod client_ip;
+pub mod cookies;
 pub mod docs;
 pub mod extract;
 pub mod metrics;

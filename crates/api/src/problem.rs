@@ -60,6 +60,8 @@ pub enum ApiError {
     MfaAlreadyEnrolled,
     #[error("no second-factor enrolment is pending")]
     MfaNotPending,
+    #[error("this request needs the session's CSRF token in the X-CSRF-Token header")]
+    CsrfTokenInvalid,
     #[error("cross-origin requests from this origin are not allowed")]
     OriginNotAllowed,
     #[error("no resource at this path")]
@@ -106,6 +108,7 @@ impl ApiError {
             Self::InvalidMfaCode => "invalid_mfa_code",
             Self::MfaAlreadyEnrolled => "mfa_already_enrolled",
             Self::MfaNotPending => "mfa_not_pending",
+            Self::CsrfTokenInvalid => "csrf_token_invalid",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -172,7 +175,7 @@ impl ResponseError for ApiError {
             }
             Self::InvalidMfa => StatusCode::UNAUTHORIZED,
             Self::MfaAlreadyEnrolled | Self::MfaNotPending => StatusCode::CONFLICT,
-            Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::OriginNotAllowed | Self::CsrfTokenInvalid => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -50,6 +50,9 @@ pub enum SessionError {
     Invalid,
     #[error("a refresh token was used twice; the session has been revoked")]
     Reused,
+    /// The caller's own check (for example CSRF) failed; the session is unchanged.
+    #[error("the request was refused")]
+    Refused,
     #[error("database error: {0}")]
     Database(String),
     #[error("the random number generator failed")]
@@ -83,6 +86,8 @@ pub struct IssuedTokens {
     pub access_token: String,
     pub access_expires_at: DateTime<Utc>,
     pub refresh_token: SecretString,
+    /// The session's absolute end: no refresh succeeds after it.
+    pub session_expires_at: DateTime<Utc>,
 }
 
 /// The authenticated caller, from a valid access token of a live session.
@@ -151,6 +156,15 @@ impl SessionService {
         }
     }
 
+    /// The CSRF token a cookie client must echo in `X-CSRF-Token` for this session.
+    pub fn csrf_token(&self, session: Uuid) -> String {
+        self.tokens.csrf_token(session)
+    }
+
+    pub fn csrf_token_matches(&self, session: Uuid, presented: &str) -> bool {
+        self.tokens.csrf_token_matches(session, presented)
+    }
+
     /// A new session (always a new id: no session fixation) for a user who has just proved who
     /// they are. Revokes the user's oldest sessions beyond the limit.
     pub async fn start(
@@ -197,7 +211,7 @@ impl SessionService {
         .await?;
         let refresh_token = self.new_refresh_token(&mut tx, session, now).await?;
         tx.commit().await?;
-        self.issue(user, session, now, refresh_token)
+        self.issue(user, session, now, now + chrono(lifetime), refresh_token)
     }
 
     /// Rotates a refresh token: the presented one is used up and a new pair is issued.
@@ -205,6 +219,18 @@ impl SessionService {
         &self,
         refresh_token: &SecretString,
         client: &ClientInfo,
+    ) -> Result<IssuedTokens, SessionError> {
+        self.refresh_if(refresh_token, client, |_| true).await
+    }
+
+    /// Like [`Self::refresh`], but only if `allowed(session id)` holds once the token's session is
+    /// known (a cookie client's CSRF token is bound to the session); otherwise nothing changes
+    /// and the answer is [`SessionError::Refused`].
+    pub async fn refresh_if(
+        &self,
+        refresh_token: &SecretString,
+        client: &ClientInfo,
+        allowed: impl FnOnce(Uuid) -> bool,
     ) -> Result<IssuedTokens, SessionError> {
         let now = self.clock.now();
         let hash = hash_token(refresh_token.expose_secret());
@@ -230,6 +256,9 @@ impl SessionService {
         else {
             return Err(SessionError::Invalid);
         };
+        if !allowed(session) {
+            return Err(SessionError::Refused);
+        }
         if used_at.is_some() {
             sqlx::query("UPDATE sessions SET revoked_at = coalesce(revoked_at, $2), revoked_reason = coalesce(revoked_reason, 'refresh_token_reuse') WHERE id = $1")
                 .bind(session)
@@ -264,7 +293,7 @@ impl SessionService {
             .await?;
         let next = self.new_refresh_token(&mut tx, session, now).await?;
         tx.commit().await?;
-        self.issue(UserId(user), session, now, next)
+        self.issue(UserId(user), session, now, absolute_expiry, next)
     }
 
     /// The caller behind an access token, if its session is still live. Records activity (at
@@ -383,6 +412,7 @@ impl SessionService {
         user: UserId,
         session: Uuid,
         now: DateTime<Utc>,
+        session_expires_at: DateTime<Utc>,
         refresh_token: SecretString,
     ) -> Result<IssuedTokens, SessionError> {
         let (access_token, claims) = self.tokens.issue(
@@ -398,6 +428,7 @@ impl SessionService {
             access_token,
             access_expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),
             refresh_token,
+            session_expires_at,
         })
     }
 }

@@ -60,6 +60,8 @@ pub enum TokenError {
 }
 
 pub struct TokenService {
+    /// Derives each session's CSRF token (cookie clients only; see [`TokenService::csrf_token`]).
+    csrf: aws_lc_rs::hmac::Key,
     encoding: EncodingKey,
     decoding: DecodingKey,
     issuer: String,
@@ -83,13 +85,33 @@ impl TokenService {
         audience: impl Into<String>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        // A key of its own for CSRF tokens, so they can never be mistaken for a JWT signature.
+        let root = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.expose_secret());
+        let csrf_key = aws_lc_rs::hmac::sign(&root, b"clinicd csrf token key v1");
         Self {
+            csrf: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, csrf_key.as_ref()),
             encoding: EncodingKey::from_secret(key.expose_secret()),
             decoding: DecodingKey::from_secret(key.expose_secret()),
             issuer: issuer.into(),
             audience: audience.into(),
             clock,
         }
+    }
+
+    /// The CSRF token of a session: an HMAC of its id, so it needs no storage, differs per
+    /// session and cannot be forged without the key (OWASP's signed double-submit pattern).
+    pub fn csrf_token(&self, session: Uuid) -> String {
+        use base64::Engine as _;
+        let tag = aws_lc_rs::hmac::sign(&self.csrf, session.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    }
+
+    /// Whether `presented` is the CSRF token of `session`, compared in constant time.
+    pub fn csrf_token_matches(&self, session: Uuid, presented: &str) -> bool {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(presented)
+            .is_ok_and(|tag| aws_lc_rs::hmac::verify(&self.csrf, session.as_bytes(), &tag).is_ok())
     }
 
     /// A signed token of type `typ` for `user` in `session`, valid from `now` for `ttl`.

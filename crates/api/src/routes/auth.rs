@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::client_ip::ClientIp;
+use crate::cookies;
 use crate::extract::{Authenticated, Caller};
 use crate::problem::{ApiError, Problem};
 use crate::rate_limit::{RateClass, RateKey};
@@ -26,24 +27,37 @@ pub struct LoginRequest {
     /// A longer absolute session lifetime on a trusted device.
     #[serde(default)]
     pub remember_me: bool,
+    /// Browser clients: deliver the tokens in `__Host-` cookies (HttpOnly, Secure,
+    /// SameSite=Strict) instead of the body. Unsafe requests then need `X-CSRF-Token`.
+    #[serde(default)]
+    pub cookies: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    #[schema(value_type = String, format = Password)]
-    pub refresh_token: SecretString,
+    /// API clients. Cookie clients send `{}`: the refresh cookie and `X-CSRF-Token` are used.
+    #[schema(value_type = Option<String>, format = Password)]
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
 }
 
-/// Tokens for an API client. The access token is a JWT for `Authorization: Bearer`, valid for
-/// `expires_in` seconds; the refresh token is single use: each refresh returns a new one.
+/// A new session or a refreshed one. API clients get the tokens here: the access token is a JWT
+/// for `Authorization: Bearer`, valid for `expires_in` seconds; the refresh token is single
+/// use: each refresh returns a new one. Cookie clients get them only as cookies, and the body
+/// carries the CSRF token instead.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
-    pub access_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
     #[schema(example = "Bearer")]
     pub token_type: String,
     pub expires_in: i64,
-    pub refresh_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Cookie clients only: send it as `X-CSRF-Token` on every unsafe request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
     pub session_id: Uuid,
     /// The password must be changed before anything else (first login, administrator reset).
     pub must_change_password: bool,
@@ -71,17 +85,42 @@ fn client_info(req: &HttpRequest) -> ClientInfo {
     }
 }
 
-fn token_response(tokens: IssuedTokens, must_change_password: bool) -> TokenResponse {
-    TokenResponse {
-        expires_in: (tokens.access_expires_at - chrono::Utc::now())
-            .num_seconds()
-            .max(0),
-        access_token: tokens.access_token,
-        token_type: "Bearer".into(),
-        refresh_token: tokens.refresh_token.expose_secret().to_owned(),
-        session_id: tokens.session_id,
-        must_change_password,
-    }
+/// Answers a login, MFA completion or refresh: tokens in the body for API clients, in cookies
+/// (plus the CSRF token in the body) for browser clients.
+fn session_response(
+    state: &ApiState,
+    tokens: IssuedTokens,
+    must_change_password: bool,
+    as_cookies: bool,
+) -> HttpResponse {
+    let expires_in = (tokens.access_expires_at - chrono::Utc::now())
+        .num_seconds()
+        .max(0);
+    let mut response = HttpResponse::Ok();
+    let body = if as_cookies {
+        let csrf_token = state.identity.sessions.csrf_token(tokens.session_id);
+        cookies::set_session(&mut response, &tokens, &csrf_token);
+        TokenResponse {
+            access_token: None,
+            token_type: "Cookie".into(),
+            expires_in,
+            refresh_token: None,
+            csrf_token: Some(csrf_token),
+            session_id: tokens.session_id,
+            must_change_password,
+        }
+    } else {
+        TokenResponse {
+            expires_in,
+            token_type: "Bearer".into(),
+            refresh_token: Some(tokens.refresh_token.expose_secret().to_owned()),
+            access_token: Some(tokens.access_token),
+            csrf_token: None,
+            session_id: tokens.session_id,
+            must_change_password,
+        }
+    };
+    response.json(body)
 }
 
 /// Logs in with a username and password.
@@ -122,9 +161,12 @@ pub async fn login(
         .login(&body.username, &body.password, body.remember_me, &client)
         .await
     {
-        Ok(LoginOutcome::LoggedIn(ok)) => {
-            Ok(HttpResponse::Ok().json(token_response(ok.tokens, ok.must_change_password)))
-        }
+        Ok(LoginOutcome::LoggedIn(ok)) => Ok(session_response(
+            &state,
+            ok.tokens,
+            ok.must_change_password,
+            body.cookies,
+        )),
         Ok(LoginOutcome::MfaRequired {
             challenge_token,
             expires_in_secs,
@@ -151,6 +193,7 @@ pub async fn login(
         (status = 200, description = "New tokens; the presented refresh token is used up", body = TokenResponse),
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown, expired, idle or revoked session; or a reused refresh token, which revokes the session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A cookie client sent no valid X-CSRF-Token; the session is unchanged", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -159,20 +202,32 @@ pub async fn refresh(
     state: web::Data<ApiState>,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    match state
-        .identity
-        .sessions
-        .refresh(&body.refresh_token, &client_info(&req))
-        .await
-    {
+    let sessions = &state.identity.sessions;
+    let client = client_info(&req);
+    let (result, as_cookies) = match &body.refresh_token {
+        Some(token) => (sessions.refresh(token, &client).await, false),
+        None => {
+            let token = cookies::refresh_token(&req).ok_or(ApiError::SessionInvalid)?;
+            // The cookie came by itself; the CSRF token proves the page asked for it.
+            let csrf = cookies::csrf_header(&req).map(str::to_owned);
+            let allowed = |session| {
+                csrf.as_deref()
+                    .is_some_and(|value| sessions.csrf_token_matches(session, value))
+            };
+            let token = SecretString::from(token);
+            (sessions.refresh_if(&token, &client, allowed).await, true)
+        }
+    };
+    match result {
         Ok(tokens) => {
             // The forced-change flag is the user's, not the session's: read it afresh.
             let must_change = users::find_by_id(&state.identity.db, tokens.user_id)
                 .await
                 .map_err(ApiError::unexpected)?
                 .is_some_and(|user| user.must_change_password);
-            Ok(HttpResponse::Ok().json(token_response(tokens, must_change)))
+            Ok(session_response(&state, tokens, must_change, as_cookies))
         }
+        Err(SessionError::Refused) => Err(ApiError::CsrfTokenInvalid),
         Err(SessionError::Reused) => Err(ApiError::SessionRevoked),
         Err(SessionError::Database(error)) => Err(ApiError::unexpected(error)),
         Err(_) => Err(ApiError::SessionInvalid),
@@ -188,6 +243,7 @@ pub async fn refresh(
     responses(
         (status = 204, description = "Logged out"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A cookie client sent no valid X-CSRF-Token", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -199,7 +255,9 @@ pub async fn logout(caller: Caller, state: web::Data<ApiState>) -> Result<HttpRe
         .revoke(principal.user_id, principal.session_id, "logout")
         .await
         .map_err(ApiError::unexpected)?;
-    Ok(HttpResponse::NoContent().finish())
+    let mut response = HttpResponse::NoContent();
+    cookies::clear_session(&mut response);
+    Ok(response.finish())
 }
 
 /// The authenticated caller.
@@ -252,7 +310,7 @@ pub struct ChangePasswordRequest {
         (status = 204, description = "Changed"),
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The current password is not correct", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The current password is not correct (current_password_incorrect), or a cookie client sent no valid X-CSRF-Token (csrf_token_invalid)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The new password is refused: password_too_short, password_too_long, password_too_common, password_contains_username or password_unchanged", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
@@ -346,7 +404,7 @@ pub async fn list_sessions(
         (status = 204, description = "Revoked"),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The password must be changed first", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The password must be changed first (password_change_required), or a cookie client sent no valid X-CSRF-Token (csrf_token_invalid)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such live session of the caller", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
@@ -386,6 +444,9 @@ pub struct MfaRequest {
     /// A 6-digit TOTP code or a backup code (`XXXX-XXXX-XXXX-XXXX`).
     #[schema(value_type = String, format = Password)]
     pub code: SecretString,
+    /// As at login: tokens in `__Host-` cookies for a browser client.
+    #[serde(default)]
+    pub cookies: bool,
 }
 
 /// Completes a login with a TOTP or backup code. The challenge is used up either way.
@@ -416,7 +477,12 @@ pub async fn complete_mfa(
         )
         .await
     {
-        Ok(ok) => Ok(HttpResponse::Ok().json(token_response(ok.tokens, ok.must_change_password))),
+        Ok(ok) => Ok(session_response(
+            &state,
+            ok.tokens,
+            ok.must_change_password,
+            body.cookies,
+        )),
         Err(LoginError::InvalidMfa) => Err(ApiError::InvalidMfa),
         Err(other) => Err(ApiError::unexpected(other)),
     }
@@ -441,7 +507,7 @@ pub struct TotpEnrolment {
     responses(
         (status = 200, description = "Enrolment started; confirm with a first code", body = TotpEnrolment),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The password must be changed first", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The password must be changed first (password_change_required), or a cookie client sent no valid X-CSRF-Token (csrf_token_invalid)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already enrolled", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
@@ -490,7 +556,7 @@ pub struct BackupCodes {
         (status = 200, description = "Enrolled; backup codes shown once", body = BackupCodes),
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The password must be changed first", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The password must be changed first (password_change_required), or a cookie client sent no valid X-CSRF-Token (csrf_token_invalid)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No enrolment pending", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The code is not valid", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
