@@ -15,12 +15,14 @@ use actix_web::HttpResponseBuilder;
 use actix_web::cookie::{Cookie, SameSite, time};
 use actix_web::http::Method;
 use chrono::Utc;
+use clinicd_identity::devices::NewDevice;
 use clinicd_identity::sessions::IssuedTokens;
 use secrecy::ExposeSecret;
 
 pub const ACCESS_COOKIE: &str = "__Host-clinicd-access";
 pub const REFRESH_COOKIE: &str = "__Host-clinicd-refresh";
 pub const CSRF_COOKIE: &str = "__Host-clinicd-csrf";
+pub const DEVICE_COOKIE: &str = "__Host-clinicd-device";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// A `__Host-` cookie: Secure, Path=/, no Domain; SameSite=Strict.
@@ -67,7 +69,22 @@ pub fn set_session(response: &mut HttpResponseBuilder, tokens: &IssuedTokens, cs
     ));
 }
 
-/// Expires all three cookies (logout, or a refresh that failed).
+/// Remembers a trusted device (HttpOnly; kept across logouts, since it belongs to the device).
+pub fn set_device(response: &mut HttpResponseBuilder, device: &NewDevice) {
+    let secs = (device.expires_at - Utc::now()).num_seconds();
+    response.cookie(host_cookie(
+        DEVICE_COOKIE,
+        device.token.expose_secret().to_owned(),
+        secs,
+        true,
+    ));
+}
+
+pub fn device_token(req: &HttpRequest) -> Option<String> {
+    non_empty(req.cookie(DEVICE_COOKIE)?.value())
+}
+
+/// Expires all three session cookies (logout, or a refresh that failed).
 pub fn clear_session(response: &mut HttpResponseBuilder) {
     for name in [ACCESS_COOKIE, REFRESH_COOKIE, CSRF_COOKIE] {
         response.cookie(host_cookie(name, String::new(), 0, name != CSRF_COOKIE));

@@ -60,6 +60,8 @@ pub enum ApiError {
     MfaAlreadyEnrolled,
     #[error("no second-factor enrolment is pending")]
     MfaNotPending,
+    #[error("no second factor is enrolled")]
+    MfaNotEnrolled,
     #[error("this request needs the session's CSRF token in the X-CSRF-Token header")]
     CsrfTokenInvalid,
     #[error("cross-origin requests from this origin are not allowed")]
@@ -108,6 +110,7 @@ impl ApiError {
             Self::InvalidMfaCode => "invalid_mfa_code",
             Self::MfaAlreadyEnrolled => "mfa_already_enrolled",
             Self::MfaNotPending => "mfa_not_pending",
+            Self::MfaNotEnrolled => "mfa_not_enrolled",
             Self::CsrfTokenInvalid => "csrf_token_invalid",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::NotFound => "not_found",
@@ -174,7 +177,9 @@ impl ResponseError for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::InvalidMfa => StatusCode::UNAUTHORIZED,
-            Self::MfaAlreadyEnrolled | Self::MfaNotPending => StatusCode::CONFLICT,
+            Self::MfaAlreadyEnrolled | Self::MfaNotPending | Self::MfaNotEnrolled => {
+                StatusCode::CONFLICT
+            }
             Self::OriginNotAllowed | Self::CsrfTokenInvalid => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -4,6 +4,7 @@
 use secrecy::SecretString;
 
 use crate::bootstrap::{BootstrapError, one_time_password};
+use crate::devices;
 use crate::login::LoginError;
 use crate::service::Identity;
 use crate::sessions::{ClientInfo, SecurityEvent, record_event};
@@ -64,8 +65,37 @@ impl Identity {
         self.sessions
             .revoke_all(user, None, "password_reset")
             .await?;
+        // The second factor stays; devices trusted before the reset must prove it again.
+        devices::revoke_all(&self.db, user, self.clock.now(), "password_reset").await?;
         self.admin_event("password_reset", user, actor).await?;
         Ok(password)
+    }
+
+    /// Removes a user's second factor (a lost phone and no backup codes). Every session and
+    /// trusted device ends; the user logs in with their password and enrols again (RBAC
+    /// requires it at once for roles that need MFA).
+    pub async fn admin_reset_mfa(
+        &self,
+        user: UserId,
+        actor: Option<UserId>,
+    ) -> Result<(), AdminError> {
+        let mut tx = self.db.begin().await?;
+        let exists: Option<bool> =
+            sqlx::query_scalar("SELECT true FROM users WHERE id = $1 FOR UPDATE")
+                .bind(user.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(AdminError::NoSuchUser);
+        }
+        self.mfa
+            .remove(&mut tx, user)
+            .await
+            .map_err(|e| AdminError::Database(e.to_string()))?;
+        devices::revoke_all(&mut *tx, user, self.clock.now(), "mfa_reset").await?;
+        tx.commit().await?;
+        self.sessions.revoke_all(user, None, "mfa_reset").await?;
+        self.admin_event("mfa_reset", user, actor).await
     }
 
     /// Disables an account: it cannot log in and every session ends at once.
@@ -78,6 +108,7 @@ impl Identity {
         self.sessions
             .revoke_all(user, None, "user_disabled")
             .await?;
+        devices::revoke_all(&self.db, user, self.clock.now(), "user_disabled").await?;
         self.admin_event("user_disabled", user, actor).await
     }
 

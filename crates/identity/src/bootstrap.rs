@@ -11,6 +11,8 @@ use crate::users::{self, DisplayName, Email, NewUser, UserError, UserId, Usernam
 /// Letters and digits that cannot be confused with each other when read off a screen.
 const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
 const ONE_TIME_LEN: usize = 24;
+/// The built-in role the first account gets (seeded by migration 0008).
+pub const ADMIN_ROLE: &str = "Admin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -50,8 +52,9 @@ pub async fn create_admin(
         Email::parse(email.unwrap_or(&format!("{}@localhost.localdomain", username.as_str())))?;
     let password = one_time_password()?;
     let password_hash = hasher.hash(&password).await?;
+    let mut tx = db.begin().await.map_err(UserError::from)?;
     let id = users::create(
-        db,
+        &mut *tx,
         NewUser {
             display_name: DisplayName::parse(username.as_str())?,
             username,
@@ -61,6 +64,8 @@ pub async fn create_admin(
         },
     )
     .await?;
+    users::assign_role(&mut *tx, id, ADMIN_ROLE, None).await?;
+    tx.commit().await.map_err(UserError::from)?;
     tracing::info!(user_id = %id, "administrator account created");
     Ok((id, password))
 }

@@ -16,7 +16,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::mfa::MfaService;
+use crate::devices::{DeviceService, NewDevice};
+use crate::mfa::{Factor, MfaService};
 use crate::password::{HashError, PasswordHasherPool};
 use crate::sessions::{
     ClientInfo, IssuedTokens, SecurityEvent, SessionError, SessionService, record_event,
@@ -112,6 +113,8 @@ pub struct LoggedIn {
     pub tokens: IssuedTokens,
     /// The session may only be used to change the password (first login, admin reset).
     pub must_change_password: bool,
+    /// A device trusted at this login (token shown once, to the device).
+    pub trusted_device: Option<NewDevice>,
 }
 
 #[derive(Debug)]
@@ -121,6 +124,7 @@ pub struct LoginService {
     sessions: Arc<SessionService>,
     tokens: Arc<TokenService>,
     mfa: Arc<MfaService>,
+    devices: Arc<DeviceService>,
     clock: Arc<dyn Clock>,
 }
 
@@ -149,6 +153,7 @@ impl LoginService {
         sessions: Arc<SessionService>,
         tokens: Arc<TokenService>,
         mfa: Arc<MfaService>,
+        devices: Arc<DeviceService>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -157,6 +162,7 @@ impl LoginService {
             sessions,
             tokens,
             mfa,
+            devices,
             clock,
         }
     }
@@ -166,6 +172,20 @@ impl LoginService {
         username: &str,
         password: &SecretString,
         remember_me: bool,
+        client: &ClientInfo,
+    ) -> Result<LoginOutcome, LoginError> {
+        self.login_from_device(username, password, remember_me, None, client)
+            .await
+    }
+
+    /// [`Self::login`] from a device that may hold a trusted-device token: a live one of this
+    /// user stands in for the second factor (never for the password).
+    pub async fn login_from_device(
+        &self,
+        username: &str,
+        password: &SecretString,
+        remember_me: bool,
+        device: Option<&SecretString>,
         client: &ClientInfo,
     ) -> Result<LoginOutcome, LoginError> {
         let now = self.clock.now();
@@ -206,7 +226,7 @@ impl LoginService {
                 .execute(&self.db)
                 .await?;
         }
-        if user.mfa_enabled {
+        if user.mfa_enabled && !self.trusted(&user, device, client).await? {
             return self.challenge(&user, remember_me, now).await;
         }
         let tokens = self.sessions.start(user.id, remember_me, client).await?;
@@ -214,7 +234,28 @@ impl LoginService {
             user_id: user.id,
             tokens,
             must_change_password: user.must_change_password,
+            trusted_device: None,
         }))
+    }
+
+    async fn trusted(
+        &self,
+        user: &UserRecord,
+        device: Option<&SecretString>,
+        client: &ClientInfo,
+    ) -> Result<bool, LoginError> {
+        let Some(token) = device else {
+            return Ok(false);
+        };
+        let recognised = self.devices.recognise(user.id, token).await?;
+        let reason = if recognised {
+            "trusted_device"
+        } else {
+            "unknown_device"
+        };
+        self.event("mfa_device_check", Some(user.id.0), client, reason)
+            .await?;
+        Ok(recognised)
     }
 
     /// A single-use, five-minute MFA challenge for a user who passed the password step.
@@ -252,6 +293,19 @@ impl LoginService {
         code: &str,
         client: &ClientInfo,
     ) -> Result<LoggedIn, LoginError> {
+        self.complete_mfa_and_trust(challenge_token, code, false, client)
+            .await
+    }
+
+    /// [`Self::complete_mfa`], and if `trust_device`, a trusted-device token for the next 30
+    /// days in [`LoggedIn::trusted_device`].
+    pub async fn complete_mfa_and_trust(
+        &self,
+        challenge_token: &str,
+        code: &str,
+        trust_device: bool,
+        client: &ClientInfo,
+    ) -> Result<LoggedIn, LoginError> {
         let claims = self
             .tokens
             .validate(challenge_token, TokenType::MfaChallenge)
@@ -274,7 +328,12 @@ impl LoginService {
             return Err(LoginError::InvalidMfa);
         }
         match self.mfa.verify(user.id, code).await {
-            Ok(()) => {}
+            Ok(Factor::Totp) => {}
+            Ok(Factor::BackupCode { remaining }) => {
+                let reason = format!("remaining={remaining}");
+                self.event("mfa_backup_code_used", Some(user.id.0), client, &reason)
+                    .await?;
+            }
             Err(crate::mfa::MfaError::InvalidCode) => {
                 self.event("mfa_failed", Some(user.id.0), client, "invalid_code")
                     .await?;
@@ -285,10 +344,27 @@ impl LoginService {
             Err(other) => return Err(other.into()),
         }
         let tokens = self.sessions.start(user.id, remember_me, client).await?;
+        let trusted_device = if trust_device {
+            let device = self
+                .devices
+                .trust(user.id, client.user_agent.as_deref())
+                .await?;
+            self.event(
+                "mfa_device_trusted",
+                Some(user.id.0),
+                client,
+                "user_request",
+            )
+            .await?;
+            Some(device)
+        } else {
+            None
+        };
         Ok(LoggedIn {
             user_id: user.id,
             tokens,
             must_change_password: user.must_change_password,
+            trusted_device,
         })
     }
 

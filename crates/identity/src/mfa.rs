@@ -50,6 +50,16 @@ impl From<sqlx::Error> for MfaError {
     }
 }
 
+/// Which factor a code proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Factor {
+    Totp,
+    /// A backup code, now used up; `remaining` are left.
+    BackupCode {
+        remaining: i64,
+    },
+}
+
 /// What a user needs to set up their authenticator app. Shown once.
 #[derive(Debug)]
 pub struct Enrolment {
@@ -163,7 +173,7 @@ impl MfaService {
     }
 
     /// Checks a TOTP code (each time step once) or a backup code (each code once).
-    pub async fn verify(&self, user: UserId, code: &str) -> Result<(), MfaError> {
+    pub async fn verify(&self, user: UserId, code: &str) -> Result<Factor, MfaError> {
         if code.chars().filter(char::is_ascii_digit).count() == 6 && code.trim().len() <= 7 {
             let step = self.check_totp(user, code, true).await?;
             let accepted = sqlx::query(
@@ -175,7 +185,7 @@ impl MfaService {
             .execute(&self.db)
             .await?;
             return if accepted.rows_affected() == 1 {
-                Ok(())
+                Ok(Factor::Totp)
             } else {
                 Err(MfaError::InvalidCode)
             };
@@ -187,11 +197,50 @@ impl MfaService {
         .bind(hash_code(code))
         .execute(&self.db)
         .await?;
-        if used.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(MfaError::InvalidCode)
+        if used.rows_affected() != 1 {
+            return Err(MfaError::InvalidCode);
         }
+        let remaining: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM mfa_backup_codes WHERE user_id = $1 AND used_at IS NULL",
+        )
+        .bind(user.0)
+        .fetch_one(&self.db)
+        .await?;
+        Ok(Factor::BackupCode { remaining })
+    }
+
+    /// New backup codes (shown once) in place of the old ones, after a current code.
+    pub async fn regenerate_backup_codes(
+        &self,
+        user: UserId,
+        code: &str,
+    ) -> Result<Vec<SecretString>, MfaError> {
+        self.verify(user, code).await?;
+        let mut tx = self.db.begin().await?;
+        let codes = self.replace_backup_codes(&mut tx, user).await?;
+        tx.commit().await?;
+        Ok(codes)
+    }
+
+    /// Removes the user's second factor and backup codes (the caller checks who may).
+    pub async fn remove(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        user: UserId,
+    ) -> Result<bool, MfaError> {
+        sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
+        let removed = sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE users SET mfa_enabled = false, updated_at = now() WHERE id = $1")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
+        Ok(removed.rows_affected() > 0)
     }
 
     /// The time step the code matches, within one step either way.

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use crate::clock::Clock;
 use clinicd_crypto::Keyring;
 
+use crate::devices::DeviceService;
 use crate::login::LoginService;
 use crate::mfa::MfaService;
 use crate::password::{HashError, HashParams, PasswordHasherPool};
@@ -22,6 +23,7 @@ pub struct Identity {
     pub sessions: Arc<SessionService>,
     pub login: LoginService,
     pub mfa: Arc<MfaService>,
+    pub devices: Arc<DeviceService>,
     pub db: PgPool,
     pub clock: Arc<dyn Clock>,
 }
@@ -31,6 +33,7 @@ pub struct IdentitySettings {
     pub hash: HashParams,
     pub max_concurrent_hashes: usize,
     pub sessions: SessionPolicy,
+    pub trusted_device_lifetime: std::time::Duration,
 }
 
 impl Default for IdentitySettings {
@@ -39,6 +42,7 @@ impl Default for IdentitySettings {
             hash: HashParams::default(),
             max_concurrent_hashes: std::thread::available_parallelism().map_or(2, usize::from),
             sessions: SessionPolicy::default(),
+            trusted_device_lifetime: crate::devices::DEFAULT_LIFETIME,
         }
     }
 }
@@ -65,18 +69,25 @@ impl Identity {
         ));
         let hasher = PasswordHasherPool::new(settings.hash, settings.max_concurrent_hashes)?;
         let mfa = Arc::new(MfaService::new(db.clone(), keyring, clock.clone()));
+        let devices = Arc::new(DeviceService::new(
+            db.clone(),
+            clock.clone(),
+            settings.trusted_device_lifetime,
+        ));
         let login = LoginService::new(
             db.clone(),
             hasher,
             sessions.clone(),
             tokens,
             mfa.clone(),
+            devices.clone(),
             clock.clone(),
         );
         Ok(Self {
             sessions,
             login,
             mfa,
+            devices,
             db,
             clock,
         })

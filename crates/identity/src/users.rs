@@ -169,7 +169,7 @@ impl fmt::Debug for NewUser {
     }
 }
 
-pub async fn create(db: &PgPool, user: NewUser) -> Result<UserId, UserError> {
+pub async fn create(db: impl sqlx::PgExecutor<'_>, user: NewUser) -> Result<UserId, UserError> {
     let id = UserId(Uuid::now_v7());
     sqlx::query(
         "INSERT INTO users (id, username, email, display_name, password_hash, must_change_password) \
@@ -184,6 +184,35 @@ pub async fn create(db: &PgPool, user: NewUser) -> Result<UserId, UserError> {
     .execute(db)
     .await?;
     Ok(id)
+}
+
+/// Gives `user` a role (by name). RBAC owns what roles mean; identity stores who holds which,
+/// so that a role's "MFA required" flag can be read at login.
+pub async fn assign_role(
+    db: impl sqlx::PgExecutor<'_>,
+    user: UserId,
+    role: &str,
+    assigned_by: Option<UserId>,
+) -> Result<(), UserError> {
+    sqlx::query(
+        "INSERT INTO user_roles (user_id, role_name, assigned_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(user.0)
+    .bind(role)
+    .bind(assigned_by.map(|u| u.0))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Whether any of the user's roles requires a second factor (enforced once RBAC lands).
+pub async fn mfa_required(db: impl sqlx::PgExecutor<'_>, user: UserId) -> Result<bool, UserError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.name = ur.role_name          WHERE ur.user_id = $1 AND r.mfa_required)",
+    )
+    .bind(user.0)
+    .fetch_one(db)
+    .await?)
 }
 
 #[derive(sqlx::FromRow)]

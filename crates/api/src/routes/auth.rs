@@ -1,8 +1,8 @@
 //! Login, token refresh, logout and the current principal.
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use clinicd_identity::devices::NewDevice;
 use clinicd_identity::login::{LoginError, LoginOutcome};
-use clinicd_identity::mfa::MfaError;
 use clinicd_identity::sessions::{ClientInfo, IssuedTokens, SessionError};
 use clinicd_identity::users;
 use secrecy::{ExposeSecret, SecretString};
@@ -15,6 +15,7 @@ use crate::cookies;
 use crate::extract::{Authenticated, Caller};
 use crate::problem::{ApiError, Problem};
 use crate::rate_limit::{RateClass, RateKey};
+use crate::routes::mfa::MfaChallengeResponse;
 use crate::state::ApiState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -31,6 +32,11 @@ pub struct LoginRequest {
     /// SameSite=Strict) instead of the body. Unsafe requests then need `X-CSRF-Token`.
     #[serde(default)]
     pub cookies: bool,
+    /// A trusted-device token from an earlier MFA login (`trust_device`); it stands in for the
+    /// second factor. Cookie clients have it in the `__Host-clinicd-device` cookie instead.
+    #[schema(value_type = Option<String>, format = Password)]
+    #[serde(default)]
+    pub device_token: Option<SecretString>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -58,6 +64,9 @@ pub struct TokenResponse {
     /// Cookie clients only: send it as `X-CSRF-Token` on every unsafe request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub csrf_token: Option<String>,
+    /// API clients that asked to trust this device: send it as `device_token` at later logins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_token: Option<String>,
     pub session_id: Uuid,
     /// The password must be changed before anything else (first login, administrator reset).
     pub must_change_password: bool,
@@ -74,7 +83,7 @@ pub struct Me {
     pub mfa_enabled: bool,
 }
 
-fn client_info(req: &HttpRequest) -> ClientInfo {
+pub(crate) fn client_info(req: &HttpRequest) -> ClientInfo {
     ClientInfo {
         ip: req.extensions().get::<ClientIp>().map(|c| c.0),
         user_agent: req
@@ -87,11 +96,12 @@ fn client_info(req: &HttpRequest) -> ClientInfo {
 
 /// Answers a login, MFA completion or refresh: tokens in the body for API clients, in cookies
 /// (plus the CSRF token in the body) for browser clients.
-fn session_response(
+pub(crate) fn session_response(
     state: &ApiState,
     tokens: IssuedTokens,
     must_change_password: bool,
     as_cookies: bool,
+    device: Option<NewDevice>,
 ) -> HttpResponse {
     let expires_in = (tokens.access_expires_at - chrono::Utc::now())
         .num_seconds()
@@ -100,12 +110,16 @@ fn session_response(
     let body = if as_cookies {
         let csrf_token = state.identity.sessions.csrf_token(tokens.session_id);
         cookies::set_session(&mut response, &tokens, &csrf_token);
+        if let Some(device) = &device {
+            cookies::set_device(&mut response, device);
+        }
         TokenResponse {
             access_token: None,
             token_type: "Cookie".into(),
             expires_in,
             refresh_token: None,
             csrf_token: Some(csrf_token),
+            device_token: None,
             session_id: tokens.session_id,
             must_change_password,
         }
@@ -116,6 +130,7 @@ fn session_response(
             refresh_token: Some(tokens.refresh_token.expose_secret().to_owned()),
             access_token: Some(tokens.access_token),
             csrf_token: None,
+            device_token: device.map(|d| d.token.expose_secret().to_owned()),
             session_id: tokens.session_id,
             must_change_password,
         }
@@ -155,10 +170,20 @@ pub async fn login(
             });
         }
     }
+    let device = body
+        .device_token
+        .clone()
+        .or_else(|| cookies::device_token(&req).map(SecretString::from));
     match state
         .identity
         .login
-        .login(&body.username, &body.password, body.remember_me, &client)
+        .login_from_device(
+            &body.username,
+            &body.password,
+            body.remember_me,
+            device.as_ref(),
+            &client,
+        )
         .await
     {
         Ok(LoginOutcome::LoggedIn(ok)) => Ok(session_response(
@@ -166,6 +191,7 @@ pub async fn login(
             ok.tokens,
             ok.must_change_password,
             body.cookies,
+            None,
         )),
         Ok(LoginOutcome::MfaRequired {
             challenge_token,
@@ -225,7 +251,13 @@ pub async fn refresh(
                 .await
                 .map_err(ApiError::unexpected)?
                 .is_some_and(|user| user.must_change_password);
-            Ok(session_response(&state, tokens, must_change, as_cookies))
+            Ok(session_response(
+                &state,
+                tokens,
+                must_change,
+                as_cookies,
+                None,
+            ))
         }
         Err(SessionError::Refused) => Err(ApiError::CsrfTokenInvalid),
         Err(SessionError::Reused) => Err(ApiError::SessionRevoked),
@@ -425,160 +457,5 @@ pub async fn revoke_session(
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound)
-    }
-}
-
-/// The password step succeeded and the account has a second factor.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct MfaChallengeResponse {
-    pub mfa_required: bool,
-    /// Single use, valid for `expires_in` seconds; send it with a code to `/api/auth/mfa`.
-    pub challenge_token: String,
-    pub expires_in: i64,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MfaRequest {
-    pub challenge_token: String,
-    /// A 6-digit TOTP code or a backup code (`XXXX-XXXX-XXXX-XXXX`).
-    #[schema(value_type = String, format = Password)]
-    pub code: SecretString,
-    /// As at login: tokens in `__Host-` cookies for a browser client.
-    #[serde(default)]
-    pub cookies: bool,
-}
-
-/// Completes a login with a TOTP or backup code. The challenge is used up either way.
-#[utoipa::path(
-    post,
-    path = "/api/auth/mfa",
-    tag = "auth",
-    request_body = MfaRequest,
-    responses(
-        (status = 200, description = "Logged in", body = TokenResponse),
-        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong, reused or expired code, or a used or expired challenge", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited, or too many failures for this account", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn complete_mfa(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-    body: web::Json<MfaRequest>,
-) -> Result<HttpResponse, ApiError> {
-    match state
-        .identity
-        .login
-        .complete_mfa(
-            &body.challenge_token,
-            body.code.expose_secret(),
-            &client_info(&req),
-        )
-        .await
-    {
-        Ok(ok) => Ok(session_response(
-            &state,
-            ok.tokens,
-            ok.must_change_password,
-            body.cookies,
-        )),
-        Err(LoginError::InvalidMfa) => Err(ApiError::InvalidMfa),
-        Err(other) => Err(ApiError::unexpected(other)),
-    }
-}
-
-/// Everything an authenticator app needs, shown once.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TotpEnrolment {
-    /// Base32, for typing into an app by hand.
-    pub secret: String,
-    pub otpauth_uri: String,
-    /// A PNG of the `otpauth://` URI as a QR code, base64-encoded.
-    pub qr_png_base64: String,
-}
-
-/// Starts (or restarts) TOTP enrolment for the caller.
-#[utoipa::path(
-    post,
-    path = "/api/auth/mfa/totp",
-    tag = "auth",
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Enrolment started; confirm with a first code", body = TotpEnrolment),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The password must be changed first (password_change_required), or a cookie client sent no valid X-CSRF-Token (csrf_token_invalid)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already enrolled", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn begin_totp(
-    caller: Authenticated,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    let Authenticated(principal) = caller;
-    let user = users::find_by_id(&state.identity.db, principal.user_id)
-        .await
-        .map_err(ApiError::unexpected)?
-        .ok_or(ApiError::Unauthenticated)?;
-    match state.identity.mfa.begin(user.id, &user.username).await {
-        Ok(enrolment) => Ok(HttpResponse::Ok().json(TotpEnrolment {
-            secret: enrolment.secret_base32.expose_secret().to_owned(),
-            otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),
-            qr_png_base64: enrolment.qr_png_base64,
-        })),
-        Err(MfaError::AlreadyEnrolled) => Err(ApiError::MfaAlreadyEnrolled),
-        Err(other) => Err(ApiError::unexpected(other)),
-    }
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConfirmTotpRequest {
-    /// The current 6-digit code from the authenticator app.
-    pub code: String,
-}
-
-/// Ten single-use backup codes, shown once.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BackupCodes {
-    pub backup_codes: Vec<String>,
-}
-
-/// Confirms TOTP enrolment with a first code; turns the second factor on.
-#[utoipa::path(
-    post,
-    path = "/api/auth/mfa/totp/confirm",
-    tag = "auth",
-    security(("bearer" = [])),
-    request_body = ConfirmTotpRequest,
-    responses(
-        (status = 200, description = "Enrolled; backup codes shown once", body = BackupCodes),
-        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The password must be changed first (password_change_required), or a cookie client sent no valid X-CSRF-Token (csrf_token_invalid)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "No enrolment pending", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The code is not valid", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn confirm_totp(
-    caller: Authenticated,
-    state: web::Data<ApiState>,
-    body: web::Json<ConfirmTotpRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let Authenticated(principal) = caller;
-    match state
-        .identity
-        .mfa
-        .confirm(principal.user_id, &body.code)
-        .await
-    {
-        Ok(codes) => Ok(HttpResponse::Ok().json(BackupCodes {
-            backup_codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
-        })),
-        Err(MfaError::InvalidCode) => Err(ApiError::InvalidMfaCode),
-        Err(MfaError::NotPending) => Err(ApiError::MfaNotPending),
-        Err(other) => Err(ApiError::unexpected(other)),
     }
 }

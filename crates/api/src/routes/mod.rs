@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod health;
+pub mod mfa;
 
 use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
@@ -68,19 +69,43 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/auth/mfa",
         Some(RateClass::Login),
-        || web::to(auth::complete_mfa),
+        || web::to(mfa::complete_mfa),
     ),
     route(
         Method::POST,
         "/api/auth/mfa/totp",
         Some(RateClass::Api),
-        || web::to(auth::begin_totp),
+        || web::to(mfa::begin_totp),
     ),
     route(
         Method::POST,
         "/api/auth/mfa/totp/confirm",
         Some(RateClass::Api),
-        || web::to(auth::confirm_totp),
+        || web::to(mfa::confirm_totp),
+    ),
+    route(
+        Method::POST,
+        "/api/auth/mfa/disable",
+        Some(RateClass::Api),
+        || web::to(mfa::disable_mfa),
+    ),
+    route(
+        Method::POST,
+        "/api/auth/mfa/backup-codes",
+        Some(RateClass::Api),
+        || web::to(mfa::regenerate_backup_codes),
+    ),
+    route(
+        Method::GET,
+        "/api/auth/devices",
+        Some(RateClass::Api),
+        || web::to(mfa::list_devices),
+    ),
+    route(
+        Method::DELETE,
+        "/api/auth/devices/{id}",
+        Some(RateClass::Api),
+        || web::to(mfa::revoke_device),
     ),
 ];
 

@@ -5,6 +5,7 @@
 mod admin;
 mod login;
 mod mfa;
+mod mfa_manage;
 mod sessions;
 mod support;
 mod users;

@@ -13,14 +13,14 @@ use totp_rs::{Builder, Secret};
 use crate::support::{Fixture, PASSWORD, fixture};
 
 /// The code an authenticator app would show at the clock's time.
-fn code(secret_base32: &str, clock: &ManualClock) -> String {
+pub fn code(secret_base32: &str, clock: &ManualClock) -> String {
     let secret = Secret::try_from_base32(secret_base32).unwrap();
     let totp = Builder::new().with_secret(secret).build().unwrap();
     totp.generate(u64::try_from(clock.now().timestamp()).unwrap())
         .to_string()
 }
 
-async fn enrol(f: &Fixture) -> (String, Vec<SecretString>) {
+pub async fn enrol(f: &Fixture) -> (String, Vec<SecretString>) {
     let enrolment = f.identity.mfa.begin(f.user, "dr.mfa").await.unwrap();
     let secret = enrolment.secret_base32.expose_secret().to_owned();
     let codes = f
@@ -32,7 +32,7 @@ async fn enrol(f: &Fixture) -> (String, Vec<SecretString>) {
     (secret, codes)
 }
 
-async fn password_step(f: &Fixture) -> String {
+pub async fn password_step(f: &Fixture) -> String {
     match f
         .identity
         .login

@@ -68,6 +68,29 @@ pub async fn fixture(
     }
 }
 
+/// Another user in the fixture's database, with the same password.
+pub async fn fixture_user(f: &Fixture, username: &str) -> UserId {
+    let password_hash = f
+        .identity
+        .login
+        .hasher()
+        .hash(&secret(PASSWORD))
+        .await
+        .unwrap();
+    users::create(
+        &f.db,
+        NewUser {
+            username: Username::parse(username).unwrap(),
+            email: Email::parse(&format!("{username}@clinic.example")).unwrap(),
+            display_name: DisplayName::parse("Another User").unwrap(),
+            password_hash,
+            must_change_password: false,
+        },
+    )
+    .await
+    .unwrap()
+}
+
 pub fn secret(value: &str) -> SecretString {
     SecretString::from(value.to_owned())
 }
