@@ -14,6 +14,9 @@ use base64::Engine;
 use clinicd_api::client_ip::TrustedProxies;
 use clinicd_api::rate_limit::{QuotaSpec, RateLimitSettings};
 use clinicd_api::settings::{AllowedOrigins, DEFAULT_JSON_LIMIT, HttpSettings};
+use clinicd_identity::IdentitySettings;
+use clinicd_identity::password::HashParams;
+use clinicd_identity::sessions::SessionPolicy;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use sqlx::ConnectOptions;
@@ -48,6 +51,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub token_signing_key: SecretSlice<u8>,
     pub http: HttpSettings,
+    pub identity: IdentitySettings,
     pub keys: KeyProviderSettings,
     pub storage: StorageSettings,
     pub log_filter: String,
@@ -189,6 +193,7 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
     let database = read_database(r, production);
     let token_signing_key = read_signing_key(r);
     let http = read_http(r, production);
+    let identity = read_identity(r);
     let keys = read_keys(r, &data_dir);
     let storage = read_storage(r, &data_dir);
     let log_filter = r.optional("CLINICD_LOG").unwrap_or("info").to_owned();
@@ -212,6 +217,7 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
         database: database?,
         token_signing_key: token_signing_key?,
         http: http?,
+        identity,
         keys: keys?,
         storage: storage?,
         log_filter,
@@ -405,6 +411,74 @@ fn read_storage(r: &mut Reader<'_>, data_dir: &Path) -> Option<StorageSettings> 
     }
 }
 
+/// Password hashing and session policy. The defaults are the issue's: OWASP's argon2id
+/// parameters, 15-minute access tokens and idle timeout, 12-hour sessions, 3 per user.
+fn read_identity(r: &mut Reader<'_>) -> IdentitySettings {
+    let defaults = IdentitySettings::default();
+    let hash = HashParams {
+        memory_kib: r.number(
+            "CLINICD_PASSWORD_HASH_MEMORY_KIB",
+            defaults.hash.memory_kib,
+            8 * 1024..=4 * 1024 * 1024,
+        ),
+        iterations: r.number(
+            "CLINICD_PASSWORD_HASH_ITERATIONS",
+            defaults.hash.iterations,
+            1..=20,
+        ),
+        parallelism: r.number(
+            "CLINICD_PASSWORD_HASH_LANES",
+            defaults.hash.parallelism,
+            1..=16,
+        ),
+    };
+    let max_concurrent_hashes = r.number(
+        "CLINICD_PASSWORD_HASH_CONCURRENCY",
+        defaults.max_concurrent_hashes,
+        1..=256,
+    );
+    let p = SessionPolicy::default();
+    let secs = |d: std::time::Duration| d.as_secs();
+    let sessions = SessionPolicy {
+        access_ttl: seconds(r.number(
+            "CLINICD_ACCESS_TOKEN_TTL_SECS",
+            secs(p.access_ttl),
+            60..=3600,
+        )),
+        idle_timeout: seconds(r.number(
+            "CLINICD_SESSION_IDLE_TIMEOUT_SECS",
+            secs(p.idle_timeout),
+            60..=24 * 3600,
+        )),
+        absolute_lifetime: seconds(r.number(
+            "CLINICD_SESSION_LIFETIME_SECS",
+            secs(p.absolute_lifetime),
+            300..=7 * 24 * 3600,
+        )),
+        remember_me_lifetime: seconds(r.number(
+            "CLINICD_SESSION_REMEMBER_ME_LIFETIME_SECS",
+            secs(p.remember_me_lifetime),
+            300..=90 * 24 * 3600,
+        )),
+        max_sessions: r.number("CLINICD_SESSION_MAX_PER_USER", p.max_sessions, 1..=100),
+    };
+    let device_days = r.number(
+        "CLINICD_TRUSTED_DEVICE_DAYS",
+        defaults.trusted_device_lifetime.as_secs() / 86_400,
+        1..=90,
+    );
+    IdentitySettings {
+        hash,
+        max_concurrent_hashes,
+        sessions,
+        trusted_device_lifetime: seconds(device_days * 86_400),
+    }
+}
+
+fn seconds(secs: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(secs)
+}
+
 fn parse_bool(value: &str) -> Result<bool, String> {
     match value {
         "true" | "1" | "yes" => Ok(true),
@@ -492,6 +566,21 @@ impl Reader<'_> {
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> T {
         self.optional_with(name, parse).unwrap_or(default)
+    }
+
+    /// A whole number within `range`, or the default when unset.
+    fn number<T>(&mut self, name: &'static str, default: T, range: std::ops::RangeInclusive<T>) -> T
+    where
+        T: FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        self.parse_with(name, default, |v| match v.parse::<T>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(format!(
+                "must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            )),
+        })
     }
 
     fn parse_from_str<T: FromStr>(&mut self, name: &'static str, default: &str) -> Option<T> {

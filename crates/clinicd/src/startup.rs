@@ -12,8 +12,8 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use clinicd_api::middleware::security_headers::security_headers;
 use clinicd_api::rate_limit::Limits;
 use clinicd_api::{ApiError, ApiState, Metrics};
+use clinicd_identity::Identity;
 use clinicd_identity::clock::SystemClock;
-use clinicd_identity::{Identity, IdentitySettings};
 use rustls::ServerConfig;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -106,7 +106,7 @@ impl Application {
             pool.clone(),
             &settings.token_signing_key,
             keyring,
-            IdentitySettings::default(),
+            settings.identity,
             Arc::new(SystemClock),
         )
         .map_err(|e| StartupError::Identity(e.to_string()))?;
