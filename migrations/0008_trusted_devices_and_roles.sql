@@ -17,11 +17,11 @@ CREATE TABLE trusted_devices (
 CREATE INDEX trusted_devices_live_by_user ON trusted_devices (user_id) WHERE revoked_at IS NULL;
 
 -- A one-time code sent by the OtpSender (fallback for a user without their authenticator),
--- bound to one MFA challenge, stored hashed, with an attempt counter.
+-- bound to one MFA challenge, stored hashed; at most 3 sends per challenge.
 ALTER TABLE mfa_challenges
     ADD COLUMN otp_hash      bytea,
     ADD COLUMN otp_expires_at timestamptz,
-    ADD COLUMN otp_attempts  integer NOT NULL DEFAULT 0;
+    ADD COLUMN otp_sends     integer NOT NULL DEFAULT 0;
 
 -- Roles. Stored now for the per-role "MFA required" flag; RBAC adds the permission sets and
 -- enforces it.

@@ -62,6 +62,12 @@ pub enum ApiError {
     MfaNotPending,
     #[error("no second factor is enrolled")]
     MfaNotEnrolled,
+    #[error(
+        "this account has failed to log in repeatedly: solve the challenge and send its response"
+    )]
+    ChallengeRequired,
+    #[error("no fallback channel for one-time codes is configured")]
+    MfaFallbackDisabled,
     #[error("this request needs the session's CSRF token in the X-CSRF-Token header")]
     CsrfTokenInvalid,
     #[error("cross-origin requests from this origin are not allowed")]
@@ -111,6 +117,8 @@ impl ApiError {
             Self::MfaAlreadyEnrolled => "mfa_already_enrolled",
             Self::MfaNotPending => "mfa_not_pending",
             Self::MfaNotEnrolled => "mfa_not_enrolled",
+            Self::ChallengeRequired => "challenge_required",
+            Self::MfaFallbackDisabled => "mfa_fallback_disabled",
             Self::CsrfTokenInvalid => "csrf_token_invalid",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::NotFound => "not_found",
@@ -177,9 +185,11 @@ impl ResponseError for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::InvalidMfa => StatusCode::UNAUTHORIZED,
-            Self::MfaAlreadyEnrolled | Self::MfaNotPending | Self::MfaNotEnrolled => {
-                StatusCode::CONFLICT
-            }
+            Self::MfaAlreadyEnrolled
+            | Self::MfaNotPending
+            | Self::MfaNotEnrolled
+            | Self::MfaFallbackDisabled => StatusCode::CONFLICT,
+            Self::ChallengeRequired => StatusCode::UNAUTHORIZED,
             Self::OriginNotAllowed | Self::CsrfTokenInvalid => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -52,7 +52,10 @@ async fn start(pool: PgPool) -> Server {
     }
     let mut vars: HashMap<String, String> = HashMap::from([
         ("CLINICD_MODE".into(), "development".into()),
-        ("DATABASE_URL".into(), std::env::var("DATABASE_URL").unwrap()),
+        (
+            "DATABASE_URL".into(),
+            std::env::var("DATABASE_URL").unwrap(),
+        ),
         (
             "CLINICD_TOKEN_SIGNING_KEY".into(),
             base64::engine::general_purpose::STANDARD.encode([3u8; 64]),
@@ -124,7 +127,13 @@ async fn me_latencies(server: &Server, token: &str, duration: Duration) -> Vec<D
     let end = Instant::now() + duration;
     while Instant::now() < end {
         let started = Instant::now();
-        let response = server.client.get(&url).bearer_auth(token).send().await.unwrap();
+        let response = server
+            .client
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "/me failed during the run");
         response.bytes().await.unwrap();
         latencies.push(started.elapsed());
@@ -194,7 +203,9 @@ async fn run() {
     // Warm up connections, caches and the JIT-free but cold CPU caches.
     me_latencies(&server, &token, Duration::from_secs(1)).await;
     for i in 0..LOGIN_USERS {
-        login(&server, &format!("bench.login{i}")).await.expect("login");
+        login(&server, &format!("bench.login{i}"))
+            .await
+            .expect("login");
     }
 
     let baseline = summarise(me_latencies(&server, &token, phase).await);
@@ -204,8 +215,12 @@ async fn run() {
     let failures = Arc::new(AtomicU64::new(0));
     let mut flood = Vec::new();
     for c in 0..clients {
-        let (server, stop, logins, failures) =
-            (server.clone(), stop.clone(), logins.clone(), failures.clone());
+        let (server, stop, logins, failures) = (
+            server.clone(),
+            stop.clone(),
+            logins.clone(),
+            failures.clone(),
+        );
         flood.push(tokio::spawn(async move {
             let mut n = c as usize;
             while !stop.load(Ordering::Relaxed) {
@@ -223,7 +238,8 @@ async fn run() {
     let before = logins.load(Ordering::Relaxed);
     let started = Instant::now();
     let flooded = summarise(me_latencies(&server, &token, phase).await);
-    let login_rate = (logins.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
+    let login_rate =
+        (logins.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for task in flood {
         task.await.unwrap();
@@ -233,7 +249,11 @@ async fn run() {
     let secs = seconds as f64;
     println!();
     report("/me, no other load", &baseline, secs);
-    report(&format!("/me, {clients} clients logging in"), &flooded, secs);
+    report(
+        &format!("/me, {clients} clients logging in"),
+        &flooded,
+        secs,
+    );
     report("/me, no other load (again)", &after, secs);
     println!(
         "logins: {login_rate:.1}/s during the flood ({} refused or failed)",

@@ -52,6 +52,8 @@ pub struct Settings {
     pub token_signing_key: SecretSlice<u8>,
     pub http: HttpSettings,
     pub identity: IdentitySettings,
+    pub mfa_fallback: MfaFallback,
+    pub login_challenge: Option<LoginChallenge>,
     pub keys: KeyProviderSettings,
     pub storage: StorageSettings,
     pub log_filter: String,
@@ -95,6 +97,25 @@ pub enum KeyProviderSettings {
 pub enum StorageSettings {
     Local { dir: PathBuf },
     S3 { bucket: String, prefix: String },
+}
+
+/// Where one-time fallback codes go (see clinicd_identity::otp).
+#[derive(Debug)]
+pub enum MfaFallback {
+    Off,
+    /// Development: log that a code was sent, never the code.
+    Log,
+    Webhook {
+        url: reqwest::Url,
+        signing_key: SecretSlice<u8>,
+    },
+}
+
+/// The siteverify endpoint and secret of the login challenge (CAPTCHA).
+#[derive(Debug)]
+pub struct LoginChallenge {
+    pub verify_url: reqwest::Url,
+    pub secret: SecretString,
 }
 
 /// One invalid or missing variable.
@@ -194,6 +215,8 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
     let token_signing_key = read_signing_key(r);
     let http = read_http(r, production);
     let identity = read_identity(r);
+    let mfa_fallback = read_mfa_fallback(r, production);
+    let login_challenge = read_login_challenge(r);
     let keys = read_keys(r, &data_dir);
     let storage = read_storage(r, &data_dir);
     let log_filter = r.optional("CLINICD_LOG").unwrap_or("info").to_owned();
@@ -218,6 +241,8 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
         token_signing_key: token_signing_key?,
         http: http?,
         identity,
+        mfa_fallback: mfa_fallback?,
+        login_challenge: login_challenge?,
         keys: keys?,
         storage: storage?,
         log_filter,
@@ -406,6 +431,86 @@ fn read_storage(r: &mut Reader<'_>, data_dir: &Path) -> Option<StorageSettings> 
         }
         _ => {
             r.problem("CLINICD_STORAGE", "must be `local` or `s3`");
+            None
+        }
+    }
+}
+
+fn read_mfa_fallback(r: &mut Reader<'_>, production: bool) -> Option<MfaFallback> {
+    match r.optional("CLINICD_MFA_FALLBACK").unwrap_or("off") {
+        "off" => Some(MfaFallback::Off),
+        "log" if !production => Some(MfaFallback::Log),
+        "log" => {
+            r.problem(
+                "CLINICD_MFA_FALLBACK",
+                "`log` delivers nothing: development only",
+            );
+            None
+        }
+        "webhook" => {
+            let url = r
+                .required("CLINICD_MFA_FALLBACK_WEBHOOK_URL")
+                .map(str::to_owned);
+            let key = r
+                .required("CLINICD_MFA_FALLBACK_WEBHOOK_KEY")
+                .map(str::to_owned);
+            let url = secure_url(r, "CLINICD_MFA_FALLBACK_WEBHOOK_URL", &url?)?;
+            let signing_key = base64_key(r, "CLINICD_MFA_FALLBACK_WEBHOOK_KEY", &key?)?;
+            Some(MfaFallback::Webhook { url, signing_key })
+        }
+        _ => {
+            r.problem("CLINICD_MFA_FALLBACK", "must be `off`, `log` or `webhook`");
+            None
+        }
+    }
+}
+
+/// `None` inside: no challenge configured. The outer `None`: a problem was recorded.
+fn read_login_challenge(r: &mut Reader<'_>) -> Option<Option<LoginChallenge>> {
+    let Some(url) = r
+        .optional("CLINICD_LOGIN_CHALLENGE_VERIFY_URL")
+        .map(str::to_owned)
+    else {
+        return Some(None);
+    };
+    let secret = r
+        .required("CLINICD_LOGIN_CHALLENGE_SECRET")
+        .map(str::to_owned);
+    let verify_url = secure_url(r, "CLINICD_LOGIN_CHALLENGE_VERIFY_URL", &url)?;
+    Some(Some(LoginChallenge {
+        verify_url,
+        secret: secret?.into(),
+    }))
+}
+
+/// An https:// URL, or http:// to a loopback address (a gateway on the same host).
+fn secure_url(r: &mut Reader<'_>, name: &'static str, value: &str) -> Option<reqwest::Url> {
+    let Ok(url) = reqwest::Url::parse(value) else {
+        r.problem(name, "is not a valid URL");
+        return None;
+    };
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match url.scheme() {
+        "https" => Some(url),
+        "http" if loopback => Some(url),
+        _ => {
+            r.problem(
+                name,
+                "must be an https:// URL (http:// only to a loopback address)",
+            );
+            None
+        }
+    }
+}
+
+fn base64_key(r: &mut Reader<'_>, name: &'static str, value: &str) -> Option<SecretSlice<u8>> {
+    match base64::engine::general_purpose::STANDARD.decode(value) {
+        Ok(bytes) if bytes.len() >= 32 => Some(bytes.into()),
+        _ => {
+            r.problem(
+                name,
+                "must be at least 32 bytes, base64 (openssl rand -base64 32)",
+            );
             None
         }
     }

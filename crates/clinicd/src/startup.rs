@@ -13,12 +13,14 @@ use clinicd_api::middleware::security_headers::security_headers;
 use clinicd_api::rate_limit::Limits;
 use clinicd_api::{ApiError, ApiState, Metrics};
 use clinicd_identity::Identity;
+use clinicd_identity::challenge::SiteVerifyChallenge;
 use clinicd_identity::clock::SystemClock;
+use clinicd_identity::otp::{LogOtpSender, WebhookOtpSender};
 use rustls::ServerConfig;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::config::{Settings, TlsSettings};
+use crate::config::{MfaFallback, Settings, TlsSettings};
 use crate::tls;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -110,6 +112,7 @@ impl Application {
             Arc::new(SystemClock),
         )
         .map_err(|e| StartupError::Identity(e.to_string()))?;
+        let identity = with_login_extras(identity, &settings)?;
         let state = ApiState::new(
             pool,
             settings.http.clone(),
@@ -188,6 +191,28 @@ impl Application {
         pruner.abort();
         result
     }
+}
+
+/// The optional out-of-band code sender and login challenge verifier.
+fn with_login_extras(identity: Identity, settings: &Settings) -> Result<Identity, StartupError> {
+    let identity = match &settings.mfa_fallback {
+        MfaFallback::Off => identity,
+        MfaFallback::Log => identity.with_otp_sender(Arc::new(LogOtpSender)),
+        MfaFallback::Webhook { url, signing_key } => {
+            let sender = WebhookOtpSender::new(url.clone(), signing_key)
+                .map_err(|e| StartupError::Identity(e.to_string()))?;
+            identity.with_otp_sender(Arc::new(sender))
+        }
+    };
+    Ok(match &settings.login_challenge {
+        None => identity,
+        Some(challenge) => {
+            let verifier =
+                SiteVerifyChallenge::new(challenge.verify_url.clone(), challenge.secret.clone())
+                    .map_err(|e| StartupError::Identity(e.to_string()))?;
+            identity.with_challenge_verifier(Arc::new(verifier))
+        }
+    })
 }
 
 fn server_tls(settings: &TlsSettings) -> Result<ServerConfig, StartupError> {

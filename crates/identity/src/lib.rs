@@ -11,10 +11,12 @@
 pub mod account;
 pub mod admin;
 pub mod bootstrap;
+pub mod challenge;
 pub mod clock;
 pub mod devices;
 pub mod login;
 pub mod mfa;
+pub mod otp;
 pub mod password;
 pub mod policy;
 pub mod service;

@@ -11,13 +11,15 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::challenge::ChallengeVerifier;
 use crate::clock::Clock;
 use crate::devices::{DeviceService, NewDevice};
 use crate::mfa::{Factor, MfaService};
+use crate::otp::{OtpMessage, OtpSender};
 use crate::password::{HashError, PasswordHasherPool};
 use crate::sessions::{
     ClientInfo, IssuedTokens, SecurityEvent, SessionError, SessionService, record_event,
@@ -48,6 +50,18 @@ pub enum LoginError {
     Hash(#[from] HashError),
     #[error(transparent)]
     Mfa(#[from] crate::mfa::MfaError),
+    /// A challenge response is required (repeated failures) and was missing or wrong.
+    #[error("a challenge response is required")]
+    ChallengeRequired,
+    /// The challenge verifier could not be asked.
+    #[error("the challenge verifier is unavailable")]
+    ChallengeUnavailable,
+    /// No out-of-band sender is configured.
+    #[error("no fallback channel is configured")]
+    FallbackUnavailable,
+    /// The sender failed (the gateway is down or refused).
+    #[error("the code could not be sent: {0}")]
+    FallbackUnavailableNow(String),
     #[error("database error: {0}")]
     Database(String),
 }
@@ -125,7 +139,29 @@ pub struct LoginService {
     tokens: Arc<TokenService>,
     mfa: Arc<MfaService>,
     devices: Arc<DeviceService>,
+    /// Out-of-band codes (e-mail/SMS fallback); `None` turns the fallback off.
+    otp_sender: Option<Arc<dyn OtpSender>>,
+    /// The CAPTCHA step after repeated failures; `None` turns it off.
+    challenge_verifier: Option<Arc<dyn ChallengeVerifier>>,
     clock: Arc<dyn Clock>,
+}
+
+/// One login attempt as the client sent it.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginAttempt<'a> {
+    pub username: &'a str,
+    pub password: &'a SecretString,
+    pub remember_me: bool,
+    pub device: Option<&'a SecretString>,
+    pub challenge_response: Option<&'a str>,
+}
+
+/// A challenge as used up by the MFA step, with any fallback code sent for it.
+#[derive(sqlx::FromRow)]
+struct UsedChallenge {
+    remember_me: bool,
+    otp_hash: Option<Vec<u8>>,
+    otp_expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -163,6 +199,8 @@ impl LoginService {
             tokens,
             mfa,
             devices,
+            otp_sender: None,
+            challenge_verifier: None,
             clock,
         }
     }
@@ -174,24 +212,39 @@ impl LoginService {
         remember_me: bool,
         client: &ClientInfo,
     ) -> Result<LoginOutcome, LoginError> {
-        self.login_from_device(username, password, remember_me, None, client)
-            .await
+        let attempt = LoginAttempt {
+            username,
+            password,
+            remember_me,
+            device: None,
+            challenge_response: None,
+        };
+        self.attempt(&attempt, client).await
     }
 
-    /// [`Self::login`] from a device that may hold a trusted-device token: a live one of this
-    /// user stands in for the second factor (never for the password).
-    pub async fn login_from_device(
+    /// A login with everything a client may bring: a trusted-device token (a live one of this
+    /// user stands in for the second factor, never for the password) and a challenge response
+    /// (required after repeated failures when a verifier is configured).
+    pub async fn attempt(
         &self,
-        username: &str,
-        password: &SecretString,
-        remember_me: bool,
-        device: Option<&SecretString>,
+        attempt: &LoginAttempt<'_>,
         client: &ClientInfo,
     ) -> Result<LoginOutcome, LoginError> {
+        let LoginAttempt {
+            username,
+            password,
+            remember_me,
+            device,
+            challenge_response,
+        } = *attempt;
         let now = self.clock.now();
         let user = users::find_by_username(&self.db, username).await?;
         if let Some(user) = &user {
-            self.refuse_if_throttled(user, now, client).await?;
+            let recent_failures = self.refuse_if_throttled(user, now, client).await?;
+            if recent_failures >= DELAY_AFTER {
+                self.require_challenge(user, challenge_response, client)
+                    .await?;
+            }
         }
         let verification = self
             .hasher
@@ -311,24 +364,33 @@ impl LoginService {
             .validate(challenge_token, TokenType::MfaChallenge)
             .map_err(|_| LoginError::InvalidMfa)?;
         let now = self.clock.now();
-        let remember_me: Option<bool> = sqlx::query_scalar(
+        let challenge: Option<UsedChallenge> = sqlx::query_as(
             "UPDATE mfa_challenges SET used_at = $3 WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3 \
-             RETURNING remember_me",
+             RETURNING remember_me, otp_hash, otp_expires_at",
         )
         .bind(claims.sid)
         .bind(claims.sub)
         .bind(now)
         .fetch_optional(&self.db)
         .await?;
-        let remember_me = remember_me.ok_or(LoginError::InvalidMfa)?;
+        let challenge = challenge.ok_or(LoginError::InvalidMfa)?;
+        let remember_me = challenge.remember_me;
         let user = users::find_by_id(&self.db, UserId(claims.sub))
             .await?
             .ok_or(LoginError::InvalidMfa)?;
         if user.status != UserStatus::Active {
             return Err(LoginError::InvalidMfa);
         }
-        match self.mfa.verify(user.id, code).await {
-            Ok(Factor::Totp) => {}
+        let sent_code = match (&challenge.otp_hash, challenge.otp_expires_at) {
+            (Some(hash), Some(expires)) if now < expires => Some(hash.as_slice()),
+            _ => None,
+        };
+        let verified = match sent_code {
+            Some(hash) if otp_hash(code.trim()) == hash => Ok(Factor::SentCode),
+            _ => self.mfa.verify(user.id, code).await,
+        };
+        match verified {
+            Ok(Factor::Totp | Factor::SentCode) => {}
             Ok(Factor::BackupCode { remaining }) => {
                 let reason = format!("remaining={remaining}");
                 self.event("mfa_backup_code_used", Some(user.id.0), client, &reason)
@@ -368,14 +430,106 @@ impl LoginService {
         })
     }
 
+    /// Sends a one-time code for an MFA challenge through the configured out-of-band sender.
+    /// The code is bound to the challenge; at most [`MAX_SENDS_PER_CHALLENGE`] sends each.
+    pub async fn send_fallback_code(
+        &self,
+        challenge_token: &str,
+        client: &ClientInfo,
+    ) -> Result<&'static str, LoginError> {
+        let sender = self
+            .otp_sender
+            .as_ref()
+            .ok_or(LoginError::FallbackUnavailable)?;
+        let claims = self
+            .tokens
+            .validate(challenge_token, TokenType::MfaChallenge)
+            .map_err(|_| LoginError::InvalidMfa)?;
+        let now = self.clock.now();
+        let code = SecretString::from(six_digits()?);
+        let expires_at = now + Duration::seconds(crate::otp::CODE_TTL_SECS);
+        let updated = sqlx::query(
+            "UPDATE mfa_challenges SET otp_hash = $3, otp_expires_at = $4, otp_sends = otp_sends + 1 \
+             WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $5 AND otp_sends < $6",
+        )
+        .bind(claims.sid)
+        .bind(claims.sub)
+        .bind(otp_hash(code.expose_secret()))
+        .bind(expires_at)
+        .bind(now)
+        .bind(crate::otp::MAX_SENDS_PER_CHALLENGE)
+        .execute(&self.db)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(LoginError::InvalidMfa);
+        }
+        let user = users::find_by_id(&self.db, UserId(claims.sub))
+            .await?
+            .ok_or(LoginError::InvalidMfa)?;
+        let message = OtpMessage {
+            user_id: user.id.0,
+            to: &user.email,
+            code: &code,
+            expires_at,
+        };
+        sender
+            .send(&message)
+            .await
+            .map_err(|e| LoginError::FallbackUnavailableNow(e.to_string()))?;
+        self.event("mfa_code_sent", Some(user.id.0), client, sender.channel())
+            .await?;
+        Ok(sender.channel())
+    }
+
+    /// With a verifier configured, the challenge response must pass; a verifier that cannot be
+    /// reached refuses (fail closed).
+    async fn require_challenge(
+        &self,
+        user: &UserRecord,
+        response: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<(), LoginError> {
+        let Some(verifier) = &self.challenge_verifier else {
+            return Ok(());
+        };
+        let Some(response) = response.filter(|r| !r.is_empty()) else {
+            self.event(
+                "login_refused",
+                Some(user.id.0),
+                client,
+                "challenge_missing",
+            )
+            .await?;
+            return Err(LoginError::ChallengeRequired);
+        };
+        match verifier.verify(response, client).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.event("login_refused", Some(user.id.0), client, "challenge_failed")
+                    .await?;
+                Err(LoginError::ChallengeRequired)
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "login challenge verifier unavailable: refusing");
+                Err(LoginError::ChallengeUnavailable)
+            }
+        }
+    }
+
+    /// Turns the login challenge on with this verifier.
+    pub fn set_challenge_verifier(&mut self, verifier: Arc<dyn ChallengeVerifier>) {
+        self.challenge_verifier = Some(verifier);
+    }
+
     /// Locked accounts and attempts inside the progressive delay are refused before the
-    /// password is checked, so guessing during a lockout learns nothing.
+    /// password is checked, so guessing during a lockout learns nothing. Returns the number of
+    /// failures in the current window.
     async fn refuse_if_throttled(
         &self,
         user: &UserRecord,
         now: DateTime<Utc>,
         client: &ClientInfo,
-    ) -> Result<(), LoginError> {
+    ) -> Result<i32, LoginError> {
         let state: FailureState = sqlx::query_as(
             "SELECT failed_attempts, first_failed_at, last_failed_at, locked_until FROM users WHERE id = $1",
         )
@@ -411,7 +565,7 @@ impl LoginService {
                 });
             }
         }
-        Ok(())
+        Ok(if in_window { failures } else { 0 })
     }
 
     async fn count_failure(
@@ -476,7 +630,6 @@ impl LoginService {
         current: &SecretString,
         new: &SecretString,
     ) -> Result<(), ChangePasswordError> {
-        use secrecy::ExposeSecret;
         let record = users::find_by_id(&self.db, user)
             .await?
             .ok_or(ChangePasswordError::WrongPassword)?;
@@ -536,6 +689,11 @@ impl LoginService {
         Ok(())
     }
 
+    /// Turns the out-of-band fallback on with this sender.
+    pub fn set_otp_sender(&mut self, sender: Arc<dyn OtpSender>) {
+        self.otp_sender = Some(sender);
+    }
+
     pub fn hasher(&self) -> &PasswordHasherPool {
         &self.hasher
     }
@@ -570,6 +728,28 @@ impl LoginService {
         record_event(&mut conn, self.clock.now(), event, client).await?;
         Ok(())
     }
+}
+
+/// Six uniformly random digits.
+fn six_digits() -> Result<String, LoginError> {
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    let rng = SystemRandom::new();
+    loop {
+        let mut raw = [0u8; 4];
+        rng.fill(&mut raw)
+            .map_err(|_| LoginError::Database("the random number generator failed".into()))?;
+        let n = u32::from_le_bytes(raw);
+        // Rejection sampling: drop the top sliver so every code is equally likely.
+        if n < u32::MAX - u32::MAX % 1_000_000 {
+            return Ok(format!("{:06}", n % 1_000_000));
+        }
+    }
+}
+
+fn otp_hash(code: &str) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, code.as_bytes())
+        .as_ref()
+        .to_vec()
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub enum Factor {
     BackupCode {
         remaining: i64,
     },
+    /// A code sent out of band for this login (see [`crate::otp`]).
+    SentCode,
 }
 
 /// What a user needs to set up their authenticator app. Shown once.

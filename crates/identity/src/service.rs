@@ -48,6 +48,23 @@ impl Default for IdentitySettings {
 }
 
 impl Identity {
+    /// Turns on the out-of-band fallback code (e-mail/SMS) with this sender.
+    #[must_use]
+    pub fn with_otp_sender(mut self, sender: Arc<dyn crate::otp::OtpSender>) -> Self {
+        self.login.set_otp_sender(sender);
+        self
+    }
+
+    /// Turns on the login challenge (CAPTCHA step after repeated failures) with this verifier.
+    #[must_use]
+    pub fn with_challenge_verifier(
+        mut self,
+        verifier: Arc<dyn crate::challenge::ChallengeVerifier>,
+    ) -> Self {
+        self.login.set_challenge_verifier(verifier);
+        self
+    }
+
     pub fn new(
         db: PgPool,
         signing_key: &SecretSlice<u8>,

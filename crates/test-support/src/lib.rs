@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod fake_http;
+
 use std::io;
 use std::sync::{Arc, Mutex};
 
@@ -50,27 +52,30 @@ pub fn keyring(pool: PgPool) -> Arc<Keyring> {
 }
 
 pub fn identity(pool: PgPool) -> Arc<Identity> {
+    identity_with(pool, |identity| identity)
+}
+
+/// Identity services with something added (an OTP sender, a challenge verifier).
+pub fn identity_with(pool: PgPool, extend: impl FnOnce(Identity) -> Identity) -> Arc<Identity> {
     let key = SecretSlice::from(SIGNING_KEY.to_vec());
     let keyring = keyring(pool.clone());
-    Arc::new(
-        Identity::new(
-            pool,
-            &key,
-            keyring,
-            IdentitySettings::default(),
-            Arc::new(SystemClock),
-        )
-        .unwrap(),
+    let identity = Identity::new(
+        pool,
+        &key,
+        keyring,
+        IdentitySettings::default(),
+        Arc::new(SystemClock),
     )
+    .unwrap();
+    Arc::new(extend(identity))
 }
 
 pub fn state(settings: HttpSettings, pool: PgPool) -> ApiState {
-    ApiState::new(
-        pool.clone(),
-        settings,
-        Metrics::new().unwrap(),
-        identity(pool),
-    )
+    state_with(settings, pool.clone(), identity(pool))
+}
+
+pub fn state_with(settings: HttpSettings, pool: PgPool, identity: Arc<Identity>) -> ApiState {
+    ApiState::new(pool, settings, Metrics::new().unwrap(), identity)
 }
 
 /// The API application driven in process: each call goes through the full middleware stack
@@ -90,6 +95,12 @@ impl TestApp {
     pub fn with_pool(settings: HttpSettings, pool: PgPool) -> Self {
         Self {
             state: state(settings, pool),
+        }
+    }
+
+    pub fn with_identity(settings: HttpSettings, pool: PgPool, identity: Arc<Identity>) -> Self {
+        Self {
+            state: state_with(settings, pool, identity),
         }
     }
 

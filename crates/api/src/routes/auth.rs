@@ -2,7 +2,7 @@
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use clinicd_identity::devices::NewDevice;
-use clinicd_identity::login::{LoginError, LoginOutcome};
+use clinicd_identity::login::{LoginAttempt, LoginError, LoginOutcome};
 use clinicd_identity::sessions::{ClientInfo, IssuedTokens, SessionError};
 use clinicd_identity::users;
 use secrecy::{ExposeSecret, SecretString};
@@ -37,6 +37,10 @@ pub struct LoginRequest {
     #[schema(value_type = Option<String>, format = Password)]
     #[serde(default)]
     pub device_token: Option<SecretString>,
+    /// After repeated failures, when a challenge verifier is configured: the response token of
+    /// the challenge widget (code `challenge_required` asks for it).
+    #[serde(default)]
+    pub challenge_response: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -148,9 +152,10 @@ pub(crate) fn session_response(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 202, description = "Password accepted; a second factor is required: POST /api/auth/mfa", body = MfaChallengeResponse),
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Invalid username or password (the same answer for unknown users and locked accounts)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Invalid username or password (invalid_credentials: the same answer for unknown users and locked accounts), or a challenge response is required after repeated failures (challenge_required)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited, or too many failures for this account", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The challenge verifier cannot be reached (fail closed)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn login(
@@ -177,11 +182,14 @@ pub async fn login(
     match state
         .identity
         .login
-        .login_from_device(
-            &body.username,
-            &body.password,
-            body.remember_me,
-            device.as_ref(),
+        .attempt(
+            &LoginAttempt {
+                username: &body.username,
+                password: &body.password,
+                remember_me: body.remember_me,
+                device: device.as_ref(),
+                challenge_response: body.challenge_response.as_deref(),
+            },
             &client,
         )
         .await
@@ -202,6 +210,8 @@ pub async fn login(
             expires_in: expires_in_secs,
         })),
         Err(LoginError::InvalidCredentials) => Err(ApiError::InvalidCredentials),
+        Err(LoginError::ChallengeRequired) => Err(ApiError::ChallengeRequired),
+        Err(LoginError::ChallengeUnavailable) => Err(ApiError::Unavailable),
         Err(LoginError::TooSoon { retry_after_secs }) => Err(ApiError::LoginThrottled {
             retry_after: std::time::Duration::from_secs(retry_after_secs),
         }),

@@ -360,3 +360,59 @@ pub async fn revoke_device(
         Err(ApiError::NotFound)
     }
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendCodeRequest {
+    pub challenge_token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CodeSent {
+    /// Where the code went: `email` (or `sms`).
+    pub channel: String,
+    /// Seconds the code stays valid.
+    pub expires_in: i64,
+}
+
+/// Sends a one-time code out of band (the fallback for a user without their authenticator
+/// app), when the clinic has configured a channel. Complete the login with it at
+/// `/api/auth/mfa`. At most three sends per challenge.
+#[utoipa::path(
+    post,
+    path = "/api/auth/mfa/send",
+    tag = "auth",
+    request_body = SendCodeRequest,
+    responses(
+        (status = 202, description = "Code sent", body = CodeSent),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A used, expired or unknown challenge, or three sends already", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No fallback channel is configured", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The channel could not take the code", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn send_code(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<SendCodeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    match state
+        .identity
+        .login
+        .send_fallback_code(&body.challenge_token, &client_info(&req))
+        .await
+    {
+        Ok(channel) => Ok(HttpResponse::Accepted().json(CodeSent {
+            channel: channel.to_owned(),
+            expires_in: clinicd_identity::otp::CODE_TTL_SECS,
+        })),
+        Err(LoginError::InvalidMfa) => Err(ApiError::InvalidMfa),
+        Err(LoginError::FallbackUnavailable) => Err(ApiError::MfaFallbackDisabled),
+        Err(LoginError::FallbackUnavailableNow(reason)) => {
+            tracing::warn!(reason = %reason, "one-time code not delivered");
+            Err(ApiError::Unavailable)
+        }
+        Err(other) => Err(ApiError::unexpected(other)),
+    }
+}

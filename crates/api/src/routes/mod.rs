@@ -73,6 +73,12 @@ pub static ROUTES: &[RouteSpec] = &[
     ),
     route(
         Method::POST,
+        "/api/auth/mfa/send",
+        Some(RateClass::Login),
+        || web::to(mfa::send_code),
+    ),
+    route(
+        Method::POST,
         "/api/auth/mfa/totp",
         Some(RateClass::Api),
         || web::to(mfa::begin_totp),

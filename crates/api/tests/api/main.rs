@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod challenge;
 mod cookies;
 mod cors;
 mod headers;

@@ -1,5 +1,10 @@
+use std::sync::Arc;
+
 use actix_web::test::TestRequest;
+use clinicd_identity::otp::WebhookOtpSender;
+use clinicd_test_support::fake_http::FakeHttpServer;
 use clinicd_test_support::{TestApp, settings};
+use secrecy::SecretSlice;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use totp_rs::{Builder, Secret};
@@ -368,4 +373,132 @@ async fn new_backup_codes_need_a_current_code_and_replace_the_old_ones(pool: PgP
         ))
         .await;
     assert_eq!(new.status, 200);
+}
+
+const GATEWAY_KEY: [u8; 32] = [21; 32];
+
+async fn app_with_gateway(pool: PgPool, status: u16) -> (TestApp, FakeHttpServer) {
+    clinicd_test_support::keyring(pool.clone())
+        .bootstrap()
+        .await
+        .unwrap();
+    clinicd_test_support::create_user(&pool, "dr.two", PASSWORD, false).await;
+    let gateway = FakeHttpServer::start(status, "{}").await;
+    let sender = WebhookOtpSender::new(
+        gateway.url.parse().unwrap(),
+        &SecretSlice::from(GATEWAY_KEY.to_vec()),
+    )
+    .unwrap();
+    let identity = clinicd_test_support::identity_with(pool.clone(), |identity| {
+        identity.with_otp_sender(Arc::new(sender))
+    });
+    (TestApp::with_identity(settings(), pool, identity), gateway)
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_code_sent_through_the_gateway_completes_the_login(pool: PgPool) {
+    let (app, gateway) = app_with_gateway(pool, 200).await;
+    enrolled(&app).await;
+    let challenge_token = challenge(&app).await;
+
+    let sent = app
+        .call(post(
+            "/api/auth/mfa/send",
+            json!({ "challenge_token": challenge_token }),
+        ))
+        .await;
+    assert_eq!(sent.status, 202, "{:?}", sent.json());
+    assert_eq!(sent.json()["channel"], "email");
+    assert!(sent.json().get("code").is_none());
+
+    let requests = gateway.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    let timestamp = request.header("x-clinicd-timestamp").unwrap();
+    assert_eq!(
+        request.header("x-clinicd-signature").unwrap(),
+        format!(
+            "sha256={}",
+            WebhookOtpSender::signature(&GATEWAY_KEY, &timestamp, &request.body)
+        ),
+        "the gateway can check the request came from us"
+    );
+    let message: Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(message["to"], "dr.two@clinic.example");
+    let code = message["code"].as_str().unwrap().to_owned();
+    assert!(
+        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{code}"
+    );
+
+    let done = app
+        .call(post(
+            "/api/auth/mfa",
+            json!({ "challenge_token": challenge_token, "code": code }),
+        ))
+        .await;
+    assert_eq!(done.status, 200, "{:?}", done.json());
+    // The code belonged to that challenge, which is used up.
+    app.call(post(
+        "/api/auth/mfa",
+        json!({ "challenge_token": challenge(&app).await, "code": code }),
+    ))
+    .await
+    .assert_problem(401, "invalid_mfa");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn sends_are_capped_per_challenge_and_a_failing_gateway_is_503(pool: PgPool) {
+    let (app, gateway) = app_with_gateway(pool.clone(), 200).await;
+    enrolled(&app).await;
+    let challenge_token = challenge(&app).await;
+    let send = || {
+        post(
+            "/api/auth/mfa/send",
+            json!({ "challenge_token": challenge_token }),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(app.call(send()).await.status, 202);
+    }
+    app.call(send()).await.assert_problem(401, "invalid_mfa");
+    assert_eq!(gateway.requests().len(), 3);
+    app.call(post(
+        "/api/auth/mfa/send",
+        json!({ "challenge_token": "forged" }),
+    ))
+    .await
+    .assert_problem(401, "invalid_mfa");
+    app.call(post("/api/auth/mfa/send", json!({})))
+        .await
+        .assert_problem(400, "invalid_body");
+
+    let broken = FakeHttpServer::start(500, "{}").await;
+    let sender = WebhookOtpSender::new(
+        broken.url.parse().unwrap(),
+        &SecretSlice::from(GATEWAY_KEY.to_vec()),
+    )
+    .unwrap();
+    let identity = clinicd_test_support::identity_with(pool.clone(), |identity| {
+        identity.with_otp_sender(Arc::new(sender))
+    });
+    let app = TestApp::with_identity(settings(), pool, identity);
+    app.call(post(
+        "/api/auth/mfa/send",
+        json!({ "challenge_token": challenge(&app).await }),
+    ))
+    .await
+    .assert_problem(503, "service_unavailable");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn without_a_configured_channel_there_is_no_fallback(pool: PgPool) {
+    let app = app_with_user(pool).await;
+    enrolled(&app).await;
+    app.call(post(
+        "/api/auth/mfa/send",
+        json!({ "challenge_token": challenge(&app).await }),
+    ))
+    .await
+    .assert_problem(409, "mfa_fallback_disabled");
 }

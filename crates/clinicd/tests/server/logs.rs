@@ -99,3 +99,29 @@ async fn every_line_of_a_request_carries_its_request_id() {
         assert_eq!(line["span"]["request_id"], "trace-me-1", "{line}");
     }
 }
+
+#[actix_web::test]
+async fn the_development_otp_sender_logs_that_a_code_was_sent_and_never_the_code() {
+    use clinicd_identity::otp::{LogOtpSender, OtpMessage, OtpSender};
+    let capture = LogCapture::default();
+    let _guard = tracing::subscriber::set_default(telemetry::subscriber("debug", capture.clone()));
+    let code = secrecy::SecretString::from("424242".to_owned());
+    let user_id = uuid::Uuid::now_v7();
+    LogOtpSender
+        .send(&OtpMessage {
+            user_id,
+            to: "dr.quinn@clinic.example",
+            code: &code,
+            expires_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let logs = capture.contents();
+    assert!(logs.contains("one-time code sent"), "{logs}");
+    assert!(logs.contains(&user_id.to_string()), "{logs}");
+    assert!(!logs.contains("424242"), "{logs}");
+    assert!(
+        !logs.contains("dr.quinn@clinic.example"),
+        "no address either: {logs}"
+    );
+}

@@ -4,7 +4,7 @@
 use chrono::Duration;
 use clinicd_identity::account::AccountError;
 use clinicd_identity::clock::Clock;
-use clinicd_identity::login::{LoggedIn, LoginOutcome};
+use clinicd_identity::login::{LoggedIn, LoginAttempt, LoginOutcome};
 use clinicd_identity::password::HashParams;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
@@ -30,10 +30,21 @@ async fn login_trusting_device(f: &Fixture, secret_base32: &str) -> LoggedIn {
         .unwrap()
 }
 
+fn attempt<'a>(password: &'a SecretString, device: Option<&'a SecretString>) -> LoginAttempt<'a> {
+    LoginAttempt {
+        username: "dr.mfa",
+        password,
+        remember_me: false,
+        device,
+        challenge_response: None,
+    }
+}
+
 async fn login_from(f: &Fixture, device: Option<&SecretString>) -> LoginOutcome {
+    let password = secret(PASSWORD);
     f.identity
         .login
-        .login_from_device("dr.mfa", &secret(PASSWORD), false, device, &client())
+        .attempt(&attempt(&password, device), &client())
         .await
         .unwrap()
 }
@@ -181,16 +192,11 @@ async fn a_trusted_device_stands_in_for_the_code_for_thirty_days(db: PgPool) {
         "an unknown token is no device"
     );
     // Still the password first: a device token with a wrong password gets nowhere.
+    let wrong_password = secret("wrong password here");
     let wrong = f
         .identity
         .login
-        .login_from_device(
-            "dr.mfa",
-            &secret("wrong password here"),
-            false,
-            Some(&device.token),
-            &client(),
-        )
+        .attempt(&attempt(&wrong_password, Some(&device.token)), &client())
         .await;
     assert!(wrong.is_err());
 
