@@ -1,8 +1,9 @@
 //! Password hashing with argon2id.
 //!
 //! Hashing is deliberately slow (19 MiB and 2 passes by default, the OWASP parameters), so it
-//! runs on the blocking pool and at most `max_concurrent` hashes run at once: a login flood
-//! queues here instead of stalling the async executor and every other request. Parameters
+//! runs on the blocking pool and at most `max_concurrent` hashes run at once (default: one core
+//! fewer than the machine has): a login flood queues here instead of stalling the async
+//! executor and every other request. Parameters
 //! live in each PHC string, so changing them in configuration takes effect for each user at
 //! their next successful login ([`Verification::needs_rehash`]). Unknown users are verified
 //! against a dummy hash with the same parameters, so they take the same time and get the same

@@ -40,7 +40,11 @@ impl Default for IdentitySettings {
     fn default() -> Self {
         Self {
             hash: HashParams::default(),
-            max_concurrent_hashes: std::thread::available_parallelism().map_or(2, usize::from),
+            // One core left for everything else: measured, two hashes at once on two cores
+            // quadruple the p99 of other requests under a login flood; one hash keeps it within
+            // 1.5x at the same logins/s (docs/identity.md, `./scripts/bench login`).
+            max_concurrent_hashes: std::thread::available_parallelism()
+                .map_or(1, |cores| cores.get().saturating_sub(1).max(1)),
             sessions: SessionPolicy::default(),
             trusted_device_lifetime: crate::devices::DEFAULT_LIFETIME,
         }
