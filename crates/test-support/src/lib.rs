@@ -299,6 +299,15 @@ impl<'a> MakeWriter<'a> for LogCapture {
     }
 }
 
+/// A JSON POST from a fixed client address (the login rate limit keys on it).
+pub fn post(path: &str, body: &Value) -> TestRequest {
+    TestRequest::post()
+        .uri(path)
+        .peer_addr("192.0.2.60:4000".parse().unwrap())
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .set_payload(body.to_string())
+}
+
 /// Creates an account with this password (hashed with the default parameters).
 pub async fn create_user(
     pool: &PgPool,

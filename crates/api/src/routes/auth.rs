@@ -463,9 +463,5 @@ pub async fn revoke_session(
         .revoke(principal.user_id, id.into_inner(), "revoked_by_user")
         .await
         .map_err(ApiError::unexpected)?;
-    if revoked {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::NotFound)
-    }
+    super::deleted(revoked)
 }

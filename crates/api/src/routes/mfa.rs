@@ -354,11 +354,7 @@ pub async fn revoke_device(
         .revoke(principal.user_id, id.into_inner())
         .await
         .map_err(ApiError::unexpected)?;
-    if revoked {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::NotFound)
-    }
+    super::deleted(revoked)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

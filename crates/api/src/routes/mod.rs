@@ -161,6 +161,16 @@ async fn method_not_allowed(allow: String) -> actix_web::HttpResponse {
     response
 }
 
+/// The answer to a DELETE of one of the caller's own things: 204, or 404 when it is not
+/// theirs or already gone (the two are not told apart).
+pub(crate) fn deleted(found: bool) -> Result<actix_web::HttpResponse, ApiError> {
+    if found {
+        Ok(actix_web::HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
 /// The rate-limit class of a matched route.
 pub fn rate_class(method: &Method, pattern: &str) -> Option<RateClass> {
     ROUTES

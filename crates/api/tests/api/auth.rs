@@ -22,11 +22,7 @@ async fn with_account(
 }
 
 fn post(path: &str, body: Value) -> TestRequest {
-    TestRequest::post()
-        .uri(path)
-        .peer_addr("192.0.2.50:4000".parse().unwrap())
-        .insert_header(("Content-Type", "application/json"))
-        .set_payload(body.to_string())
+    clinicd_test_support::post(path, &body)
 }
 
 fn bearer(path: &str, token: &str) -> TestRequest {

@@ -42,11 +42,7 @@ fn login(extra: Value) -> TestRequest {
     body.as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    TestRequest::post()
-        .uri("/api/auth/login")
-        .peer_addr("192.0.2.70:4000".parse().unwrap())
-        .insert_header(("Content-Type", "application/json"))
-        .set_payload(body.to_string())
+    clinicd_test_support::post("/api/auth/login", &body)
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -74,7 +70,7 @@ async fn after_repeated_failures_a_solved_challenge_is_required(pool: PgPool) {
     assert_eq!(asked.len(), 1);
     assert_eq!(
         String::from_utf8(asked[0].body.clone()).unwrap(),
-        "secret=site-secret&response=widget+token%2F%2B%3D&remoteip=192.0.2.70"
+        "secret=site-secret&response=widget+token%2F%2B%3D&remoteip=192.0.2.60"
     );
 }
 

@@ -21,11 +21,7 @@ async fn app_with_user(pool: PgPool) -> TestApp {
 }
 
 fn post(path: &str, body: Value) -> TestRequest {
-    TestRequest::post()
-        .uri(path)
-        .peer_addr("192.0.2.60:4000".parse().unwrap())
-        .insert_header(("Content-Type", "application/json"))
-        .set_payload(body.to_string())
+    clinicd_test_support::post(path, &body)
 }
 
 fn authorized(request: TestRequest, token: &str) -> TestRequest {
