@@ -333,7 +333,7 @@ async fn callers_list_and_revoke_only_their_own_sessions(pool: PgPool) {
         ),
         (Some(true), Some(false))
     );
-    assert_eq!(listed[0]["client_ip"], "192.0.2.50");
+    assert_eq!(listed[0]["client_ip"], "192.0.2.60");
 
     let delete = |id: &Value| {
         TestRequest::delete().uri(&format!("/api/auth/sessions/{}", id.as_str().unwrap()))
