@@ -1,10 +1,17 @@
 //! The audit trail: every PHI access and security event, hash-chained and HMAC-authenticated,
 //! written fail-closed (a request whose event cannot be committed does not return PHI).
 //!
-//! Owns: the `audit_events` table and its partitions, the batching writer, chain
-//! verification and checkpoints.
+//! Owns: the `audit_events` table and its partitions, `audit_heads`, the batching writer and
+//! chain verification.
 //!
 //! Must not: import actix; store a PHI value in clear (before/after values are encrypted
-//! through the crypto crate); offer any update or delete path.
-//!
-//! Status: scaffold. The audit issue fills it in.
+//! through the crypto crate before they reach an event); offer any update or delete path.
+
+pub mod chain;
+pub mod event;
+pub mod verify;
+pub mod writer;
+
+pub use event::{Action, NewEvent, Outcome};
+pub use verify::{VerifyReport, verify};
+pub use writer::{AuditError, AuditWriter, WriterSettings};

@@ -89,8 +89,18 @@ fn fold(value: &str) -> String {
 }
 
 pub(crate) fn derive_index_key(root: &SecretKey, table: &str, column: &str) -> hmac::Key {
+    derive_hmac_key(root, b"clinicd-blind-index-v1", table, column)
+}
+
+/// An HMAC-SHA256 key for one use (`salt` names the use, `table` and `column` the place).
+pub(crate) fn derive_hmac_key(
+    root: &SecretKey,
+    salt: &[u8],
+    table: &str,
+    column: &str,
+) -> hmac::Key {
     let info = [table.as_bytes(), b"\0", column.as_bytes()];
-    let prk = Salt::new(HKDF_SHA256, b"clinicd-blind-index-v1").extract(root.expose());
+    let prk = Salt::new(HKDF_SHA256, salt).extract(root.expose());
     // Expanding 32 bytes of HMAC-SHA256 key cannot fail.
     match prk.expand(&info, hmac::HMAC_SHA256) {
         Ok(okm) => hmac::Key::from(okm),

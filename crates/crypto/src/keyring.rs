@@ -340,6 +340,27 @@ impl Keyring {
         }))
     }
 
+    /// The HMAC key that authenticates the audit chain, derived from the active audit branch
+    /// key, with that key's version (recorded with each chain head, so verification finds the
+    /// right key after a rotation).
+    pub async fn audit_chain_key(&self) -> Result<(u32, aws_lc_rs::hmac::Key), CryptoError> {
+        let version = self.active_branch_version(Purpose::Audit).await?;
+        Ok((version, self.audit_chain_key_at(version).await?))
+    }
+
+    pub async fn audit_chain_key_at(
+        &self,
+        version: u32,
+    ) -> Result<aws_lc_rs::hmac::Key, CryptoError> {
+        let root = self.branch_key(Purpose::Audit, version).await?;
+        Ok(blind_index::derive_hmac_key(
+            &root,
+            b"clinicd-audit-chain-v1",
+            "audit_heads",
+            "mac",
+        ))
+    }
+
     /// Crypto-shredding: erases every key of `subject` inside the caller's transaction (which
     /// also clears the subject's blind indexes), so every encrypted field of theirs becomes
     /// unrecoverable. This instance forgets the keys at once; other instances within the

@@ -1,0 +1,126 @@
+//! Recomputes the chain and checks every head. Reports the first sequence number at which the
+//! trail stops being what the writer wrote: a changed, missing, inserted or reordered event, a
+//! head whose MAC does not verify (a chain rebuilt without the audit key), or events after the
+//! last authenticated head.
+//!
+//! Streams both tables in sequence order, so memory stays flat however long the trail.
+
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use clinicd_crypto::Keyring;
+
+use crate::chain;
+use crate::event::StoredEvent;
+use crate::writer::AuditError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub events_checked: i64,
+    pub heads_checked: i64,
+    pub last_seq: i64,
+    /// `None`: the trail is intact.
+    pub first_broken_seq: Option<i64>,
+    pub problem: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct HeadRow {
+    seq: i64,
+    hash: Vec<u8>,
+    key_version: i32,
+    mac: Vec<u8>,
+}
+
+pub async fn verify(db: &PgPool, keyring: &Keyring) -> Result<VerifyReport, AuditError> {
+    let mut report = VerifyReport {
+        events_checked: 0,
+        heads_checked: 0,
+        last_seq: 0,
+        first_broken_seq: None,
+        problem: None,
+    };
+    let mut heads = sqlx::query_as::<_, HeadRow>(
+        "SELECT seq, hash, key_version, mac FROM audit_heads ORDER BY seq",
+    )
+    .fetch(db);
+    let mut next_head = heads.try_next().await?;
+    let mut events =
+        sqlx::query_as::<_, StoredEvent>("SELECT * FROM audit_events ORDER BY seq").fetch(db);
+    let mut prev = chain::GENESIS.to_vec();
+    let mut expected = 1i64;
+    let mut last_authenticated = 0i64;
+    while let Some(event) = events.try_next().await? {
+        report.events_checked += 1;
+        report.last_seq = event.seq;
+        let broken = if event.seq != expected {
+            Some(format!("expected sequence {expected}, found {}", event.seq))
+        } else if event.prev_hash != prev {
+            Some("the link to the previous event does not match".to_owned())
+        } else if chain::link(&prev, &event) != event.hash {
+            Some("the event does not match its hash".to_owned())
+        } else {
+            None
+        };
+        if let Some(problem) = broken {
+            return Ok(broken_at(report, expected.min(event.seq), problem));
+        }
+        // Heads for earlier sequence numbers than this event cannot sit on any event.
+        if let Some(head) = next_head.as_ref().filter(|h| h.seq < event.seq) {
+            let seq = head.seq;
+            return Ok(broken_at(
+                report,
+                seq,
+                format!("a head at {seq} has no event"),
+            ));
+        }
+        if let Some(head) = next_head.take_if(|h| h.seq == event.seq) {
+            report.heads_checked += 1;
+            let key = keyring
+                .audit_chain_key_at(u32::try_from(head.key_version).unwrap_or(0))
+                .await?;
+            if head.hash != event.hash
+                || !chain::head_mac_valid(&key, head.seq, &head.hash, &head.mac)
+            {
+                let from = last_authenticated + 1;
+                return Ok(broken_at(
+                    report,
+                    from,
+                    format!(
+                        "the head at {} is not authentic: the chain was rebuilt",
+                        head.seq
+                    ),
+                ));
+            }
+            last_authenticated = head.seq;
+            next_head = heads.try_next().await?;
+        }
+        prev = event.hash;
+        expected += 1;
+    }
+    if let Some(head) = next_head {
+        let seq = head.seq;
+        return Ok(broken_at(
+            report,
+            seq.min(expected),
+            format!("events up to {seq} are missing"),
+        ));
+    }
+    if last_authenticated != report.last_seq {
+        let from = last_authenticated + 1;
+        return Ok(broken_at(
+            report,
+            from,
+            "events after the last authenticated head".to_owned(),
+        ));
+    }
+    Ok(report)
+}
+
+fn broken_at(mut report: VerifyReport, seq: i64, problem: String) -> VerifyReport {
+    tracing::warn!(seq, problem = %problem, "audit trail verification failed");
+    report.first_broken_seq = Some(seq);
+    report.problem = Some(problem);
+    report
+}

@@ -1,0 +1,225 @@
+//! The batching writer. Requests hand their event to one task per instance, which commits
+//! whatever has queued (up to `max_batch`, waiting at most `window` for more) in one
+//! transaction and then answers each request. A request returns PHI only after its event is
+//! committed; if the commit fails, every request of the batch gets the error (and a 503).
+//!
+//! Several instances share one chain: each batch takes a transaction-scoped advisory lock,
+//! reads the head, appends and records the new head, so sequence numbers stay gap-free and the
+//! chain linear whichever instance writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clinicd_crypto::Keyring;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::chain;
+use crate::event::{NewEvent, StoredEvent};
+
+/// The advisory lock that serialises appends to the chain ("clinicd audit" in ASCII).
+const CHAIN_LOCK: i64 = 0x636c_696e_6175_6474;
+const QUEUE: usize = 16_384;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit trail is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for AuditError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
+impl From<clinicd_crypto::CryptoError> for AuditError {
+    fn from(error: clinicd_crypto::CryptoError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    pub max_batch: usize,
+    /// How long a batch waits for more events once it has one. Zero: commit what has queued.
+    pub window: Duration,
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            window: Duration::from_millis(1),
+        }
+    }
+}
+
+struct Pending {
+    event: NewEvent,
+    done: oneshot::Sender<Result<i64, AuditError>>,
+}
+
+/// A handle to this instance's writer task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditWriter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending")
+    }
+}
+
+impl AuditWriter {
+    /// Starts the writer task on the current Tokio runtime.
+    pub fn start(db: PgPool, keyring: Arc<Keyring>, settings: WriterSettings) -> Self {
+        let (queue, incoming) = mpsc::channel(QUEUE);
+        tokio::spawn(run(incoming, db, keyring, settings));
+        Self { queue }
+    }
+
+    /// Appends `event`; returns its sequence number once it is committed.
+    pub async fn record(&self, event: NewEvent) -> Result<i64, AuditError> {
+        let (done, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { event, done })
+            .await
+            .map_err(|_| AuditError::Unavailable("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| AuditError::Unavailable("the writer has stopped".into()))?
+    }
+}
+
+async fn run(
+    mut incoming: mpsc::Receiver<Pending>,
+    db: PgPool,
+    keyring: Arc<Keyring>,
+    settings: WriterSettings,
+) {
+    while let Some(first) = incoming.recv().await {
+        let mut batch = vec![first];
+        fill(&mut incoming, &mut batch, settings).await;
+        let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
+        match append(&db, &keyring, &events).await {
+            Ok(first_seq) => {
+                for (offset, pending) in (0i64..).zip(batch) {
+                    let _ = pending.done.send(Ok(first_seq + offset));
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, events = batch.len(), "audit batch not committed");
+                for pending in batch {
+                    let _ = pending.done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Adds whatever is queued, then waits up to the window for more, up to the batch size.
+async fn fill(incoming: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>, s: WriterSettings) {
+    while batch.len() < s.max_batch {
+        match incoming.try_recv() {
+            Ok(pending) => batch.push(pending),
+            Err(_) => break,
+        }
+    }
+    if s.window.is_zero() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + s.window;
+    while batch.len() < s.max_batch {
+        match tokio::time::timeout_at(deadline, incoming.recv()).await {
+            Ok(Some(pending)) => batch.push(pending),
+            _ => break,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Head {
+    seq: i64,
+    hash: Vec<u8>,
+}
+
+/// Appends `events` after the current head in one transaction; returns the first sequence
+/// number.
+pub(crate) async fn append(
+    db: &PgPool,
+    keyring: &Keyring,
+    events: &[&NewEvent],
+) -> Result<i64, AuditError> {
+    let (key_version, key) = keyring.audit_chain_key().await?;
+    let mut tx = db.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CHAIN_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let head: Option<Head> =
+        sqlx::query_as("SELECT seq, hash FROM audit_heads ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (mut seq, mut prev) = head.map_or((0, chain::GENESIS.to_vec()), |h| (h.seq, h.hash));
+    let first = seq + 1;
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let mut row = StoredEvent::from_new(seq, event);
+        row.prev_hash = prev;
+        row.hash = chain::link(&row.prev_hash, &row);
+        prev = row.hash.clone();
+        rows.push(row);
+    }
+    insert(&mut tx, &rows).await?;
+    sqlx::query("INSERT INTO audit_heads (seq, hash, key_version, mac) VALUES ($1, $2, $3, $4)")
+        .bind(seq)
+        .bind(&prev)
+        .bind(i32::try_from(key_version).unwrap_or(i32::MAX))
+        .bind(chain::head_mac(&key, seq, &prev))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(first)
+}
+
+/// One INSERT for the whole batch, column by column.
+async fn insert(tx: &mut sqlx::PgConnection, rows: &[StoredEvent]) -> Result<(), sqlx::Error> {
+    fn col<T: Clone>(rows: &[StoredEvent], f: impl Fn(&StoredEvent) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    sqlx::query(
+        "INSERT INTO audit_events (seq, occurred_at, actor_user_id, actor_username, session_id, action, \
+           resource_type, resource_id, patient_id, outcome, http_method, route, status_code, client_ip, \
+           user_agent, request_id, reason, metadata, sealed_values, prev_hash, hash) \
+         SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::uuid[], $4::text[], $5::uuid[], $6::text[], \
+           $7::text[], $8::text[], $9::uuid[], $10::text[], $11::text[], $12::text[], $13::int[], $14::text[], \
+           $15::text[], $16::text[], $17::text[], $18::jsonb[], $19::bytea[], $20::bytea[], $21::bytea[])",
+    )
+    .bind(col(rows, |r| r.seq))
+    .bind(col(rows, |r| r.occurred_at))
+    .bind(col(rows, |r| r.actor_user_id))
+    .bind(col(rows, |r| r.actor_username.clone()))
+    .bind(col(rows, |r| r.session_id))
+    .bind(col(rows, |r| r.action.clone()))
+    .bind(col(rows, |r| r.resource_type.clone()))
+    .bind(col(rows, |r| r.resource_id.clone()))
+    .bind(col(rows, |r| r.patient_id))
+    .bind(col(rows, |r| r.outcome.clone()))
+    .bind(col(rows, |r| r.http_method.clone()))
+    .bind(col(rows, |r| r.route.clone()))
+    .bind(col(rows, |r| r.status_code))
+    .bind(col(rows, |r| r.client_ip.clone()))
+    .bind(col(rows, |r| r.user_agent.clone()))
+    .bind(col(rows, |r| r.request_id.clone()))
+    .bind(col(rows, |r| r.reason.clone()))
+    .bind(col(rows, |r| r.metadata.clone()))
+    .bind(col(rows, |r| r.sealed_values.clone()))
+    .bind(col(rows, |r| r.prev_hash.clone()))
+    .bind(col(rows, |r| r.hash.clone()))
+    .execute(tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,192 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use clinicd_audit::{Action, AuditWriter, NewEvent, Outcome, WriterSettings, verify};
+use clinicd_crypto::Keyring;
+use sqlx::PgPool;
+
+async fn keyring(db: &PgPool) -> Arc<Keyring> {
+    let keyring = clinicd_test_support::keyring(db.clone());
+    keyring.bootstrap().await.unwrap();
+    keyring
+}
+
+fn event(n: usize) -> NewEvent {
+    let mut event = NewEvent::new(Action::View, Outcome::Success);
+    event.route = Some("/api/patients/{id}".into());
+    event.resource_type = Some("patient".into());
+    event.resource_id = Some(format!("p-{n}"));
+    event.metadata = serde_json::json!({ "n": n, "fields": ["name", "dob"] });
+    event
+}
+
+async fn append(writer: &AuditWriter, count: usize) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    for n in 0..count {
+        seqs.push(writer.record(event(n)).await.unwrap());
+    }
+    seqs
+}
+
+/// Runs SQL with triggers off, as a superuser with the database could.
+async fn as_superuser(db: &PgPool, sql: &'static str) {
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn appends_are_gap_free_and_verify(db: PgPool) {
+    let keyring = keyring(&db).await;
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    assert_eq!(append(&writer, 5).await, vec![1, 2, 3, 4, 5]);
+    let report = verify(&db, &keyring).await.unwrap();
+    assert_eq!(report.first_broken_seq, None, "{report:?}");
+    assert_eq!((report.events_checked, report.last_seq), (5, 5));
+    assert_eq!(report.heads_checked, 5, "one head per batch of one");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn two_instances_appending_at_once_keep_one_valid_chain(db: PgPool) {
+    let keyring = keyring(&db).await;
+    let settings = WriterSettings {
+        max_batch: 64,
+        window: Duration::from_millis(2),
+    };
+    // Two writers stand for two clinicd instances: separate queues, one database.
+    let a = AuditWriter::start(db.clone(), keyring.clone(), settings);
+    let b = AuditWriter::start(db.clone(), keyring.clone(), settings);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let writer = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move { writer.record(event(i)).await.unwrap() });
+    }
+    let mut seqs = tasks.join_all().await;
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).collect::<Vec<i64>>());
+    let report = verify(&db, &keyring).await.unwrap();
+    assert_eq!(report.first_broken_seq, None, "{report:?}");
+    assert!(
+        report.heads_checked < 200,
+        "concurrent events were batched: {report:?}"
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_trail_refuses_update_delete_and_truncate(db: PgPool) {
+    let keyring = keyring(&db).await;
+    let writer = AuditWriter::start(db.clone(), keyring, WriterSettings::default());
+    append(&writer, 2).await;
+    for sql in [
+        "UPDATE audit_events SET outcome = 'failure' WHERE seq = 1",
+        "DELETE FROM audit_events WHERE seq = 2",
+        "TRUNCATE audit_events",
+        "DELETE FROM audit_heads",
+        "TRUNCATE audit_heads",
+    ] {
+        let error = sqlx::query(sql).execute(&db).await.unwrap_err();
+        assert!(error.to_string().contains("append-only"), "{sql}: {error}");
+    }
+    let partition: String =
+        sqlx::query_scalar("SELECT tableoid::regclass::text FROM audit_events WHERE seq = 1")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let truncate = format!("TRUNCATE {partition}");
+    let error = sqlx::query(sqlx::AssertSqlSafe(truncate))
+        .execute(&db)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("append-only"), "{error}");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_row_changed_or_deleted_behind_the_triggers_is_found_at_its_sequence(db: PgPool) {
+    let keyring = keyring(&db).await;
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    append(&writer, 6).await;
+
+    as_superuser(
+        &db,
+        "UPDATE audit_events SET outcome = 'failure' WHERE seq = 4",
+    )
+    .await;
+    let report = verify(&db, &keyring).await.unwrap();
+    assert_eq!(report.first_broken_seq, Some(4), "{report:?}");
+
+    as_superuser(
+        &db,
+        "UPDATE audit_events SET outcome = 'success' WHERE seq = 4",
+    )
+    .await;
+    assert_eq!(
+        verify(&db, &keyring).await.unwrap().first_broken_seq,
+        None,
+        "restored"
+    );
+
+    as_superuser(&db, "DELETE FROM audit_events WHERE seq = 3").await;
+    let report = verify(&db, &keyring).await.unwrap();
+    assert_eq!(report.first_broken_seq, Some(3), "{report:?}");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_chain_rebuilt_without_the_key_is_detected(db: PgPool) {
+    let keyring = keyring(&db).await;
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    append(&writer, 5).await;
+    // Someone with the database alters event 2 and recomputes every hash after it, and the
+    // heads' hashes; only the MACs they cannot compute.
+    let mut rows: Vec<clinicd_audit::event::StoredEvent> =
+        sqlx::query_as("SELECT * FROM audit_events ORDER BY seq")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    rows[1].reason = Some("nothing to see".into());
+    for i in 1..rows.len() {
+        rows[i].prev_hash = rows[i - 1].hash.clone();
+        rows[i].hash = clinicd_audit::chain::link(&rows[i].prev_hash, &rows[i]);
+    }
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for row in &rows[1..] {
+        sqlx::query(
+            "UPDATE audit_events SET reason = $2, prev_hash = $3, hash = $4 WHERE seq = $1",
+        )
+        .bind(row.seq)
+        .bind(&row.reason)
+        .bind(&row.prev_hash)
+        .bind(&row.hash)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE audit_heads SET hash = $2 WHERE seq = $1")
+            .bind(row.seq)
+            .bind(&row.hash)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let report = verify(&db, &keyring).await.unwrap();
+    assert_eq!(report.first_broken_seq, Some(2), "{report:?}");
+    assert!(report.problem.unwrap().contains("not authentic"));
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_unreachable_store_is_an_error_not_a_silent_drop(db: PgPool) {
+    let keyring = keyring(&db).await;
+    let dead = AuditWriter::start(
+        clinicd_test_support::dead_pool(),
+        keyring,
+        WriterSettings::default(),
+    );
+    assert!(dead.record(event(1)).await.is_err());
+}
