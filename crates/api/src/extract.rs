@@ -5,7 +5,7 @@
 
 use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
 use clinicd_identity::sessions::{Principal, SessionError};
 use futures_util::future::LocalBoxFuture;
@@ -98,8 +98,9 @@ impl FromRequest for Authenticated {
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let principal = principal(req);
+        let req = req.clone();
         Box::pin(async move {
-            let principal = principal.await?;
+            let principal = remember(&req, principal.await?);
             if principal.must_change_password {
                 return Err(ApiError::PasswordChangeRequired);
             }
@@ -114,8 +115,15 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let principal = principal(req);
-        Box::pin(async move { principal.await.map(Self) })
+        let req = req.clone();
+        Box::pin(async move { Ok(Self(remember(&req, principal.await?))) })
     }
+}
+
+/// Keeps the principal with the request, for the audit layer's actor and session.
+fn remember(req: &HttpRequest, principal: Principal) -> Principal {
+    req.extensions_mut().insert(principal.clone());
+    principal
 }
 
 /// How the caller presented their access token.

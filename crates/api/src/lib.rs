@@ -7,6 +7,7 @@
 //! Must not: hold business rules or SQL beyond a readiness probe (handlers extract, authorize,
 //! call a domain crate, audit and respond); log bodies, query strings or raw paths.
 
+pub mod audit;
 pub mod client_ip;
 pub mod cookies;
 pub mod docs;
@@ -71,6 +72,7 @@ pub fn app_with(
         .configure(docs::register)
         .configure(extra)
         .default_service(web::to(not_found))
+        .wrap(from_fn(middleware::audit::audit))
         .wrap(from_fn(throttle::throttle))
         .wrap(from_fn(cors::cors))
         .wrap(from_fn(observe::observe))

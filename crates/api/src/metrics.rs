@@ -13,6 +13,7 @@ pub struct Metrics {
     latency: HistogramVec,
     rate_limited: IntCounterVec,
     cors_refused: IntCounterVec,
+    audit_failures: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -49,13 +50,19 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
+        let audit_failures = prometheus::IntCounter::new(
+            "audit_failures_total",
+            "Responses withheld (503) because their audit event could not be committed",
+        )?;
         registry.register(Box::new(cors_refused.clone()))?;
+        registry.register(Box::new(audit_failures.clone()))?;
         Ok(Self {
             registry,
             requests,
             latency,
             rate_limited,
             cors_refused,
+            audit_failures,
         })
     }
 
@@ -70,6 +77,10 @@ impl Metrics {
 
     pub fn count_rate_limited(&self, policy: &str) {
         self.rate_limited.with_label_values(&[policy]).inc();
+    }
+
+    pub fn count_audit_failure(&self) {
+        self.audit_failures.inc();
     }
 
     pub fn count_cors_refused(&self, kind: &str) {

@@ -206,6 +206,10 @@ impl ResponseError for ApiError {
             tracing::error!(error.chain = %ErrorChain(err.as_ref()), "unexpected error");
         }
         let mut response = HttpResponse::build(self.status_code());
+        // The audit layer records the code as the reason of a failed request.
+        response
+            .extensions_mut()
+            .insert(crate::audit::ErrorCode(self.code()));
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         match self {
             Self::RateLimited { retry_after } | Self::LoginThrottled { retry_after } => {

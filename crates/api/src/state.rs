@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use clinicd_audit::AuditWriter;
 use clinicd_identity::Identity;
 use sqlx::PgPool;
 
@@ -16,6 +17,7 @@ pub struct ApiState {
     pub limits: Arc<Limits>,
     pub metrics: Metrics,
     pub identity: Arc<Identity>,
+    pub audit: AuditWriter,
 }
 
 impl ApiState {
@@ -24,9 +26,11 @@ impl ApiState {
         settings: HttpSettings,
         metrics: Metrics,
         identity: Arc<Identity>,
+        audit: AuditWriter,
     ) -> Self {
         Self {
             identity,
+            audit,
             db,
             limits: Arc::new(Limits::new(settings.rate_limits.clone())),
             settings: Arc::new(settings),

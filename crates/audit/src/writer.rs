@@ -99,6 +99,11 @@ async fn run(
     keyring: Arc<Keyring>,
     settings: WriterSettings,
 ) {
+    // The chain key must exist before the first append; bootstrapping is idempotent and safe
+    // to race. A failure here surfaces as failed appends (503), never as unaudited access.
+    if let Err(error) = keyring.bootstrap().await {
+        tracing::warn!(error = %error, "audit writer could not make sure its key exists");
+    }
     while let Some(first) = incoming.recv().await {
         let mut batch = vec![first];
         fill(&mut incoming, &mut batch, settings).await;

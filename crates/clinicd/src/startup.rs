@@ -12,6 +12,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use clinicd_api::middleware::security_headers::security_headers;
 use clinicd_api::rate_limit::Limits;
 use clinicd_api::{ApiError, ApiState, Metrics};
+use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_identity::Identity;
 use clinicd_identity::challenge::SiteVerifyChallenge;
 use clinicd_identity::clock::SystemClock;
@@ -104,6 +105,7 @@ impl Application {
             .bootstrap()
             .await
             .map_err(|e| StartupError::Keys(e.into()))?;
+        let audit = AuditWriter::start(pool.clone(), keyring.clone(), WriterSettings::default());
         let identity = Identity::new(
             pool.clone(),
             &settings.token_signing_key,
@@ -118,6 +120,7 @@ impl Application {
             settings.http.clone(),
             metrics.clone(),
             Arc::new(identity),
+            audit,
         );
         let limits = state.limits.clone();
 

@@ -18,6 +18,7 @@ use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use clinicd_api::extract::Authenticated;
 use clinicd_api::{ApiError, ApiState, HttpSettings, Metrics};
+use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_crypto::{Keyring, LocalKeyProvider, SecretKey};
 use clinicd_identity::clock::SystemClock;
 use clinicd_identity::password::PasswordHasherPool;
@@ -75,7 +76,12 @@ pub fn state(settings: HttpSettings, pool: PgPool) -> ApiState {
 }
 
 pub fn state_with(settings: HttpSettings, pool: PgPool, identity: Arc<Identity>) -> ApiState {
-    ApiState::new(pool, settings, Metrics::new().unwrap(), identity)
+    let audit = AuditWriter::start(
+        pool.clone(),
+        keyring(pool.clone()),
+        WriterSettings::default(),
+    );
+    ApiState::new(pool, settings, Metrics::new().unwrap(), identity, audit)
 }
 
 /// The API application driven in process: each call goes through the full middleware stack

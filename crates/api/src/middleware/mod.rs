@@ -1,5 +1,6 @@
 //! The middleware stack, outermost first: request context (id, client IP, log span, access
-//! log), security headers (and problem+json for every error), metrics, CORS, rate limits.
+//! log), security headers (and problem+json for every error), metrics, CORS, rate limits,
+//! audit (innermost: it sees exactly what the handler answered).
 //!
 //! None of these layers returns `Err`: they answer refusals with responses. Handlers and
 //! extractors turn their errors into responses inside actix too, so every error response
@@ -7,6 +8,7 @@
 //! the `HttpRequest` across the inner call to convert a stray `Err` itself: actix's router
 //! needs the request uniquely owned and panics otherwise.)
 
+pub mod audit;
 pub mod context;
 pub mod cors;
 pub mod observe;

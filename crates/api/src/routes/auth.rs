@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::audit::AuditNote;
 use crate::client_ip::ClientIp;
 use crate::cookies;
 use crate::extract::{Authenticated, Caller};
@@ -110,6 +111,7 @@ pub(crate) fn session_response(
     let expires_in = (tokens.access_expires_at - chrono::Utc::now())
         .num_seconds()
         .max(0);
+    let (user_id, session_id) = (tokens.user_id, tokens.session_id);
     let mut response = HttpResponse::Ok();
     let body = if as_cookies {
         let csrf_token = state.identity.sessions.csrf_token(tokens.session_id);
@@ -139,7 +141,14 @@ pub(crate) fn session_response(
             must_change_password,
         }
     };
-    response.json(body)
+    let mut response = response.json(body);
+    AuditNote {
+        actor: Some(user_id.0),
+        session: Some(session_id),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    response
 }
 
 /// Logs in with a username and password.

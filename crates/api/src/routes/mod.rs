@@ -1,5 +1,5 @@
 //! The route table: the one place where every API route is declared, with its rate-limit
-//! class (and, as later issues land, its permission and audit action). The app is built from
+//! class and its audit action (and, with RBAC, its permission). The app is built from
 //! this table, and a test checks it against the OpenAPI document both ways.
 
 pub mod auth;
@@ -10,6 +10,9 @@ use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{ResponseError, web};
 
+use clinicd_audit::Action;
+
+use crate::audit::AuditDeclaration;
 use crate::problem::ApiError;
 use crate::rate_limit::RateClass;
 
@@ -20,97 +23,127 @@ pub struct RouteSpec {
     pub path: &'static str,
     /// The class limit applied on top of the per-IP limit; `None` for operational probes.
     pub rate_class: Option<RateClass>,
+    /// What the audit layer records for each request; `None` only for operational probes,
+    /// which touch neither PHI nor security state (a test holds every `/api/` route to this).
+    pub audit: Option<AuditDeclaration>,
     handler: fn() -> actix_web::Route,
 }
 
+const fn audited(action: Action, resource: &'static str) -> Option<AuditDeclaration> {
+    Some(AuditDeclaration { action, resource })
+}
+
+const LOGIN: Option<RateClass> = Some(RateClass::Login);
+const API: Option<RateClass> = Some(RateClass::Api);
+
 pub static ROUTES: &[RouteSpec] = &[
-    route(Method::GET, "/health", None, || web::to(health::health)),
-    route(Method::GET, "/ready", None, || web::to(health::ready)),
+    route(Method::GET, "/health", None, None, || {
+        web::to(health::health)
+    }),
+    route(Method::GET, "/ready", None, None, || web::to(health::ready)),
     route(
         Method::POST,
         "/api/auth/login",
-        Some(RateClass::Login),
+        LOGIN,
+        audited(Action::Login, "session"),
         || web::to(auth::login),
     ),
     route(
         Method::POST,
         "/api/auth/refresh",
-        Some(RateClass::Api),
+        API,
+        audited(Action::Refresh, "session"),
         || web::to(auth::refresh),
     ),
     route(
         Method::POST,
         "/api/auth/logout",
-        Some(RateClass::Api),
+        API,
+        audited(Action::Logout, "session"),
         || web::to(auth::logout),
     ),
-    route(Method::GET, "/api/auth/me", Some(RateClass::Api), || {
-        web::to(auth::me)
-    }),
+    route(
+        Method::GET,
+        "/api/auth/me",
+        API,
+        audited(Action::View, "user"),
+        || web::to(auth::me),
+    ),
     route(
         Method::POST,
         "/api/auth/password",
-        Some(RateClass::Api),
+        API,
+        audited(Action::PasswordChange, "user"),
         || web::to(auth::change_password),
     ),
     route(
         Method::GET,
         "/api/auth/sessions",
-        Some(RateClass::Api),
+        API,
+        audited(Action::SessionList, "session"),
         || web::to(auth::list_sessions),
     ),
     route(
         Method::DELETE,
         "/api/auth/sessions/{id}",
-        Some(RateClass::Api),
+        API,
+        audited(Action::SessionRevoke, "session"),
         || web::to(auth::revoke_session),
     ),
     route(
         Method::POST,
         "/api/auth/mfa",
-        Some(RateClass::Login),
+        LOGIN,
+        audited(Action::MfaVerify, "session"),
         || web::to(mfa::complete_mfa),
     ),
     route(
         Method::POST,
         "/api/auth/mfa/send",
-        Some(RateClass::Login),
+        LOGIN,
+        audited(Action::MfaSend, "mfa"),
         || web::to(mfa::send_code),
     ),
     route(
         Method::POST,
         "/api/auth/mfa/totp",
-        Some(RateClass::Api),
+        API,
+        audited(Action::MfaEnrol, "mfa"),
         || web::to(mfa::begin_totp),
     ),
     route(
         Method::POST,
         "/api/auth/mfa/totp/confirm",
-        Some(RateClass::Api),
+        API,
+        audited(Action::MfaEnrol, "mfa"),
         || web::to(mfa::confirm_totp),
     ),
     route(
         Method::POST,
         "/api/auth/mfa/disable",
-        Some(RateClass::Api),
+        API,
+        audited(Action::MfaDisable, "mfa"),
         || web::to(mfa::disable_mfa),
     ),
     route(
         Method::POST,
         "/api/auth/mfa/backup-codes",
-        Some(RateClass::Api),
+        API,
+        audited(Action::MfaBackupCodes, "mfa"),
         || web::to(mfa::regenerate_backup_codes),
     ),
     route(
         Method::GET,
         "/api/auth/devices",
-        Some(RateClass::Api),
+        API,
+        audited(Action::DeviceList, "device"),
         || web::to(mfa::list_devices),
     ),
     route(
         Method::DELETE,
         "/api/auth/devices/{id}",
-        Some(RateClass::Api),
+        API,
+        audited(Action::DeviceRevoke, "device"),
         || web::to(mfa::revoke_device),
     ),
 ];
@@ -119,12 +152,14 @@ const fn route(
     method: Method,
     path: &'static str,
     rate_class: Option<RateClass>,
+    audit: Option<AuditDeclaration>,
     handler: fn() -> actix_web::Route,
 ) -> RouteSpec {
     RouteSpec {
         method,
         path,
         rate_class,
+        audit,
         handler,
     }
 }
@@ -169,6 +204,14 @@ pub(crate) fn deleted(found: bool) -> Result<actix_web::HttpResponse, ApiError> 
     } else {
         Err(ApiError::NotFound)
     }
+}
+
+/// The audit declaration of a matched route.
+pub fn audit_of(method: &Method, pattern: &str) -> Option<AuditDeclaration> {
+    ROUTES
+        .iter()
+        .find(|r| r.path == pattern && r.method == method)
+        .and_then(|r| r.audit)
 }
 
 /// The rate-limit class of a matched route.

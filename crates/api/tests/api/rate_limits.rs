@@ -92,15 +92,19 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_bucket() {
         .assert_problem(429, "rate_limited");
 }
 
-#[actix_web::test]
-async fn an_api_route_also_counts_against_its_class_limit() {
-    let app = TestApp::new(HttpSettings {
-        rate_limits: RateLimitSettings {
-            api: "1/1h".parse().unwrap(),
-            ..RateLimitSettings::default()
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_api_route_also_counts_against_its_class_limit(pool: sqlx::PgPool) {
+    // A live database: the refused request is audited too (a dead store would make it 503).
+    let app = TestApp::with_pool(
+        HttpSettings {
+            rate_limits: RateLimitSettings {
+                api: "1/1h".parse().unwrap(),
+                ..RateLimitSettings::default()
+            },
+            ..HttpSettings::default()
         },
-        ..HttpSettings::default()
-    });
+        pool,
+    );
     let me = || {
         TestRequest::get()
             .uri("/api/auth/me")

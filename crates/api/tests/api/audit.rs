@@ -1,0 +1,213 @@
+//! The audit layer over HTTP: coverage by construction, one event per request with the right
+//! fields, and fail-closed when the trail cannot take an event.
+
+use actix_web::test::TestRequest;
+use clinicd_api::routes::ROUTES;
+use clinicd_api::{ApiState, Metrics};
+use clinicd_audit::{AuditWriter, WriterSettings};
+use clinicd_test_support::{TestApp, settings};
+use serde_json::json;
+use sqlx::PgPool;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    seq: i64,
+    action: String,
+    outcome: String,
+    actor_user_id: Option<uuid::Uuid>,
+    session_id: Option<uuid::Uuid>,
+    http_method: Option<String>,
+    route: Option<String>,
+    status_code: Option<i32>,
+    client_ip: Option<String>,
+    request_id: Option<String>,
+    reason: Option<String>,
+    resource_type: Option<String>,
+}
+
+async fn rows(pool: &PgPool) -> Vec<Row> {
+    sqlx::query_as(
+        "SELECT seq, action, outcome, actor_user_id, session_id, http_method, route, status_code, \
+         client_ip, request_id, reason, resource_type FROM audit_events ORDER BY seq",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+fn login(password: &str) -> TestRequest {
+    clinicd_test_support::post(
+        "/api/auth/login",
+        &json!({ "username": "dr.audit", "password": password }),
+    )
+}
+
+#[test]
+fn every_api_route_declares_what_it_audits() {
+    for route in ROUTES {
+        if route.path.starts_with("/api/") {
+            assert!(
+                route.audit.is_some(),
+                "{} {} touches PHI or security state and has no audit declaration",
+                route.method,
+                route.path
+            );
+        } else {
+            assert!(
+                matches!(route.path, "/health" | "/ready"),
+                "{} is neither an API route nor a known probe",
+                route.path
+            );
+        }
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn each_request_writes_exactly_one_event_with_its_fields(pool: PgPool) {
+    let user = clinicd_test_support::create_user(&pool, "dr.audit", PASSWORD, false).await;
+    let app = TestApp::with_pool(settings(), pool.clone());
+
+    let ok = app.call(login(PASSWORD)).await;
+    assert_eq!(ok.status, 200);
+    let tokens = ok.json();
+    let session: uuid::Uuid = tokens["session_id"].as_str().unwrap().parse().unwrap();
+    let events = rows(&pool).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let login_event = &events[0];
+    assert_eq!(
+        (login_event.action.as_str(), login_event.outcome.as_str()),
+        ("login", "success")
+    );
+    assert_eq!(login_event.actor_user_id, Some(user.0));
+    assert_eq!(login_event.session_id, Some(session));
+    assert_eq!(login_event.http_method.as_deref(), Some("POST"));
+    assert_eq!(login_event.route.as_deref(), Some("/api/auth/login"));
+    assert_eq!(login_event.status_code, Some(200));
+    assert_eq!(login_event.client_ip.as_deref(), Some("192.0.2.60"));
+    assert_eq!(
+        login_event.request_id.as_deref(),
+        ok.header("x-request-id"),
+        "the event names the request"
+    );
+
+    let me = app
+        .call(TestRequest::get().uri("/api/auth/me").insert_header((
+            "Authorization",
+            format!("Bearer {}", tokens["access_token"].as_str().unwrap()),
+        )))
+        .await;
+    assert_eq!(me.status, 200);
+    let failed = app.call(login("not the right password")).await;
+    failed.assert_problem(401, "invalid_credentials");
+    let revoke = app
+        .call(
+            TestRequest::delete()
+                .uri(&format!("/api/auth/sessions/{}", uuid::Uuid::now_v7()))
+                .insert_header((
+                    "Authorization",
+                    format!("Bearer {}", tokens["access_token"].as_str().unwrap()),
+                )),
+        )
+        .await;
+    revoke.assert_problem(404, "not_found");
+
+    let events = rows(&pool).await;
+    assert_eq!(events.len(), 4, "one event per request: {events:?}");
+    let view = &events[1];
+    assert_eq!(
+        (view.action.as_str(), view.outcome.as_str()),
+        ("view", "success")
+    );
+    assert_eq!(view.resource_type.as_deref(), Some("user"));
+    assert_eq!(
+        (view.actor_user_id, view.session_id),
+        (Some(user.0), Some(session))
+    );
+    let refused = &events[2];
+    assert_eq!(
+        (refused.action.as_str(), refused.outcome.as_str()),
+        ("login_failed", "denied")
+    );
+    assert_eq!(refused.reason.as_deref(), Some("invalid_credentials"));
+    assert_eq!(
+        refused.actor_user_id, None,
+        "nothing taken from what the caller typed"
+    );
+    let revoke = &events[3];
+    assert_eq!(
+        revoke.route.as_deref(),
+        Some("/api/auth/sessions/{id}"),
+        "the template, never the path"
+    );
+    assert_eq!(
+        (revoke.outcome.as_str(), revoke.reason.as_deref()),
+        ("failure", Some("not_found"))
+    );
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+
+    let keyring = clinicd_test_support::keyring(pool.clone());
+    let report = clinicd_audit::verify(&pool, &keyring).await.unwrap();
+    assert_eq!(report.first_broken_seq, None, "{report:?}");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn when_the_trail_cannot_take_the_event_the_response_is_withheld(pool: PgPool) {
+    clinicd_test_support::create_user(&pool, "dr.audit", PASSWORD, false).await;
+    let healthy = TestApp::with_pool(settings(), pool.clone());
+    let token = healthy.call(login(PASSWORD)).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Same database for everything else; the audit writer's store is gone.
+    let broken_audit = AuditWriter::start(
+        clinicd_test_support::dead_pool(),
+        clinicd_test_support::keyring(pool.clone()),
+        WriterSettings::default(),
+    );
+    let app = TestApp {
+        state: ApiState::new(
+            pool.clone(),
+            settings(),
+            Metrics::new().unwrap(),
+            clinicd_test_support::identity(pool.clone()),
+            broken_audit,
+        ),
+    };
+    let me = app
+        .call(
+            TestRequest::get()
+                .uri("/api/auth/me")
+                .insert_header(("Authorization", format!("Bearer {token}"))),
+        )
+        .await;
+    let body = me.assert_problem(503, "service_unavailable");
+    let text = String::from_utf8_lossy(&me.body);
+    assert!(
+        !text.contains("dr.audit") && !text.contains("clinic.example"),
+        "{body}"
+    );
+    clinicd_test_support::assert_security_headers(&me.headers);
+
+    let login = app.call(login(PASSWORD)).await;
+    login.assert_problem(503, "service_unavailable");
+    assert!(!String::from_utf8_lossy(&login.body).contains("access_token"));
+    let set_cookie: Vec<_> = login.headers.get_all("set-cookie").collect();
+    assert!(
+        set_cookie.is_empty(),
+        "no session handed out: {set_cookie:?}"
+    );
+    assert!(
+        app.state
+            .metrics
+            .render()
+            .unwrap()
+            .contains("audit_failures_total 2"),
+        "counted for the operators"
+    );
+}
