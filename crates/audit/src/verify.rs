@@ -41,6 +41,17 @@ pub async fn verify(db: &PgPool, keyring: &Keyring) -> Result<VerifyReport, Audi
         first_broken_seq: None,
         problem: None,
     };
+    // Keys first: with both streams open, a connection-starved pool could not fetch them.
+    let versions: Vec<i32> = sqlx::query_scalar("SELECT DISTINCT key_version FROM audit_heads")
+        .fetch_all(db)
+        .await?;
+    let mut keys = std::collections::HashMap::new();
+    for version in versions {
+        let key = keyring
+            .audit_chain_key_at(u32::try_from(version).unwrap_or(0))
+            .await?;
+        keys.insert(version, key);
+    }
     let mut heads = sqlx::query_as::<_, HeadRow>(
         "SELECT seq, hash, key_version, mac FROM audit_heads ORDER BY seq",
     )
@@ -77,12 +88,10 @@ pub async fn verify(db: &PgPool, keyring: &Keyring) -> Result<VerifyReport, Audi
         }
         if let Some(head) = next_head.take_if(|h| h.seq == event.seq) {
             report.heads_checked += 1;
-            let key = keyring
-                .audit_chain_key_at(u32::try_from(head.key_version).unwrap_or(0))
-                .await?;
-            if head.hash != event.hash
-                || !chain::head_mac_valid(&key, head.seq, &head.hash, &head.mac)
-            {
+            let authentic = keys
+                .get(&head.key_version)
+                .is_some_and(|key| chain::head_mac_valid(key, head.seq, &head.hash, &head.mac));
+            if head.hash != event.hash || !authentic {
                 let from = last_authenticated + 1;
                 return Ok(broken_at(
                     report,

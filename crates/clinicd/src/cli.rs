@@ -25,6 +25,16 @@ pub enum Command {
     /// Manage accounts from the command line.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain and check every authenticated head. Prints a JSON report;
+    /// exits 1 and names the first broken sequence number if the trail was altered.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]

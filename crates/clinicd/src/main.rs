@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use clinicd::cli::{AdminCommand, Cli, Command, KeysCommand};
+use clinicd::cli::{AdminCommand, AuditCommand, Cli, Command, KeysCommand};
 use clinicd::{Application, Settings, keys, startup, telemetry};
 
 fn main() -> ExitCode {
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(settings).await,
             Command::Keys(command) => keys_command(settings, command).await,
             Command::Admin(command) => admin_command(settings, command).await,
+            Command::Audit(command) => audit_command(settings, command).await,
         }
     });
     match result {
@@ -84,6 +85,23 @@ async fn keys_command(settings: Settings, command: KeysCommand) -> anyhow::Resul
     }
 }
 
+async fn audit_command(settings: Settings, command: AuditCommand) -> anyhow::Result<()> {
+    let pool = connect(&settings).await?;
+    let keyring = keys::keyring(&settings.keys, pool.clone()).await?;
+    let AuditCommand::Verify = command;
+    let report = clinicd_audit::verify(&pool, &keyring).await?;
+    // One line, so it stands apart from the JSON log lines that share stdout.
+    let text = format!("{}\n", serde_json::to_string(&report)?);
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+    match (report.first_broken_seq, report.problem) {
+        (Some(seq), problem) => anyhow::bail!(
+            "the audit trail is broken at sequence {seq}: {}",
+            problem.unwrap_or_default()
+        ),
+        (None, _) => Ok(()),
+    }
+}
+
 async fn admin_command(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
     let pool = connect(&settings).await?;
@@ -91,7 +109,7 @@ async fn admin_command(settings: Settings, command: AdminCommand) -> anyhow::Res
         startup::MIGRATOR.run(&pool).await?;
     }
     let AdminCommand::Create { username, email } = command;
-    let hasher = clinicd_identity::password::PasswordHasherPool::new(Default::default(), 1)?;
+    let hasher = clinicd_identity::password::PasswordHasherPool::new(settings.identity.hash, 1)?;
     let (_, password) =
         clinicd_identity::bootstrap::create_admin(&pool, &hasher, &username, email.as_deref())
             .await?;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin_cli;
+mod audit_cli;
 mod cli;
 mod config;
 mod keys_cli;

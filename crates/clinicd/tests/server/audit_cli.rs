@@ -1,0 +1,59 @@
+use std::sync::Arc;
+
+use clinicd_audit::{Action, AuditWriter, NewEvent, Outcome, WriterSettings};
+use clinicd_crypto::{Keyring, LocalKeyProvider, SecretKey};
+use sqlx::PgPool;
+
+use crate::support::run_clinicd;
+
+/// The report line (log lines share stdout).
+fn report_of(stdout: &[u8]) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("\"events_checked\""))
+        .unwrap_or_else(|| panic!("no report in {stdout}"));
+    serde_json::from_str(line).unwrap()
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn audit_verify_reports_an_intact_trail_and_names_the_first_altered_event(pool: PgPool) {
+    // The same master key the CLI reads (support::write_master_key).
+    let keyring = Arc::new(Keyring::new(
+        pool.clone(),
+        Arc::new(LocalKeyProvider::new(
+            SecretKey::from_bytes(&[0x5a; 32]).unwrap(),
+        )),
+        Default::default(),
+    ));
+    keyring.bootstrap().await.unwrap();
+    let writer = AuditWriter::start(pool.clone(), keyring, WriterSettings::default());
+    for _ in 0..4 {
+        writer
+            .record(NewEvent::new(Action::View, Outcome::Success))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let intact = run_clinicd(&pool, dir.path(), &["audit", "verify"], &[]);
+    let report = report_of(&intact.stdout);
+    assert!(intact.status.success(), "{report}");
+    assert_eq!(report["events_checked"], 4);
+    assert_eq!(report["first_broken_seq"], serde_json::Value::Null);
+
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET action = 'export' WHERE seq = 3")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let broken = run_clinicd(&pool, dir.path(), &["audit", "verify"], &[]);
+    assert_eq!(broken.status.code(), Some(1));
+    let report = report_of(&broken.stdout);
+    assert_eq!(report["first_broken_seq"], 3, "{report}");
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("broken at sequence 3"));
+}
