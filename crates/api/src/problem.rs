@@ -70,6 +70,8 @@ pub enum ApiError {
     MfaFallbackDisabled,
     #[error("this request needs the session's CSRF token in the X-CSRF-Token header")]
     CsrfTokenInvalid,
+    #[error("the caller is not allowed to do this")]
+    PermissionDenied,
     #[error("cross-origin requests from this origin are not allowed")]
     OriginNotAllowed,
     #[error("no resource at this path")]
@@ -121,6 +123,7 @@ impl ApiError {
             Self::MfaFallbackDisabled => "mfa_fallback_disabled",
             Self::CsrfTokenInvalid => "csrf_token_invalid",
             Self::OriginNotAllowed => "origin_not_allowed",
+            Self::PermissionDenied => "permission_denied",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
@@ -190,7 +193,9 @@ impl ResponseError for ApiError {
             | Self::MfaNotEnrolled
             | Self::MfaFallbackDisabled => StatusCode::CONFLICT,
             Self::ChallengeRequired => StatusCode::UNAUTHORIZED,
-            Self::OriginNotAllowed | Self::CsrfTokenInvalid => StatusCode::FORBIDDEN,
+            Self::OriginNotAllowed | Self::CsrfTokenInvalid | Self::PermissionDenied => {
+                StatusCode::FORBIDDEN
+            }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -64,6 +64,8 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct AuditWriter {
     queue: mpsc::Sender<Pending>,
+    db: PgPool,
+    keyring: Arc<Keyring>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -76,8 +78,13 @@ impl AuditWriter {
     /// Starts the writer task on the current Tokio runtime.
     pub fn start(db: PgPool, keyring: Arc<Keyring>, settings: WriterSettings) -> Self {
         let (queue, incoming) = mpsc::channel(QUEUE);
-        tokio::spawn(run(incoming, db, keyring, settings));
-        Self { queue }
+        tokio::spawn(run(incoming, db.clone(), keyring.clone(), settings));
+        Self { queue, db, keyring }
+    }
+
+    /// Recomputes the chain this writer appends to ([`crate::verify`]).
+    pub async fn verify(&self) -> Result<crate::VerifyReport, AuditError> {
+        crate::verify(&self.db, &self.keyring).await
     }
 
     /// Appends `event`; returns its sequence number once it is committed.

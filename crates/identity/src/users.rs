@@ -205,6 +205,21 @@ pub async fn assign_role(
     Ok(())
 }
 
+/// Whether the user holds `role`.
+pub async fn has_role(
+    db: impl sqlx::PgExecutor<'_>,
+    user: UserId,
+    role: &str,
+) -> Result<bool, UserError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role_name = $2)",
+    )
+    .bind(user.0)
+    .bind(role)
+    .fetch_one(db)
+    .await?)
+}
+
 /// Whether any of the user's roles requires a second factor (enforced once RBAC lands).
 pub async fn mfa_required(db: impl sqlx::PgExecutor<'_>, user: UserId) -> Result<bool, UserError> {
     Ok(sqlx::query_scalar(

@@ -2,6 +2,7 @@
 //! class and its audit action (and, with RBAC, its permission). The app is built from
 //! this table, and a test checks it against the OpenAPI document both ways.
 
+pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod mfa;
@@ -131,6 +132,13 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         audited(Action::MfaBackupCodes, "mfa"),
         || web::to(mfa::regenerate_backup_codes),
+    ),
+    route(
+        Method::GET,
+        "/api/audit/verify",
+        API,
+        audited(Action::AuditVerify, "audit"),
+        || web::to(audit::verify),
     ),
     route(
         Method::GET,

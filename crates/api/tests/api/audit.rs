@@ -211,3 +211,70 @@ async fn when_the_trail_cannot_take_the_event_the_response_is_withheld(pool: PgP
         "counted for the operators"
     );
 }
+
+async fn token(app: &TestApp, username: &str) -> String {
+    let response = app
+        .call(clinicd_test_support::post(
+            "/api/auth/login",
+            &json!({ "username": username, "password": PASSWORD }),
+        ))
+        .await;
+    assert_eq!(response.status, 200);
+    response.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+fn verify_request(token: &str) -> TestRequest {
+    TestRequest::get()
+        .uri("/api/audit/verify")
+        .insert_header(("Authorization", format!("Bearer {token}")))
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn administrators_verify_the_trail_and_others_are_refused(pool: PgPool) {
+    let admin = clinicd_test_support::create_user(&pool, "chief.admin", PASSWORD, false).await;
+    clinicd_identity::users::assign_role(&pool, admin, "Admin", None)
+        .await
+        .unwrap();
+    clinicd_test_support::create_user(&pool, "dr.audit", PASSWORD, false).await;
+    let app = TestApp::with_pool(settings(), pool.clone());
+    let admin_token = token(&app, "chief.admin").await;
+    let staff_token = token(&app, "dr.audit").await;
+
+    let intact = app.call(verify_request(&admin_token)).await;
+    assert_eq!(intact.status, 200);
+    let report = intact.json();
+    assert_eq!(report["intact"], true, "{report}");
+    assert_eq!(report["events_checked"], 2, "the two logins: {report}");
+
+    app.call(verify_request(&staff_token))
+        .await
+        .assert_problem(403, "permission_denied");
+    app.call(TestRequest::get().uri("/api/audit/verify"))
+        .await
+        .assert_problem(401, "unauthenticated");
+
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET outcome = 'success', status_code = 200 WHERE seq = 4")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let broken = app.call(verify_request(&admin_token)).await.json();
+    assert_eq!(broken["intact"], false, "{broken}");
+    assert_eq!(
+        broken["first_broken_seq"], 4,
+        "the refused verify, made to look allowed"
+    );
+
+    let events = rows(&pool).await;
+    let refused = events.iter().find(|e| e.seq == 4).unwrap();
+    assert_eq!(
+        refused.action, "audit_verify",
+        "reading the trail is itself audited"
+    );
+    assert_eq!(events.last().unwrap().action, "audit_verify");
+}
