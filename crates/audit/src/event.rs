@@ -40,6 +40,8 @@ pub enum Action {
     ConfigChange,
     AuditRead,
     AuditVerify,
+    /// An identity event of a kind without a more specific action (`metadata.kind` names it).
+    SecurityEvent,
 }
 
 impl Action {
@@ -75,6 +77,7 @@ impl Action {
             Self::ConfigChange => "config_change",
             Self::AuditRead => "audit_read",
             Self::AuditVerify => "audit_verify",
+            Self::SecurityEvent => "security_event",
         }
     }
 }

@@ -9,9 +9,11 @@
 
 pub mod chain;
 pub mod event;
+pub mod forwarder;
 pub mod verify;
 pub mod writer;
 
 pub use event::{Action, NewEvent, Outcome};
+pub use forwarder::{forward, start_forwarder};
 pub use verify::{VerifyReport, verify};
 pub use writer::{AuditError, AuditWriter, WriterSettings};

@@ -164,8 +164,19 @@ pub(crate) async fn append(
     keyring: &Keyring,
     events: &[&NewEvent],
 ) -> Result<i64, AuditError> {
-    let (key_version, key) = keyring.audit_chain_key().await?;
     let mut tx = db.begin().await?;
+    let first = append_in(&mut tx, keyring, events).await?;
+    tx.commit().await?;
+    Ok(first)
+}
+
+/// Appends inside the caller's transaction (which must commit for the events to count).
+pub(crate) async fn append_in(
+    tx: &mut sqlx::PgConnection,
+    keyring: &Keyring,
+    events: &[&NewEvent],
+) -> Result<i64, AuditError> {
+    let (key_version, key) = keyring.audit_chain_key().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(CHAIN_LOCK)
         .execute(&mut *tx)
@@ -185,7 +196,7 @@ pub(crate) async fn append(
         prev = row.hash.clone();
         rows.push(row);
     }
-    insert(&mut tx, &rows).await?;
+    insert(&mut *tx, &rows).await?;
     sqlx::query("INSERT INTO audit_heads (seq, hash, key_version, mac) VALUES ($1, $2, $3, $4)")
         .bind(seq)
         .bind(&prev)
@@ -193,7 +204,6 @@ pub(crate) async fn append(
         .bind(chain::head_mac(&key, seq, &prev))
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(first)
 }
 

@@ -27,6 +27,8 @@ use crate::tls;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often identity's security events are moved into the audit trail.
+const SECURITY_EVENT_FORWARDING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -106,6 +108,7 @@ impl Application {
             .await
             .map_err(|e| StartupError::Keys(e.into()))?;
         let audit = AuditWriter::start(pool.clone(), keyring.clone(), WriterSettings::default());
+        clinicd_audit::start_forwarder(pool.clone(), keyring.clone(), SECURITY_EVENT_FORWARDING);
         let identity = Identity::new(
             pool.clone(),
             &settings.token_signing_key,

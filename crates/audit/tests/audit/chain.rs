@@ -190,3 +190,61 @@ async fn an_unreachable_store_is_an_error_not_a_silent_drop(db: PgPool) {
     );
     assert!(dead.record(event(1)).await.is_err());
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn security_events_are_forwarded_once_with_their_reason(db: PgPool) {
+    let keyring = keyring(&db).await;
+    let user = uuid::Uuid::now_v7();
+    for (kind, reason) in [
+        ("login_failed", "bad_password"),
+        ("account_locked", "too_many_failures"),
+    ] {
+        sqlx::query(
+            "INSERT INTO security_events (id, occurred_at, kind, user_id, client_ip, detail) \
+             VALUES ($1, now(), $2, $3, '198.51.100.7', jsonb_build_object('reason', $4::text))",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(kind)
+        .bind(user)
+        .bind(reason)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    writer.record(event(1)).await.unwrap();
+    // Two forwarders at once (two instances): each event lands once.
+    let (a, b) = tokio::join!(
+        clinicd_audit::forward(&db, &keyring),
+        clinicd_audit::forward(&db, &keyring)
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 2);
+    assert_eq!(clinicd_audit::forward(&db, &keyring).await.unwrap(), 0);
+    let forwarded: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT action, reason, client_ip FROM audit_events WHERE resource_type = 'security_event' ORDER BY seq",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        forwarded,
+        vec![
+            (
+                "login_failed".into(),
+                Some("bad_password".into()),
+                Some("198.51.100.7".into())
+            ),
+            (
+                "user_change".into(),
+                Some("too_many_failures".into()),
+                Some("198.51.100.7".into())
+            ),
+        ]
+    );
+    let report = verify(&db, &keyring).await.unwrap();
+    assert_eq!(
+        (report.first_broken_seq, report.last_seq),
+        (None, 3),
+        "{report:?}"
+    );
+}

@@ -1,0 +1,115 @@
+//! Brings identity's security events (failed logins with their reason, lockouts, refresh-token
+//! reuse, MFA failures, password and MFA changes, administrator actions) into the trail.
+//!
+//! Identity records them in `security_events` as they happen, inside its own transactions. A
+//! task on each instance moves unforwarded rows into the chain; the append and the mark on the
+//! source rows share one transaction, and rows are claimed with `SKIP LOCKED`, so each event
+//! lands exactly once whichever instance moves it. They are system events: the request that
+//! caused one has its own event (route, status) from the audit layer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clinicd_crypto::Keyring;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::event::{Action, NewEvent, Outcome};
+use crate::writer::{AuditError, append_in};
+
+const BATCH: i64 = 500;
+
+#[derive(sqlx::FromRow)]
+struct SecurityRow {
+    id: Uuid,
+    occurred_at: DateTime<Utc>,
+    kind: String,
+    user_id: Option<Uuid>,
+    session_id: Option<Uuid>,
+    client_ip: Option<String>,
+    detail: serde_json::Value,
+}
+
+/// Starts forwarding every `interval` on the current Tokio runtime.
+pub fn start_forwarder(db: PgPool, keyring: Arc<Keyring>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if let Err(error) = forward(&db, &keyring).await {
+                tracing::warn!(error = %error, "security events not forwarded yet");
+            }
+        }
+    });
+}
+
+/// Moves up to one batch of unforwarded security events into the trail; returns how many.
+pub async fn forward(db: &PgPool, keyring: &Keyring) -> Result<usize, AuditError> {
+    let mut tx = db.begin().await?;
+    let rows: Vec<SecurityRow> = sqlx::query_as(
+        "SELECT id, occurred_at, kind, user_id, session_id, host(client_ip) AS client_ip, detail \
+         FROM security_events WHERE forwarded_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let events: Vec<NewEvent> = rows.iter().map(to_event).collect();
+    let refs: Vec<&NewEvent> = events.iter().collect();
+    append_in(&mut tx, keyring, &refs).await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    sqlx::query("UPDATE security_events SET forwarded_at = now() WHERE id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
+fn to_event(row: &SecurityRow) -> NewEvent {
+    let (action, outcome) = classify(&row.kind);
+    let mut event = NewEvent::new(action, outcome);
+    event.occurred_at = row.occurred_at;
+    event.actor_user_id = row
+        .detail
+        .get("actor")
+        .and_then(|a| a.as_str())
+        .and_then(|a| a.parse().ok())
+        .or(row.user_id);
+    event.session_id = row.session_id;
+    event.resource_type = Some("security_event".into());
+    event.resource_id = row.user_id.map(|u| u.to_string());
+    event.client_ip.clone_from(&row.client_ip);
+    event.reason = row
+        .detail
+        .get("reason")
+        .and_then(|r| r.as_str())
+        .map(str::to_owned);
+    event.metadata = serde_json::json!({ "kind": row.kind, "security_event_id": row.id });
+    event
+}
+
+/// The audit action and outcome of an identity event kind.
+fn classify(kind: &str) -> (Action, Outcome) {
+    match kind {
+        "login_failed" | "login_refused" => (Action::LoginFailed, Outcome::Denied),
+        "account_locked" | "account_unlocked" | "user_disabled" | "user_enabled"
+        | "password_reset" | "mfa_reset" => (Action::UserChange, Outcome::Success),
+        "refresh_token_reuse" => (Action::Refresh, Outcome::Denied),
+        "mfa_failed" | "mfa_disable_failed" | "mfa_backup_codes_failed" => {
+            (Action::MfaVerify, Outcome::Failure)
+        }
+        "password_changed" => (Action::PasswordChange, Outcome::Success),
+        "password_change_failed" => (Action::PasswordChange, Outcome::Failure),
+        "mfa_disabled" => (Action::MfaDisable, Outcome::Success),
+        "mfa_code_sent" => (Action::MfaSend, Outcome::Success),
+        "mfa_backup_codes_regenerated" => (Action::MfaBackupCodes, Outcome::Success),
+        "mfa_backup_code_used" | "mfa_device_check" | "mfa_device_trusted" => {
+            (Action::MfaVerify, Outcome::Success)
+        }
+        _ => (Action::SecurityEvent, Outcome::Success),
+    }
+}
