@@ -248,3 +248,42 @@ async fn security_events_are_forwarded_once_with_their_reason(db: PgPool) {
         "{report:?}"
     );
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_servers_role_can_append_and_read_but_not_change(db: PgPool) {
+    let keyring = keyring(&db).await;
+    let writer = AuditWriter::start(db.clone(), keyring, WriterSettings::default());
+    writer.record(event(1)).await.unwrap();
+    // The grants docs/audit.md gives the server's role, on a role of our own.
+    for sql in [
+        // Roles are cluster-wide: tolerate one left by an earlier run.
+        "DO $$ BEGIN CREATE ROLE clinicd_app_probe NOLOGIN; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        "GRANT SELECT, INSERT ON audit_events, audit_heads TO clinicd_app_probe",
+    ] {
+        sqlx::query(sql).execute(&db).await.unwrap();
+    }
+    let mut conn = db.acquire().await.unwrap();
+    sqlx::query("SET ROLE clinicd_app_probe")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    for sql in [
+        "UPDATE audit_events SET outcome = 'failure'",
+        "DELETE FROM audit_heads",
+        "TRUNCATE audit_events",
+        "SET session_replication_role = replica",
+    ] {
+        let error = sqlx::query(sql).execute(&mut *conn).await.unwrap_err();
+        assert!(
+            error.to_string().contains("permission denied"),
+            "{sql}: {error}"
+        );
+    }
+    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
+}
