@@ -10,6 +10,7 @@
 pub mod chain;
 pub mod event;
 pub mod forwarder;
+pub mod query;
 pub mod verify;
 pub mod writer;
 

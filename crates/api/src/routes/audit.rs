@@ -2,9 +2,14 @@
 //! the `audit:read` permission; each use is itself audited.
 
 use actix_web::{HttpResponse, web};
+use clinicd_audit::event::StoredEvent;
+use clinicd_audit::query::{self, EventFilter};
 use clinicd_identity::users;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::audit::AuditNote;
 
 use crate::extract::Authenticated;
 use crate::problem::{ApiError, Problem};
@@ -68,4 +73,243 @@ pub async fn verify(
         first_broken_seq: report.first_broken_seq,
         problem: report.problem,
     }))
+}
+
+/// An audit event as the viewer shows it (no hashes, no sealed values).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEventView {
+    pub seq: i64,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    pub actor_user_id: Option<Uuid>,
+    pub actor_username: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub action: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub patient_id: Option<Uuid>,
+    pub outcome: String,
+    pub http_method: Option<String>,
+    /// The route template, never the path.
+    pub route: Option<String>,
+    pub status_code: Option<i32>,
+    pub client_ip: Option<String>,
+    pub request_id: Option<String>,
+    pub reason: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+}
+
+impl From<StoredEvent> for AuditEventView {
+    fn from(e: StoredEvent) -> Self {
+        Self {
+            seq: e.seq,
+            occurred_at: e.occurred_at,
+            actor_user_id: e.actor_user_id,
+            actor_username: e.actor_username,
+            session_id: e.session_id,
+            action: e.action,
+            resource_type: e.resource_type,
+            resource_id: e.resource_id,
+            patient_id: e.patient_id,
+            outcome: e.outcome,
+            http_method: e.http_method,
+            route: e.route,
+            status_code: e.status_code,
+            client_ip: e.client_ip,
+            request_id: e.request_id,
+            reason: e.reason,
+            metadata: e.metadata,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    pub actor: Option<Uuid>,
+    pub action: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub patient_id: Option<Uuid>,
+    /// success, failure, denied or error
+    pub outcome: Option<String>,
+    /// RFC 3339; inclusive
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// RFC 3339; exclusive
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// `next_cursor` of the previous page
+    pub cursor: Option<i64>,
+    /// 1 to 500; default 100
+    pub limit: Option<i64>,
+}
+
+impl EventQuery {
+    fn filter(&self) -> EventFilter {
+        EventFilter {
+            actor: self.actor,
+            action: self.action.clone(),
+            resource_type: self.resource_type.clone(),
+            resource_id: self.resource_id.clone(),
+            patient_id: self.patient_id,
+            outcome: self.outcome.clone(),
+            from: self.from,
+            to: self.to,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<AuditEventView>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+fn unavailable(error: clinicd_audit::AuditError) -> ApiError {
+    tracing::error!(error = %error, "the audit trail cannot be read");
+    ApiError::Unavailable
+}
+
+fn noted(mut response: HttpResponse, returned: usize) -> HttpResponse {
+    AuditNote {
+        metadata: Some(serde_json::json!({ "returned": returned })),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    response
+}
+
+/// Audit events, newest first, filtered, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/audit/events",
+    tag = "audit",
+    security(("bearer" = [])),
+    params(EventQuery),
+    responses(
+        (status = 200, description = "One page of events", body = EventPage),
+        (status = 400, description = "A malformed or unknown filter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The trail cannot be read", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn events(
+    caller: Authenticated,
+    state: web::Data<ApiState>,
+    query: web::Query<EventQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &caller).await?;
+    let limit = query.limit.unwrap_or(100).clamp(1, query::MAX_PAGE);
+    let rows = query::page(&state.db, &query.filter(), query.cursor, limit)
+        .await
+        .map_err(unavailable)?;
+    let next_cursor = (i64::try_from(rows.len()).unwrap_or(0) == limit)
+        .then(|| rows.last().map(|e| e.seq))
+        .flatten();
+    let returned = rows.len();
+    let page = EventPage {
+        events: rows.into_iter().map(AuditEventView::from).collect(),
+        next_cursor,
+    };
+    Ok(noted(HttpResponse::Ok().json(page), returned))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PeriodQuery {
+    /// RFC 3339; inclusive
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// RFC 3339; exclusive
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditStats {
+    pub total: i64,
+    pub failures: i64,
+    pub logins: i64,
+    pub failed_logins: i64,
+    pub views: i64,
+    pub denials: i64,
+    pub last_activity: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Totals over a period: events, failures, logins, failed logins, views, denials.
+#[utoipa::path(
+    get,
+    path = "/api/audit/stats",
+    tag = "audit",
+    security(("bearer" = [])),
+    params(PeriodQuery),
+    responses(
+        (status = 200, description = "Totals", body = AuditStats),
+        (status = 400, description = "A malformed period", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The trail cannot be read", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn stats(
+    caller: Authenticated,
+    state: web::Data<ApiState>,
+    period: web::Query<PeriodQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &caller).await?;
+    let s = query::stats(&state.db, period.from, period.to)
+        .await
+        .map_err(unavailable)?;
+    Ok(HttpResponse::Ok().json(AuditStats {
+        total: s.total,
+        failures: s.failures,
+        logins: s.logins,
+        failed_logins: s.failed_logins,
+        views: s.views,
+        denials: s.denials,
+        last_activity: s.last_activity,
+    }))
+}
+
+/// The accounting of disclosures for one patient: who saw or changed what, when and why,
+/// oldest first. It outlives the patient's records.
+#[utoipa::path(
+    get,
+    path = "/api/audit/patients/{id}/disclosures",
+    tag = "audit",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Patient id"), PeriodQuery),
+    responses(
+        (status = 200, description = "The patient's accounting", body = [AuditEventView]),
+        (status = 400, description = "A malformed id or period", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The trail cannot be read", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn disclosures(
+    caller: Authenticated,
+    state: web::Data<ApiState>,
+    id: web::Path<Uuid>,
+    period: web::Query<PeriodQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &caller).await?;
+    let patient = id.into_inner();
+    let rows = query::disclosures(&state.db, patient, period.from, period.to)
+        .await
+        .map_err(unavailable)?;
+    let returned = rows.len();
+    let views: Vec<AuditEventView> = rows.into_iter().map(AuditEventView::from).collect();
+    let mut response = noted(HttpResponse::Ok().json(views), returned);
+    AuditNote {
+        patient_id: Some(patient),
+        metadata: Some(serde_json::json!({ "returned": returned })),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    Ok(response)
 }

@@ -142,6 +142,27 @@ pub static ROUTES: &[RouteSpec] = &[
     ),
     route(
         Method::GET,
+        "/api/audit/events",
+        API,
+        audited(Action::AuditRead, "audit"),
+        || web::to(audit::events),
+    ),
+    route(
+        Method::GET,
+        "/api/audit/stats",
+        API,
+        audited(Action::AuditRead, "audit"),
+        || web::to(audit::stats),
+    ),
+    route(
+        Method::GET,
+        "/api/audit/patients/{id}/disclosures",
+        API,
+        audited(Action::AuditRead, "audit"),
+        || web::to(audit::disclosures),
+    ),
+    route(
+        Method::GET,
         "/api/auth/devices",
         API,
         audited(Action::DeviceList, "device"),

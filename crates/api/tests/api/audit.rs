@@ -278,3 +278,130 @@ async fn administrators_verify_the_trail_and_others_are_refused(pool: PgPool) {
     );
     assert_eq!(events.last().unwrap().action, "audit_verify");
 }
+
+fn admin_get(path: &str, token: &str) -> TestRequest {
+    TestRequest::get()
+        .uri(path)
+        .insert_header(("Authorization", format!("Bearer {token}")))
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn administrators_page_filter_count_and_account_for_a_patient(pool: PgPool) {
+    let admin = clinicd_test_support::create_user(&pool, "chief.admin", PASSWORD, false).await;
+    clinicd_identity::users::assign_role(&pool, admin, "Admin", None)
+        .await
+        .unwrap();
+    clinicd_test_support::create_user(&pool, "dr.audit", PASSWORD, false).await;
+    let app = TestApp::with_pool(settings(), pool.clone());
+    let admin_token = token(&app, "chief.admin").await;
+    let staff_token = token(&app, "dr.audit").await;
+    app.call(login("wrong password, twice")).await;
+    app.call(login("wrong password, twice")).await;
+    // A patient's record read twice (the clinical routes arrive later; written directly here).
+    let patient = uuid::Uuid::now_v7();
+    for _ in 0..2 {
+        let mut event = clinicd_audit::NewEvent::new(
+            clinicd_audit::Action::View,
+            clinicd_audit::Outcome::Success,
+        );
+        event.patient_id = Some(patient);
+        event.actor_user_id = Some(admin.0);
+        event.resource_type = Some("patient".into());
+        event.reason = Some("treatment".into());
+        app.state.audit.record(event).await.unwrap();
+    }
+
+    // Newest first, two at a time, following the cursor.
+    let first = app
+        .call(admin_get("/api/audit/events?limit=2", &admin_token))
+        .await;
+    assert_eq!(first.status, 200);
+    let first = first.json();
+    let seqs: Vec<i64> = first["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![6, 5]);
+    let cursor = first["next_cursor"].as_i64().unwrap();
+    let second = app
+        .call(admin_get(
+            &format!("/api/audit/events?limit=2&cursor={cursor}"),
+            &admin_token,
+        ))
+        .await
+        .json();
+    assert_eq!(second["events"][0]["seq"], 4);
+
+    let failed = app
+        .call(admin_get(
+            "/api/audit/events?action=login_failed&outcome=denied",
+            &admin_token,
+        ))
+        .await
+        .json();
+    assert_eq!(failed["events"].as_array().unwrap().len(), 2, "{failed}");
+    assert!(failed["next_cursor"].is_null());
+    assert!(failed["events"][0].get("hash").is_none());
+
+    let stats = app
+        .call(admin_get("/api/audit/stats", &admin_token))
+        .await
+        .json();
+    assert_eq!(
+        (stats["logins"].as_i64(), stats["failed_logins"].as_i64()),
+        (Some(2), Some(2)),
+        "{stats}"
+    );
+    assert_eq!(stats["views"], 2);
+
+    let accounting = app
+        .call(admin_get(
+            &format!("/api/audit/patients/{patient}/disclosures"),
+            &admin_token,
+        ))
+        .await;
+    assert_eq!(accounting.status, 200);
+    let accounting = accounting.json();
+    assert_eq!(accounting.as_array().unwrap().len(), 2, "{accounting}");
+    assert_eq!(accounting[0]["reason"], "treatment");
+    assert_eq!(accounting[0]["actor_user_id"], admin.0.to_string());
+
+    for bad in [
+        "/api/audit/events?limit=ten",
+        "/api/audit/events?actor=not-a-uuid",
+        "/api/audit/events?from=yesterday",
+        "/api/audit/events?colour=blue",
+        "/api/audit/patients/not-a-uuid/disclosures",
+    ] {
+        app.call(admin_get(bad, &admin_token))
+            .await
+            .assert_problem(400, "invalid_parameters");
+    }
+    for path in [
+        "/api/audit/events",
+        "/api/audit/stats",
+        &format!("/api/audit/patients/{patient}/disclosures"),
+    ] {
+        app.call(admin_get(path, &staff_token))
+            .await
+            .assert_problem(403, "permission_denied");
+    }
+
+    // Each read of the trail is in the trail, with how many events it returned.
+    let reads: Vec<(Option<String>, serde_json::Value, Option<uuid::Uuid>)> = sqlx::query_as(
+        "SELECT route, metadata, patient_id FROM audit_events WHERE action = 'audit_read' AND outcome = 'success' ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reads.len(), 5, "{reads:?}");
+    assert_eq!(reads[0].0.as_deref(), Some("/api/audit/events"));
+    assert_eq!(reads[0].1["returned"], 2);
+    assert_eq!(
+        reads[4].2,
+        Some(patient),
+        "an accounting read names its patient"
+    );
+}

@@ -1,0 +1,109 @@
+//! Reading the trail: filtered pages (newest first, cursor by sequence number), totals, and the
+//! accounting of disclosures for one patient (HIPAA §164.528).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::event::StoredEvent;
+use crate::writer::AuditError;
+
+pub const MAX_PAGE: i64 = 500;
+
+/// Every field narrows the result; `None` does not filter.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub actor: Option<Uuid>,
+    pub action: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub patient_id: Option<Uuid>,
+    pub outcome: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One page, newest first: events with a sequence number below `before` (all if `None`).
+pub async fn page(
+    db: &PgPool,
+    filter: &EventFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, AuditError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM audit_events \
+         WHERE ($1::uuid IS NULL OR actor_user_id = $1) AND ($2::text IS NULL OR action = $2) \
+           AND ($3::text IS NULL OR resource_type = $3) AND ($4::text IS NULL OR resource_id = $4) \
+           AND ($5::uuid IS NULL OR patient_id = $5) AND ($6::text IS NULL OR outcome = $6) \
+           AND ($7::timestamptz IS NULL OR occurred_at >= $7) AND ($8::timestamptz IS NULL OR occurred_at < $8) \
+           AND ($9::bigint IS NULL OR seq < $9) \
+         ORDER BY seq DESC LIMIT $10",
+    )
+    .bind(filter.actor)
+    .bind(&filter.action)
+    .bind(&filter.resource_type)
+    .bind(&filter.resource_id)
+    .bind(filter.patient_id)
+    .bind(&filter.outcome)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(before)
+    .bind(limit.clamp(1, MAX_PAGE))
+    .fetch_all(db)
+    .await?)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Stats {
+    pub total: i64,
+    pub failures: i64,
+    pub logins: i64,
+    pub failed_logins: i64,
+    pub views: i64,
+    pub denials: i64,
+    pub last_activity: Option<DateTime<Utc>>,
+}
+
+/// Totals over `[from, to)` (everything when unbounded).
+pub async fn stats(
+    db: &PgPool,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<Stats, AuditError> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) AS total, \
+                count(*) FILTER (WHERE outcome IN ('failure', 'error')) AS failures, \
+                count(*) FILTER (WHERE action = 'login' AND outcome = 'success') AS logins, \
+                count(*) FILTER (WHERE action = 'login_failed') AS failed_logins, \
+                count(*) FILTER (WHERE action = 'view') AS views, \
+                count(*) FILTER (WHERE outcome = 'denied') AS denials, \
+                max(occurred_at) AS last_activity \
+         FROM audit_events \
+         WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) AND ($2::timestamptz IS NULL OR occurred_at < $2)",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(db)
+    .await?)
+}
+
+/// Everything done to one patient's records in `[from, to)`, oldest first: who, what, when
+/// and why. Audit rows outlive the records: this works for a deleted or shredded patient.
+pub async fn disclosures(
+    db: &PgPool,
+    patient: Uuid,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<Vec<StoredEvent>, AuditError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM audit_events WHERE patient_id = $1 \
+           AND ($2::timestamptz IS NULL OR occurred_at >= $2) AND ($3::timestamptz IS NULL OR occurred_at < $3) \
+         ORDER BY seq LIMIT 10000",
+    )
+    .bind(patient)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?)
+}
