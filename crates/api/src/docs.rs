@@ -22,8 +22,8 @@ pub const DOCS_PATH_PREFIX: &str = "/api/docs";
             routes carry `RateLimit-Policy` and `RateLimit`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    paths(health::health, health::ready, auth::login, auth::refresh, auth::logout, auth::me, auth::change_password, auth::list_sessions, auth::revoke_session, mfa::complete_mfa, mfa::begin_totp, mfa::confirm_totp, mfa::disable_mfa, mfa::regenerate_backup_codes, mfa::list_devices, mfa::revoke_device, mfa::send_code, audit::verify, audit::events, audit::stats, audit::disclosures),
-    components(schemas(Problem, health::Health, auth::LoginRequest, auth::RefreshRequest, auth::TokenResponse, auth::Me, auth::ChangePasswordRequest, auth::SessionView, mfa::MfaChallengeResponse, mfa::MfaRequest, mfa::TotpEnrolment, mfa::ConfirmTotpRequest, mfa::BackupCodes, mfa::DisableMfaRequest, mfa::RegenerateBackupCodesRequest, mfa::DeviceView, mfa::SendCodeRequest, mfa::CodeSent, audit::AuditVerification, audit::AuditEventView, audit::EventPage, audit::AuditStats)),
+    paths(health::health, health::ready, auth::login, auth::refresh, auth::logout, auth::me, auth::change_password, auth::list_sessions, auth::revoke_session, mfa::complete_mfa, mfa::begin_totp, mfa::confirm_totp, mfa::disable_mfa, mfa::regenerate_backup_codes, mfa::list_devices, mfa::revoke_device, mfa::send_code, audit::verify, audit::events, audit::stats, audit::disclosures, audit::export),
+    components(schemas(Problem, health::Health, auth::LoginRequest, auth::RefreshRequest, auth::TokenResponse, auth::Me, auth::ChangePasswordRequest, auth::SessionView, mfa::MfaChallengeResponse, mfa::MfaRequest, mfa::TotpEnrolment, mfa::ConfirmTotpRequest, mfa::BackupCodes, mfa::DisableMfaRequest, mfa::RegenerateBackupCodesRequest, mfa::DeviceView, mfa::SendCodeRequest, mfa::CodeSent, audit::AuditVerification, audit::AuditEventView, audit::EventPage, audit::AuditStats, audit::ExportFormat)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "operations", description = "Liveness and readiness probes"),

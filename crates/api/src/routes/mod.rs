@@ -149,6 +149,13 @@ pub static ROUTES: &[RouteSpec] = &[
     ),
     route(
         Method::GET,
+        "/api/audit/export/{format}",
+        API,
+        audited(Action::Export, "audit"),
+        || web::to(audit::export),
+    ),
+    route(
+        Method::GET,
         "/api/audit/stats",
         API,
         audited(Action::AuditRead, "audit"),

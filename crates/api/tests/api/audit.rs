@@ -405,3 +405,67 @@ async fn administrators_page_filter_count_and_account_for_a_patient(pool: PgPool
         "an accounting read names its patient"
     );
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_trail_exports_as_ndjson_and_csv(pool: PgPool) {
+    let admin = clinicd_test_support::create_user(&pool, "chief.admin", PASSWORD, false).await;
+    clinicd_identity::users::assign_role(&pool, admin, "Admin", None)
+        .await
+        .unwrap();
+    let app = TestApp::with_pool(settings(), pool.clone());
+    let admin_token = token(&app, "chief.admin").await;
+    let mut sneaky = clinicd_audit::NewEvent::new(
+        clinicd_audit::Action::BreakGlass,
+        clinicd_audit::Outcome::Success,
+    );
+    sneaky.reason = Some("=HYPERLINK(\"http://evil\")".into());
+    app.state.audit.record(sneaky).await.unwrap();
+
+    let ndjson = app
+        .call(admin_get("/api/audit/export/ndjson", &admin_token))
+        .await;
+    assert_eq!(ndjson.status, 200);
+    assert_eq!(ndjson.header("content-type"), Some("application/x-ndjson"));
+    assert!(
+        ndjson
+            .header("content-disposition")
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(ndjson.body.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The export's own event is committed before the first byte, so it is in the export.
+    let actions: Vec<&str> = lines.iter().map(|l| l["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, vec!["export", "break_glass", "login"]);
+
+    let csv = app
+        .call(admin_get(
+            "/api/audit/export/csv?action=break_glass",
+            &admin_token,
+        ))
+        .await;
+    assert_eq!(csv.status, 200);
+    let text = String::from_utf8(csv.body.to_vec()).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[0].starts_with("seq,occurred_at,"));
+    assert!(
+        rows[1].ends_with("\"'=HYPERLINK(\"\"http://evil\"\")\""),
+        "quoted and defused: {}",
+        rows[1]
+    );
+
+    app.call(admin_get("/api/audit/export/xlsx", &admin_token))
+        .await
+        .assert_problem(400, "invalid_parameters");
+    let exports: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'export' AND route = '/api/audit/export/{format}'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(exports, 3, "each export is audited, the refused one too");
+}
