@@ -1,6 +1,9 @@
 //! The batching writer. Requests hand their event to one task per instance, which commits
 //! whatever has queued (up to `max_batch`, waiting at most `window` for more) in one
-//! transaction and then answers each request. A request returns PHI only after its event is
+//! transaction and then answers each request. The default window is zero: group commit, where
+//! the events that arrive while one batch commits form the next. Measured (`./scripts/bench
+//! audit`), a 1 ms window cost a lone client 2 ms per request and the writer two thirds of its
+//! throughput, and bought nothing under load. A request returns PHI only after its event is
 //! committed; if the commit fails, every request of the batch gets the error (and a 503).
 //!
 //! Several instances share one chain: each batch takes a transaction-scoped advisory lock,
@@ -50,7 +53,7 @@ impl Default for WriterSettings {
     fn default() -> Self {
         Self {
             max_batch: 512,
-            window: Duration::from_millis(1),
+            window: Duration::ZERO,
         }
     }
 }

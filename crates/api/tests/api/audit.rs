@@ -438,7 +438,10 @@ async fn the_trail_exports_as_ndjson_and_csv(pool: PgPool) {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     // The export's own event is committed before the first byte, so it is in the export.
-    let actions: Vec<&str> = lines.iter().map(|l| l["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, vec!["export", "break_glass", "login"]);
 
     let csv = app
