@@ -8,6 +8,7 @@
 //! through the crypto crate before they reach an event); offer any update or delete path.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod event;
 pub mod forwarder;
 pub mod query;

@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use clinicd_crypto::Keyring;
 
 use crate::chain;
+use crate::checkpoint::{Checkpoint, hex};
 use crate::event::StoredEvent;
 use crate::writer::AuditError;
 
@@ -34,6 +35,16 @@ struct HeadRow {
 }
 
 pub async fn verify(db: &PgPool, keyring: &Keyring) -> Result<VerifyReport, AuditError> {
+    verify_with(db, keyring, None).await
+}
+
+/// [`verify`], and the chain must still hold `checkpoint`'s event with the same hash (a trail
+/// emptied or cut short behind the triggers is otherwise a valid, shorter chain).
+pub async fn verify_with(
+    db: &PgPool,
+    keyring: &Keyring,
+    checkpoint: Option<Checkpoint>,
+) -> Result<VerifyReport, AuditError> {
     let mut report = VerifyReport {
         events_checked: 0,
         heads_checked: 0,
@@ -105,6 +116,17 @@ pub async fn verify(db: &PgPool, keyring: &Keyring) -> Result<VerifyReport, Audi
             last_authenticated = head.seq;
             next_head = heads.try_next().await?;
         }
+        if let Some(cp) = checkpoint
+            .as_ref()
+            .filter(|cp| cp.seq == event.seq && cp.hash != hex(&event.hash))
+        {
+            let seq = cp.seq;
+            return Ok(broken_at(
+                report,
+                seq,
+                format!("the event at {seq} differs from the checkpoint: the trail was rewritten"),
+            ));
+        }
         prev = event.hash;
         expected += 1;
     }
@@ -115,6 +137,28 @@ pub async fn verify(db: &PgPool, keyring: &Keyring) -> Result<VerifyReport, Audi
             seq.min(expected),
             format!("events up to {seq} are missing"),
         ));
+    }
+    if let Some(cp) = &checkpoint {
+        let authentic = keyring
+            .audit_chain_key_at(cp.key_version)
+            .await
+            .is_ok_and(|key| cp.authentic(&key));
+        if !authentic {
+            let seq = cp.seq;
+            return Ok(broken_at(
+                report,
+                seq,
+                format!("the checkpoint at {seq} is not authentic"),
+            ));
+        }
+        if report.last_seq < cp.seq {
+            let (from, to) = (report.last_seq + 1, cp.seq);
+            return Ok(broken_at(
+                report,
+                from,
+                format!("events {from} to {to} were checkpointed but are gone"),
+            ));
+        }
     }
     if last_authenticated != report.last_seq {
         let from = last_authenticated + 1;

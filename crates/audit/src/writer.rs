@@ -18,6 +18,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::chain;
+use crate::checkpoint::{CheckpointStore, write_checkpoint};
 use crate::event::{NewEvent, StoredEvent};
 
 /// The advisory lock that serialises appends to the chain ("clinicd audit" in ASCII).
@@ -69,6 +70,7 @@ pub struct AuditWriter {
     queue: mpsc::Sender<Pending>,
     db: PgPool,
     keyring: Arc<Keyring>,
+    checkpoints: Option<Arc<dyn CheckpointStore>>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -82,12 +84,39 @@ impl AuditWriter {
     pub fn start(db: PgPool, keyring: Arc<Keyring>, settings: WriterSettings) -> Self {
         let (queue, incoming) = mpsc::channel(QUEUE);
         tokio::spawn(run(incoming, db.clone(), keyring.clone(), settings));
-        Self { queue, db, keyring }
+        Self {
+            queue,
+            db,
+            keyring,
+            checkpoints: None,
+        }
     }
 
-    /// Recomputes the chain this writer appends to ([`crate::verify`]).
+    /// Writes a checkpoint to `store` every `interval`, and verifies against the latest.
+    #[must_use]
+    pub fn with_checkpoints(mut self, store: Arc<dyn CheckpointStore>, interval: Duration) -> Self {
+        let (db, keyring, writer_store) = (self.db.clone(), self.keyring.clone(), store.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                if let Err(error) = write_checkpoint(&db, &keyring, writer_store.as_ref()).await {
+                    tracing::warn!(error = %error, "audit checkpoint not written");
+                }
+            }
+        });
+        self.checkpoints = Some(store);
+        self
+    }
+
+    /// Recomputes the chain this writer appends to, against the latest checkpoint if any
+    /// ([`crate::verify::verify_with`]).
     pub async fn verify(&self) -> Result<crate::VerifyReport, AuditError> {
-        crate::verify(&self.db, &self.keyring).await
+        let checkpoint = match &self.checkpoints {
+            Some(store) => store.latest().await?,
+            None => None,
+        };
+        crate::verify::verify_with(&self.db, &self.keyring, checkpoint).await
     }
 
     /// Appends `event`; returns its sequence number once it is committed.

@@ -54,6 +54,7 @@ pub struct Settings {
     pub identity: IdentitySettings,
     pub mfa_fallback: MfaFallback,
     pub login_challenge: Option<LoginChallenge>,
+    pub audit: AuditSettings,
     pub keys: KeyProviderSettings,
     pub storage: StorageSettings,
     pub log_filter: String,
@@ -109,6 +110,13 @@ pub enum MfaFallback {
         url: reqwest::Url,
         signing_key: SecretSlice<u8>,
     },
+}
+
+/// Where signed checkpoints of the audit chain go, and how often.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub checkpoint_dir: PathBuf,
+    pub checkpoint_interval: std::time::Duration,
 }
 
 /// The siteverify endpoint and secret of the login challenge (CAPTCHA).
@@ -217,6 +225,12 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
     let identity = read_identity(r);
     let mfa_fallback = read_mfa_fallback(r, production);
     let login_challenge = read_login_challenge(r);
+    let audit = AuditSettings {
+        checkpoint_dir: r
+            .optional("CLINICD_AUDIT_CHECKPOINT_DIR")
+            .map_or_else(|| data_dir.join("audit-checkpoints"), PathBuf::from),
+        checkpoint_interval: seconds(r.number("CLINICD_AUDIT_CHECKPOINT_SECS", 300, 10..=86_400)),
+    };
     let keys = read_keys(r, &data_dir);
     let storage = read_storage(r, &data_dir);
     let log_filter = r.optional("CLINICD_LOG").unwrap_or("info").to_owned();
@@ -243,6 +257,7 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
         identity,
         mfa_fallback: mfa_fallback?,
         login_challenge: login_challenge?,
+        audit,
         keys: keys?,
         storage: storage?,
         log_filter,

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use clinicd::cli::{AdminCommand, AuditCommand, Cli, Command, KeysCommand};
 use clinicd::{Application, Settings, keys, startup, telemetry};
+use clinicd_audit::checkpoint::{CheckpointStore, LocalCheckpoints};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -89,7 +90,9 @@ async fn audit_command(settings: Settings, command: AuditCommand) -> anyhow::Res
     let pool = connect(&settings).await?;
     let keyring = keys::keyring(&settings.keys, pool.clone()).await?;
     let AuditCommand::Verify = command;
-    let report = clinicd_audit::verify(&pool, &keyring).await?;
+    let store = LocalCheckpoints::new(&settings.audit.checkpoint_dir);
+    let checkpoint = store.latest().await?;
+    let report = clinicd_audit::verify::verify_with(&pool, &keyring, checkpoint).await?;
     // One line, so it stands apart from the JSON log lines that share stdout.
     let text = format!("{}\n", serde_json::to_string(&report)?);
     std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;

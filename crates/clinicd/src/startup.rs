@@ -12,6 +12,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use clinicd_api::middleware::security_headers::security_headers;
 use clinicd_api::rate_limit::Limits;
 use clinicd_api::{ApiError, ApiState, Metrics};
+use clinicd_audit::checkpoint::LocalCheckpoints;
 use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_identity::Identity;
 use clinicd_identity::challenge::SiteVerifyChallenge;
@@ -107,7 +108,11 @@ impl Application {
             .bootstrap()
             .await
             .map_err(|e| StartupError::Keys(e.into()))?;
-        let audit = AuditWriter::start(pool.clone(), keyring.clone(), WriterSettings::default());
+        let audit = AuditWriter::start(pool.clone(), keyring.clone(), WriterSettings::default())
+            .with_checkpoints(
+                Arc::new(LocalCheckpoints::new(&settings.audit.checkpoint_dir)),
+                settings.audit.checkpoint_interval,
+            );
         clinicd_audit::start_forwarder(pool.clone(), keyring.clone(), SECURITY_EVENT_FORWARDING);
         let identity = Identity::new(
             pool.clone(),

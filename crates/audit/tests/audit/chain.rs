@@ -287,3 +287,53 @@ async fn the_servers_role_can_append_and_read_but_not_change(db: PgPool) {
     }
     sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_checkpoint_catches_a_trail_cut_short_or_emptied_behind_the_triggers(db: PgPool) {
+    use clinicd_audit::checkpoint::{CheckpointStore, LocalCheckpoints, write_checkpoint};
+    use clinicd_audit::verify::verify_with;
+    let keyring = keyring(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalCheckpoints::new(dir.path());
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    append(&writer, 5).await;
+    let checkpoint = write_checkpoint(&db, &keyring, &store)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint.seq, 5);
+    assert!(
+        write_checkpoint(&db, &keyring, &store)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing new, no new checkpoint"
+    );
+    assert_eq!(store.latest().await.unwrap(), Some(checkpoint.clone()));
+    let intact = verify_with(&db, &keyring, Some(checkpoint.clone()))
+        .await
+        .unwrap();
+    assert_eq!(intact.first_broken_seq, None, "{intact:?}");
+
+    // The last two events and their heads go: what is left is a valid, shorter chain.
+    as_superuser(&db, "DELETE FROM audit_events WHERE seq > 3").await;
+    as_superuser(&db, "DELETE FROM audit_heads WHERE seq > 3").await;
+    assert_eq!(verify(&db, &keyring).await.unwrap().first_broken_seq, None);
+    let cut = verify_with(&db, &keyring, Some(checkpoint.clone()))
+        .await
+        .unwrap();
+    assert_eq!(cut.first_broken_seq, Some(4), "{cut:?}");
+
+    as_superuser(&db, "DELETE FROM audit_events").await;
+    as_superuser(&db, "DELETE FROM audit_heads").await;
+    let emptied = verify_with(&db, &keyring, Some(checkpoint.clone()))
+        .await
+        .unwrap();
+    assert_eq!(emptied.first_broken_seq, Some(1), "{emptied:?}");
+
+    // A checkpoint edited by hand does not verify either.
+    let mut forged = checkpoint;
+    forged.seq = 0;
+    let report = verify_with(&db, &keyring, Some(forged)).await.unwrap();
+    assert!(report.problem.unwrap().contains("not authentic"));
+}

@@ -57,3 +57,47 @@ async fn audit_verify_reports_an_intact_trail_and_names_the_first_altered_event(
     assert_eq!(report["first_broken_seq"], 3, "{report}");
     assert!(String::from_utf8_lossy(&broken.stderr).contains("broken at sequence 3"));
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn audit_verify_checks_the_latest_checkpoint_in_the_data_directory(pool: PgPool) {
+    use clinicd_audit::checkpoint::{LocalCheckpoints, write_checkpoint};
+    let keyring = Arc::new(Keyring::new(
+        pool.clone(),
+        Arc::new(LocalKeyProvider::new(
+            SecretKey::from_bytes(&[0x5a; 32]).unwrap(),
+        )),
+        Default::default(),
+    ));
+    keyring.bootstrap().await.unwrap();
+    let writer = AuditWriter::start(pool.clone(), keyring.clone(), WriterSettings::default());
+    for _ in 0..3 {
+        writer
+            .record(NewEvent::new(Action::View, Outcome::Success))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalCheckpoints::new(dir.path().join("audit-checkpoints"));
+    write_checkpoint(&pool, &keyring, &store)
+        .await
+        .unwrap()
+        .unwrap();
+    // Emptied behind the triggers: a valid (empty) chain, but the checkpoint remembers.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_events")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_heads")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let output = run_clinicd(&pool, dir.path(), &["audit", "verify"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(report_of(&output.stdout)["first_broken_seq"], 1);
+}

@@ -1,0 +1,170 @@
+//! Signed checkpoints of the chain head, kept outside the database.
+//!
+//! A chain rebuilt without the audit key is caught by its heads; a trail emptied or cut short
+//! by someone with the database (triggers off, rows and heads deleted together) leaves a shorter
+//! chain that is still valid. Checkpoints catch that: every few minutes the head (sequence,
+//! hash, time) is written, with an HMAC under the audit key, to a store the database cannot
+//! touch (local disk in development; S3 with Object Lock arrives with the object-store work),
+//! and verification insists that the chain still holds the last checkpoint's event with the
+//! same hash.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use aws_lc_rs::hmac;
+use chrono::{DateTime, Utc};
+use clinicd_crypto::Keyring;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::writer::AuditError;
+
+const DOMAIN: &[u8] = b"clinicd-audit-checkpoint-v1";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: i64,
+    /// Hex of the event's hash.
+    pub hash: String,
+    pub written_at: DateTime<Utc>,
+    pub key_version: u32,
+    /// Hex of HMAC(audit key, domain ‖ seq ‖ hash ‖ written_at).
+    pub mac: String,
+}
+
+impl Checkpoint {
+    fn message(seq: i64, hash: &str, written_at: DateTime<Utc>) -> Vec<u8> {
+        let mut message = DOMAIN.to_vec();
+        message.extend_from_slice(&seq.to_be_bytes());
+        message.extend_from_slice(hash.as_bytes());
+        message.extend_from_slice(&written_at.timestamp_micros().to_be_bytes());
+        message
+    }
+
+    pub fn authentic(&self, key: &hmac::Key) -> bool {
+        let message = Self::message(self.seq, &self.hash, self.written_at);
+        unhex(&self.mac).is_some_and(|mac| hmac::verify(key, &message, &mac).is_ok())
+    }
+}
+
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + fmt::Debug {
+    async fn put(&self, checkpoint: &Checkpoint) -> Result<(), AuditError>;
+    /// The checkpoint with the highest sequence number, if any.
+    async fn latest(&self) -> Result<Option<Checkpoint>, AuditError>;
+}
+
+/// One JSON file per checkpoint in a directory (development, single host).
+#[derive(Debug, Clone)]
+pub struct LocalCheckpoints {
+    dir: PathBuf,
+}
+
+impl LocalCheckpoints {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+}
+
+fn io(error: std::io::Error) -> AuditError {
+    AuditError::Unavailable(format!("checkpoint store: {error}"))
+}
+
+#[async_trait]
+impl CheckpointStore for LocalCheckpoints {
+    async fn put(&self, checkpoint: &Checkpoint) -> Result<(), AuditError> {
+        tokio::fs::create_dir_all(&self.dir).await.map_err(io)?;
+        let name = format!("checkpoint-{:020}.json", checkpoint.seq);
+        let body = serde_json::to_vec_pretty(checkpoint)
+            .map_err(|e| AuditError::Unavailable(e.to_string()))?;
+        // Written aside and renamed, so a reader never sees half a checkpoint.
+        let partial = self.dir.join(format!(".{name}.partial"));
+        tokio::fs::write(&partial, body).await.map_err(io)?;
+        tokio::fs::rename(&partial, self.dir.join(name))
+            .await
+            .map_err(io)
+    }
+
+    async fn latest(&self) -> Result<Option<Checkpoint>, AuditError> {
+        let mut entries = match tokio::fs::read_dir(&self.dir).await {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io(error)),
+        };
+        let mut newest: Option<String> = None;
+        while let Some(entry) = entries.next_entry().await.map_err(io)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("checkpoint-")
+                && name.ends_with(".json")
+                && newest.as_ref().is_none_or(|n| &name > n)
+            {
+                newest = Some(name);
+            }
+        }
+        let Some(name) = newest else {
+            return Ok(None);
+        };
+        let body = tokio::fs::read(self.dir.join(name)).await.map_err(io)?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| AuditError::Unavailable(format!("checkpoint store: {e}")))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Head {
+    seq: i64,
+    hash: Vec<u8>,
+}
+
+/// Writes a checkpoint of the current head (none if the trail is empty or unchanged since the
+/// last checkpoint).
+pub async fn write_checkpoint(
+    db: &PgPool,
+    keyring: &Keyring,
+    store: &dyn CheckpointStore,
+) -> Result<Option<Checkpoint>, AuditError> {
+    let head: Option<Head> =
+        sqlx::query_as("SELECT seq, hash FROM audit_heads ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(db)
+            .await?;
+    let Some(head) = head else {
+        return Ok(None);
+    };
+    if store
+        .latest()
+        .await?
+        .is_some_and(|last| last.seq >= head.seq)
+    {
+        return Ok(None);
+    }
+    let (key_version, key) = keyring.audit_chain_key().await?;
+    let hash = hex(&head.hash);
+    let written_at = crate::event::to_micros(Utc::now());
+    let mac = hmac::sign(&key, &Checkpoint::message(head.seq, &hash, written_at));
+    let checkpoint = Checkpoint {
+        seq: head.seq,
+        hash,
+        written_at,
+        key_version,
+        mac: hex(mac.as_ref()),
+    };
+    store.put(&checkpoint).await?;
+    tracing::info!(seq = checkpoint.seq, "audit checkpoint written");
+    Ok(Some(checkpoint))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
