@@ -92,3 +92,20 @@ END $$;
 -- transaction as the append, so each event lands exactly once.
 ALTER TABLE security_events ADD COLUMN forwarded_at timestamptz;
 CREATE INDEX security_events_unforwarded ON security_events (id) WHERE forwarded_at IS NULL;
+
+-- Partitions archived past retention: where the retained chain starts again. Append-only too.
+CREATE TABLE audit_archives (
+    partition_name text        PRIMARY KEY,
+    month          date        NOT NULL,
+    first_seq      bigint      NOT NULL,
+    last_seq       bigint      NOT NULL,
+    last_hash      bytea       NOT NULL,
+    row_count      bigint      NOT NULL,
+    file_name      text        NOT NULL,
+    file_sha256    text        NOT NULL,
+    archived_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE TRIGGER audit_archives_append_only BEFORE UPDATE OR DELETE ON audit_archives
+    FOR EACH ROW EXECUTE FUNCTION audit_refuse_change();
+CREATE TRIGGER audit_archives_no_truncate BEFORE TRUNCATE ON audit_archives
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();

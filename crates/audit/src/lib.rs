@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod event;
 pub mod forwarder;
 pub mod query;
+pub mod retention;
 pub mod verify;
 pub mod writer;
 

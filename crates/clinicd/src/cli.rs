@@ -35,6 +35,9 @@ pub enum AuditCommand {
     /// Recompute the hash chain and check every authenticated head. Prints a JSON report;
     /// exits 1 and names the first broken sequence number if the trail was altered.
     Verify,
+    /// Create the next twelve monthly partitions, and archive (encrypted) then detach the
+    /// partitions past retention. Run with the database owner's role; prints a JSON summary.
+    Maintain,
 }
 
 #[derive(Debug, Subcommand)]

@@ -117,6 +117,9 @@ pub enum MfaFallback {
 pub struct AuditSettings {
     pub checkpoint_dir: PathBuf,
     pub checkpoint_interval: std::time::Duration,
+    /// Where `clinicd audit maintain` writes encrypted archives of expired partitions.
+    pub archive_dir: PathBuf,
+    pub retention_years: u32,
 }
 
 /// The siteverify endpoint and secret of the login challenge (CAPTCHA).
@@ -230,6 +233,11 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
             .optional("CLINICD_AUDIT_CHECKPOINT_DIR")
             .map_or_else(|| data_dir.join("audit-checkpoints"), PathBuf::from),
         checkpoint_interval: seconds(r.number("CLINICD_AUDIT_CHECKPOINT_SECS", 300, 10..=86_400)),
+        archive_dir: r
+            .optional("CLINICD_AUDIT_ARCHIVE_DIR")
+            .map_or_else(|| data_dir.join("audit-archive"), PathBuf::from),
+        // Six years is HIPAA's floor for the documentation it requires; never less.
+        retention_years: r.number("CLINICD_AUDIT_RETENTION_YEARS", 7, 6..=100),
     };
     let keys = read_keys(r, &data_dir);
     let storage = read_storage(r, &data_dir);

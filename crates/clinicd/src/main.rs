@@ -89,7 +89,9 @@ async fn keys_command(settings: Settings, command: KeysCommand) -> anyhow::Resul
 async fn audit_command(settings: Settings, command: AuditCommand) -> anyhow::Result<()> {
     let pool = connect(&settings).await?;
     let keyring = keys::keyring(&settings.keys, pool.clone()).await?;
-    let AuditCommand::Verify = command;
+    if let AuditCommand::Maintain = command {
+        return audit_maintain(&settings, pool, keyring).await;
+    }
     let store = LocalCheckpoints::new(&settings.audit.checkpoint_dir);
     let checkpoint = store.latest().await?;
     let report = clinicd_audit::verify::verify_with(&pool, &keyring, checkpoint).await?;
@@ -103,6 +105,35 @@ async fn audit_command(settings: Settings, command: AuditCommand) -> anyhow::Res
         ),
         (None, _) => Ok(()),
     }
+}
+
+async fn audit_maintain(
+    settings: &Settings,
+    pool: sqlx::PgPool,
+    keyring: clinicd_crypto::Keyring,
+) -> anyhow::Result<()> {
+    use clinicd_audit::retention::{archive_expired, ensure_partitions_ahead};
+    let keyring = std::sync::Arc::new(keyring);
+    let now = chrono::Utc::now();
+    let created = ensure_partitions_ahead(&pool, now, 12).await?;
+    let writer = clinicd_audit::AuditWriter::start(
+        pool.clone(),
+        keyring.clone(),
+        clinicd_audit::WriterSettings::default(),
+    );
+    let archived = archive_expired(
+        &pool,
+        &keyring,
+        &writer,
+        &settings.audit.archive_dir,
+        settings.audit.retention_years,
+        now,
+    )
+    .await?;
+    let summary = serde_json::json!({ "partitions_created": created, "archived": archived });
+    let text = format!("{summary}\n");
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+    Ok(())
 }
 
 async fn admin_command(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {

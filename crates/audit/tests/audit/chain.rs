@@ -337,3 +337,106 @@ async fn a_checkpoint_catches_a_trail_cut_short_or_emptied_behind_the_triggers(d
     let report = verify_with(&db, &keyring, Some(forged)).await.unwrap();
     assert!(report.problem.unwrap().contains("not authentic"));
 }
+
+fn at(event: NewEvent, when: chrono::DateTime<chrono::Utc>) -> NewEvent {
+    NewEvent {
+        occurred_at: when,
+        ..event
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn partitions_past_retention_are_archived_encrypted_and_detached(db: PgPool) {
+    use chrono::{Datelike, Months, NaiveDate, Utc};
+    use clinicd_audit::retention::{archive_expired, ensure_partition, read_archive};
+    let keyring = keyring(&db).await;
+    let now = Utc::now();
+    let old = now - Months::new(12 * 8);
+    let month = NaiveDate::from_ymd_opt(old.year(), old.month(), 1).unwrap();
+    let three_years = now - Months::new(36);
+    ensure_partition(&db, month).await.unwrap().unwrap();
+    ensure_partition(
+        &db,
+        NaiveDate::from_ymd_opt(three_years.year(), three_years.month(), 1).unwrap(),
+    )
+    .await
+    .unwrap();
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    for n in 0..3 {
+        writer.record(at(event(n), old)).await.unwrap();
+    }
+    writer.record(at(event(3), three_years)).await.unwrap();
+    writer.record(event(4)).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    // Asking for one year keeps six: the three-year-old month stays.
+    let archived = archive_expired(&db, &keyring, &writer, dir.path(), 1, now)
+        .await
+        .unwrap();
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    let done = &archived[0];
+    assert_eq!((done.first_seq, done.last_seq, done.rows), (1, 3, 3));
+
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE seq <= 3")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "detached from the trail");
+    let kept: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}",
+        done.partition
+            .replacen("audit_events_", "audit_archived_", 1)
+    )))
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(kept, 3, "detached, not dropped");
+
+    let bytes = std::fs::read(&done.file).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("/api/patients/{id}"),
+        "the archive is encrypted"
+    );
+    let (header, events) = read_archive(&keyring, &done.file).await.unwrap();
+    assert_eq!((header.first_seq, header.last_seq), (1, 3));
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(events[0].route.as_deref(), Some("/api/patients/{id}"));
+
+    let report = verify(&db, &keyring).await.unwrap();
+    assert_eq!(report.first_broken_seq, None, "{report:?}");
+    assert_eq!(
+        (report.events_checked, report.last_seq),
+        (3, 6),
+        "4, 5 and the archiving event"
+    );
+    let recorded: String = sqlx::query_scalar("SELECT resource_id FROM audit_events WHERE seq = 6")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(recorded, done.partition);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn only_the_oldest_part_of_the_chain_can_be_archived(db: PgPool) {
+    use chrono::{Datelike, Months, NaiveDate, Utc};
+    use clinicd_audit::retention::{archive_expired, ensure_partition};
+    let keyring = keyring(&db).await;
+    let now = Utc::now();
+    let old = now - Months::new(12 * 8);
+    ensure_partition(
+        &db,
+        NaiveDate::from_ymd_opt(old.year(), old.month(), 1).unwrap(),
+    )
+    .await
+    .unwrap();
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    writer.record(event(0)).await.unwrap();
+    writer.record(at(event(1), old)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let refused = archive_expired(&db, &keyring, &writer, dir.path(), 7, now).await;
+    assert!(refused.unwrap_err().to_string().contains("not the oldest"));
+    assert_eq!(verify(&db, &keyring).await.unwrap().first_broken_seq, None);
+}

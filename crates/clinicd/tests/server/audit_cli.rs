@@ -101,3 +101,35 @@ async fn audit_verify_checks_the_latest_checkpoint_in_the_data_directory(pool: P
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(report_of(&output.stdout)["first_broken_seq"], 1);
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn audit_maintain_keeps_partitions_ahead_and_archives_nothing_young(pool: PgPool) {
+    // A month whose partition is missing (as one past the pre-made ones would be).
+    let furthest: String = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'audit_events'::regclass AND c.relname <> 'audit_events_default' \
+         ORDER BY c.relname LIMIT 1 OFFSET 5",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {furthest}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_clinicd(&pool, dir.path(), &["audit", "maintain"], &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value = stdout
+        .lines()
+        .find(|l| l.contains("partitions_created"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| panic!("no summary in {stdout}"));
+    assert_eq!(summary["partitions_created"], serde_json::json!([furthest]));
+    assert_eq!(summary["archived"], serde_json::json!([]));
+}
