@@ -13,6 +13,7 @@ pub mod event;
 pub mod forwarder;
 pub mod query;
 pub mod retention;
+pub mod values;
 pub mod verify;
 pub mod writer;
 

@@ -472,3 +472,33 @@ async fn the_trail_exports_as_ndjson_and_csv(pool: PgPool) {
     .unwrap();
     assert_eq!(exports, 3, "each export is audited, the refused one too");
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn no_value_a_client_sends_reaches_an_audit_row(pool: PgPool) {
+    const SSN: &str = "123-45-6789";
+    clinicd_test_support::create_user(&pool, "dr.audit", PASSWORD, false).await;
+    let app = TestApp::with_pool(settings(), pool.clone());
+    let access = token(&app, "dr.audit").await;
+    let requests = [
+        admin_get(&format!("/api/auth/me?ssn={SSN}"), &access),
+        TestRequest::delete()
+            .uri(&format!("/api/auth/sessions/{SSN}"))
+            .insert_header(("Authorization", format!("Bearer {access}"))),
+        clinicd_test_support::post(
+            "/api/auth/login",
+            &json!({ "username": SSN, "password": SSN }),
+        ),
+        admin_get(&format!("/api/audit/events?resource_id={SSN}"), &access),
+    ];
+    for request in requests {
+        app.call(request).await;
+    }
+    let rows: Vec<String> = sqlx::query_scalar("SELECT row_to_json(e)::text FROM audit_events e")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5, "one login and four requests");
+    for row in rows {
+        assert!(!row.contains(SSN), "{row}");
+    }
+}

@@ -440,3 +440,38 @@ async fn only_the_oldest_part_of_the_chain_can_be_archived(db: PgPool) {
     assert!(refused.unwrap_err().to_string().contains("not the oldest"));
     assert_eq!(verify(&db, &keyring).await.unwrap().first_broken_seq, None);
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn before_and_after_values_are_stored_only_sealed(db: PgPool) {
+    use clinicd_audit::values::{open_values, seal_values};
+    let keyring = keyring(&db).await;
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    let before = serde_json::json!({ "phone": "+15550100", "city": "Springfield" });
+    let after = serde_json::json!({ "phone": "+15550199", "city": "Springfield" });
+    let mut change = NewEvent::new(Action::Update, Outcome::Success);
+    seal_values(&keyring, &mut change, &before, &after)
+        .await
+        .unwrap();
+    writer.record(change).await.unwrap();
+
+    let row: String = sqlx::query_scalar("SELECT row_to_json(e)::text FROM audit_events e")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(
+        !row.contains("+15550100") && !row.contains("+15550199"),
+        "{row}"
+    );
+    let (metadata, sealed): (serde_json::Value, Vec<u8>) =
+        sqlx::query_as("SELECT metadata, sealed_values FROM audit_events")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(metadata["changed"], serde_json::json!(["phone"]));
+    let opened = open_values(&keyring, &metadata, &sealed).await.unwrap();
+    assert_eq!(
+        opened,
+        serde_json::json!({ "before": before, "after": after })
+    );
+    assert_eq!(verify(&db, &keyring).await.unwrap().first_broken_seq, None);
+}

@@ -1,0 +1,65 @@
+//! Before and after values of a change, kept in the event only as a ciphertext under the audit
+//! key (a field ciphertext of the crypto crate, bound to its own random id, which the event
+//! carries in `metadata.values_id`). Reading them back needs the key and, at the API, the
+//! `audit:read_values` permission (RBAC); the field names changed stay readable in
+//! `metadata.changed`.
+
+use clinicd_crypto::{FieldLocation, Keyring, Owner, Purpose};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::event::NewEvent;
+use crate::writer::AuditError;
+
+fn location(id: Uuid) -> FieldLocation<'static> {
+    FieldLocation::new("audit_events", "sealed_values", id)
+}
+
+/// Seals `{"before": ..., "after": ...}` into `event`, and lists the changed field names.
+pub async fn seal_values(
+    keyring: &Keyring,
+    event: &mut NewEvent,
+    before: &Value,
+    after: &Value,
+) -> Result<(), AuditError> {
+    let id = Uuid::now_v7();
+    let plain = serde_json::to_vec(&serde_json::json!({ "before": before, "after": after }))
+        .map_err(|e| AuditError::Unavailable(e.to_string()))?;
+    let sealed = keyring
+        .encrypt(Owner::Purpose(Purpose::Audit), &location(id), &plain)
+        .await?;
+    let changed: Vec<&String> = match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            let mut names: Vec<&String> = a
+                .keys()
+                .chain(b.keys())
+                .filter(|k| b.get(*k) != a.get(*k))
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        }
+        _ => Vec::new(),
+    };
+    if let Value::Object(metadata) = &mut event.metadata {
+        metadata.insert("values_id".into(), Value::String(id.to_string()));
+        metadata.insert("changed".into(), serde_json::json!(changed));
+    }
+    event.sealed_values = Some(sealed);
+    Ok(())
+}
+
+/// Opens the values of a stored event (`metadata.values_id` and `sealed_values`).
+pub async fn open_values(
+    keyring: &Keyring,
+    metadata: &Value,
+    sealed: &[u8],
+) -> Result<Value, AuditError> {
+    let id: Uuid = metadata
+        .get("values_id")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| AuditError::Unavailable("the event names no sealed values".into()))?;
+    let plain = keyring.decrypt(&location(id), sealed).await?;
+    serde_json::from_slice(&plain).map_err(|e| AuditError::Unavailable(e.to_string()))
+}
