@@ -168,3 +168,124 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
 }
+
+/// Checkpoints as objects in S3 (or an S3-compatible store), optionally under Object Lock in
+/// compliance mode so that not even the bucket's owner can delete or overwrite one before its
+/// retention date. Keys are `PREFIXcheckpoint-<seq, 20 digits>.json`, so the newest sorts last.
+pub struct S3Checkpoints {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    lock_days: Option<u32>,
+}
+
+impl fmt::Debug for S3Checkpoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Checkpoints")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("lock_days", &self.lock_days)
+            .finish_non_exhaustive()
+    }
+}
+
+fn s3_error(error: impl fmt::Display) -> AuditError {
+    AuditError::Unavailable(format!("checkpoint store (S3): {error}"))
+}
+
+impl S3Checkpoints {
+    /// Credentials, region and endpoint from the standard AWS variables. With an endpoint
+    /// override (moto, MinIO) path-style addressing is used.
+    pub async fn from_env(bucket: String, prefix: String, lock_days: Option<u32>) -> Self {
+        let shared = aws_config::load_from_env().await;
+        let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(path_style)
+            .build();
+        Self::new(
+            aws_sdk_s3::Client::from_conf(config),
+            bucket,
+            prefix,
+            lock_days,
+        )
+    }
+
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        bucket: String,
+        prefix: String,
+        lock_days: Option<u32>,
+    ) -> Self {
+        Self {
+            client,
+            bucket,
+            prefix,
+            lock_days,
+        }
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for S3Checkpoints {
+    async fn put(&self, checkpoint: &Checkpoint) -> Result<(), AuditError> {
+        use aws_sdk_s3::primitives::{ByteStream, DateTime as AwsTime};
+        let body = serde_json::to_vec_pretty(checkpoint).map_err(s3_error)?;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!(
+                "{}checkpoint-{:020}.json",
+                self.prefix, checkpoint.seq
+            ))
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        if let Some(days) = self.lock_days {
+            let until = Utc::now() + chrono::Duration::days(i64::from(days));
+            request = request
+                .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Compliance)
+                .object_lock_retain_until_date(AwsTime::from_secs(until.timestamp()));
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| s3_error(e.into_service_error()))?;
+        Ok(())
+    }
+
+    async fn latest(&self) -> Result<Option<Checkpoint>, AuditError> {
+        let mut newest: Option<String> = None;
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{}checkpoint-", self.prefix))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_error(e.into_service_error()))?;
+            for object in page.contents() {
+                if let Some(key) = object
+                    .key()
+                    .filter(|k| newest.as_deref().is_none_or(|n| *k > n))
+                {
+                    newest = Some(key.to_owned());
+                }
+            }
+        }
+        let Some(key) = newest else {
+            return Ok(None);
+        };
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(e.into_service_error()))?;
+        let bytes = object.body.collect().await.map_err(s3_error)?.into_bytes();
+        serde_json::from_slice(&bytes).map(Some).map_err(s3_error)
+    }
+}

@@ -120,6 +120,8 @@ pub struct AuditSettings {
     /// Where `clinicd audit maintain` writes encrypted archives of expired partitions.
     pub archive_dir: PathBuf,
     pub retention_years: u32,
+    /// With S3 storage: keep each checkpoint under Object Lock (compliance) this many days.
+    pub checkpoint_lock_days: Option<u32>,
 }
 
 /// The siteverify endpoint and secret of the login challenge (CAPTCHA).
@@ -238,6 +240,12 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
             .map_or_else(|| data_dir.join("audit-archive"), PathBuf::from),
         // Six years is HIPAA's floor for the documentation it requires; never less.
         retention_years: r.number("CLINICD_AUDIT_RETENTION_YEARS", 7, 6..=100),
+        checkpoint_lock_days: r.optional_with("CLINICD_AUDIT_CHECKPOINT_LOCK_DAYS", |v| match v
+            .parse::<u32>()
+        {
+            Ok(n) if (1..=3650).contains(&n) => Ok(n),
+            _ => Err("must be a whole number of days from 1 to 3650".into()),
+        }),
     };
     let keys = read_keys(r, &data_dir);
     let storage = read_storage(r, &data_dir);

@@ -3,7 +3,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use clinicd::cli::{AdminCommand, AuditCommand, Cli, Command, KeysCommand};
 use clinicd::{Application, Settings, keys, startup, telemetry};
-use clinicd_audit::checkpoint::{CheckpointStore, LocalCheckpoints};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -92,8 +91,7 @@ async fn audit_command(settings: Settings, command: AuditCommand) -> anyhow::Res
     if let AuditCommand::Maintain = command {
         return audit_maintain(&settings, pool, keyring).await;
     }
-    let store = LocalCheckpoints::new(&settings.audit.checkpoint_dir);
-    let checkpoint = store.latest().await?;
+    let checkpoint = startup::checkpoint_store(&settings).await.latest().await?;
     let report = clinicd_audit::verify::verify_with(&pool, &keyring, checkpoint).await?;
     // One line, so it stands apart from the JSON log lines that share stdout.
     let text = format!("{}\n", serde_json::to_string(&report)?);

@@ -12,7 +12,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use clinicd_api::middleware::security_headers::security_headers;
 use clinicd_api::rate_limit::Limits;
 use clinicd_api::{ApiError, ApiState, Metrics};
-use clinicd_audit::checkpoint::LocalCheckpoints;
+use clinicd_audit::checkpoint::{CheckpointStore, LocalCheckpoints, S3Checkpoints};
 use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_identity::Identity;
 use clinicd_identity::challenge::SiteVerifyChallenge;
@@ -22,7 +22,7 @@ use rustls::ServerConfig;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::config::{MfaFallback, Settings, TlsSettings};
+use crate::config::{MfaFallback, Settings, StorageSettings, TlsSettings};
 use crate::tls;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -110,7 +110,7 @@ impl Application {
             .map_err(|e| StartupError::Keys(e.into()))?;
         let audit = AuditWriter::start(pool.clone(), keyring.clone(), WriterSettings::default())
             .with_checkpoints(
-                Arc::new(LocalCheckpoints::new(&settings.audit.checkpoint_dir)),
+                checkpoint_store(&settings).await,
                 settings.audit.checkpoint_interval,
             );
         clinicd_audit::start_forwarder(pool.clone(), keyring.clone(), SECURITY_EVENT_FORWARDING);
@@ -224,6 +224,23 @@ fn with_login_extras(identity: Identity, settings: &Settings) -> Result<Identity
             identity.with_challenge_verifier(Arc::new(verifier))
         }
     })
+}
+
+/// Where audit checkpoints go: the object store when S3 is configured, else a directory.
+pub async fn checkpoint_store(settings: &Settings) -> Arc<dyn CheckpointStore> {
+    match &settings.storage {
+        StorageSettings::S3 { bucket, prefix } => Arc::new(
+            S3Checkpoints::from_env(
+                bucket.clone(),
+                format!("{prefix}audit-checkpoints/"),
+                settings.audit.checkpoint_lock_days,
+            )
+            .await,
+        ),
+        StorageSettings::Local { .. } => {
+            Arc::new(LocalCheckpoints::new(&settings.audit.checkpoint_dir))
+        }
+    }
 }
 
 fn server_tls(settings: &TlsSettings) -> Result<ServerConfig, StartupError> {

@@ -340,22 +340,44 @@ pub async fn create_user(
     .unwrap()
 }
 
-/// A fresh KMS key in moto_server, through the real AWS SDK. Fails loudly when moto is not
-/// configured: `./scripts/test` starts it and exports `AWS_ENDPOINT_URL`.
-pub async fn moto_kms_key() -> (aws_sdk_kms::Client, String) {
+/// The shared AWS configuration for moto_server. Fails loudly when moto is not configured:
+/// `./scripts/test` starts it and exports `AWS_ENDPOINT_URL`.
+pub async fn moto_config() -> aws_config::SdkConfig {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect(
         "AWS_ENDPOINT_URL must point at moto_server (run the tests through ./scripts/test)",
     );
-    let config = aws_config::from_env()
+    aws_config::from_env()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_kms::config::Credentials::new(
             "testing", "testing", None, None, "tests",
         ))
         .load()
-        .await;
-    let client = aws_sdk_kms::Client::new(&config);
+        .await
+}
+
+/// An S3 client for moto_server (path-style addressing) and a fresh bucket with Object Lock.
+pub async fn moto_s3_bucket() -> (aws_sdk_s3::Client, String) {
+    let config = aws_sdk_s3::config::Builder::from(&moto_config().await)
+        .force_path_style(true)
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(config);
+    let bucket = format!("clinicd-test-{}", uuid::Uuid::now_v7().simple());
+    client
+        .create_bucket()
+        .bucket(&bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    (client, bucket)
+}
+
+/// A fresh KMS key in moto_server, through the real AWS SDK. Fails loudly when moto is not
+/// configured: `./scripts/test` starts it and exports `AWS_ENDPOINT_URL`.
+pub async fn moto_kms_key() -> (aws_sdk_kms::Client, String) {
+    let client = aws_sdk_kms::Client::new(&moto_config().await);
     let key = client
         .create_key()
         .description("clinicd test root key")

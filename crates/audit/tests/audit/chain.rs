@@ -475,3 +475,57 @@ async fn before_and_after_values_are_stored_only_sealed(db: PgPool) {
     );
     assert_eq!(verify(&db, &keyring).await.unwrap().first_broken_seq, None);
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn checkpoints_go_to_s3_under_object_lock(db: PgPool) {
+    use clinicd_audit::checkpoint::{CheckpointStore, S3Checkpoints, write_checkpoint};
+    let keyring = keyring(&db).await;
+    let (client, bucket) = clinicd_test_support::moto_s3_bucket().await;
+    let store = S3Checkpoints::new(client.clone(), bucket.clone(), "audit/".into(), Some(1));
+    assert_eq!(store.latest().await.unwrap(), None);
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    append(&writer, 2).await;
+    let first = write_checkpoint(&db, &keyring, &store)
+        .await
+        .unwrap()
+        .unwrap();
+    append(&writer, 3).await;
+    let second = write_checkpoint(&db, &keyring, &store)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.seq, second.seq), (2, 5));
+    assert_eq!(
+        store.latest().await.unwrap(),
+        Some(second.clone()),
+        "the newest one"
+    );
+
+    let key = "audit/checkpoint-00000000000000000005.json";
+    // moto answers GetObjectRetention with the object; the lock shows on HEAD as on AWS.
+    let head = client
+        .head_object()
+        .bucket(&bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.object_lock_mode(),
+        Some(&aws_sdk_s3::types::ObjectLockMode::Compliance)
+    );
+    assert!(head.object_lock_retain_until_date().is_some());
+    let version = head.version_id().map(str::to_owned);
+    let deleted = client
+        .delete_object()
+        .bucket(&bucket)
+        .key(key)
+        .set_version_id(version)
+        .send()
+        .await;
+    assert!(deleted.is_err(), "a locked checkpoint cannot be deleted");
+    let report = clinicd_audit::verify::verify_with(&db, &keyring, Some(second))
+        .await
+        .unwrap();
+    assert_eq!(report.first_broken_seq, None, "{report:?}");
+}
