@@ -169,6 +169,18 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// An S3 client from the standard AWS variables; path-style addressing with an endpoint
+/// override (moto, MinIO).
+pub async fn s3_client_from_env() -> aws_sdk_s3::Client {
+    let shared = aws_config::load_from_env().await;
+    let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    let config = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
 /// Checkpoints as objects in S3 (or an S3-compatible store), optionally under Object Lock in
 /// compliance mode so that not even the bucket's owner can delete or overwrite one before its
 /// retention date. Keys are `PREFIXcheckpoint-<seq, 20 digits>.json`, so the newest sorts last.
@@ -197,18 +209,7 @@ impl S3Checkpoints {
     /// Credentials, region and endpoint from the standard AWS variables. With an endpoint
     /// override (moto, MinIO) path-style addressing is used.
     pub async fn from_env(bucket: String, prefix: String, lock_days: Option<u32>) -> Self {
-        let shared = aws_config::load_from_env().await;
-        let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
-            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-        let config = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(path_style)
-            .build();
-        Self::new(
-            aws_sdk_s3::Client::from_conf(config),
-            bucket,
-            prefix,
-            lock_days,
-        )
+        Self::new(s3_client_from_env().await, bucket, prefix, lock_days)
     }
 
     pub fn new(

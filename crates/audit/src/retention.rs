@@ -12,6 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
+
 use aws_lc_rs::digest::{SHA256, digest};
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use clinicd_crypto::{FieldLocation, Keyring, Owner, Purpose};
@@ -115,7 +117,8 @@ pub struct ArchivedPartition {
     pub first_seq: i64,
     pub last_seq: i64,
     pub rows: i64,
-    pub file: PathBuf,
+    /// Where the archive went: a path, or `s3://bucket/key`.
+    pub file: String,
     pub sha256: String,
 }
 
@@ -124,7 +127,7 @@ pub async fn archive_expired(
     pool: &PgPool,
     keyring: &Keyring,
     writer: &AuditWriter,
-    archive_dir: &Path,
+    store: &dyn ArchiveStore,
     retention_years: u32,
     now: DateTime<Utc>,
 ) -> Result<Vec<ArchivedPartition>, AuditError> {
@@ -146,9 +149,7 @@ pub async fn archive_expired(
         if month + Months::new(1) > cutoff {
             continue;
         }
-        if let Some(done) =
-            archive_partition(pool, keyring, writer, archive_dir, &name, month).await?
-        {
+        if let Some(done) = archive_partition(pool, keyring, writer, store, &name, month).await? {
             archived.push(done);
         }
     }
@@ -166,7 +167,7 @@ async fn archive_partition(
     pool: &PgPool,
     keyring: &Keyring,
     writer: &AuditWriter,
-    archive_dir: &Path,
+    store: &dyn ArchiveStore,
     name: &str,
     month: NaiveDate,
 ) -> Result<Option<ArchivedPartition>, AuditError> {
@@ -228,17 +229,7 @@ async fn archive_partition(
         seal(keyring, &location, &mut chunk, &mut file).await?;
     }
     let sha256 = hex(digest(&SHA256, &file).as_ref());
-    tokio::fs::create_dir_all(archive_dir).await.map_err(io)?;
-    let path = archive_dir.join(format!("{name}.clinicd-audit"));
-    let partial = archive_dir.join(format!(".{name}.partial"));
-    tokio::fs::write(&partial, &file).await.map_err(io)?;
-    tokio::fs::File::open(&partial)
-        .await
-        .map_err(io)?
-        .sync_all()
-        .await
-        .map_err(io)?;
-    tokio::fs::rename(&partial, &path).await.map_err(io)?;
+    let path = store.put(&format!("{name}.clinicd-audit"), file).await?;
 
     sqlx::query(
         "INSERT INTO audit_archives (partition_name, month, first_seq, last_seq, last_hash, row_count, file_name, file_sha256) \
@@ -250,7 +241,7 @@ async fn archive_partition(
     .bind(last)
     .bind(&last_hash)
     .bind(span.rows)
-    .bind(path.display().to_string())
+    .bind(&path)
     .bind(&sha256)
     .execute(pool)
     .await
@@ -315,6 +306,115 @@ async fn seal(
     Ok(())
 }
 
+/// Where archives go.
+#[async_trait]
+pub trait ArchiveStore: Send + Sync + std::fmt::Debug {
+    /// Stores `bytes` durably under `name`; returns where they went.
+    async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<String, AuditError>;
+    async fn get(&self, location: &str) -> Result<Vec<u8>, AuditError>;
+}
+
+/// A directory; each archive written aside, synced, then renamed into place.
+#[derive(Debug, Clone)]
+pub struct LocalArchives {
+    dir: PathBuf,
+}
+
+impl LocalArchives {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+}
+
+#[async_trait]
+impl ArchiveStore for LocalArchives {
+    async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<String, AuditError> {
+        tokio::fs::create_dir_all(&self.dir).await.map_err(io)?;
+        let path = self.dir.join(name);
+        let partial = self.dir.join(format!(".{name}.partial"));
+        tokio::fs::write(&partial, &bytes).await.map_err(io)?;
+        tokio::fs::File::open(&partial)
+            .await
+            .map_err(io)?
+            .sync_all()
+            .await
+            .map_err(io)?;
+        tokio::fs::rename(&partial, &path).await.map_err(io)?;
+        Ok(path.display().to_string())
+    }
+
+    async fn get(&self, location: &str) -> Result<Vec<u8>, AuditError> {
+        tokio::fs::read(Path::new(location)).await.map_err(io)
+    }
+}
+
+/// S3 (or an S3-compatible store) under a prefix.
+#[derive(Debug, Clone)]
+pub struct S3Archives {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Archives {
+    pub fn new(client: aws_sdk_s3::Client, bucket: String, prefix: String) -> Self {
+        Self {
+            client,
+            bucket,
+            prefix,
+        }
+    }
+
+    pub async fn from_env(bucket: String, prefix: String) -> Self {
+        Self::new(
+            crate::checkpoint::s3_client_from_env().await,
+            bucket,
+            prefix,
+        )
+    }
+}
+
+fn s3(error: impl std::fmt::Display) -> AuditError {
+    AuditError::Unavailable(format!("archive store (S3): {error}"))
+}
+
+#[async_trait]
+impl ArchiveStore for S3Archives {
+    async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<String, AuditError> {
+        let key = format!("{}{name}", self.prefix);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| s3(e.into_service_error()))?;
+        Ok(format!("s3://{}/{key}", self.bucket))
+    }
+
+    async fn get(&self, location: &str) -> Result<Vec<u8>, AuditError> {
+        let key = location
+            .strip_prefix(&format!("s3://{}/", self.bucket))
+            .ok_or_else(|| s3(format!("{location} is not in this bucket")))?;
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3(e.into_service_error()))?;
+        Ok(object
+            .body
+            .collect()
+            .await
+            .map_err(s3)?
+            .into_bytes()
+            .to_vec())
+    }
+}
+
 /// An event as archived: every column, hashes in hex.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArchivedEvent {
@@ -360,9 +460,10 @@ impl From<StoredEvent> for ArchivedEvent {
 /// Reads an archive back (for a records request or an auditor): header and events.
 pub async fn read_archive(
     keyring: &Keyring,
-    path: &Path,
+    store: &dyn ArchiveStore,
+    location: &str,
 ) -> Result<(ArchiveHeader, Vec<ArchivedEvent>), AuditError> {
-    let bytes = tokio::fs::read(path).await.map_err(io)?;
+    let bytes = store.get(location).await?;
     let newline = bytes
         .iter()
         .position(|b| *b == b'\n')

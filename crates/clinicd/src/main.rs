@@ -123,7 +123,7 @@ async fn audit_maintain(
         &pool,
         &keyring,
         &writer,
-        &settings.audit.archive_dir,
+        startup::archive_store(settings).await.as_ref(),
         settings.audit.retention_years,
         now,
     )

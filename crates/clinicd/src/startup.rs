@@ -13,6 +13,7 @@ use clinicd_api::middleware::security_headers::security_headers;
 use clinicd_api::rate_limit::Limits;
 use clinicd_api::{ApiError, ApiState, Metrics};
 use clinicd_audit::checkpoint::{CheckpointStore, LocalCheckpoints, S3Checkpoints};
+use clinicd_audit::retention::{ArchiveStore, LocalArchives, S3Archives};
 use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_identity::Identity;
 use clinicd_identity::challenge::SiteVerifyChallenge;
@@ -240,6 +241,16 @@ pub async fn checkpoint_store(settings: &Settings) -> Arc<dyn CheckpointStore> {
         StorageSettings::Local { .. } => {
             Arc::new(LocalCheckpoints::new(&settings.audit.checkpoint_dir))
         }
+    }
+}
+
+/// Where `clinicd audit maintain` puts expired partitions: the object store or a directory.
+pub async fn archive_store(settings: &Settings) -> Arc<dyn ArchiveStore> {
+    match &settings.storage {
+        StorageSettings::S3 { bucket, prefix } => {
+            Arc::new(S3Archives::from_env(bucket.clone(), format!("{prefix}audit-archive/")).await)
+        }
+        StorageSettings::Local { .. } => Arc::new(LocalArchives::new(&settings.audit.archive_dir)),
     }
 }
 

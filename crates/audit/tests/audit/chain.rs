@@ -348,7 +348,9 @@ fn at(event: NewEvent, when: chrono::DateTime<chrono::Utc>) -> NewEvent {
 #[sqlx::test(migrations = "../../migrations")]
 async fn partitions_past_retention_are_archived_encrypted_and_detached(db: PgPool) {
     use chrono::{Datelike, Months, NaiveDate, Utc};
-    use clinicd_audit::retention::{archive_expired, ensure_partition, read_archive};
+    use clinicd_audit::retention::{
+        LocalArchives, archive_expired, ensure_partition, read_archive,
+    };
     let keyring = keyring(&db).await;
     let now = Utc::now();
     let old = now - Months::new(12 * 8);
@@ -370,9 +372,16 @@ async fn partitions_past_retention_are_archived_encrypted_and_detached(db: PgPoo
 
     let dir = tempfile::tempdir().unwrap();
     // Asking for one year keeps six: the three-year-old month stays.
-    let archived = archive_expired(&db, &keyring, &writer, dir.path(), 1, now)
-        .await
-        .unwrap();
+    let archived = archive_expired(
+        &db,
+        &keyring,
+        &writer,
+        &LocalArchives::new(dir.path()),
+        1,
+        now,
+    )
+    .await
+    .unwrap();
     assert_eq!(archived.len(), 1, "{archived:?}");
     let done = &archived[0];
     assert_eq!((done.first_seq, done.last_seq, done.rows), (1, 3, 3));
@@ -397,7 +406,9 @@ async fn partitions_past_retention_are_archived_encrypted_and_detached(db: PgPoo
         !String::from_utf8_lossy(&bytes).contains("/api/patients/{id}"),
         "the archive is encrypted"
     );
-    let (header, events) = read_archive(&keyring, &done.file).await.unwrap();
+    let (header, events) = read_archive(&keyring, &LocalArchives::new(dir.path()), &done.file)
+        .await
+        .unwrap();
     assert_eq!((header.first_seq, header.last_seq), (1, 3));
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -422,7 +433,7 @@ async fn partitions_past_retention_are_archived_encrypted_and_detached(db: PgPoo
 #[sqlx::test(migrations = "../../migrations")]
 async fn only_the_oldest_part_of_the_chain_can_be_archived(db: PgPool) {
     use chrono::{Datelike, Months, NaiveDate, Utc};
-    use clinicd_audit::retention::{archive_expired, ensure_partition};
+    use clinicd_audit::retention::{LocalArchives, archive_expired, ensure_partition};
     let keyring = keyring(&db).await;
     let now = Utc::now();
     let old = now - Months::new(12 * 8);
@@ -436,7 +447,15 @@ async fn only_the_oldest_part_of_the_chain_can_be_archived(db: PgPool) {
     writer.record(event(0)).await.unwrap();
     writer.record(at(event(1), old)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let refused = archive_expired(&db, &keyring, &writer, dir.path(), 7, now).await;
+    let refused = archive_expired(
+        &db,
+        &keyring,
+        &writer,
+        &LocalArchives::new(dir.path()),
+        7,
+        now,
+    )
+    .await;
     assert!(refused.unwrap_err().to_string().contains("not the oldest"));
     assert_eq!(verify(&db, &keyring).await.unwrap().first_broken_seq, None);
 }
@@ -528,4 +547,37 @@ async fn checkpoints_go_to_s3_under_object_lock(db: PgPool) {
         .await
         .unwrap();
     assert_eq!(report.first_broken_seq, None, "{report:?}");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn archives_can_go_to_s3(db: PgPool) {
+    use chrono::{Datelike, Months, NaiveDate, Utc};
+    use clinicd_audit::retention::{S3Archives, archive_expired, ensure_partition, read_archive};
+    let keyring = keyring(&db).await;
+    let now = Utc::now();
+    let old = now - Months::new(12 * 8);
+    ensure_partition(
+        &db,
+        NaiveDate::from_ymd_opt(old.year(), old.month(), 1).unwrap(),
+    )
+    .await
+    .unwrap();
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    writer.record(at(event(0), old)).await.unwrap();
+    let (client, bucket) = clinicd_test_support::moto_s3_bucket().await;
+    let store = S3Archives::new(client, bucket.clone(), "clinic-a/audit-archive/".into());
+    let archived = archive_expired(&db, &keyring, &writer, &store, 7, now)
+        .await
+        .unwrap();
+    assert_eq!(archived.len(), 1);
+    assert!(
+        archived[0]
+            .file
+            .starts_with(&format!("s3://{bucket}/clinic-a/audit-archive/"))
+    );
+    let (header, events) = read_archive(&keyring, &store, &archived[0].file)
+        .await
+        .unwrap();
+    assert_eq!((header.rows, events.len()), (1, 1));
+    assert_eq!(verify(&db, &keyring).await.unwrap().first_broken_seq, None);
 }
