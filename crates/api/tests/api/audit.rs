@@ -502,3 +502,72 @@ async fn no_value_a_client_sends_reaches_an_audit_row(pool: PgPool) {
         assert!(!row.contains(SSN), "{row}");
     }
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn every_declared_route_writes_exactly_one_event_naming_its_template(pool: PgPool) {
+    clinicd_test_support::create_user(&pool, "dr.audit", PASSWORD, false).await;
+    let app = TestApp::with_pool(settings(), pool.clone());
+    let access = token(&app, "dr.audit").await;
+    for route in ROUTES.iter().filter(|r| r.audit.is_some()) {
+        let path = route
+            .path
+            .replace("{id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{format}", "ndjson");
+        let before: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let request = TestRequest::default()
+            .method(route.method.clone())
+            .uri(&path)
+            .peer_addr("192.0.2.61:4000".parse().unwrap())
+            .insert_header(("Authorization", format!("Bearer {access}")))
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload("{}");
+        let response = app.call(request).await;
+        let events: Vec<(String, String, Option<String>, Option<i32>)> = sqlx::query_as(
+            "SELECT action, route, http_method, status_code FROM audit_events WHERE seq > $1 ORDER BY seq",
+        )
+        .bind(before)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            events.len(),
+            1,
+            "{} {}: {events:?}",
+            route.method,
+            route.path
+        );
+        let (action, template, method, status) = &events[0];
+        let declared = route.audit.unwrap().action.as_str();
+        assert!(
+            action == declared || (declared == "login" && action == "login_failed"),
+            "{}: {action} vs {declared}",
+            route.path
+        );
+        assert_eq!(template, route.path);
+        assert_eq!(method.as_deref(), Some(route.method.as_str()));
+        assert_eq!(*status, Some(i32::from(response.status.as_u16())));
+    }
+}
+
+#[actix_web::test]
+async fn with_postgres_down_every_api_route_answers_503_and_nothing_else() {
+    let app = TestApp::new(settings());
+    for request in [
+        login(PASSWORD),
+        TestRequest::get()
+            .uri("/api/auth/me")
+            .insert_header(("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2ln")),
+        TestRequest::get().uri("/api/audit/events"),
+    ] {
+        let response = app.call(request).await;
+        let problem = response.assert_problem(503, "service_unavailable");
+        assert_eq!(
+            problem.as_object().unwrap().len(),
+            6,
+            "the problem fields only: {problem}"
+        );
+    }
+}
