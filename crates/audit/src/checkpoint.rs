@@ -181,6 +181,23 @@ pub async fn s3_client_from_env() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// The whole body of one object.
+pub(crate) async fn s3_get(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, String> {
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| e.into_service_error().to_string())?;
+    let body = object.body.collect().await.map_err(|e| e.to_string())?;
+    Ok(body.into_bytes().to_vec())
+}
+
 /// Checkpoints as objects in S3 (or an S3-compatible store), optionally under Object Lock in
 /// compliance mode so that not even the bucket's owner can delete or overwrite one before its
 /// retention date. Keys are `PREFIXcheckpoint-<seq, 20 digits>.json`, so the newest sorts last.
@@ -278,15 +295,9 @@ impl CheckpointStore for S3Checkpoints {
         let Some(key) = newest else {
             return Ok(None);
         };
-        let object = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
+        let bytes = s3_get(&self.client, &self.bucket, &key)
             .await
-            .map_err(|e| s3_error(e.into_service_error()))?;
-        let bytes = object.body.collect().await.map_err(s3_error)?.into_bytes();
+            .map_err(s3_error)?;
         serde_json::from_slice(&bytes).map(Some).map_err(s3_error)
     }
 }

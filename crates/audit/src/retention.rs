@@ -397,21 +397,9 @@ impl ArchiveStore for S3Archives {
         let key = location
             .strip_prefix(&format!("s3://{}/", self.bucket))
             .ok_or_else(|| s3(format!("{location} is not in this bucket")))?;
-        let object = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
+        crate::checkpoint::s3_get(&self.client, &self.bucket, key)
             .await
-            .map_err(|e| s3(e.into_service_error()))?;
-        Ok(object
-            .body
-            .collect()
-            .await
-            .map_err(s3)?
-            .into_bytes()
-            .to_vec())
+            .map_err(s3)
     }
 }
 

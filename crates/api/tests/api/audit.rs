@@ -224,21 +224,42 @@ async fn token(app: &TestApp, username: &str) -> String {
 }
 
 fn verify_request(token: &str) -> TestRequest {
-    TestRequest::get()
-        .uri("/api/audit/verify")
-        .insert_header(("Authorization", format!("Bearer {token}")))
+    admin_get("/api/audit/verify", token)
+}
+
+/// An administrator and a member of staff, both logged in.
+struct Office {
+    app: TestApp,
+    admin: clinicd_identity::users::UserId,
+    admin_token: String,
+    staff_token: String,
+}
+
+async fn office(pool: &PgPool) -> Office {
+    let admin = clinicd_test_support::create_user(pool, "chief.admin", PASSWORD, false).await;
+    clinicd_identity::users::assign_role(pool, admin, "Admin", None)
+        .await
+        .unwrap();
+    clinicd_test_support::create_user(pool, "dr.audit", PASSWORD, false).await;
+    let app = TestApp::with_pool(settings(), pool.clone());
+    let admin_token = token(&app, "chief.admin").await;
+    let staff_token = token(&app, "dr.audit").await;
+    Office {
+        app,
+        admin,
+        admin_token,
+        staff_token,
+    }
 }
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn administrators_verify_the_trail_and_others_are_refused(pool: PgPool) {
-    let admin = clinicd_test_support::create_user(&pool, "chief.admin", PASSWORD, false).await;
-    clinicd_identity::users::assign_role(&pool, admin, "Admin", None)
-        .await
-        .unwrap();
-    clinicd_test_support::create_user(&pool, "dr.audit", PASSWORD, false).await;
-    let app = TestApp::with_pool(settings(), pool.clone());
-    let admin_token = token(&app, "chief.admin").await;
-    let staff_token = token(&app, "dr.audit").await;
+    let Office {
+        app,
+        admin: _,
+        admin_token,
+        staff_token,
+    } = office(&pool).await;
 
     let intact = app.call(verify_request(&admin_token)).await;
     assert_eq!(intact.status, 200);
@@ -287,14 +308,12 @@ fn admin_get(path: &str, token: &str) -> TestRequest {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn administrators_page_filter_count_and_account_for_a_patient(pool: PgPool) {
-    let admin = clinicd_test_support::create_user(&pool, "chief.admin", PASSWORD, false).await;
-    clinicd_identity::users::assign_role(&pool, admin, "Admin", None)
-        .await
-        .unwrap();
-    clinicd_test_support::create_user(&pool, "dr.audit", PASSWORD, false).await;
-    let app = TestApp::with_pool(settings(), pool.clone());
-    let admin_token = token(&app, "chief.admin").await;
-    let staff_token = token(&app, "dr.audit").await;
+    let Office {
+        app,
+        admin,
+        admin_token,
+        staff_token,
+    } = office(&pool).await;
     app.call(login("wrong password, twice")).await;
     app.call(login("wrong password, twice")).await;
     // A patient's record read twice (the clinical routes arrive later; written directly here).

@@ -338,6 +338,19 @@ async fn a_checkpoint_catches_a_trail_cut_short_or_emptied_behind_the_triggers(d
     assert!(report.problem.unwrap().contains("not authentic"));
 }
 
+/// Makes sure the partition of `when`'s month exists; returns `when`.
+async fn with_partition(
+    db: &PgPool,
+    when: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    use chrono::Datelike;
+    let month = chrono::NaiveDate::from_ymd_opt(when.year(), when.month(), 1).unwrap();
+    clinicd_audit::retention::ensure_partition(db, month)
+        .await
+        .unwrap();
+    when
+}
+
 fn at(event: NewEvent, when: chrono::DateTime<chrono::Utc>) -> NewEvent {
     NewEvent {
         occurred_at: when,
@@ -347,22 +360,12 @@ fn at(event: NewEvent, when: chrono::DateTime<chrono::Utc>) -> NewEvent {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn partitions_past_retention_are_archived_encrypted_and_detached(db: PgPool) {
-    use chrono::{Datelike, Months, NaiveDate, Utc};
-    use clinicd_audit::retention::{
-        LocalArchives, archive_expired, ensure_partition, read_archive,
-    };
+    use chrono::{Months, Utc};
+    use clinicd_audit::retention::{LocalArchives, archive_expired, read_archive};
     let keyring = keyring(&db).await;
     let now = Utc::now();
-    let old = now - Months::new(12 * 8);
-    let month = NaiveDate::from_ymd_opt(old.year(), old.month(), 1).unwrap();
-    let three_years = now - Months::new(36);
-    ensure_partition(&db, month).await.unwrap().unwrap();
-    ensure_partition(
-        &db,
-        NaiveDate::from_ymd_opt(three_years.year(), three_years.month(), 1).unwrap(),
-    )
-    .await
-    .unwrap();
+    let old = with_partition(&db, now - Months::new(12 * 8)).await;
+    let three_years = with_partition(&db, now - Months::new(36)).await;
     let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
     for n in 0..3 {
         writer.record(at(event(n), old)).await.unwrap();
@@ -432,17 +435,11 @@ async fn partitions_past_retention_are_archived_encrypted_and_detached(db: PgPoo
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn only_the_oldest_part_of_the_chain_can_be_archived(db: PgPool) {
-    use chrono::{Datelike, Months, NaiveDate, Utc};
-    use clinicd_audit::retention::{LocalArchives, archive_expired, ensure_partition};
+    use chrono::{Months, Utc};
+    use clinicd_audit::retention::{LocalArchives, archive_expired};
     let keyring = keyring(&db).await;
     let now = Utc::now();
-    let old = now - Months::new(12 * 8);
-    ensure_partition(
-        &db,
-        NaiveDate::from_ymd_opt(old.year(), old.month(), 1).unwrap(),
-    )
-    .await
-    .unwrap();
+    let old = with_partition(&db, now - Months::new(12 * 8)).await;
     let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
     writer.record(event(0)).await.unwrap();
     writer.record(at(event(1), old)).await.unwrap();
@@ -551,17 +548,11 @@ async fn checkpoints_go_to_s3_under_object_lock(db: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn archives_can_go_to_s3(db: PgPool) {
-    use chrono::{Datelike, Months, NaiveDate, Utc};
-    use clinicd_audit::retention::{S3Archives, archive_expired, ensure_partition, read_archive};
+    use chrono::{Months, Utc};
+    use clinicd_audit::retention::{S3Archives, archive_expired, read_archive};
     let keyring = keyring(&db).await;
     let now = Utc::now();
-    let old = now - Months::new(12 * 8);
-    ensure_partition(
-        &db,
-        NaiveDate::from_ymd_opt(old.year(), old.month(), 1).unwrap(),
-    )
-    .await
-    .unwrap();
+    let old = with_partition(&db, now - Months::new(12 * 8)).await;
     let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
     writer.record(at(event(0), old)).await.unwrap();
     let (client, bucket) = clinicd_test_support::moto_s3_bucket().await;

@@ -6,6 +6,41 @@ use sqlx::PgPool;
 
 use crate::support::run_clinicd;
 
+/// A keyring with the master key the CLI reads (support::write_master_key).
+async fn cli_keyring(pool: &PgPool) -> Arc<Keyring> {
+    let provider = LocalKeyProvider::new(SecretKey::from_bytes(&[0x5a; 32]).unwrap());
+    let keyring = Arc::new(Keyring::new(
+        pool.clone(),
+        Arc::new(provider),
+        Default::default(),
+    ));
+    keyring.bootstrap().await.unwrap();
+    keyring
+}
+
+async fn record_views(pool: &PgPool, keyring: &Arc<Keyring>, count: usize) {
+    let writer = AuditWriter::start(pool.clone(), keyring.clone(), WriterSettings::default());
+    for _ in 0..count {
+        writer
+            .record(NewEvent::new(Action::View, Outcome::Success))
+            .await
+            .unwrap();
+    }
+}
+
+/// Runs `statements` with triggers off, as a superuser with the database could.
+async fn behind_the_triggers(pool: &PgPool, statements: &[&'static str]) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for sql in statements {
+        sqlx::query(*sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
 /// The report line (log lines share stdout).
 fn report_of(stdout: &[u8]) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(stdout);
@@ -18,22 +53,8 @@ fn report_of(stdout: &[u8]) -> serde_json::Value {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn audit_verify_reports_an_intact_trail_and_names_the_first_altered_event(pool: PgPool) {
-    // The same master key the CLI reads (support::write_master_key).
-    let keyring = Arc::new(Keyring::new(
-        pool.clone(),
-        Arc::new(LocalKeyProvider::new(
-            SecretKey::from_bytes(&[0x5a; 32]).unwrap(),
-        )),
-        Default::default(),
-    ));
-    keyring.bootstrap().await.unwrap();
-    let writer = AuditWriter::start(pool.clone(), keyring, WriterSettings::default());
-    for _ in 0..4 {
-        writer
-            .record(NewEvent::new(Action::View, Outcome::Success))
-            .await
-            .unwrap();
-    }
+    let keyring = cli_keyring(&pool).await;
+    record_views(&pool, &keyring, 4).await;
     let dir = tempfile::tempdir().unwrap();
     let intact = run_clinicd(&pool, dir.path(), &["audit", "verify"], &[]);
     let report = report_of(&intact.stdout);
@@ -41,16 +62,11 @@ async fn audit_verify_reports_an_intact_trail_and_names_the_first_altered_event(
     assert_eq!(report["events_checked"], 4);
     assert_eq!(report["first_broken_seq"], serde_json::Value::Null);
 
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL session_replication_role = replica")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_events SET action = 'export' WHERE seq = 3")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    behind_the_triggers(
+        &pool,
+        &["UPDATE audit_events SET action = 'export' WHERE seq = 3"],
+    )
+    .await;
     let broken = run_clinicd(&pool, dir.path(), &["audit", "verify"], &[]);
     assert_eq!(broken.status.code(), Some(1));
     let report = report_of(&broken.stdout);
@@ -61,21 +77,8 @@ async fn audit_verify_reports_an_intact_trail_and_names_the_first_altered_event(
 #[sqlx::test(migrations = "../../migrations")]
 async fn audit_verify_checks_the_latest_checkpoint_in_the_data_directory(pool: PgPool) {
     use clinicd_audit::checkpoint::{LocalCheckpoints, write_checkpoint};
-    let keyring = Arc::new(Keyring::new(
-        pool.clone(),
-        Arc::new(LocalKeyProvider::new(
-            SecretKey::from_bytes(&[0x5a; 32]).unwrap(),
-        )),
-        Default::default(),
-    ));
-    keyring.bootstrap().await.unwrap();
-    let writer = AuditWriter::start(pool.clone(), keyring.clone(), WriterSettings::default());
-    for _ in 0..3 {
-        writer
-            .record(NewEvent::new(Action::View, Outcome::Success))
-            .await
-            .unwrap();
-    }
+    let keyring = cli_keyring(&pool).await;
+    record_views(&pool, &keyring, 3).await;
     let dir = tempfile::tempdir().unwrap();
     let store = LocalCheckpoints::new(dir.path().join("audit-checkpoints"));
     write_checkpoint(&pool, &keyring, &store)
@@ -83,20 +86,11 @@ async fn audit_verify_checks_the_latest_checkpoint_in_the_data_directory(pool: P
         .unwrap()
         .unwrap();
     // Emptied behind the triggers: a valid (empty) chain, but the checkpoint remembers.
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL session_replication_role = replica")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM audit_events")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM audit_heads")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    behind_the_triggers(
+        &pool,
+        &["DELETE FROM audit_events", "DELETE FROM audit_heads"],
+    )
+    .await;
     let output = run_clinicd(&pool, dir.path(), &["audit", "verify"], &[]);
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(report_of(&output.stdout)["first_broken_seq"], 1);
