@@ -88,8 +88,9 @@ BEGIN
     END LOOP;
 END $$;
 
--- Identity's security events are forwarded into the trail; the mark is set in the same
--- transaction as the append, so each event lands exactly once.
+-- Identity's security events (its table; it owns the SQL that claims and marks them) are
+-- forwarded into the trail; the mark is set in the same transaction as the append, so each
+-- event lands exactly once.
 ALTER TABLE security_events ADD COLUMN forwarded_at timestamptz;
 CREATE INDEX security_events_unforwarded ON security_events (id) WHERE forwarded_at IS NULL;
 

@@ -1,8 +1,9 @@
 //! Brings identity's security events (failed logins with their reason, lockouts, refresh-token
 //! reuse, MFA failures, password and MFA changes, administrator actions) into the trail.
 //!
-//! Identity records them in `security_events` as they happen, inside its own transactions. A
-//! task on each instance moves unforwarded rows into the chain; the append and the mark on the
+//! Identity records them in `security_events` as they happen, inside its own transactions, and
+//! owns the SQL that claims and marks them. A task on each instance moves unforwarded rows into
+//! the chain; the append and the mark on the
 //! source rows share one transaction, and rows are claimed with `SKIP LOCKED`, so each event
 //! lands exactly once whichever instance moves it. They are system events: the request that
 //! caused one has its own event (route, status) from the audit layer.
@@ -10,26 +11,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use clinicd_crypto::Keyring;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use clinicd_identity::sessions::{self, RecordedEvent};
 
 use crate::event::{Action, NewEvent, Outcome};
 use crate::writer::{AuditError, append_in};
 
 const BATCH: i64 = 500;
-
-#[derive(sqlx::FromRow)]
-struct SecurityRow {
-    id: Uuid,
-    occurred_at: DateTime<Utc>,
-    kind: String,
-    user_id: Option<Uuid>,
-    session_id: Option<Uuid>,
-    client_ip: Option<String>,
-    detail: serde_json::Value,
-}
 
 /// Starts forwarding every `interval` on the current Tokio runtime.
 pub fn start_forwarder(db: PgPool, keyring: Arc<Keyring>, interval: Duration) {
@@ -47,13 +38,7 @@ pub fn start_forwarder(db: PgPool, keyring: Arc<Keyring>, interval: Duration) {
 /// Moves up to one batch of unforwarded security events into the trail; returns how many.
 pub async fn forward(db: &PgPool, keyring: &Keyring) -> Result<usize, AuditError> {
     let mut tx = db.begin().await?;
-    let rows: Vec<SecurityRow> = sqlx::query_as(
-        "SELECT id, occurred_at, kind, user_id, session_id, host(client_ip) AS client_ip, detail \
-         FROM security_events WHERE forwarded_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(BATCH)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = sessions::claim_unforwarded(&mut tx, BATCH).await?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -61,15 +46,12 @@ pub async fn forward(db: &PgPool, keyring: &Keyring) -> Result<usize, AuditError
     let refs: Vec<&NewEvent> = events.iter().collect();
     append_in(&mut tx, keyring, &refs).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    sqlx::query("UPDATE security_events SET forwarded_at = now() WHERE id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
+    sessions::mark_forwarded(&mut tx, &ids).await?;
     tx.commit().await?;
     Ok(rows.len())
 }
 
-fn to_event(row: &SecurityRow) -> NewEvent {
+fn to_event(row: &RecordedEvent) -> NewEvent {
     let (action, outcome) = classify(&row.kind);
     let mut event = NewEvent::new(action, outcome);
     event.occurred_at = row.occurred_at;

@@ -467,3 +467,40 @@ pub async fn record_event(
     .await?;
     Ok(())
 }
+
+/// A security event as recorded, for the audit trail's forwarder.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RecordedEvent {
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub kind: String,
+    pub user_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    pub client_ip: Option<String>,
+    /// `reason` and `actor`.
+    pub detail: serde_json::Value,
+}
+
+/// Claims up to `limit` events not yet forwarded to the audit trail, oldest first, locked in
+/// the caller's transaction (`SKIP LOCKED`: instances forwarding at once share the work).
+pub async fn claim_unforwarded(
+    tx: &mut sqlx::PgConnection,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, occurred_at, kind, user_id, session_id, host(client_ip) AS client_ip, detail \
+         FROM security_events WHERE forwarded_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(tx)
+    .await
+}
+
+/// Marks claimed events forwarded, in the transaction that appended them to the trail.
+pub async fn mark_forwarded(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE security_events SET forwarded_at = now() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
