@@ -304,7 +304,8 @@ pub async fn disclosures(
         .map_err(unavailable)?;
     let returned = rows.len();
     let views: Vec<AuditEventView> = rows.into_iter().map(AuditEventView::from).collect();
-    let mut response = noted(HttpResponse::Ok().json(views), returned);
+    // One note: the patient and the count (a second attach would replace the first).
+    let mut response = HttpResponse::Ok().json(views);
     AuditNote {
         patient_id: Some(patient),
         metadata: Some(serde_json::json!({ "returned": returned })),
