@@ -20,6 +20,9 @@ pub struct AuditNote {
     pub resource_id: Option<String>,
     pub patient_id: Option<Uuid>,
     pub metadata: Option<serde_json::Value>,
+    /// Before and after values of a change: sealed under the audit key before the event is
+    /// written (only the changed field names stay readable).
+    pub values: Option<(serde_json::Value, serde_json::Value)>,
 }
 
 impl AuditNote {

@@ -8,6 +8,7 @@ use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
 use clinicd_identity::sessions::{Principal, SessionError};
+use clinicd_rbac::Grants;
 use futures_util::future::LocalBoxFuture;
 
 use crate::cookies;
@@ -120,6 +121,26 @@ impl FromRequest for Caller {
     }
 }
 
+/// The caller's grants, as loaded by the authorisation layer for a route that needs a
+/// permission (which it has checked). On any other route this refuses: fail closed.
+#[derive(Debug, Clone)]
+pub struct Granted(pub Grants);
+
+impl FromRequest for Granted {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        std::future::ready(
+            req.extensions()
+                .get::<Grants>()
+                .cloned()
+                .map(Self)
+                .ok_or(ApiError::PermissionDenied),
+        )
+    }
+}
+
 /// Keeps the principal with the request, for the audit layer's actor and session.
 fn remember(req: &HttpRequest, principal: Principal) -> Principal {
     req.extensions_mut().insert(principal.clone());
@@ -148,7 +169,12 @@ fn credential(req: &HttpRequest) -> Option<Credential> {
     Some(Credential::Cookie { token, csrf })
 }
 
-fn principal(req: &HttpRequest) -> LocalBoxFuture<'static, Result<Principal, ApiError>> {
+/// Authenticates the caller, once per request: the authorisation layer may already have done
+/// it for this request, and then its principal is reused.
+pub(crate) fn principal(req: &HttpRequest) -> LocalBoxFuture<'static, Result<Principal, ApiError>> {
+    if let Some(principal) = req.extensions().get::<Principal>().cloned() {
+        return Box::pin(std::future::ready(Ok(principal)));
+    }
     let credential = credential(req);
     let state = req.app_data::<web::Data<ApiState>>().cloned();
     Box::pin(async move {

@@ -72,6 +72,27 @@ pub enum ApiError {
     CsrfTokenInvalid,
     #[error("the caller is not allowed to do this")]
     PermissionDenied,
+    #[error("this needs the `{0}` permission")]
+    MissingPermission(&'static str),
+    #[error("a role you hold requires a second factor: enrol one (POST /api/auth/mfa/totp) first")]
+    MfaEnrolmentRequired,
+    #[error("permissions you do not hold cannot be granted: {0}")]
+    PermissionNotHeld(String),
+    #[error("no one can change their own roles or account status")]
+    OwnAccount,
+    #[error("an emergency access cannot be reviewed by the person who made it")]
+    OwnReview,
+    #[error("this would leave no active administrator")]
+    LastAdministrator,
+    #[error("built-in roles cannot be changed or deleted")]
+    BuiltInRole,
+    #[error("the role is still assigned to users")]
+    RoleInUse,
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// A field failed validation; the problem names the field, never its value.
+    #[error("`{field}`: {reason}")]
+    InvalidField { field: &'static str, reason: String },
     #[error("cross-origin requests from this origin are not allowed")]
     OriginNotAllowed,
     #[error("no resource at this path")]
@@ -123,7 +144,16 @@ impl ApiError {
             Self::MfaFallbackDisabled => "mfa_fallback_disabled",
             Self::CsrfTokenInvalid => "csrf_token_invalid",
             Self::OriginNotAllowed => "origin_not_allowed",
-            Self::PermissionDenied => "permission_denied",
+            Self::PermissionDenied | Self::MissingPermission(_) => "permission_denied",
+            Self::MfaEnrolmentRequired => "mfa_enrolment_required",
+            Self::PermissionNotHeld(_) => "permission_not_held",
+            Self::OwnAccount => "own_account",
+            Self::OwnReview => "own_review",
+            Self::LastAdministrator => "last_administrator",
+            Self::BuiltInRole => "built_in_role",
+            Self::RoleInUse => "role_in_use",
+            Self::Conflict(_) => "conflict",
+            Self::InvalidField { .. } => "invalid_field",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
@@ -156,6 +186,10 @@ impl ApiError {
             status: self.status_code().as_u16(),
             detail: self.to_string(),
             code: code.to_owned(),
+            field: match self {
+                Self::InvalidField { field, .. } => Some((*field).to_owned()),
+                _ => None,
+            },
             request_id: request_id::current().map(|id| id.to_string()),
         }
     }
@@ -193,9 +227,18 @@ impl ResponseError for ApiError {
             | Self::MfaNotEnrolled
             | Self::MfaFallbackDisabled => StatusCode::CONFLICT,
             Self::ChallengeRequired => StatusCode::UNAUTHORIZED,
-            Self::OriginNotAllowed | Self::CsrfTokenInvalid | Self::PermissionDenied => {
-                StatusCode::FORBIDDEN
+            Self::OriginNotAllowed
+            | Self::CsrfTokenInvalid
+            | Self::PermissionDenied
+            | Self::MissingPermission(_)
+            | Self::MfaEnrolmentRequired
+            | Self::PermissionNotHeld(_)
+            | Self::OwnAccount
+            | Self::OwnReview => StatusCode::FORBIDDEN,
+            Self::LastAdministrator | Self::BuiltInRole | Self::RoleInUse | Self::Conflict(_) => {
+                StatusCode::CONFLICT
             }
+            Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -287,7 +330,47 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable error code.
     pub code: String,
+    /// For `invalid_field`: the name of the field that failed validation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     /// The request id, as in the `X-Request-Id` response header.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+impl From<clinicd_rbac::RbacError> for ApiError {
+    fn from(error: clinicd_rbac::RbacError) -> Self {
+        use clinicd_rbac::RbacError as E;
+        match error {
+            E::NotFound => Self::NotFound,
+            E::UnknownRole(_) => Self::InvalidField {
+                field: "roles",
+                reason: "names a role that does not exist".into(),
+            },
+            E::UnknownUser => Self::InvalidField {
+                field: "user_id",
+                reason: "names no active user".into(),
+            },
+            E::RoleExists(_) => Self::Conflict("a role with this name already exists"),
+            E::InvalidRoleName => Self::InvalidField {
+                field: "name",
+                reason: error.to_string(),
+            },
+            E::InvalidDescription => Self::InvalidField {
+                field: "description",
+                reason: error.to_string(),
+            },
+            E::BuiltInRole => Self::BuiltInRole,
+            E::RoleInUse(_) => Self::RoleInUse,
+            E::NotHeld(missing) => Self::PermissionNotHeld(missing.names().join(", ")),
+            E::OwnRoles => Self::OwnAccount,
+            E::LastAdministrator => Self::LastAdministrator,
+            E::InvalidReason => Self::InvalidField {
+                field: "reason",
+                reason: error.to_string(),
+            },
+            E::OwnReview => Self::OwnReview,
+            E::Database(_) | E::Crypto(_) | E::Identity(_) => Self::unexpected(error),
+        }
+    }
 }

@@ -16,6 +16,8 @@ pub struct HttpSettings {
     pub trusted_proxies: TrustedProxies,
     pub rate_limits: RateLimitSettings,
     pub json_limit: usize,
+    /// How long a break-the-glass grant lasts.
+    pub break_glass_minutes: u32,
 }
 
 impl Default for HttpSettings {
@@ -26,6 +28,7 @@ impl Default for HttpSettings {
             trusted_proxies: TrustedProxies::default(),
             rate_limits: RateLimitSettings::default(),
             json_limit: DEFAULT_JSON_LIMIT,
+            break_glass_minutes: clinicd_rbac::DEFAULT_BREAK_GLASS_MINUTES,
         }
     }
 }

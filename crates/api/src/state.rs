@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use clinicd_audit::AuditWriter;
 use clinicd_identity::Identity;
+use clinicd_rbac::Rbac;
 use sqlx::PgPool;
 
 use crate::metrics::Metrics;
@@ -18,6 +19,7 @@ pub struct ApiState {
     pub metrics: Metrics,
     pub identity: Arc<Identity>,
     pub audit: AuditWriter,
+    pub rbac: Arc<Rbac>,
 }
 
 impl ApiState {
@@ -28,7 +30,14 @@ impl ApiState {
         identity: Arc<Identity>,
         audit: AuditWriter,
     ) -> Self {
+        let rbac = Arc::new(Rbac::new(
+            db.clone(),
+            identity.keyring.clone(),
+            identity.clock.clone(),
+            settings.break_glass_minutes,
+        ));
         Self {
+            rbac,
             identity,
             audit,
             db,

@@ -54,6 +54,14 @@ pub async fn page(
     .await?)
 }
 
+/// One event by sequence number.
+pub async fn event(db: &PgPool, seq: i64) -> Result<Option<StoredEvent>, AuditError> {
+    Ok(sqlx::query_as("SELECT * FROM audit_events WHERE seq = $1")
+        .bind(seq)
+        .fetch_optional(db)
+        .await?)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Stats {
     pub total: i64,

@@ -386,12 +386,21 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
             _ => Err("must be a byte count from 1024 to 67108864".into()),
         }
     });
+    let break_glass_minutes = r.parse_with(
+        "CLINICD_BREAK_GLASS_MINUTES",
+        clinicd_rbac::DEFAULT_BREAK_GLASS_MINUTES,
+        |v| match v.parse::<u32>() {
+            Ok(n) if (5..=720).contains(&n) => Ok(n),
+            _ => Err("must be a number of minutes from 5 to 720".into()),
+        },
+    );
     Some(HttpSettings {
         production,
         allowed_origins,
         trusted_proxies,
         rate_limits,
         json_limit,
+        break_glass_minutes,
     })
 }
 

@@ -26,6 +26,8 @@ pub struct Identity {
     pub devices: Arc<DeviceService>,
     pub db: PgPool,
     pub clock: Arc<dyn Clock>,
+    /// The key hierarchy, shared with the layers above (audit values, RBAC).
+    pub keyring: Arc<Keyring>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +91,7 @@ impl Identity {
             settings.sessions,
         ));
         let hasher = PasswordHasherPool::new(settings.hash, settings.max_concurrent_hashes)?;
-        let mfa = Arc::new(MfaService::new(db.clone(), keyring, clock.clone()));
+        let mfa = Arc::new(MfaService::new(db.clone(), keyring.clone(), clock.clone()));
         let devices = Arc::new(DeviceService::new(
             db.clone(),
             clock.clone(),
@@ -111,6 +113,7 @@ impl Identity {
             devices,
             db,
             clock,
+            keyring,
         })
     }
 }

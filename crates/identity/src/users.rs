@@ -223,7 +223,7 @@ pub async fn has_role(
 /// Whether any of the user's roles requires a second factor (enforced once RBAC lands).
 pub async fn mfa_required(db: impl sqlx::PgExecutor<'_>, user: UserId) -> Result<bool, UserError> {
     Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.name = ur.role_name          WHERE ur.user_id = $1 AND r.mfa_required)",
+        "SELECT EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.name = ur.role_name WHERE ur.user_id = $1 AND r.privileged)",
     )
     .bind(user.0)
     .fetch_one(db)
@@ -283,6 +283,92 @@ pub async fn find_by_username(
     .fetch_optional(db)
     .await?;
     Ok(row.map(UserRecord::from))
+}
+
+/// Sets an account's status in the caller's transaction; `Ok(false)` if there is no such user.
+/// (The administrator operations in `admin.rs` then end sessions and record the event.)
+pub async fn set_status(
+    db: impl sqlx::PgExecutor<'_>,
+    id: UserId,
+    status: &str,
+) -> Result<bool, UserError> {
+    let updated = sqlx::query("UPDATE users SET status = $2, updated_at = now() WHERE id = $1")
+        .bind(id.0)
+        .bind(status)
+        .execute(db)
+        .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// A user as an administrator sees them: never the password hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct UserSummary {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub display_name: String,
+    /// `active`, `disabled` or `locked`.
+    pub status: String,
+    /// Locked out after failed logins until then.
+    pub locked_until: Option<DateTime<Utc>>,
+    pub must_change_password: bool,
+    pub mfa_enabled: bool,
+    /// Role names, sorted.
+    pub roles: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+const SELECT_SUMMARY: &str = "SELECT u.id, u.username, u.email, u.display_name, u.status, \
+       CASE WHEN u.locked_until > now() THEN u.locked_until END AS locked_until, \
+       u.must_change_password, u.mfa_enabled, \
+       ARRAY(SELECT ur.role_name FROM user_roles ur WHERE ur.user_id = u.id ORDER BY ur.role_name) AS roles, \
+       u.created_at FROM users u";
+
+/// Every user, by username, `limit` at a time after `after` (a username; keyset paging).
+pub async fn summaries(
+    db: &PgPool,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<UserSummary>, UserError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_SUMMARY} WHERE $1::text IS NULL OR lower(u.username) > lower($1) \
+         ORDER BY lower(u.username) LIMIT $2"
+    )))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn summary(
+    db: impl sqlx::PgExecutor<'_>,
+    id: UserId,
+) -> Result<Option<UserSummary>, UserError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_SUMMARY} WHERE u.id = $1"
+    )))
+    .bind(id.0)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Changes the e-mail address and/or display name; `Ok(false)` if there is no such user.
+pub async fn update_profile(
+    db: &PgPool,
+    id: UserId,
+    email: Option<&Email>,
+    display_name: Option<&DisplayName>,
+) -> Result<bool, UserError> {
+    let updated = sqlx::query(
+        "UPDATE users SET email = coalesce($2, email), display_name = coalesce($3, display_name), \
+         updated_at = now() WHERE id = $1",
+    )
+    .bind(id.0)
+    .bind(email.map(Email::as_str))
+    .bind(display_name.map(DisplayName::as_str))
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected() == 1)
 }
 
 #[cfg(test)]

@@ -1,10 +1,73 @@
 //! Role-based access control: the closed set of permissions, roles, role assignments,
-//! care-team assignments and break-the-glass grants.
+//! care-team assignments, break-the-glass grants and identifier masking.
 //!
-//! Owns: the `roles`, `user_roles`, `patient_assignments` and `break_glass_grants` tables and
-//! the decision "may this principal do this to that resource".
+//! Owns: the permission columns of `roles`, `user_roles` changes, `patient_assignments` and
+//! `break_glass_grants`, and the decision "may this user do this to that patient".
 //!
 //! Must not: import actix; authenticate anyone (identity does); write audit rows itself
-//! (callers audit the decision it returns).
-//!
-//! Status: scaffold. The RBAC issue fills it in; until then nothing is authorised.
+//! (the API audits every request and attaches what this crate returns).
+
+pub mod break_glass;
+pub mod care_team;
+pub mod error;
+pub mod grants;
+pub mod masking;
+pub mod permission;
+pub mod roles;
+
+use std::sync::Arc;
+
+use clinicd_crypto::Keyring;
+use clinicd_identity::clock::Clock;
+use sqlx::PgPool;
+
+pub use care_team::Reach;
+pub use error::RbacError;
+pub use grants::{Decision, Grants};
+pub use masking::Identifiers;
+pub use permission::{Permission, Permissions};
+
+/// How long a break-the-glass grant lasts unless configured otherwise.
+pub const DEFAULT_BREAK_GLASS_MINUTES: u32 = 60;
+
+/// The RBAC services as one handle.
+#[derive(Debug, Clone)]
+pub struct Rbac {
+    pub db: PgPool,
+    keyring: Arc<Keyring>,
+    clock: Arc<dyn Clock>,
+    break_glass_lifetime: chrono::Duration,
+}
+
+impl Rbac {
+    pub fn new(
+        db: PgPool,
+        keyring: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
+        break_glass_minutes: u32,
+    ) -> Self {
+        Self {
+            db,
+            keyring,
+            clock,
+            break_glass_lifetime: chrono::Duration::minutes(i64::from(break_glass_minutes)),
+        }
+    }
+
+    pub async fn grants(&self, user: clinicd_identity::users::UserId) -> Result<Grants, RbacError> {
+        Ok(grants::load(&self.db, user).await?)
+    }
+
+    /// How `user` reaches `patient` now.
+    pub async fn reach(
+        &self,
+        user: clinicd_identity::users::UserId,
+        patient: uuid::Uuid,
+    ) -> Result<Reach, RbacError> {
+        care_team::reach(&self.db, user, patient, self.clock.now()).await
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+}

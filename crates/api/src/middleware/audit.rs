@@ -13,6 +13,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError};
+use clinicd_audit::values::seal_values;
 use clinicd_audit::{Action, NewEvent, Outcome};
 use clinicd_identity::sessions::Principal;
 
@@ -50,7 +51,17 @@ pub async fn audit(
 
     let response = next.call(req).await?;
     complete(&mut event, &response);
-    match state.audit.record(event).await {
+    let sealed = match values(&response) {
+        Some((before, after)) => {
+            seal_values(&state.identity.keyring, &mut event, &before, &after).await
+        }
+        None => Ok(()),
+    };
+    let recorded = match sealed {
+        Ok(()) => state.audit.record(event).await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    match recorded {
         Ok(_) => Ok(response.map_into_boxed_body()),
         Err(error) => {
             tracing::error!(error = %error, "audit event not committed: response withheld");
@@ -86,4 +97,20 @@ fn complete<B>(event: &mut NewEvent, response: &ServiceResponse<B>) {
     if let Some(note) = response.response().extensions().get::<AuditNote>() {
         note.apply(event);
     }
+    // A refusal for want of a permission is its own action, so reviews find every one; the
+    // action that was attempted stays in the metadata.
+    if event.reason.as_deref() == Some("permission_denied") {
+        if let serde_json::Value::Object(metadata) = &mut event.metadata {
+            metadata.insert("attempted".into(), event.action.as_str().into());
+        }
+        event.action = Action::PermissionDenied;
+    }
+}
+
+fn values<B>(response: &ServiceResponse<B>) -> Option<(serde_json::Value, serde_json::Value)> {
+    response
+        .response()
+        .extensions()
+        .get::<AuditNote>()
+        .and_then(|note| note.values.clone())
 }

@@ -1,6 +1,7 @@
 //! The middleware stack, outermost first: request context (id, client IP, log span, access
 //! log), security headers (and problem+json for every error), metrics, CORS, rate limits,
-//! audit (innermost: it sees exactly what the handler answered).
+//! audit (it sees exactly what the caller was answered), authorisation (innermost: deny by
+//! default, before any extractor or handler runs).
 //!
 //! None of these layers returns `Err`: they answer refusals with responses. Handlers and
 //! extractors turn their errors into responses inside actix too, so every error response
@@ -9,6 +10,7 @@
 //! needs the request uniquely owned and panics otherwise.)
 
 pub mod audit;
+pub mod authorize;
 pub mod context;
 pub mod cors;
 pub mod observe;

@@ -1,10 +1,10 @@
-//! The audit trail's administrative endpoints. Administrators only until RBAC turns this into
-//! the `audit:read` permission; each use is itself audited.
+//! The audit trail's administrative endpoints: `audit:read` (checked by the authorisation
+//! layer), and `audit:read_values` to open sealed before/after values. Each use is itself
+//! audited.
 
 use actix_web::{HttpResponse, web};
 use clinicd_audit::event::StoredEvent;
 use clinicd_audit::query::{self, EventFilter};
-use clinicd_identity::users;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -14,9 +14,6 @@ use crate::audit::AuditNote;
 use crate::extract::Authenticated;
 use crate::problem::{ApiError, Problem};
 use crate::state::ApiState;
-
-/// The built-in role that may read and verify the trail (until RBAC's `audit:read`).
-const ADMIN_ROLE: &str = "Admin";
 
 /// The outcome of recomputing the chain.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -31,17 +28,6 @@ pub struct AuditVerification {
     pub problem: Option<String>,
 }
 
-async fn require_admin(state: &ApiState, caller: &Authenticated) -> Result<(), ApiError> {
-    let admin = users::has_role(&state.db, caller.0.user_id, ADMIN_ROLE)
-        .await
-        .map_err(ApiError::unexpected)?;
-    if admin {
-        Ok(())
-    } else {
-        Err(ApiError::PermissionDenied)
-    }
-}
-
 /// Recomputes the audit chain and checks every authenticated head.
 #[utoipa::path(
     get,
@@ -51,16 +37,15 @@ async fn require_admin(state: &ApiState, caller: &Authenticated) -> Result<(), A
     responses(
         (status = 200, description = "The verification report (intact or not)", body = AuditVerification),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an administrator (permission_denied), or a pending password change", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `audit:read` (permission_denied), a privileged role without MFA (mfa_enrolment_required), or a pending password change", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The trail cannot be read", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn verify(
-    caller: Authenticated,
+    _caller: Authenticated,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &caller).await?;
     let report = state.audit.verify().await.map_err(|error| {
         tracing::error!(error = %error, "audit verification could not run");
         ApiError::Unavailable
@@ -191,17 +176,16 @@ fn noted(mut response: HttpResponse, returned: usize) -> HttpResponse {
         (status = 200, description = "One page of events", body = EventPage),
         (status = 400, description = "A malformed or unknown filter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `audit:read` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The trail cannot be read", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn events(
-    caller: Authenticated,
+    _caller: Authenticated,
     state: web::Data<ApiState>,
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &caller).await?;
     let limit = query.limit.unwrap_or(100).clamp(1, query::MAX_PAGE);
     let rows = query::page(&state.db, &query.filter(), query.cursor, limit)
         .await
@@ -249,17 +233,16 @@ pub struct AuditStats {
         (status = 200, description = "Totals", body = AuditStats),
         (status = 400, description = "A malformed period", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `audit:read` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The trail cannot be read", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn stats(
-    caller: Authenticated,
+    _caller: Authenticated,
     state: web::Data<ApiState>,
     period: web::Query<PeriodQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &caller).await?;
     let s = query::stats(&state.db, period.from, period.to)
         .await
         .map_err(unavailable)?;
@@ -286,18 +269,17 @@ pub async fn stats(
         (status = 200, description = "The patient's accounting", body = [AuditEventView]),
         (status = 400, description = "A malformed id or period", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `audit:read` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The trail cannot be read", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn disclosures(
-    caller: Authenticated,
+    _caller: Authenticated,
     state: web::Data<ApiState>,
     id: web::Path<Uuid>,
     period: web::Query<PeriodQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &caller).await?;
     let patient = id.into_inner();
     let rows = query::disclosures(&state.db, patient, period.from, period.to)
         .await
@@ -354,18 +336,17 @@ const CSV_COLUMNS: [&str; 16] = [
         (status = 200, description = "The events, one per line (NDJSON) or row (CSV)", content_type = "application/x-ndjson"),
         (status = 400, description = "An unknown format or a malformed filter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `audit:read` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The trail cannot be read", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn export(
-    caller: Authenticated,
+    _caller: Authenticated,
     state: web::Data<ApiState>,
     format: web::Path<ExportFormat>,
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &caller).await?;
     let format = format.into_inner();
     let db = state.db.clone();
     let filter = query.filter();
@@ -459,4 +440,69 @@ fn csv_cell(value: &str) -> String {
         value.to_owned()
     };
     format!("\"{}\"", guarded.replace('"', "\"\""))
+}
+
+/// The before and after values of one audited change, opened from the audit-key ciphertext.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditValues {
+    pub seq: i64,
+    /// The field names that changed (also readable without this permission).
+    #[schema(value_type = Object)]
+    pub changed: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub before: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub after: serde_json::Value,
+}
+
+/// Opens the sealed before/after values of one event. The read is itself audited, naming the
+/// event it opened.
+#[utoipa::path(
+    get,
+    path = "/api/audit/events/{seq}/values",
+    tag = "audit",
+    security(("bearer" = [])),
+    params(("seq" = i64, Path, description = "The event's sequence number")),
+    responses(
+        (status = 200, description = "The values", body = AuditValues),
+        (status = 400, description = "A malformed sequence number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `audit:read_values` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event, or it has no sealed values", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The trail cannot be read", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn values(
+    _caller: Authenticated,
+    state: web::Data<ApiState>,
+    seq: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let seq = seq.into_inner();
+    let event = query::event(&state.db, seq)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    let Some(event) = event else {
+        return Err(ApiError::NotFound);
+    };
+    let Some(sealed) = event.sealed_values.as_deref() else {
+        return Err(ApiError::NotFound);
+    };
+    let opened =
+        clinicd_audit::values::open_values(&state.identity.keyring, &event.metadata, sealed)
+            .await
+            .map_err(ApiError::unexpected)?;
+    let mut response = HttpResponse::Ok().json(AuditValues {
+        seq,
+        changed: event.metadata.get("changed").cloned().unwrap_or_default(),
+        before: opened.get("before").cloned().unwrap_or_default(),
+        after: opened.get("after").cloned().unwrap_or_default(),
+    });
+    AuditNote {
+        resource_id: Some(seq.to_string()),
+        patient_id: event.patient_id,
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    Ok(response)
 }

@@ -1,17 +1,21 @@
 //! The route table: the one place where every API route is declared, with its rate-limit
-//! class and its audit action (and, with RBAC, its permission). The app is built from
+//! class, its audit action and who may call it. The app is built from
 //! this table, and a test checks it against the OpenAPI document both ways.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod care_team;
 pub mod health;
 pub mod mfa;
+pub mod roles;
 
 use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{ResponseError, web};
 
 use clinicd_audit::Action;
+use clinicd_rbac::Permission;
 
 use crate::audit::AuditDeclaration;
 use crate::problem::ApiError;
@@ -27,6 +31,9 @@ pub struct RouteSpec {
     /// What the audit layer records for each request; `None` only for operational probes,
     /// which touch neither PHI nor security state (a test holds every `/api/` route to this).
     pub audit: Option<AuditDeclaration>,
+    /// Who may call it: checked by the authorisation layer before any extractor or handler
+    /// runs. Deny by default: a route names what it needs, and a test walks the table.
+    pub access: Access,
     handler: fn() -> actix_web::Route,
 }
 
@@ -34,19 +41,42 @@ const fn audited(action: Action, resource: &'static str) -> Option<AuditDeclarat
     Some(AuditDeclaration { action, resource })
 }
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No session: probes, and the steps that create one (login, MFA, refresh).
+    Public,
+    /// Any live session, even one with no roles: the caller's own account (password, MFA,
+    /// sessions, devices). Handlers act on the caller only.
+    Session,
+    /// A live session whose roles grant this permission (and, for a privileged role, an
+    /// enrolled second factor).
+    Permission(Permission),
+}
+
+const PUBLIC: Access = Access::Public;
+const SESSION: Access = Access::Session;
+
+const fn needs(permission: Permission) -> Access {
+    Access::Permission(permission)
+}
+
 const LOGIN: Option<RateClass> = Some(RateClass::Login);
 const API: Option<RateClass> = Some(RateClass::Api);
 
 pub static ROUTES: &[RouteSpec] = &[
-    route(Method::GET, "/health", None, None, || {
+    route(Method::GET, "/health", None, None, PUBLIC, || {
         web::to(health::health)
     }),
-    route(Method::GET, "/ready", None, None, || web::to(health::ready)),
+    route(Method::GET, "/ready", None, None, PUBLIC, || {
+        web::to(health::ready)
+    }),
     route(
         Method::POST,
         "/api/auth/login",
         LOGIN,
         audited(Action::Login, "session"),
+        PUBLIC,
         || web::to(auth::login),
     ),
     route(
@@ -54,6 +84,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/refresh",
         API,
         audited(Action::Refresh, "session"),
+        PUBLIC,
         || web::to(auth::refresh),
     ),
     route(
@@ -61,6 +92,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/logout",
         API,
         audited(Action::Logout, "session"),
+        SESSION,
         || web::to(auth::logout),
     ),
     route(
@@ -68,6 +100,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/me",
         API,
         audited(Action::View, "user"),
+        SESSION,
         || web::to(auth::me),
     ),
     route(
@@ -75,6 +108,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/password",
         API,
         audited(Action::PasswordChange, "user"),
+        SESSION,
         || web::to(auth::change_password),
     ),
     route(
@@ -82,6 +116,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/sessions",
         API,
         audited(Action::SessionList, "session"),
+        SESSION,
         || web::to(auth::list_sessions),
     ),
     route(
@@ -89,6 +124,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/sessions/{id}",
         API,
         audited(Action::SessionRevoke, "session"),
+        SESSION,
         || web::to(auth::revoke_session),
     ),
     route(
@@ -96,6 +132,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/mfa",
         LOGIN,
         audited(Action::MfaVerify, "session"),
+        PUBLIC,
         || web::to(mfa::complete_mfa),
     ),
     route(
@@ -103,6 +140,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/mfa/send",
         LOGIN,
         audited(Action::MfaSend, "mfa"),
+        PUBLIC,
         || web::to(mfa::send_code),
     ),
     route(
@@ -110,6 +148,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/mfa/totp",
         API,
         audited(Action::MfaEnrol, "mfa"),
+        SESSION,
         || web::to(mfa::begin_totp),
     ),
     route(
@@ -117,6 +156,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/mfa/totp/confirm",
         API,
         audited(Action::MfaEnrol, "mfa"),
+        SESSION,
         || web::to(mfa::confirm_totp),
     ),
     route(
@@ -124,6 +164,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/mfa/disable",
         API,
         audited(Action::MfaDisable, "mfa"),
+        SESSION,
         || web::to(mfa::disable_mfa),
     ),
     route(
@@ -131,6 +172,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/mfa/backup-codes",
         API,
         audited(Action::MfaBackupCodes, "mfa"),
+        SESSION,
         || web::to(mfa::regenerate_backup_codes),
     ),
     route(
@@ -138,6 +180,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/audit/verify",
         API,
         audited(Action::AuditVerify, "audit"),
+        needs(Permission::AuditRead),
         || web::to(audit::verify),
     ),
     route(
@@ -145,6 +188,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/audit/events",
         API,
         audited(Action::AuditRead, "audit"),
+        needs(Permission::AuditRead),
         || web::to(audit::events),
     ),
     route(
@@ -152,6 +196,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/audit/export/{format}",
         API,
         audited(Action::Export, "audit"),
+        needs(Permission::AuditRead),
         || web::to(audit::export),
     ),
     route(
@@ -159,6 +204,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/audit/stats",
         API,
         audited(Action::AuditRead, "audit"),
+        needs(Permission::AuditRead),
         || web::to(audit::stats),
     ),
     route(
@@ -166,6 +212,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/audit/patients/{id}/disclosures",
         API,
         audited(Action::AuditRead, "audit"),
+        needs(Permission::AuditRead),
         || web::to(audit::disclosures),
     ),
     route(
@@ -173,6 +220,7 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/devices",
         API,
         audited(Action::DeviceList, "device"),
+        SESSION,
         || web::to(mfa::list_devices),
     ),
     route(
@@ -180,7 +228,192 @@ pub static ROUTES: &[RouteSpec] = &[
         "/api/auth/devices/{id}",
         API,
         audited(Action::DeviceRevoke, "device"),
+        SESSION,
         || web::to(mfa::revoke_device),
+    ),
+    route(
+        Method::GET,
+        "/api/audit/events/{seq}/values",
+        API,
+        audited(Action::AuditRead, "audit_values"),
+        needs(Permission::AuditReadValues),
+        || web::to(audit::values),
+    ),
+    route(
+        Method::GET,
+        "/api/admin/users",
+        API,
+        audited(Action::View, "user"),
+        needs(Permission::UserManage),
+        || web::to(admin::list_users),
+    ),
+    route(
+        Method::POST,
+        "/api/admin/users",
+        API,
+        audited(Action::UserChange, "user"),
+        needs(Permission::UserManage),
+        || web::to(admin::create_user),
+    ),
+    route(
+        Method::GET,
+        "/api/admin/users/{id}",
+        API,
+        audited(Action::View, "user"),
+        needs(Permission::UserManage),
+        || web::to(admin::get_user),
+    ),
+    route(
+        Method::PATCH,
+        "/api/admin/users/{id}",
+        API,
+        audited(Action::UserChange, "user"),
+        needs(Permission::UserManage),
+        || web::to(admin::update_user),
+    ),
+    route(
+        Method::PUT,
+        "/api/admin/users/{id}/roles",
+        API,
+        audited(Action::RoleChange, "user"),
+        needs(Permission::UserManage),
+        || web::to(admin::set_roles),
+    ),
+    route(
+        Method::POST,
+        "/api/admin/users/{id}/disable",
+        API,
+        audited(Action::UserChange, "user"),
+        needs(Permission::UserManage),
+        || web::to(admin::disable_user),
+    ),
+    route(
+        Method::POST,
+        "/api/admin/users/{id}/enable",
+        API,
+        audited(Action::UserChange, "user"),
+        needs(Permission::UserManage),
+        || web::to(admin::enable_user),
+    ),
+    route(
+        Method::POST,
+        "/api/admin/users/{id}/unlock",
+        API,
+        audited(Action::UserChange, "user"),
+        needs(Permission::UserManage),
+        || web::to(admin::unlock_user),
+    ),
+    route(
+        Method::POST,
+        "/api/admin/users/{id}/reset-password",
+        API,
+        audited(Action::UserChange, "user"),
+        needs(Permission::UserManage),
+        || web::to(admin::reset_password),
+    ),
+    route(
+        Method::POST,
+        "/api/admin/users/{id}/reset-mfa",
+        API,
+        audited(Action::UserChange, "user"),
+        needs(Permission::UserManage),
+        || web::to(admin::reset_mfa),
+    ),
+    route(
+        Method::POST,
+        "/api/admin/users/{id}/revoke-sessions",
+        API,
+        audited(Action::UserChange, "user"),
+        needs(Permission::UserManage),
+        || web::to(admin::revoke_sessions),
+    ),
+    route(
+        Method::GET,
+        "/api/admin/permissions",
+        API,
+        audited(Action::View, "permission"),
+        needs(Permission::RoleManage),
+        || web::to(roles::list_permissions),
+    ),
+    route(
+        Method::GET,
+        "/api/admin/roles",
+        API,
+        audited(Action::View, "role"),
+        needs(Permission::RoleManage),
+        || web::to(roles::list_roles),
+    ),
+    route(
+        Method::POST,
+        "/api/admin/roles",
+        API,
+        audited(Action::RoleChange, "role"),
+        needs(Permission::RoleManage),
+        || web::to(roles::create_role),
+    ),
+    route(
+        Method::PUT,
+        "/api/admin/roles/{name}",
+        API,
+        audited(Action::RoleChange, "role"),
+        needs(Permission::RoleManage),
+        || web::to(roles::update_role),
+    ),
+    route(
+        Method::DELETE,
+        "/api/admin/roles/{name}",
+        API,
+        audited(Action::RoleChange, "role"),
+        needs(Permission::RoleManage),
+        || web::to(roles::delete_role),
+    ),
+    route(
+        Method::GET,
+        "/api/patients/{id}/care-team",
+        API,
+        audited(Action::View, "care_team"),
+        needs(Permission::CareTeamManage),
+        || web::to(care_team::list),
+    ),
+    route(
+        Method::POST,
+        "/api/patients/{id}/care-team",
+        API,
+        audited(Action::Create, "care_team"),
+        needs(Permission::CareTeamManage),
+        || web::to(care_team::assign),
+    ),
+    route(
+        Method::DELETE,
+        "/api/patients/{id}/care-team/{user_id}",
+        API,
+        audited(Action::Delete, "care_team"),
+        needs(Permission::CareTeamManage),
+        || web::to(care_team::unassign),
+    ),
+    route(
+        Method::POST,
+        "/api/patients/{id}/break-glass",
+        API,
+        audited(Action::BreakGlass, "patient"),
+        needs(Permission::BreakGlass),
+        || web::to(care_team::break_glass),
+    ),
+    route(
+        Method::GET,
+        "/api/security/break-glass",
+        API,
+        audited(Action::View, "break_glass"),
+        needs(Permission::SecurityRead),
+        || web::to(care_team::reviews),
+    ),
+    route(
+        Method::POST,
+        "/api/security/break-glass/{id}/review",
+        API,
+        audited(Action::Update, "break_glass"),
+        needs(Permission::SecurityRead),
+        || web::to(care_team::review),
     ),
 ];
 
@@ -189,6 +422,7 @@ const fn route(
     path: &'static str,
     rate_class: Option<RateClass>,
     audit: Option<AuditDeclaration>,
+    access: Access,
     handler: fn() -> actix_web::Route,
 ) -> RouteSpec {
     RouteSpec {
@@ -196,6 +430,7 @@ const fn route(
         path,
         rate_class,
         audit,
+        access,
         handler,
     }
 }
@@ -248,6 +483,14 @@ pub fn audit_of(method: &Method, pattern: &str) -> Option<AuditDeclaration> {
         .iter()
         .find(|r| r.path == pattern && r.method == method)
         .and_then(|r| r.audit)
+}
+
+/// What a matched route requires of its caller; `None` for paths outside the table.
+pub fn access_of(method: &Method, pattern: &str) -> Option<Access> {
+    ROUTES
+        .iter()
+        .find(|r| r.path == pattern && r.method == method)
+        .map(|r| r.access)
 }
 
 /// The rate-limit class of a matched route.
