@@ -387,3 +387,46 @@ pub async fn moto_kms_key() -> (aws_sdk_kms::Client, String) {
     let key_id = key.key_metadata().unwrap().key_id().to_owned();
     (client, key_id)
 }
+
+/// A user who holds `roles`, with a confirmed second factor when any of them is privileged (as
+/// the authorisation layer demands), and a live session. Returns the id and an access token.
+pub async fn member(app: &TestApp, username: &str, roles: &[&str]) -> (UserId, String) {
+    let pool = app.state.db.clone();
+    let user = create_user(&pool, username, "correct horse battery staple", false).await;
+    for role in roles {
+        users::assign_role(&pool, user, role, None).await.unwrap();
+    }
+    if users::mfa_required(&pool, user).await.unwrap() {
+        enrol_totp(app, user).await;
+    }
+    (user, session_token(app, user).await)
+}
+
+/// Confirms a TOTP factor for `user`.
+pub async fn enrol_totp(app: &TestApp, user: UserId) {
+    use secrecy::ExposeSecret;
+    let mfa = &app.state.identity.mfa;
+    let enrolment = mfa.begin(user, "test").await.unwrap();
+    let totp = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(enrolment.secret_base32.expose_secret()).unwrap())
+        .build()
+        .unwrap();
+    let code = totp.generate(u64::try_from(chrono::Utc::now().timestamp()).unwrap());
+    mfa.confirm(user, &code.to_string()).await.unwrap();
+}
+
+/// An access token of a new session of `user`, as if they had just logged in.
+pub async fn session_token(app: &TestApp, user: UserId) -> String {
+    app.state
+        .identity
+        .sessions
+        .start(user, false, &Default::default())
+        .await
+        .unwrap()
+        .access_token
+}
+
+/// `request` with a bearer token.
+pub fn bearer(request: TestRequest, token: &str) -> TestRequest {
+    request.insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
+}

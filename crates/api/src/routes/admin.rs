@@ -172,6 +172,7 @@ async fn target(state: &ApiState, granted: &Granted, id: Uuid) -> Result<UserSum
         (status = 200, description = "One page of accounts", body = UserPage),
         (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `user:manage` (permission_denied), or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -214,6 +215,7 @@ pub async fn list_users(
         (status = 200, description = "The account", body = UserView),
         (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `user:manage` (permission_denied), or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
     )
@@ -245,6 +247,7 @@ pub async fn get_user(
         (status = 201, description = "Created; the one-time password is shown once", body = CreatedUser),
         (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `user:manage`, or a role reaching permissions the caller cannot grant (permission_not_held)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The username or e-mail address is taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid username, e-mail, display name or unknown role (invalid_field)", body = Problem, content_type = "application/problem+json"),
@@ -307,6 +310,7 @@ pub async fn create_user(
         (status = 200, description = "The account after the change", body = UserView),
         (status = 400, description = "Malformed JSON or a field this endpoint does not take, such as `roles` (unknown_field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `user:manage`, the caller's own account (own_account), or a more powerful account (permission_not_held)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The e-mail address is taken", body = Problem, content_type = "application/problem+json"),
@@ -351,6 +355,7 @@ pub async fn update_user(
         (status = 200, description = "The account after the change", body = UserView),
         (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `user:manage`, the caller's own roles (own_account), or a role reaching permissions the caller cannot grant (permission_not_held)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "It would leave no active administrator (last_administrator)", body = Problem, content_type = "application/problem+json"),
@@ -384,6 +389,7 @@ macro_rules! account_action {
                 (status = 200, description = "The account after the change", body = UserView),
                 (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
                 (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+                (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
                 (status = 403, description = "Without `user:manage`, the caller's own account (own_account), or a more powerful account (permission_not_held)", body = Problem, content_type = "application/problem+json"),
                 (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
                 (status = 409, description = "It would leave no active administrator (last_administrator)", body = Problem, content_type = "application/problem+json"),
@@ -500,6 +506,7 @@ mod actions {
         (status = 200, description = "The one-time password", body = PasswordReset),
         (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `user:manage`, the caller's own account (own_account), or a more powerful account (permission_not_held)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
     )

@@ -97,6 +97,7 @@ fn noted(mut response: HttpResponse, patient: Uuid, resource: Option<String>) ->
         (status = 200, description = "The care team", body = [CareTeamMember]),
         (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `care_team:manage` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such patient", body = Problem, content_type = "application/problem+json"),
     )
@@ -133,6 +134,7 @@ pub async fn list(
         (status = 200, description = "Already on the team"),
         (status = 400, description = "Malformed JSON, an unknown field or a malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `care_team:manage` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such patient", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No such active user (invalid_field)", body = Problem, content_type = "application/problem+json"),
@@ -166,6 +168,7 @@ pub async fn assign(
         (status = 204, description = "Removed"),
         (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `care_team:manage` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such patient, or the user is not on the team", body = Problem, content_type = "application/problem+json"),
     )
@@ -193,6 +196,7 @@ pub async fn unassign(
         (status = 201, description = "Access granted until `expires_at`", body = BreakGlassGrant),
         (status = 400, description = "Malformed JSON, an unknown field or a malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `break_glass` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such patient", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A reason shorter than 20 or longer than 1000 characters (invalid_field)", body = Problem, content_type = "application/problem+json"),
@@ -243,6 +247,7 @@ pub async fn break_glass(
         (status = 200, description = "Grants with their reasons", body = [BreakGlassReview]),
         (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `security:read` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -294,6 +299,7 @@ pub async fn reviews(
         (status = 204, description = "Reviewed"),
         (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `security:read`, or the reviewer's own access (own_review)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such grant", body = Problem, content_type = "application/problem+json"),
     )

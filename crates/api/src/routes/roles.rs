@@ -128,6 +128,7 @@ fn audited(
     responses(
         (status = 200, description = "Every permission", body = [PermissionView]),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `role:manage` (permission_denied), or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -152,6 +153,7 @@ pub async fn list_permissions() -> HttpResponse {
     responses(
         (status = 200, description = "Every role", body = [RoleView]),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `role:manage` (permission_denied), or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -171,6 +173,7 @@ pub async fn list_roles(state: web::Data<ApiState>) -> Result<HttpResponse, ApiE
         (status = 201, description = "Created", body = RoleView),
         (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `role:manage`, or permissions the caller cannot grant (permission_not_held)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A role with this name exists (conflict)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid name or description, or an unknown permission (invalid_field)", body = Problem, content_type = "application/problem+json"),
@@ -205,6 +208,7 @@ pub async fn create_role(
         (status = 200, description = "The role after the change", body = RoleView),
         (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `role:manage`, a role the caller holds (own_account), or permissions the caller cannot grant (permission_not_held)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such role", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A built-in role (built_in_role)", body = Problem, content_type = "application/problem+json"),
@@ -238,6 +242,7 @@ pub async fn update_role(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `role:manage`, a role the caller holds (own_account), or permissions the caller cannot grant (permission_not_held)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such role", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A built-in role (built_in_role) or one still held (role_in_use)", body = Problem, content_type = "application/problem+json"),
