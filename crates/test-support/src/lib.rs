@@ -146,6 +146,11 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    /// The body as JSON, or `null` when it is empty or not JSON (a 204, a stream).
+    pub fn json_or_null(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
@@ -408,7 +413,9 @@ pub async fn enrol_totp(app: &TestApp, user: UserId) {
     let mfa = &app.state.identity.mfa;
     let enrolment = mfa.begin(user, "test").await.unwrap();
     let totp = totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(enrolment.secret_base32.expose_secret()).unwrap())
+        .with_secret(
+            totp_rs::Secret::try_from_base32(enrolment.secret_base32.expose_secret()).unwrap(),
+        )
         .build()
         .unwrap();
     let code = totp.generate(u64::try_from(chrono::Utc::now().timestamp()).unwrap());
@@ -429,4 +436,16 @@ pub async fn session_token(app: &TestApp, user: UserId) -> String {
 /// `request` with a bearer token.
 pub fn bearer(request: TestRequest, token: &str) -> TestRequest {
     request.insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
+}
+
+/// Test settings with rate limits high enough for tests that walk every route many times.
+pub fn roomy_settings() -> HttpSettings {
+    let mut settings = settings();
+    let roomy = clinicd_api::rate_limit::QuotaSpec {
+        count: std::num::NonZeroU32::new(1_000_000).unwrap(),
+        window: std::time::Duration::from_secs(60),
+    };
+    settings.rate_limits.per_ip = roomy;
+    settings.rate_limits.api = roomy;
+    settings
 }

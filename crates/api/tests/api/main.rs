@@ -13,4 +13,5 @@ mod mfa;
 mod openapi;
 mod problems;
 mod rate_limits;
+mod rbac;
 mod request_ids;
