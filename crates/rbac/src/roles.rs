@@ -219,7 +219,7 @@ fn guard_custom(actor: &Grants, role: &Role) -> Result<(), RbacError> {
     if role.built_in {
         return Err(RbacError::BuiltInRole);
     }
-    if actor.roles.iter().any(|held| *held == role.name) {
+    if actor.roles.contains(&role.name) {
         return Err(RbacError::OwnRoles);
     }
     let missing = role.reach().missing_from(actor.grantable());

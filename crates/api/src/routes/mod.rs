@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod care_team;
 pub mod health;
+pub mod keys;
 pub mod mfa;
 pub mod roles;
 
@@ -366,6 +367,14 @@ pub static ROUTES: &[RouteSpec] = &[
         audited(Action::RoleChange, "role"),
         needs(Permission::RoleManage),
         || web::to(roles::delete_role),
+    ),
+    route(
+        Method::GET,
+        "/api/admin/keys",
+        API,
+        audited(Action::View, "keys"),
+        needs(Permission::KeysManage),
+        || web::to(keys::status),
     ),
     route(
         Method::GET,

@@ -644,3 +644,38 @@ async fn every_change_is_audited_with_before_and_after(pool: PgPool) {
     assert!(opened["before"].is_null());
     assert_eq!(opened["after"]["permissions"], json!(["appointment:read"]));
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn administrators_see_the_key_hierarchy_but_no_key_material(pool: PgPool) {
+    let app = TestApp::with_pool(settings(), pool.clone());
+    let (_, admin) = member(&app, "chief.admin", &["Admin"]).await;
+    // Something to encrypt creates the field branch key.
+    app.state
+        .identity
+        .keyring
+        .encrypt(
+            clinicd_crypto::Owner::Purpose(clinicd_crypto::Purpose::Field),
+            &clinicd_crypto::FieldLocation::new("t", "c", uuid::Uuid::now_v7()),
+            b"x",
+        )
+        .await
+        .unwrap();
+    let keys = app.call(send("GET", "/api/admin/keys", &admin, None)).await;
+    assert_eq!(keys.status, 200);
+    let keys = keys.json();
+    let field = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["purpose"] == "field")
+        .unwrap();
+    assert_eq!(field["status"], "active");
+    assert!(field["kek_id"].as_str().unwrap().starts_with("local:"));
+    let names: Vec<&String> = field.as_object().unwrap().keys().collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("wrapped") || n.contains("material")),
+        "{names:?}"
+    );
+}

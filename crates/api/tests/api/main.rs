@@ -1,10 +1,11 @@
 //! The HTTP layer driven in process through the full middleware stack.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
 
 mod admin;
 mod audit;
 mod auth;
+mod care_team;
 mod challenge;
 mod cookies;
 mod cors;
