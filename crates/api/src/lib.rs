@@ -14,6 +14,7 @@ pub mod docs;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;
+pub mod precondition;
 pub mod problem;
 pub mod rate_limit;
 pub mod request_id;

@@ -90,6 +90,10 @@ pub enum ApiError {
     RoleInUse,
     #[error("{0}")]
     Conflict(&'static str),
+    #[error("this update needs an If-Match header with the ETag of the version it changes")]
+    PreconditionRequired,
+    #[error("the resource has changed since it was read: read it again (its ETag is current)")]
+    PreconditionFailed,
     /// A field failed validation; the problem names the field, never its value.
     #[error("`{field}`: {reason}")]
     InvalidField { field: &'static str, reason: String },
@@ -153,6 +157,8 @@ impl ApiError {
             Self::BuiltInRole => "built_in_role",
             Self::RoleInUse => "role_in_use",
             Self::Conflict(_) => "conflict",
+            Self::PreconditionRequired => "precondition_required",
+            Self::PreconditionFailed => "precondition_failed",
             Self::InvalidField { .. } => "invalid_field",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -239,6 +245,8 @@ impl ResponseError for ApiError {
                 StatusCode::CONFLICT
             }
             Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -371,6 +379,26 @@ impl From<clinicd_rbac::RbacError> for ApiError {
             },
             E::OwnReview => Self::OwnReview,
             E::Database(_) | E::Crypto(_) | E::Identity(_) => Self::unexpected(error),
+        }
+    }
+}
+
+impl From<clinicd_domain::StoreError> for ApiError {
+    fn from(error: clinicd_domain::StoreError) -> Self {
+        use clinicd_domain::StoreError as E;
+        match error {
+            E::NotFound => Self::NotFound,
+            E::VersionMismatch(_) => Self::PreconditionFailed,
+            E::Corrupt | E::Database(_) | E::Crypto(_) => Self::unexpected(error),
+        }
+    }
+}
+
+impl From<clinicd_domain::FieldError> for ApiError {
+    fn from(error: clinicd_domain::FieldError) -> Self {
+        Self::InvalidField {
+            field: error.field,
+            reason: error.reason.to_owned(),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use clinicd_audit::AuditWriter;
+use clinicd_domain::PatientStore;
 use clinicd_identity::Identity;
 use clinicd_rbac::Rbac;
 use sqlx::PgPool;
@@ -20,6 +21,7 @@ pub struct ApiState {
     pub identity: Arc<Identity>,
     pub audit: AuditWriter,
     pub rbac: Arc<Rbac>,
+    pub patients: PatientStore,
 }
 
 impl ApiState {
@@ -36,8 +38,10 @@ impl ApiState {
             identity.clock.clone(),
             settings.break_glass_minutes,
         ));
+        let patients = PatientStore::new(db.clone(), identity.keyring.clone());
         Self {
             rbac,
+            patients,
             identity,
             audit,
             db,

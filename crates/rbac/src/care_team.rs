@@ -129,6 +129,26 @@ pub async fn assign(
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Puts `user` on the team in the caller's transaction (the registering user joins the team of
+/// the patient they register, in the same transaction).
+pub async fn assign_in(
+    tx: &mut sqlx::PgConnection,
+    patient: Uuid,
+    user: UserId,
+    by: UserId,
+) -> Result<(), RbacError> {
+    sqlx::query(
+        "INSERT INTO patient_assignments (patient_id, user_id, assigned_by) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(patient)
+    .bind(user.0)
+    .bind(by.0)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Takes a user off a patient's care team; `Ok(false)` if they were not on it.
 pub async fn unassign(db: &PgPool, patient: Uuid, user: UserId) -> Result<bool, RbacError> {
     if !patient_exists(db, patient).await? {

@@ -449,3 +449,33 @@ pub fn roomy_settings() -> HttpSettings {
     settings.rate_limits.api = roomy;
     settings
 }
+
+/// A registered patient on no one's care team: (family name, given name, date of birth, SSN).
+pub async fn unassigned_patient(
+    app: &TestApp,
+    names: (&str, &str),
+    dob: &str,
+    ssn: Option<&str>,
+) -> uuid::Uuid {
+    use clinicd_domain::types::{DateOfBirth, PatientStatus, PersonName, Sex, Ssn};
+    let today = chrono::Utc::now().date_naive();
+    let data = clinicd_domain::PatientData {
+        family_name: PersonName::parse("family_name", names.0).unwrap(),
+        given_name: PersonName::parse("given_name", names.1).unwrap(),
+        date_of_birth: DateOfBirth::parse("date_of_birth", dob, today).unwrap(),
+        sex: Sex::Unknown,
+        ssn: ssn.map(|s| Ssn::parse("ssn", s).unwrap()),
+        address: None,
+        phone: None,
+        email: None,
+        insurance_primary: None,
+        insurance_secondary: None,
+        emergency_contact: None,
+        status: PatientStatus::Active,
+    };
+    let mut tx = app.state.db.begin().await.unwrap();
+    let patient = app.state.patients.create(&mut tx, &data, None).await;
+    let patient = patient.unwrap();
+    tx.commit().await.unwrap();
+    patient.id
+}

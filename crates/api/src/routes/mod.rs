@@ -9,6 +9,7 @@ pub mod care_team;
 pub mod health;
 pub mod keys;
 pub mod mfa;
+pub mod patients;
 pub mod roles;
 
 use actix_web::http::Method;
@@ -375,6 +376,38 @@ pub static ROUTES: &[RouteSpec] = &[
         audited(Action::View, "keys"),
         needs(Permission::KeysManage),
         || web::to(keys::status),
+    ),
+    route(
+        Method::POST,
+        "/api/patients",
+        API,
+        audited(Action::Create, "patient"),
+        needs(Permission::PatientWrite),
+        || web::to(patients::create),
+    ),
+    route(
+        Method::POST,
+        "/api/patients/search",
+        API,
+        audited(Action::Search, "patient"),
+        needs(Permission::PatientRead),
+        || web::to(patients::search),
+    ),
+    route(
+        Method::GET,
+        "/api/patients/{id}",
+        API,
+        audited(Action::View, "patient"),
+        needs(Permission::PatientRead),
+        || web::to(patients::read),
+    ),
+    route(
+        Method::PATCH,
+        "/api/patients/{id}",
+        API,
+        audited(Action::Update, "patient"),
+        needs(Permission::PatientWrite),
+        || web::to(patients::update),
     ),
     route(
         Method::GET,

@@ -26,14 +26,8 @@ fn send(method: &str, path: &str, token: &str, body: Option<Value>) -> TestReque
     bearer(request, token)
 }
 
-async fn patient(pool: &PgPool) -> Uuid {
-    let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO patients (id) VALUES ($1)")
-        .bind(id)
-        .execute(pool)
-        .await
-        .unwrap();
-    id
+async fn patient(app: &TestApp) -> Uuid {
+    clinicd_test_support::unassigned_patient(app, ("Doe", "Jane"), "1980-01-02", None).await
 }
 
 fn app_with_clock(pool: &PgPool) -> (TestApp, Arc<ManualClock>) {
@@ -58,8 +52,8 @@ async fn staff_manage_care_teams_and_only_the_team_reaches_the_patient(pool: PgP
     let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
     let (doctor, doctor_token) = member(&app, "dr.grey", &["Provider"]).await;
     let (other, _) = member(&app, "dr.shepherd", &["Provider"]).await;
-    let mine = patient(&pool).await;
-    let theirs = patient(&pool).await;
+    let mine = patient(&app).await;
+    let theirs = patient(&app).await;
 
     let team = |p: Uuid| format!("/api/patients/{p}/care-team");
     let assigned = app
@@ -213,7 +207,7 @@ async fn breaking_the_glass_grants_time_limited_access_that_is_audited_and_revie
     let (doctor, doctor_token) = member(&app, "dr.grey", &["Provider"]).await;
     let (_, officer) = member(&app, "privacy.officer", &["PrivacyOfficer"]).await;
     let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
-    let stranger = patient(&pool).await;
+    let stranger = patient(&app).await;
     let glass = format!("/api/patients/{stranger}/break-glass");
 
     // Refused: a short reason, a patient that does not exist, a role without the permission.
@@ -400,7 +394,7 @@ async fn no_one_reviews_their_own_emergency_access(pool: PgPool) {
         .await;
     assert_eq!(lead.status, 201, "{:?}", lead.body);
     let (_, lead) = member(&app, "dr.lead", &["LeadPhysician"]).await;
-    let stranger = patient(&pool).await;
+    let stranger = patient(&app).await;
     let grant = app
         .call(send(
             "POST",

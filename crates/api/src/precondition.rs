@@ -1,0 +1,33 @@
+//! Optimistic concurrency: every mutable resource has a version, shown as a strong `ETag`
+//! (`"3"`). An update must send it back in `If-Match`: without it the answer is 428
+//! `precondition_required` (a client that never read the resource cannot overwrite it), and
+//! with a stale one 412 `precondition_failed`.
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+
+use crate::problem::ApiError;
+
+pub fn etag(version: i32) -> String {
+    format!("\"{version}\"")
+}
+
+/// The version named by `If-Match`. A weak or malformed tag cannot match a strong one (412);
+/// `*` names no version, so it is treated as missing (428).
+pub fn if_match(req: &HttpRequest) -> Result<i32, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Err(ApiError::PreconditionRequired);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::PreconditionFailed)?
+        .trim();
+    if value == "*" {
+        return Err(ApiError::PreconditionRequired);
+    }
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .and_then(|v| v.parse().ok())
+        .ok_or(ApiError::PreconditionFailed)
+}

@@ -1,0 +1,720 @@
+//! Patients: register, read, change (with `If-Match`) and search.
+//!
+//! Reads and searches reach only the caller's care team (and unexpired break-the-glass grants);
+//! a patient outside it is answered exactly like one that does not exist (404, or absent from
+//! results). Without `patient:read_identifiers` the SSN and insurance member numbers are
+//! masked, and searching by SSN is refused. Searches take their criteria in a POST body, so
+//! identifiers never appear in a URL (proxies and access logs keep URLs); the audit event of
+//! a search names the ids it returned, never the criteria.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, NaiveDate, Utc};
+use clinicd_domain::patient::mrn_is_well_formed;
+use clinicd_domain::types::{
+    DateOfBirth, EmailAddress, FieldError, PatientStatus, PersonName, Phone, Sex, Ssn,
+    bounded_text, member_number,
+};
+use clinicd_domain::{Address, EmergencyContact, Insurance, Patient, PatientData, Search, Viewer};
+use clinicd_identity::users::UserId;
+use clinicd_rbac::{Identifiers, Permission, Reach};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::audit::AuditNote;
+use crate::extract::{Authenticated, Granted};
+use crate::precondition::{etag, if_match};
+use crate::problem::{ApiError, Problem};
+use crate::state::ApiState;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddressBody {
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub region: String,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code, e.g. `US`.
+    pub country: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InsuranceBody {
+    pub payer: String,
+    /// 1 to 30 letters, digits or hyphens. In responses to callers without
+    /// `patient:read_identifiers` it is masked: `****` and the last four characters.
+    pub member_number: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyContactBody {
+    pub name: String,
+    pub relationship: String,
+    /// E.164, e.g. `+15551234567`.
+    pub phone: String,
+}
+
+/// A patient as registered.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatientBody {
+    pub given_name: String,
+    pub family_name: String,
+    /// `YYYY-MM-DD`, not in the future, not more than 150 years ago.
+    pub date_of_birth: String,
+    /// `female`, `male`, `other` or `unknown`.
+    pub sex: String,
+    /// `AAA-GG-SSSS`; areas 000, 666 and 9xx and all-zero groups are refused.
+    pub ssn: Option<String>,
+    pub address: Option<AddressBody>,
+    /// E.164, e.g. `+15551234567`.
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub insurance_primary: Option<InsuranceBody>,
+    pub insurance_secondary: Option<InsuranceBody>,
+    pub emergency_contact: Option<EmergencyContactBody>,
+    /// `active` (default), `inactive` or `deceased`.
+    pub status: Option<String>,
+}
+
+fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A change: fields left out stay as they are; `null` clears an optional field.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatientPatch {
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub date_of_birth: Option<String>,
+    pub sex: Option<String>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    pub ssn: Option<Option<String>>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<AddressBody>)]
+    pub address: Option<Option<AddressBody>>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<InsuranceBody>)]
+    pub insurance_primary: Option<Option<InsuranceBody>>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<InsuranceBody>)]
+    pub insurance_secondary: Option<Option<InsuranceBody>>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<EmergencyContactBody>)]
+    pub emergency_contact: Option<Option<EmergencyContactBody>>,
+    pub status: Option<String>,
+}
+
+/// A patient as a caller sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PatientView {
+    pub id: Uuid,
+    /// Medical record number: 9 digits, the last a Luhn check digit.
+    pub mrn: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub date_of_birth: NaiveDate,
+    pub sex: String,
+    /// `AAA-GG-SSSS` for callers with `patient:read_identifiers`; otherwise masked as
+    /// `***-**-` and the last four digits.
+    pub ssn: Option<String>,
+    pub address: Option<AddressBody>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    /// The member number is masked without `patient:read_identifiers`.
+    pub insurance_primary: Option<InsuranceBody>,
+    /// The member number is masked without `patient:read_identifiers`.
+    pub insurance_secondary: Option<InsuranceBody>,
+    pub emergency_contact: Option<EmergencyContactBody>,
+    pub status: String,
+    /// Also the `ETag`; send it as `If-Match` to change the record.
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Search criteria: exactly one of `mrn`, `ssn` (needs `patient:read_identifiers`),
+/// `family_name` with `date_of_birth`, or `name` (1 to 3 words, each matching a word of the
+/// given or family name, case- and accent-insensitively). With none, the caller's own patients.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    pub mrn: Option<String>,
+    pub ssn: Option<String>,
+    pub family_name: Option<String>,
+    pub date_of_birth: Option<String>,
+    pub name: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+    /// 1 to 100 (default 20).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PatientPage {
+    pub patients: Vec<PatientView>,
+    /// Send as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<Uuid>,
+}
+
+// ---- parsing ---------------------------------------------------------------------------
+
+fn address(field: &'static [&'static str; 6], a: &AddressBody) -> Result<Address, FieldError> {
+    let country = a.country.trim().to_ascii_uppercase();
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(FieldError {
+            field: field[5],
+            reason: "must be an ISO 3166-1 alpha-2 code such as US",
+        });
+    }
+    Ok(Address {
+        line1: bounded_text(field[0], &a.line1, 200)?,
+        line2: a
+            .line2
+            .as_deref()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| bounded_text(field[1], l, 200))
+            .transpose()?,
+        city: bounded_text(field[2], &a.city, 100)?,
+        region: bounded_text(field[3], &a.region, 100)?,
+        postal_code: bounded_text(field[4], &a.postal_code, 20)?,
+        country,
+    })
+}
+
+const ADDRESS: [&str; 6] = [
+    "address.line1",
+    "address.line2",
+    "address.city",
+    "address.region",
+    "address.postal_code",
+    "address.country",
+];
+
+fn insurance(fields: [&'static str; 2], i: &InsuranceBody) -> Result<Insurance, FieldError> {
+    Ok(Insurance {
+        payer: bounded_text(fields[0], &i.payer, 100)?,
+        member_number: member_number(fields[1], &i.member_number)?,
+    })
+}
+
+fn emergency(c: &EmergencyContactBody) -> Result<EmergencyContact, FieldError> {
+    Ok(EmergencyContact {
+        name: PersonName::parse("emergency_contact.name", &c.name)?
+            .as_str()
+            .to_owned(),
+        relationship: bounded_text("emergency_contact.relationship", &c.relationship, 50)?,
+        phone: Phone::parse("emergency_contact.phone", &c.phone)?,
+    })
+}
+
+/// Validates a whole record; the first failure names its field.
+pub fn parse(body: &PatientBody, today: NaiveDate) -> Result<PatientData, FieldError> {
+    Ok(PatientData {
+        given_name: PersonName::parse("given_name", &body.given_name)?,
+        family_name: PersonName::parse("family_name", &body.family_name)?,
+        date_of_birth: DateOfBirth::parse("date_of_birth", &body.date_of_birth, today)?,
+        sex: Sex::parse("sex", &body.sex)?,
+        ssn: body
+            .ssn
+            .as_deref()
+            .map(|s| Ssn::parse("ssn", s))
+            .transpose()?,
+        address: body
+            .address
+            .as_ref()
+            .map(|a| address(&ADDRESS, a))
+            .transpose()?,
+        phone: body
+            .phone
+            .as_deref()
+            .map(|p| Phone::parse("phone", p))
+            .transpose()?,
+        email: body
+            .email
+            .as_deref()
+            .map(|e| EmailAddress::parse("email", e))
+            .transpose()?,
+        insurance_primary: body
+            .insurance_primary
+            .as_ref()
+            .map(|i| {
+                insurance(
+                    ["insurance_primary.payer", "insurance_primary.member_number"],
+                    i,
+                )
+            })
+            .transpose()?,
+        insurance_secondary: body
+            .insurance_secondary
+            .as_ref()
+            .map(|i| {
+                insurance(
+                    [
+                        "insurance_secondary.payer",
+                        "insurance_secondary.member_number",
+                    ],
+                    i,
+                )
+            })
+            .transpose()?,
+        emergency_contact: body.emergency_contact.as_ref().map(emergency).transpose()?,
+        status: body
+            .status
+            .as_deref()
+            .map_or(Ok(PatientStatus::Active), |s| {
+                PatientStatus::parse("status", s)
+            })?,
+    })
+}
+
+/// The stored record as a request body (unmasked), so a patch is validated like a new record.
+fn body_of(data: &PatientData) -> PatientBody {
+    let insurance = |i: &Insurance| InsuranceBody {
+        payer: i.payer.clone(),
+        member_number: i.member_number.clone(),
+    };
+    PatientBody {
+        given_name: data.given_name.as_str().to_owned(),
+        family_name: data.family_name.as_str().to_owned(),
+        date_of_birth: data.date_of_birth.iso(),
+        sex: data.sex.as_str().to_owned(),
+        ssn: data.ssn.as_ref().map(|s| s.as_str().to_owned()),
+        address: data.address.as_ref().map(|a| AddressBody {
+            line1: a.line1.clone(),
+            line2: a.line2.clone(),
+            city: a.city.clone(),
+            region: a.region.clone(),
+            postal_code: a.postal_code.clone(),
+            country: a.country.clone(),
+        }),
+        phone: data.phone.as_ref().map(|p| p.as_str().to_owned()),
+        email: data.email.as_ref().map(|e| e.as_str().to_owned()),
+        insurance_primary: data.insurance_primary.as_ref().map(insurance),
+        insurance_secondary: data.insurance_secondary.as_ref().map(insurance),
+        emergency_contact: data
+            .emergency_contact
+            .as_ref()
+            .map(|c| EmergencyContactBody {
+                name: c.name.clone(),
+                relationship: c.relationship.clone(),
+                phone: c.phone.as_str().to_owned(),
+            }),
+        status: Some(data.status.as_str().to_owned()),
+    }
+}
+
+fn apply(mut body: PatientBody, patch: PatientPatch) -> PatientBody {
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(value) = patch.$field { body.$field = value; })* };
+    }
+    set!(
+        given_name,
+        family_name,
+        date_of_birth,
+        sex,
+        ssn,
+        address,
+        phone,
+        email,
+        insurance_primary,
+        insurance_secondary,
+        emergency_contact
+    );
+    if patch.status.is_some() {
+        body.status = patch.status;
+    }
+    body
+}
+
+// ---- views -----------------------------------------------------------------------------
+
+pub fn view(patient: &Patient, identifiers: Identifiers) -> PatientView {
+    let body = body_of(&patient.data);
+    let mask = |i: InsuranceBody| InsuranceBody {
+        member_number: identifiers.member_number(&i.member_number),
+        payer: i.payer,
+    };
+    PatientView {
+        id: patient.id,
+        mrn: patient.mrn.clone(),
+        given_name: body.given_name,
+        family_name: body.family_name,
+        date_of_birth: patient.data.date_of_birth.date(),
+        sex: body.sex,
+        ssn: body.ssn.map(|s| identifiers.ssn(&s)),
+        address: body.address,
+        phone: body.phone,
+        email: body.email,
+        insurance_primary: body.insurance_primary.map(mask),
+        insurance_secondary: body.insurance_secondary.map(mask),
+        emergency_contact: body.emergency_contact,
+        status: body.status.unwrap_or_default(),
+        version: patient.version,
+        created_at: patient.created_at,
+        updated_at: patient.updated_at,
+    }
+}
+
+fn identifiers_name(identifiers: Identifiers) -> &'static str {
+    match identifiers {
+        Identifiers::Clear => "clear",
+        Identifiers::Masked => "masked",
+    }
+}
+
+fn reach_name(reach: Reach) -> &'static str {
+    match reach {
+        Reach::CareTeam => "care_team",
+        Reach::BreakGlass { .. } => "break_glass",
+        Reach::None => "none",
+    }
+}
+
+/// The patient if the caller may reach them; 404 otherwise, whether or not they exist.
+pub async fn reach(state: &ApiState, user: UserId, patient: Uuid) -> Result<Reach, ApiError> {
+    let reach = state.rbac.reach(user, patient).await?;
+    if reach.allowed() {
+        Ok(reach)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+fn with_patient(
+    mut response: HttpResponse,
+    patient: &Patient,
+    reach: Reach,
+    identifiers: Identifiers,
+    values: Option<(serde_json::Value, serde_json::Value)>,
+) -> HttpResponse {
+    if let Ok(value) = header::HeaderValue::from_str(&etag(patient.version)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    AuditNote {
+        patient_id: Some(patient.id),
+        resource_id: Some(patient.id.to_string()),
+        metadata: Some(serde_json::json!({
+            "access": reach_name(reach),
+            "identifiers": identifiers_name(identifiers),
+        })),
+        values,
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    response
+}
+
+fn sealed_value(data: &PatientData) -> serde_json::Value {
+    serde_json::to_value(view_body(data)).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct AuditBody {
+    given_name: String,
+    family_name: String,
+    date_of_birth: String,
+    sex: String,
+    ssn: Option<String>,
+    address: Option<AddressBody>,
+    phone: Option<String>,
+    email: Option<String>,
+    insurance_primary: Option<InsuranceBody>,
+    insurance_secondary: Option<InsuranceBody>,
+    emergency_contact: Option<EmergencyContactBody>,
+    status: Option<String>,
+}
+
+fn view_body(data: &PatientData) -> AuditBody {
+    let b = body_of(data);
+    AuditBody {
+        given_name: b.given_name,
+        family_name: b.family_name,
+        date_of_birth: b.date_of_birth,
+        sex: b.sex,
+        ssn: b.ssn,
+        address: b.address,
+        phone: b.phone,
+        email: b.email,
+        insurance_primary: b.insurance_primary,
+        insurance_secondary: b.insurance_secondary,
+        emergency_contact: b.emergency_contact,
+        status: b.status,
+    }
+}
+
+// ---- handlers --------------------------------------------------------------------------
+
+/// Registers a patient. The caller joins the patient's care team in the same transaction.
+#[utoipa::path(
+    post,
+    path = "/api/patients",
+    tag = "patients",
+    security(("bearer" = [])),
+    request_body = PatientBody,
+    responses(
+        (status = 201, description = "Registered; `Location` and `ETag` are set", body = PatientView),
+        (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `patient:write` (permission_denied) or a privileged role without MFA", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field fails validation; `field` names it (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    granted: Granted,
+    body: web::Json<PatientBody>,
+) -> Result<HttpResponse, ApiError> {
+    let data = parse(&body, state.rbac.now().date_naive())?;
+    let user = caller.0.user_id;
+    let mut tx = state.db.begin().await.map_err(ApiError::unexpected)?;
+    let patient = state.patients.create(&mut tx, &data, Some(user.0)).await?;
+    clinicd_rbac::care_team::assign_in(&mut tx, patient.id, user, user).await?;
+    tx.commit().await.map_err(ApiError::unexpected)?;
+    let identifiers = Identifiers::for_caller(&granted.0);
+    let response = HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/patients/{}", patient.id)))
+        .json(view(&patient, identifiers));
+    Ok(with_patient(
+        response,
+        &patient,
+        Reach::CareTeam,
+        identifiers,
+        Some((serde_json::Value::Null, sealed_value(&data))),
+    ))
+}
+
+/// One patient, with identifiers masked unless the caller holds `patient:read_identifiers`.
+#[utoipa::path(
+    get,
+    path = "/api/patients/{id}",
+    tag = "patients",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Patient id")),
+    responses(
+        (status = 200, description = "The patient; `ETag` is its version", body = PatientView),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `patient:read` (permission_denied) or a privileged role without MFA", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such patient, or not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn read(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    granted: Granted,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let reach = reach(&state, caller.0.user_id, id).await?;
+    let patient = state.patients.get(id).await?.ok_or(ApiError::NotFound)?;
+    let identifiers = Identifiers::for_caller(&granted.0);
+    let response = HttpResponse::Ok().json(view(&patient, identifiers));
+    Ok(with_patient(response, &patient, reach, identifiers, None))
+}
+
+/// Changes a patient: fields left out stay, `null` clears an optional one. Needs `If-Match`.
+#[utoipa::path(
+    patch,
+    path = "/api/patients/{id}",
+    tag = "patients",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Patient id"),
+        ("If-Match" = String, Header, description = "The ETag of the version being changed"),
+    ),
+    request_body = PatientPatch,
+    responses(
+        (status = 200, description = "The patient after the change, with its new `ETag`", body = PatientView),
+        (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `patient:write` (permission_denied) or a privileged role without MFA", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such patient, or not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The patient changed since that version (precondition_failed)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field fails validation; `field` names it (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "No If-Match (precondition_required)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    granted: Granted,
+    id: web::Path<Uuid>,
+    patch: web::Json<PatientPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let reach = reach(&state, caller.0.user_id, id).await?;
+    let expected = if_match(&req)?;
+    let current = state.patients.get(id).await?.ok_or(ApiError::NotFound)?;
+    if current.version != expected {
+        return Err(ApiError::PreconditionFailed);
+    }
+    let data = parse(
+        &apply(body_of(&current.data), patch.into_inner()),
+        state.rbac.now().date_naive(),
+    )?;
+    let patient = state.patients.update(id, expected, &data).await?;
+    let identifiers = Identifiers::for_caller(&granted.0);
+    let response = HttpResponse::Ok().json(view(&patient, identifiers));
+    Ok(with_patient(
+        response,
+        &patient,
+        reach,
+        identifiers,
+        Some((sealed_value(&current.data), sealed_value(&data))),
+    ))
+}
+
+fn search_mode(body: &SearchRequest, today: NaiveDate) -> Result<Search, ApiError> {
+    let chosen = [
+        body.mrn.is_some(),
+        body.ssn.is_some(),
+        body.family_name.is_some() || body.date_of_birth.is_some(),
+        body.name.is_some(),
+    ]
+    .iter()
+    .filter(|c| **c)
+    .count();
+    if chosen > 1 {
+        return Err(ApiError::InvalidField {
+            field: "query",
+            reason: "use one of mrn, ssn, family_name with date_of_birth, or name".into(),
+        });
+    }
+    if let Some(mrn) = &body.mrn {
+        let mrn = mrn.trim();
+        if !mrn_is_well_formed(mrn) {
+            return Err(ApiError::InvalidField {
+                field: "mrn",
+                reason: "must be 9 digits with a valid check digit".into(),
+            });
+        }
+        return Ok(Search::Mrn(mrn.to_owned()));
+    }
+    if let Some(ssn) = &body.ssn {
+        return Ok(Search::Ssn(Ssn::parse("ssn", ssn)?));
+    }
+    match (&body.family_name, &body.date_of_birth) {
+        (Some(name), Some(dob)) => {
+            return Ok(Search::FamilyNameAndBirth(
+                PersonName::parse("family_name", name)?,
+                DateOfBirth::parse("date_of_birth", dob, today)?,
+            ));
+        }
+        (Some(_), None) => {
+            return Err(ApiError::InvalidField {
+                field: "date_of_birth",
+                reason: "is needed with family_name".into(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::InvalidField {
+                field: "family_name",
+                reason: "is needed with date_of_birth".into(),
+            });
+        }
+        (None, None) => {}
+    }
+    if let Some(name) = &body.name {
+        let tokens = clinicd_crypto::blind_index::name_tokens(name);
+        if tokens.is_empty() || tokens.len() > 3 || name.chars().count() > 200 {
+            return Err(ApiError::InvalidField {
+                field: "name",
+                reason: "must hold 1 to 3 words".into(),
+            });
+        }
+        return Ok(Search::NameTokens(tokens));
+    }
+    Ok(Search::Mine)
+}
+
+fn mode_name(search: &Search) -> &'static str {
+    match search {
+        Search::Mrn(_) => "mrn",
+        Search::Ssn(_) => "ssn",
+        Search::FamilyNameAndBirth(..) => "family_name_and_date_of_birth",
+        Search::NameTokens(_) => "name",
+        Search::Mine => "care_team",
+    }
+}
+
+/// Finds patients in the caller's care team.
+#[utoipa::path(
+    post,
+    path = "/api/patients/search",
+    tag = "patients",
+    security(("bearer" = [])),
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "One page of matches, by id", body = PatientPage),
+        (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `patient:read`, or an SSN search without `patient:read_identifiers` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Criteria that do not parse, or more than one kind (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn search(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    granted: Granted,
+    body: web::Json<SearchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = body.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::InvalidField {
+            field: "limit",
+            reason: "must be 1 to 100".into(),
+        });
+    }
+    let search = search_mode(&body, state.rbac.now().date_naive())?;
+    if matches!(search, Search::Ssn(_)) && !granted.0.has(Permission::PatientReadIdentifiers) {
+        return Err(ApiError::MissingPermission(
+            Permission::PatientReadIdentifiers.as_str(),
+        ));
+    }
+    let viewer = Viewer {
+        user: caller.0.user_id.0,
+        now: state.rbac.now(),
+    };
+    let (found, next) = state
+        .patients
+        .search(&search, viewer, body.cursor, limit)
+        .await?;
+    let identifiers = Identifiers::for_caller(&granted.0);
+    let ids: Vec<Uuid> = found.iter().map(|p| p.id).collect();
+    let mut response = HttpResponse::Ok().json(PatientPage {
+        patients: found.iter().map(|p| view(p, identifiers)).collect(),
+        next_cursor: next,
+    });
+    AuditNote {
+        metadata: Some(serde_json::json!({
+            "mode": mode_name(&search),
+            "returned": ids.len(),
+            "ids": ids,
+            "identifiers": identifiers_name(identifiers),
+        })),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    Ok(response)
+}

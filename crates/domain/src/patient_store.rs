@@ -1,0 +1,522 @@
+//! The SQL of `patients` and `patient_name_tokens`: create, read, update with a version check,
+//! and searches limited to the patients a viewer may reach.
+
+use chrono::{DateTime, Utc};
+use clinicd_crypto::{BlindIndexSpec, CryptoError, Keyring, blind_index::name_tokens};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::patient::{
+    self, DOB_INDEX, FAMILY_NAME_INDEX, NAME_TOKEN_INDEX, Patient, PatientData, SSN_INDEX, open,
+    open_json, seal, seal_json,
+};
+use crate::types::{DateOfBirth, EmailAddress, PatientStatus, PersonName, Phone, Sex, Ssn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such record")]
+    NotFound,
+    /// The record changed since the caller read it: its current version.
+    #[error("the record has changed (now version {0})")]
+    VersionMismatch(i32),
+    #[error("a stored value does not parse")]
+    Corrupt,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("encryption error: {0}")]
+    Crypto(#[from] CryptoError),
+}
+
+/// Who is asking, for searches limited to the care team (and unexpired break-the-glass grants).
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer {
+    pub user: Uuid,
+    pub now: DateTime<Utc>,
+}
+
+/// How to find patients. Exact matches only (case- and accent-insensitive for names).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Search {
+    Mrn(String),
+    Ssn(Ssn),
+    FamilyNameAndBirth(PersonName, DateOfBirth),
+    /// Every token must be one of the patient's name tokens.
+    NameTokens(Vec<String>),
+    /// No criterion: the viewer's own patients.
+    Mine,
+}
+
+impl std::fmt::Debug for Search {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The mode only: the values are PHI.
+        let mode = match self {
+            Self::Mrn(_) => "Mrn",
+            Self::Ssn(_) => "Ssn",
+            Self::FamilyNameAndBirth(..) => "FamilyNameAndBirth",
+            Self::NameTokens(_) => "NameTokens",
+            Self::Mine => "Mine",
+        };
+        write!(f, "Search::{mode}(..)")
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    mrn: String,
+    given_name: Vec<u8>,
+    family_name: Vec<u8>,
+    date_of_birth: Vec<u8>,
+    sex: String,
+    ssn: Option<Vec<u8>>,
+    address: Option<Vec<u8>>,
+    phone: Option<Vec<u8>>,
+    email: Option<Vec<u8>>,
+    insurance_primary: Option<Vec<u8>>,
+    insurance_secondary: Option<Vec<u8>>,
+    emergency_contact: Option<Vec<u8>>,
+    status: String,
+    version: i32,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, \
+     p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, \
+     p.version, p.created_at, p.updated_at";
+
+/// The ciphertexts and index values of one patient, ready to write.
+struct Sealed {
+    given_name: Vec<u8>,
+    family_name: Vec<u8>,
+    date_of_birth: Vec<u8>,
+    ssn: Option<Vec<u8>>,
+    address: Option<Vec<u8>>,
+    phone: Option<Vec<u8>>,
+    email: Option<Vec<u8>>,
+    insurance_primary: Option<Vec<u8>>,
+    insurance_secondary: Option<Vec<u8>>,
+    emergency_contact: Option<Vec<u8>>,
+    ssn_index: Option<(Vec<u8>, i32)>,
+    dob_index: (Vec<u8>, i32),
+    family_index: (Vec<u8>, i32),
+    tokens: Vec<(Vec<u8>, i32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PatientStore {
+    db: PgPool,
+    keyring: std::sync::Arc<Keyring>,
+}
+
+impl PatientStore {
+    pub fn new(db: PgPool, keyring: std::sync::Arc<Keyring>) -> Self {
+        Self { db, keyring }
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Registers a patient in the caller's transaction (which may add the creator to the care
+    /// team). The MRN comes from a sequence.
+    pub async fn create(
+        &self,
+        tx: &mut PgConnection,
+        data: &PatientData,
+        created_by: Option<Uuid>,
+    ) -> Result<Patient, StoreError> {
+        let id = Uuid::now_v7();
+        let sealed = self.seal(id, data).await?;
+        let sequence: i64 = sqlx::query_scalar("SELECT nextval('patient_mrn_seq')")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mrn = patient::mrn(sequence);
+        let (created_at,): (DateTime<Utc>,) = sqlx::query_as(
+            "INSERT INTO patients (id, mrn, given_name, family_name, date_of_birth, sex, ssn, address, phone, email, \
+               insurance_primary, insurance_secondary, emergency_contact, status, version, created_by, \
+               ssn_bidx, ssn_bidx_version, date_of_birth_bidx, date_of_birth_bidx_version, \
+               family_name_bidx, family_name_bidx_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $16, $17, $18, $19, $20, $21) \
+             RETURNING created_at",
+        )
+        .bind(id)
+        .bind(&mrn)
+        .bind(&sealed.given_name)
+        .bind(&sealed.family_name)
+        .bind(&sealed.date_of_birth)
+        .bind(data.sex.as_str())
+        .bind(&sealed.ssn)
+        .bind(&sealed.address)
+        .bind(&sealed.phone)
+        .bind(&sealed.email)
+        .bind(&sealed.insurance_primary)
+        .bind(&sealed.insurance_secondary)
+        .bind(&sealed.emergency_contact)
+        .bind(data.status.as_str())
+        .bind(created_by)
+        .bind(sealed.ssn_index.as_ref().map(|i| i.0.clone()))
+        .bind(sealed.ssn_index.as_ref().map(|i| i.1))
+        .bind(&sealed.dob_index.0)
+        .bind(sealed.dob_index.1)
+        .bind(&sealed.family_index.0)
+        .bind(sealed.family_index.1)
+        .fetch_one(&mut *tx)
+        .await?;
+        write_tokens(tx, id, &sealed.tokens).await?;
+        Ok(Patient {
+            id,
+            mrn,
+            data: data.clone(),
+            version: 1,
+            created_at,
+            updated_at: created_at,
+        })
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Patient>, StoreError> {
+        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM patients p WHERE p.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.db)
+        .await?;
+        match row {
+            Some(row) => Ok(Some(self.open(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the record if it is still at `expected_version`; the new version is one more.
+    pub async fn update(
+        &self,
+        id: Uuid,
+        expected_version: i32,
+        data: &PatientData,
+    ) -> Result<Patient, StoreError> {
+        let sealed = self.seal(id, data).await?;
+        let mut tx = self.db.begin().await?;
+        let updated: Option<(i32,)> = sqlx::query_as(
+            "UPDATE patients SET given_name = $3, family_name = $4, date_of_birth = $5, sex = $6, ssn = $7, \
+               address = $8, phone = $9, email = $10, insurance_primary = $11, insurance_secondary = $12, \
+               emergency_contact = $13, status = $14, ssn_bidx = $15, ssn_bidx_version = $16, \
+               date_of_birth_bidx = $17, date_of_birth_bidx_version = $18, family_name_bidx = $19, \
+               family_name_bidx_version = $20, version = version + 1, updated_at = now() \
+             WHERE id = $1 AND version = $2 RETURNING version",
+        )
+        .bind(id)
+        .bind(expected_version)
+        .bind(&sealed.given_name)
+        .bind(&sealed.family_name)
+        .bind(&sealed.date_of_birth)
+        .bind(data.sex.as_str())
+        .bind(&sealed.ssn)
+        .bind(&sealed.address)
+        .bind(&sealed.phone)
+        .bind(&sealed.email)
+        .bind(&sealed.insurance_primary)
+        .bind(&sealed.insurance_secondary)
+        .bind(&sealed.emergency_contact)
+        .bind(data.status.as_str())
+        .bind(sealed.ssn_index.as_ref().map(|i| i.0.clone()))
+        .bind(sealed.ssn_index.as_ref().map(|i| i.1))
+        .bind(&sealed.dob_index.0)
+        .bind(sealed.dob_index.1)
+        .bind(&sealed.family_index.0)
+        .bind(sealed.family_index.1)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if updated.is_none() {
+            let current: Option<i32> =
+                sqlx::query_scalar("SELECT version FROM patients WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Err(current.map_or(StoreError::NotFound, StoreError::VersionMismatch));
+        }
+        sqlx::query("DELETE FROM patient_name_tokens WHERE patient_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        write_tokens(&mut tx, id, &sealed.tokens).await?;
+        tx.commit().await?;
+        self.get(id).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// One page of the patients `viewer` may reach that match `search`, ordered by id, after
+    /// `cursor`. Candidates come from the truncated blind indexes and are decrypted and compared
+    /// exactly; the second value is the cursor for the next page, if there may be one.
+    pub async fn search(
+        &self,
+        search: &Search,
+        viewer: Viewer,
+        cursor: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<Patient>, Option<Uuid>), StoreError> {
+        let (condition, binds) = self.condition(search).await?;
+        let Some(condition) = condition else {
+            return Ok((Vec::new(), None));
+        };
+        let reachable = clinicd_rbac::care_team::reachable("p.id", "$1", "$2");
+        let batch = (limit * 2 + 8) as i64;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM patients p WHERE {reachable} AND ($3::uuid IS NULL OR p.id > $3) \
+             AND {condition} ORDER BY p.id LIMIT $4"
+        );
+        let mut found = Vec::new();
+        let mut after = cursor;
+        loop {
+            let mut query = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(viewer.user)
+                .bind(viewer.now)
+                .bind(after)
+                .bind(batch);
+            for bind in &binds {
+                query = match bind {
+                    Bind::Text(text) => query.bind(text.clone()),
+                    Bind::Values(values) => query.bind(values.clone()),
+                };
+            }
+            let rows = query.fetch_all(&self.db).await?;
+            let exhausted = (rows.len() as i64) < batch;
+            for row in rows {
+                after = Some(row.id);
+                let patient = self.open(row).await?;
+                if matches(search, &patient) {
+                    found.push(patient);
+                    if found.len() == limit {
+                        return Ok((found, after));
+                    }
+                }
+            }
+            if exhausted {
+                return Ok((found, None));
+            }
+        }
+    }
+
+    /// The SQL condition of a search and its parameters (from `$5`). `None`: nothing can match.
+    async fn condition(&self, search: &Search) -> Result<(Option<String>, Vec<Bind>), StoreError> {
+        let candidates = |spec: BlindIndexSpec, value: String| async move {
+            let found = self.keyring.blind_index_candidates(&spec, &value).await?;
+            Ok::<_, StoreError>(found.into_iter().map(|i| i.value).collect::<Vec<_>>())
+        };
+        Ok(match search {
+            Search::Mine => (Some("true".into()), vec![]),
+            Search::Mrn(mrn) => (Some("p.mrn = $5".into()), vec![Bind::Text(mrn.clone())]),
+            Search::Ssn(ssn) => {
+                let values = candidates(SSN_INDEX, ssn.as_str().to_owned()).await?;
+                (
+                    Some("p.ssn_bidx = ANY($5)".into()),
+                    vec![Bind::Values(values)],
+                )
+            }
+            Search::FamilyNameAndBirth(name, dob) => {
+                let names = candidates(FAMILY_NAME_INDEX, name.as_str().to_owned()).await?;
+                let dobs = candidates(DOB_INDEX, dob.iso()).await?;
+                (
+                    Some("p.family_name_bidx = ANY($5) AND p.date_of_birth_bidx = ANY($6)".into()),
+                    vec![Bind::Values(names), Bind::Values(dobs)],
+                )
+            }
+            Search::NameTokens(tokens) => {
+                let mut clauses = Vec::new();
+                let mut binds = Vec::new();
+                for (i, token) in tokens.iter().enumerate() {
+                    let values = candidates(NAME_TOKEN_INDEX, token.clone()).await?;
+                    if values.is_empty() {
+                        return Ok((None, vec![]));
+                    }
+                    clauses.push(format!(
+                        "EXISTS (SELECT 1 FROM patient_name_tokens t WHERE t.patient_id = p.id AND t.token = ANY(${}))",
+                        i + 5
+                    ));
+                    binds.push(Bind::Values(values));
+                }
+                if clauses.is_empty() {
+                    return Ok((None, vec![]));
+                }
+                (Some(clauses.join(" AND ")), binds)
+            }
+        })
+    }
+
+    async fn seal(&self, id: Uuid, data: &PatientData) -> Result<Sealed, StoreError> {
+        let k = &*self.keyring;
+        let index = |spec: BlindIndexSpec, value: String| async move {
+            let index = k
+                .blind_index(&spec, &value)
+                .await?
+                .ok_or(StoreError::Corrupt)?;
+            Ok::<_, StoreError>((
+                index.value,
+                i32::try_from(index.key_version).unwrap_or(i32::MAX),
+            ))
+        };
+        let mut tokens = Vec::new();
+        let mut words = name_tokens(data.given_name.as_str());
+        words.extend(name_tokens(data.family_name.as_str()));
+        words.sort_unstable();
+        words.dedup();
+        for word in words {
+            tokens.push(index(NAME_TOKEN_INDEX, word).await?);
+        }
+        Ok(Sealed {
+            given_name: seal(k, id, "given_name", data.given_name.as_str()).await?,
+            family_name: seal(k, id, "family_name", data.family_name.as_str()).await?,
+            date_of_birth: seal(k, id, "date_of_birth", &data.date_of_birth.iso()).await?,
+            ssn: match &data.ssn {
+                Some(ssn) => Some(seal(k, id, "ssn", ssn.as_str()).await?),
+                None => None,
+            },
+            address: seal_json(k, id, "address", &data.address).await?,
+            phone: match &data.phone {
+                Some(phone) => Some(seal(k, id, "phone", phone.as_str()).await?),
+                None => None,
+            },
+            email: match &data.email {
+                Some(email) => Some(seal(k, id, "email", email.as_str()).await?),
+                None => None,
+            },
+            insurance_primary: seal_json(k, id, "insurance_primary", &data.insurance_primary)
+                .await?,
+            insurance_secondary: seal_json(k, id, "insurance_secondary", &data.insurance_secondary)
+                .await?,
+            emergency_contact: seal_json(k, id, "emergency_contact", &data.emergency_contact)
+                .await?,
+            ssn_index: match &data.ssn {
+                Some(ssn) => Some(index(SSN_INDEX, ssn.as_str().to_owned()).await?),
+                None => None,
+            },
+            dob_index: index(DOB_INDEX, data.date_of_birth.iso()).await?,
+            family_index: index(FAMILY_NAME_INDEX, data.family_name.as_str().to_owned()).await?,
+            tokens,
+        })
+    }
+
+    async fn open(&self, row: Row) -> Result<Patient, StoreError> {
+        let k = &*self.keyring;
+        let id = row.id;
+        let text =
+            |column: &'static str, bytes: Vec<u8>| async move { open(k, id, column, &bytes).await };
+        let optional = |column: &'static str, bytes: Option<Vec<u8>>| async move {
+            match bytes {
+                Some(bytes) => open(k, id, column, &bytes).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let corrupt = |_| StoreError::Corrupt;
+        // Stored values were valid when written; parse them again so a type holds its promise.
+        let far_future = chrono::NaiveDate::MAX;
+        let data = PatientData {
+            given_name: PersonName::parse("given_name", &text("given_name", row.given_name).await?)
+                .map_err(corrupt)?,
+            family_name: PersonName::parse(
+                "family_name",
+                &text("family_name", row.family_name).await?,
+            )
+            .map_err(corrupt)?,
+            date_of_birth: DateOfBirth::parse(
+                "date_of_birth",
+                &text("date_of_birth", row.date_of_birth).await?,
+                far_future,
+            )
+            .map_err(corrupt)?,
+            sex: Sex::parse("sex", &row.sex).map_err(corrupt)?,
+            ssn: optional("ssn", row.ssn)
+                .await?
+                .map(|s| Ssn::parse("ssn", &s))
+                .transpose()
+                .map_err(corrupt)?,
+            address: open_json(k, id, "address", row.address.as_deref()).await?,
+            phone: optional("phone", row.phone)
+                .await?
+                .map(|s| Phone::parse("phone", &s))
+                .transpose()
+                .map_err(corrupt)?,
+            email: optional("email", row.email)
+                .await?
+                .map(|s| EmailAddress::parse("email", &s))
+                .transpose()
+                .map_err(corrupt)?,
+            insurance_primary: open_json(
+                k,
+                id,
+                "insurance_primary",
+                row.insurance_primary.as_deref(),
+            )
+            .await?,
+            insurance_secondary: open_json(
+                k,
+                id,
+                "insurance_secondary",
+                row.insurance_secondary.as_deref(),
+            )
+            .await?,
+            emergency_contact: open_json(
+                k,
+                id,
+                "emergency_contact",
+                row.emergency_contact.as_deref(),
+            )
+            .await?,
+            status: PatientStatus::parse("status", &row.status).map_err(corrupt)?,
+        };
+        Ok(Patient {
+            id,
+            mrn: row.mrn,
+            data,
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+enum Bind {
+    Text(String),
+    Values(Vec<Vec<u8>>),
+}
+
+async fn write_tokens(
+    tx: &mut PgConnection,
+    patient: Uuid,
+    tokens: &[(Vec<u8>, i32)],
+) -> Result<(), StoreError> {
+    let values: Vec<Vec<u8>> = tokens.iter().map(|t| t.0.clone()).collect();
+    let versions: Vec<i32> = tokens.iter().map(|t| t.1).collect();
+    sqlx::query(
+        "INSERT INTO patient_name_tokens (patient_id, token, key_version) \
+         SELECT $1, t.token, t.version FROM unnest($2::bytea[], $3::int[]) AS t(token, version) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(patient)
+    .bind(values)
+    .bind(versions)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Whether a decrypted candidate really matches (the indexes are truncated, so most
+/// candidates of a large clinic's common buckets do not).
+fn matches(search: &Search, patient: &Patient) -> bool {
+    let fold =
+        |s: &str| clinicd_crypto::blind_index::normalize(clinicd_crypto::Normalizer::NameToken, s);
+    match search {
+        Search::Mine => true,
+        Search::Mrn(mrn) => patient.mrn == *mrn,
+        Search::Ssn(ssn) => patient.data.ssn.as_ref() == Some(ssn),
+        Search::FamilyNameAndBirth(name, dob) => {
+            fold(name.as_str()) == fold(patient.data.family_name.as_str())
+                && *dob == patient.data.date_of_birth
+        }
+        Search::NameTokens(tokens) => {
+            let mut own = name_tokens(patient.data.given_name.as_str());
+            own.extend(name_tokens(patient.data.family_name.as_str()));
+            tokens
+                .iter()
+                .all(|t| fold(t).is_some_and(|t| own.contains(&t)))
+        }
+    }
+}
