@@ -407,7 +407,6 @@ impl PatientStore {
         };
         let corrupt = |_| StoreError::Corrupt;
         // Stored values were valid when written; parse them again so a type holds its promise.
-        let far_future = chrono::NaiveDate::MAX;
         let data = PatientData {
             given_name: PersonName::parse("given_name", &text("given_name", row.given_name).await?)
                 .map_err(corrupt)?,
@@ -416,12 +415,10 @@ impl PatientStore {
                 &text("family_name", row.family_name).await?,
             )
             .map_err(corrupt)?,
-            date_of_birth: DateOfBirth::parse(
-                "date_of_birth",
+            date_of_birth: DateOfBirth::from_stored(
                 &text("date_of_birth", row.date_of_birth).await?,
-                far_future,
             )
-            .map_err(corrupt)?,
+            .ok_or(StoreError::Corrupt)?,
             sex: Sex::parse("sex", &row.sex).map_err(corrupt)?,
             ssn: optional("ssn", row.ssn)
                 .await?

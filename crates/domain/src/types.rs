@@ -94,6 +94,12 @@ impl DateOfBirth {
         Ok(Self(date))
     }
 
+    /// A date read back from storage: it was checked when written, and a patient keeps their
+    /// record when they pass 150 or the clock moves.
+    pub fn from_stored(value: &str) -> Option<Self> {
+        NaiveDate::parse_from_str(value, "%Y-%m-%d").ok().map(Self)
+    }
+
     pub fn date(self) -> NaiveDate {
         self.0
     }

@@ -396,6 +396,8 @@ pub async fn moto_kms_key() -> (aws_sdk_kms::Client, String) {
 /// A user who holds `roles`, with a confirmed second factor when any of them is privileged (as
 /// the authorisation layer demands), and a live session. Returns the id and an access token.
 pub async fn member(app: &TestApp, username: &str, roles: &[&str]) -> (UserId, String) {
+    // As the server does at start: the branch keys exist before the first request.
+    app.state.identity.keyring.bootstrap().await.unwrap();
     let pool = app.state.db.clone();
     let user = create_user(&pool, username, "correct horse battery staple", false).await;
     for role in roles {
@@ -473,6 +475,7 @@ pub async fn unassigned_patient(
         emergency_contact: None,
         status: PatientStatus::Active,
     };
+    app.state.identity.keyring.bootstrap().await.unwrap();
     let mut tx = app.state.db.begin().await.unwrap();
     let patient = app.state.patients.create(&mut tx, &data, None).await;
     let patient = patient.unwrap();

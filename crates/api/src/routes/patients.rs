@@ -91,10 +91,18 @@ fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatientPatch {
-    pub given_name: Option<String>,
-    pub family_name: Option<String>,
-    pub date_of_birth: Option<String>,
-    pub sex: Option<String>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    pub given_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    pub family_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    pub date_of_birth: Option<Option<String>>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    pub sex: Option<Option<String>>,
     #[serde(default, deserialize_with = "some")]
     #[schema(value_type = Option<String>)]
     pub ssn: Option<Option<String>>,
@@ -116,7 +124,9 @@ pub struct PatientPatch {
     #[serde(default, deserialize_with = "some")]
     #[schema(value_type = Option<EmergencyContactBody>)]
     pub emergency_contact: Option<Option<EmergencyContactBody>>,
-    pub status: Option<String>,
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
+    pub status: Option<Option<String>>,
 }
 
 /// A patient as a caller sees it.
@@ -318,15 +328,40 @@ fn body_of(data: &PatientData) -> PatientBody {
     }
 }
 
-fn apply(mut body: PatientBody, patch: PatientPatch) -> PatientBody {
-    macro_rules! set {
+/// Overlays a patch. Required fields cannot be cleared: `null` for one is refused by name.
+fn apply(mut body: PatientBody, patch: PatientPatch) -> Result<PatientBody, FieldError> {
+    fn required(
+        field: &'static str,
+        value: Option<Option<String>>,
+        into: &mut String,
+    ) -> Result<(), FieldError> {
+        match value {
+            Some(Some(value)) => *into = value,
+            Some(None) => {
+                return Err(FieldError {
+                    field,
+                    reason: "is required and cannot be null",
+                });
+            }
+            None => {}
+        }
+        Ok(())
+    }
+    macro_rules! optional {
         ($($field:ident),*) => { $(if let Some(value) = patch.$field { body.$field = value; })* };
     }
-    set!(
-        given_name,
-        family_name,
-        date_of_birth,
-        sex,
+    required("given_name", patch.given_name, &mut body.given_name)?;
+    required("family_name", patch.family_name, &mut body.family_name)?;
+    required(
+        "date_of_birth",
+        patch.date_of_birth,
+        &mut body.date_of_birth,
+    )?;
+    required("sex", patch.sex, &mut body.sex)?;
+    let mut status = body.status.take().unwrap_or_default();
+    required("status", patch.status, &mut status)?;
+    body.status = Some(status);
+    optional!(
         ssn,
         address,
         phone,
@@ -335,10 +370,7 @@ fn apply(mut body: PatientBody, patch: PatientPatch) -> PatientBody {
         insurance_secondary,
         emergency_contact
     );
-    if patch.status.is_some() {
-        body.status = patch.status;
-    }
-    body
+    Ok(body)
 }
 
 // ---- views -----------------------------------------------------------------------------
@@ -569,7 +601,7 @@ pub async fn update(
         return Err(ApiError::PreconditionFailed);
     }
     let data = parse(
-        &apply(body_of(&current.data), patch.into_inner()),
+        &apply(body_of(&current.data), patch.into_inner())?,
         state.rbac.now().date_naive(),
     )?;
     let patient = state.patients.update(id, expected, &data).await?;

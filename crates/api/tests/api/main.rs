@@ -13,6 +13,7 @@ mod headers;
 mod health;
 mod mfa;
 mod openapi;
+mod patients;
 mod problems;
 mod rate_limits;
 mod rbac;
