@@ -8,7 +8,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::problem::Problem;
-use crate::routes::{admin, audit, auth, care_team, health, keys, mfa, patients, roles};
+use crate::routes::{
+    admin, appointments, audit, auth, care_team, health, keys, mfa, notes, patients, roles,
+};
 
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 pub const DOCS_PATH_PREFIX: &str = "/api/docs";
@@ -22,8 +24,8 @@ pub const DOCS_PATH_PREFIX: &str = "/api/docs";
             routes carry `RateLimit-Policy` and `RateLimit`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    paths(health::health, health::ready, auth::login, auth::refresh, auth::logout, auth::me, auth::change_password, auth::list_sessions, auth::revoke_session, mfa::complete_mfa, mfa::begin_totp, mfa::confirm_totp, mfa::disable_mfa, mfa::regenerate_backup_codes, mfa::list_devices, mfa::revoke_device, mfa::send_code, audit::verify, audit::events, audit::stats, audit::disclosures, audit::export, audit::values, admin::list_users, admin::create_user, admin::get_user, admin::update_user, admin::set_roles, admin::disable_user, admin::enable_user, admin::unlock_user, admin::reset_password, admin::reset_mfa, admin::revoke_sessions, roles::list_permissions, roles::list_roles, roles::create_role, roles::update_role, roles::delete_role, keys::status, patients::create, patients::read, patients::update, patients::search, care_team::list, care_team::assign, care_team::unassign, care_team::break_glass, care_team::reviews, care_team::review),
-    components(schemas(Problem, health::Health, auth::LoginRequest, auth::RefreshRequest, auth::TokenResponse, auth::Me, auth::ChangePasswordRequest, auth::SessionView, mfa::MfaChallengeResponse, mfa::MfaRequest, mfa::TotpEnrolment, mfa::ConfirmTotpRequest, mfa::BackupCodes, mfa::DisableMfaRequest, mfa::RegenerateBackupCodesRequest, mfa::DeviceView, mfa::SendCodeRequest, mfa::CodeSent, audit::AuditVerification, audit::AuditEventView, audit::EventPage, audit::AuditStats, audit::ExportFormat, audit::AuditValues, admin::UserView, admin::UserPage, admin::CreateUserRequest, admin::CreatedUser, admin::UpdateUserRequest, admin::SetRolesRequest, admin::PasswordReset, roles::PermissionView, roles::RoleView, roles::RoleBody, roles::CreateRoleRequest, keys::BranchKeyView, patients::AddressBody, patients::InsuranceBody, patients::EmergencyContactBody, patients::PatientBody, patients::PatientPatch, patients::PatientView, patients::SearchRequest, patients::PatientPage, care_team::CareTeamMember, care_team::AssignRequest, care_team::BreakGlassRequest, care_team::BreakGlassGrant, care_team::BreakGlassReview)),
+    paths(health::health, health::ready, auth::login, auth::refresh, auth::logout, auth::me, auth::change_password, auth::list_sessions, auth::revoke_session, mfa::complete_mfa, mfa::begin_totp, mfa::confirm_totp, mfa::disable_mfa, mfa::regenerate_backup_codes, mfa::list_devices, mfa::revoke_device, mfa::send_code, audit::verify, audit::events, audit::stats, audit::disclosures, audit::export, audit::values, admin::list_users, admin::create_user, admin::get_user, admin::update_user, admin::set_roles, admin::disable_user, admin::enable_user, admin::unlock_user, admin::reset_password, admin::reset_mfa, admin::revoke_sessions, roles::list_permissions, roles::list_roles, roles::create_role, roles::update_role, roles::delete_role, keys::status, patients::create, patients::read, patients::update, patients::search, appointments::book, appointments::list, appointments::read, appointments::change, notes::create, notes::list, notes::read, notes::edit, notes::sign, notes::amend, notes::history, care_team::list, care_team::assign, care_team::unassign, care_team::break_glass, care_team::reviews, care_team::review),
+    components(schemas(Problem, health::Health, auth::LoginRequest, auth::RefreshRequest, auth::TokenResponse, auth::Me, auth::ChangePasswordRequest, auth::SessionView, mfa::MfaChallengeResponse, mfa::MfaRequest, mfa::TotpEnrolment, mfa::ConfirmTotpRequest, mfa::BackupCodes, mfa::DisableMfaRequest, mfa::RegenerateBackupCodesRequest, mfa::DeviceView, mfa::SendCodeRequest, mfa::CodeSent, audit::AuditVerification, audit::AuditEventView, audit::EventPage, audit::AuditStats, audit::ExportFormat, audit::AuditValues, admin::UserView, admin::UserPage, admin::CreateUserRequest, admin::CreatedUser, admin::UpdateUserRequest, admin::SetRolesRequest, admin::PasswordReset, roles::PermissionView, roles::RoleView, roles::RoleBody, roles::CreateRoleRequest, keys::BranchKeyView, patients::AddressBody, patients::InsuranceBody, patients::EmergencyContactBody, patients::PatientBody, patients::PatientPatch, patients::PatientView, patients::SearchRequest, patients::PatientPage, appointments::BookingRequest, appointments::BookingChange, appointments::AppointmentView, notes::NoteRequest, notes::NoteEdit, notes::AmendmentRequest, notes::NoteView, care_team::CareTeamMember, care_team::AssignRequest, care_team::BreakGlassRequest, care_team::BreakGlassGrant, care_team::BreakGlassReview)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "operations", description = "Liveness and readiness probes"),
@@ -32,6 +34,8 @@ pub const DOCS_PATH_PREFIX: &str = "/api/docs";
         (name = "admin", description = "Users, roles and role assignment"),
         (name = "access", description = "Care teams and break-the-glass"),
         (name = "patients", description = "Patient registration, records and search"),
+        (name = "appointments", description = "Booking providers"),
+        (name = "notes", description = "Clinical notes, signing and amendments"),
     ),
 )]
 #[derive(Debug)]

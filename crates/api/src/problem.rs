@@ -90,6 +90,16 @@ pub enum ApiError {
     RoleInUse,
     #[error("{0}")]
     Conflict(&'static str),
+    #[error("the provider is already booked at that time")]
+    AppointmentOverlap,
+    #[error("{0}")]
+    InvalidTransition(String),
+    #[error("only the author may change or sign a draft note")]
+    NotAuthor,
+    #[error("the note is signed and cannot change: amend it instead")]
+    NoteSigned,
+    #[error("only a signed note can be amended")]
+    NoteNotSigned,
     #[error("this update needs an If-Match header with the ETag of the version it changes")]
     PreconditionRequired,
     #[error("the resource has changed since it was read: read it again (its ETag is current)")]
@@ -158,6 +168,11 @@ impl ApiError {
             Self::RoleInUse => "role_in_use",
             Self::Conflict(_) => "conflict",
             Self::PreconditionRequired => "precondition_required",
+            Self::AppointmentOverlap => "appointment_overlap",
+            Self::InvalidTransition(_) => "invalid_transition",
+            Self::NotAuthor => "not_author",
+            Self::NoteSigned => "note_signed",
+            Self::NoteNotSigned => "note_not_signed",
             Self::PreconditionFailed => "precondition_failed",
             Self::InvalidField { .. } => "invalid_field",
             Self::NotFound => "not_found",
@@ -246,6 +261,11 @@ impl ResponseError for ApiError {
             }
             Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            Self::AppointmentOverlap
+            | Self::InvalidTransition(_)
+            | Self::NoteSigned
+            | Self::NoteNotSigned => StatusCode::CONFLICT,
+            Self::NotAuthor => StatusCode::FORBIDDEN,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -399,6 +419,33 @@ impl From<clinicd_domain::FieldError> for ApiError {
         Self::InvalidField {
             field: error.field,
             reason: error.reason.to_owned(),
+        }
+    }
+}
+
+impl From<clinicd_domain::BookingError> for ApiError {
+    fn from(error: clinicd_domain::BookingError) -> Self {
+        use clinicd_domain::BookingError as E;
+        match error {
+            E::Overlap => Self::AppointmentOverlap,
+            E::UnknownProvider => Self::InvalidField {
+                field: "provider_id",
+                reason: "names no active user".into(),
+            },
+            E::Transition { .. } => Self::InvalidTransition(error.to_string()),
+            E::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<clinicd_domain::NoteError> for ApiError {
+    fn from(error: clinicd_domain::NoteError) -> Self {
+        use clinicd_domain::NoteError as E;
+        match error {
+            E::NotAuthor => Self::NotAuthor,
+            E::Signed => Self::NoteSigned,
+            E::NotSigned => Self::NoteNotSigned,
+            E::Store(error) => error.into(),
         }
     }
 }

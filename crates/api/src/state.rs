@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use clinicd_audit::AuditWriter;
-use clinicd_domain::PatientStore;
+use clinicd_domain::{AppointmentStore, NoteStore, PatientStore};
 use clinicd_identity::Identity;
 use clinicd_rbac::Rbac;
 use sqlx::PgPool;
@@ -22,6 +22,8 @@ pub struct ApiState {
     pub audit: AuditWriter,
     pub rbac: Arc<Rbac>,
     pub patients: PatientStore,
+    pub appointments: AppointmentStore,
+    pub notes: NoteStore,
 }
 
 impl ApiState {
@@ -39,9 +41,13 @@ impl ApiState {
             settings.break_glass_minutes,
         ));
         let patients = PatientStore::new(db.clone(), identity.keyring.clone());
+        let appointments = AppointmentStore::new(db.clone());
+        let notes = NoteStore::new(db.clone(), identity.keyring.clone());
         Self {
             rbac,
             patients,
+            appointments,
+            notes,
             identity,
             audit,
             db,

@@ -8,10 +8,14 @@
 //! care-team condition is used verbatim in searches); hold key material or encrypt by hand (it
 //! calls the crypto crate's field-encryption API).
 
+pub mod appointment;
+pub mod note;
 pub mod patient;
 pub mod patient_store;
 pub mod types;
 
+pub use appointment::{Appointment, AppointmentStore, BookingError};
+pub use note::{Note, NoteError, NoteStore};
 pub use patient::{Address, EmergencyContact, Insurance, Patient, PatientData};
 pub use patient_store::{PatientStore, Search, StoreError, Viewer};
 pub use types::FieldError;

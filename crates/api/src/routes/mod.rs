@@ -3,12 +3,14 @@
 //! this table, and a test checks it against the OpenAPI document both ways.
 
 pub mod admin;
+pub mod appointments;
 pub mod audit;
 pub mod auth;
 pub mod care_team;
 pub mod health;
 pub mod keys;
 pub mod mfa;
+pub mod notes;
 pub mod patients;
 pub mod roles;
 
@@ -408,6 +410,94 @@ pub static ROUTES: &[RouteSpec] = &[
         audited(Action::Update, "patient"),
         needs(Permission::PatientWrite),
         || web::to(patients::update),
+    ),
+    route(
+        Method::POST,
+        "/api/appointments",
+        API,
+        audited(Action::Create, "appointment"),
+        needs(Permission::AppointmentWrite),
+        || web::to(appointments::book),
+    ),
+    route(
+        Method::GET,
+        "/api/appointments",
+        API,
+        audited(Action::Search, "appointment"),
+        needs(Permission::AppointmentRead),
+        || web::to(appointments::list),
+    ),
+    route(
+        Method::GET,
+        "/api/appointments/{id}",
+        API,
+        audited(Action::View, "appointment"),
+        needs(Permission::AppointmentRead),
+        || web::to(appointments::read),
+    ),
+    route(
+        Method::PATCH,
+        "/api/appointments/{id}",
+        API,
+        audited(Action::Update, "appointment"),
+        needs(Permission::AppointmentWrite),
+        || web::to(appointments::change),
+    ),
+    route(
+        Method::POST,
+        "/api/patients/{id}/notes",
+        API,
+        audited(Action::Create, "note"),
+        needs(Permission::NoteWrite),
+        || web::to(notes::create),
+    ),
+    route(
+        Method::GET,
+        "/api/patients/{id}/notes",
+        API,
+        audited(Action::View, "note"),
+        needs(Permission::NoteRead),
+        || web::to(notes::list),
+    ),
+    route(
+        Method::GET,
+        "/api/notes/{id}",
+        API,
+        audited(Action::View, "note"),
+        needs(Permission::NoteRead),
+        || web::to(notes::read),
+    ),
+    route(
+        Method::PATCH,
+        "/api/notes/{id}",
+        API,
+        audited(Action::Update, "note"),
+        needs(Permission::NoteWrite),
+        || web::to(notes::edit),
+    ),
+    route(
+        Method::POST,
+        "/api/notes/{id}/sign",
+        API,
+        audited(Action::Update, "note"),
+        needs(Permission::NoteWrite),
+        || web::to(notes::sign),
+    ),
+    route(
+        Method::POST,
+        "/api/notes/{id}/amendments",
+        API,
+        audited(Action::Create, "note"),
+        needs(Permission::NoteWrite),
+        || web::to(notes::amend),
+    ),
+    route(
+        Method::GET,
+        "/api/notes/{id}/history",
+        API,
+        audited(Action::View, "note"),
+        needs(Permission::NoteRead),
+        || web::to(notes::history),
     ),
     route(
         Method::GET,

@@ -1,0 +1,345 @@
+//! Appointments: book, read, change (with `If-Match`), list a provider's day or a patient's
+//! bookings. Every booking belongs to a patient, and the care-team rule applies through it: a
+//! booking of a patient the caller cannot reach is answered as if it did not exist.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use clinicd_domain::Appointment;
+use clinicd_domain::Viewer;
+use clinicd_domain::appointment::{Change, Kind, Slot, Status};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::audit::AuditNote;
+use crate::extract::Authenticated;
+use crate::precondition::{etag, if_match};
+use crate::problem::{ApiError, Problem};
+use crate::routes::patients::reach;
+use crate::state::ApiState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookingRequest {
+    pub patient_id: Uuid,
+    pub provider_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    /// After `starts_at`, at most 12 hours later.
+    pub ends_at: DateTime<Utc>,
+    /// `new_patient`, `follow_up`, `annual`, `procedure`, `telehealth` or `other`.
+    pub kind: String,
+}
+
+/// What changes; fields left out stay. Status moves forward only: booked → arrived, cancelled
+/// or no_show; arrived → completed or cancelled.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookingChange {
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub kind: Option<String>,
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AppointmentView {
+    pub id: Uuid,
+    pub patient_id: Uuid,
+    pub provider_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub kind: String,
+    pub status: String,
+    /// Also the `ETag`.
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Appointment> for AppointmentView {
+    fn from(a: &Appointment) -> Self {
+        Self {
+            id: a.id,
+            patient_id: a.patient_id,
+            provider_id: a.provider_id,
+            starts_at: a.starts_at,
+            ends_at: a.ends_at,
+            kind: a.kind.clone(),
+            status: a.status.clone(),
+            version: a.version,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+/// Either a provider's day (`provider_id` and `date`, with the clinic's UTC offset) or a
+/// patient's bookings (`patient_id`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub provider_id: Option<Uuid>,
+    /// `YYYY-MM-DD`, the day in the clinic's local time.
+    pub date: Option<NaiveDate>,
+    /// The clinic's offset from UTC in minutes (e.g. -300 for UTC-5); default 0.
+    pub utc_offset_minutes: Option<i32>,
+    pub patient_id: Option<Uuid>,
+}
+
+fn one(mut response: HttpResponse, appointment: &Appointment) -> HttpResponse {
+    if let Ok(value) = header::HeaderValue::from_str(&etag(appointment.version)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    AuditNote {
+        patient_id: Some(appointment.patient_id),
+        resource_id: Some(appointment.id.to_string()),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    response
+}
+
+/// The booking if the caller may reach its patient; 404 otherwise.
+async fn reachable(
+    state: &ApiState,
+    caller: &Authenticated,
+    id: Uuid,
+) -> Result<Appointment, ApiError> {
+    let appointment = state
+        .appointments
+        .get(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    reach(state, caller.0.user_id, appointment.patient_id).await?;
+    Ok(appointment)
+}
+
+/// Books a provider for a patient in the caller's care team.
+#[utoipa::path(
+    post,
+    path = "/api/appointments",
+    tag = "appointments",
+    security(("bearer" = [])),
+    request_body = BookingRequest,
+    responses(
+        (status = 201, description = "Booked", body = AppointmentView),
+        (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `appointment:write` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The provider is booked at that time (appointment_overlap)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad slot or kind, an unknown provider, or a patient not in the caller's care team (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn book(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    body: web::Json<BookingRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let slot = Slot::new(body.starts_at, body.ends_at)?;
+    let kind = Kind::parse("kind", &body.kind)?;
+    reach(&state, caller.0.user_id, body.patient_id)
+        .await
+        .map_err(|_| ApiError::InvalidField {
+            field: "patient_id",
+            reason: "names no patient in your care".into(),
+        })?;
+    let appointment = state
+        .appointments
+        .book(
+            body.patient_id,
+            body.provider_id,
+            slot,
+            kind,
+            caller.0.user_id.0,
+        )
+        .await?;
+    let response = HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/api/appointments/{}", appointment.id),
+        ))
+        .json(AppointmentView::from(&appointment));
+    Ok(one(response, &appointment))
+}
+
+/// One booking.
+#[utoipa::path(
+    get,
+    path = "/api/appointments/{id}",
+    tag = "appointments",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Appointment id")),
+    responses(
+        (status = 200, description = "The booking; `ETag` is its version", body = AppointmentView),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `appointment:read` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn read(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let appointment = reachable(&state, &caller, id.into_inner()).await?;
+    Ok(one(
+        HttpResponse::Ok().json(AppointmentView::from(&appointment)),
+        &appointment,
+    ))
+}
+
+/// Moves, re-types or advances a booking. Needs `If-Match`.
+#[utoipa::path(
+    patch,
+    path = "/api/appointments/{id}",
+    tag = "appointments",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Appointment id"),
+        ("If-Match" = String, Header, description = "The ETag of the version being changed"),
+    ),
+    request_body = BookingChange,
+    responses(
+        (status = 200, description = "The booking after the change", body = AppointmentView),
+        (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `appointment:write` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new slot overlaps (appointment_overlap), or a status cannot go back (invalid_transition)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Changed since that version (precondition_failed)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad slot, kind or status (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "No If-Match (precondition_required)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn change(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+    body: web::Json<BookingChange>,
+) -> Result<HttpResponse, ApiError> {
+    let current = reachable(&state, &caller, id.into_inner()).await?;
+    let expected = if_match(&req)?;
+    let slot = match (body.starts_at, body.ends_at) {
+        (None, None) => None,
+        (starts, ends) => Some(Slot::new(
+            starts.unwrap_or(current.starts_at),
+            ends.unwrap_or(current.ends_at),
+        )?),
+    };
+    let change = Change {
+        slot,
+        kind: body
+            .kind
+            .as_deref()
+            .map(|k| Kind::parse("kind", k))
+            .transpose()?,
+        status: body
+            .status
+            .as_deref()
+            .map(|s| Status::parse("status", s))
+            .transpose()?,
+    };
+    let appointment = state
+        .appointments
+        .change(&current, expected, &change)
+        .await?;
+    Ok(one(
+        HttpResponse::Ok().json(AppointmentView::from(&appointment)),
+        &appointment,
+    ))
+}
+
+/// A provider's day, or a patient's bookings, within the caller's care team.
+#[utoipa::path(
+    get,
+    path = "/api/appointments",
+    tag = "appointments",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Bookings by start", body = [AppointmentView]),
+        (status = 400, description = "Neither or both of provider_id with date and patient_id, or a malformed value", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `appointment:read` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (appointments, patient) = match (&*query, query.patient_id) {
+        (
+            ListQuery {
+                provider_id: Some(provider),
+                date: Some(date),
+                patient_id: None,
+                ..
+            },
+            _,
+        ) => {
+            let offset = query.utc_offset_minutes.unwrap_or(0);
+            if !(-14 * 60..=14 * 60).contains(&offset) {
+                return Err(ApiError::InvalidParameters);
+            }
+            let from = date
+                .and_hms_opt(0, 0, 0)
+                .ok_or(ApiError::InvalidParameters)?
+                .and_utc()
+                - Duration::minutes(i64::from(offset));
+            let viewer = Viewer {
+                user: caller.0.user_id.0,
+                now: state.rbac.now(),
+            };
+            let found = state
+                .appointments
+                .for_provider(*provider, from, from + Duration::days(1), viewer)
+                .await?;
+            (found, None)
+        }
+        (
+            ListQuery {
+                provider_id: None,
+                date: None,
+                utc_offset_minutes: None,
+                ..
+            },
+            Some(patient),
+        ) => {
+            reach(&state, caller.0.user_id, patient).await?;
+            (
+                state.appointments.for_patient(patient).await?,
+                Some(patient),
+            )
+        }
+        _ => return Err(ApiError::InvalidParameters),
+    };
+    let ids: Vec<Uuid> = appointments.iter().map(|a| a.id).collect();
+    // The patients whose bookings were shown, for their accounting of disclosures.
+    let mut patients: Vec<Uuid> = appointments.iter().map(|a| a.patient_id).collect();
+    patients.sort_unstable();
+    patients.dedup();
+    let mut response = HttpResponse::Ok().json(
+        appointments
+            .iter()
+            .map(AppointmentView::from)
+            .collect::<Vec<_>>(),
+    );
+    AuditNote {
+        patient_id: patient,
+        metadata: Some(
+            serde_json::json!({ "returned": ids.len(), "ids": ids, "patients": patients }),
+        ),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    Ok(response)
+}

@@ -1,0 +1,369 @@
+//! Clinical notes: write a draft, edit it, sign it, amend a signed note, read a note, a
+//! patient's notes and a note's history. A note is reached through its patient's care team;
+//! outside it a note id answers like one that does not exist.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, NaiveDate, Utc};
+use clinicd_domain::Note;
+use clinicd_domain::note::{body as note_body, encounter_date};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::audit::AuditNote;
+use crate::extract::Authenticated;
+use crate::precondition::{etag, if_match};
+use crate::problem::{ApiError, Problem};
+use crate::routes::patients::reach;
+use crate::state::ApiState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoteRequest {
+    /// `YYYY-MM-DD`, not in the future.
+    pub encounter_date: String,
+    /// 1 to 50,000 characters.
+    pub body: String,
+}
+
+/// A draft change: fields left out stay.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoteEdit {
+    pub encounter_date: Option<String>,
+    pub body: Option<String>,
+}
+
+/// An amendment; its encounter date defaults to the original's.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmendmentRequest {
+    pub encounter_date: Option<String>,
+    pub body: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NoteView {
+    pub id: Uuid,
+    pub patient_id: Uuid,
+    pub author_id: Uuid,
+    pub encounter_date: NaiveDate,
+    pub body: String,
+    /// The signed note this one corrects.
+    pub amends: Option<Uuid>,
+    /// `draft` or `signed`.
+    pub status: String,
+    pub signed_at: Option<DateTime<Utc>>,
+    /// Also the `ETag`.
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Note> for NoteView {
+    fn from(n: &Note) -> Self {
+        Self {
+            id: n.id,
+            patient_id: n.patient_id,
+            author_id: n.author_id,
+            encounter_date: n.encounter_date,
+            body: n.body.clone(),
+            amends: n.amends,
+            status: if n.signed() { "signed" } else { "draft" }.to_owned(),
+            signed_at: n.signed_at,
+            version: n.version,
+            created_at: n.created_at,
+            updated_at: n.updated_at,
+        }
+    }
+}
+
+fn one(mut response: HttpResponse, note: &Note) -> HttpResponse {
+    if let Ok(value) = header::HeaderValue::from_str(&etag(note.version)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    AuditNote {
+        patient_id: Some(note.patient_id),
+        resource_id: Some(note.id.to_string()),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    response
+}
+
+fn many(notes: &[Note], patient: Uuid) -> HttpResponse {
+    let ids: Vec<Uuid> = notes.iter().map(|n| n.id).collect();
+    let mut response =
+        HttpResponse::Ok().json(notes.iter().map(NoteView::from).collect::<Vec<_>>());
+    AuditNote {
+        patient_id: Some(patient),
+        metadata: Some(serde_json::json!({ "returned": ids.len(), "ids": ids })),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    response
+}
+
+/// The note if the caller may reach its patient; 404 otherwise.
+async fn reachable(state: &ApiState, caller: &Authenticated, id: Uuid) -> Result<Note, ApiError> {
+    let note = state.notes.get(id).await?.ok_or(ApiError::NotFound)?;
+    reach(state, caller.0.user_id, note.patient_id).await?;
+    Ok(note)
+}
+
+fn today(state: &ApiState) -> NaiveDate {
+    state.rbac.now().date_naive()
+}
+
+/// Writes a draft note for a patient in the caller's care team.
+#[utoipa::path(
+    post,
+    path = "/api/patients/{id}/notes",
+    tag = "notes",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Patient id")),
+    request_body = NoteRequest,
+    responses(
+        (status = 201, description = "The draft", body = NoteView),
+        (status = 400, description = "Malformed JSON, an unknown field or a malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `note:write` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such patient, or not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad date or body (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+    body: web::Json<NoteRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let patient = id.into_inner();
+    reach(&state, caller.0.user_id, patient).await?;
+    let date = encounter_date(&body.encounter_date, today(&state))?;
+    let text = note_body(&body.body)?;
+    let note = state
+        .notes
+        .create(patient, caller.0.user_id.0, date, &text, None)
+        .await?;
+    let response = HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/notes/{}", note.id)))
+        .json(NoteView::from(&note));
+    Ok(one(response, &note))
+}
+
+/// A patient's notes, newest encounter first.
+#[utoipa::path(
+    get,
+    path = "/api/patients/{id}/notes",
+    tag = "notes",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Patient id")),
+    responses(
+        (status = 200, description = "The notes", body = [NoteView]),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `note:read` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such patient, or not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let patient = id.into_inner();
+    reach(&state, caller.0.user_id, patient).await?;
+    let notes = state.notes.for_patient(patient).await?;
+    Ok(many(&notes, patient))
+}
+
+/// One note.
+#[utoipa::path(
+    get,
+    path = "/api/notes/{id}",
+    tag = "notes",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Note id")),
+    responses(
+        (status = 200, description = "The note; `ETag` is its version", body = NoteView),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `note:read` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such note, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn read(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let note = reachable(&state, &caller, id.into_inner()).await?;
+    Ok(one(HttpResponse::Ok().json(NoteView::from(&note)), &note))
+}
+
+/// Edits a draft (its author only). Needs `If-Match`.
+#[utoipa::path(
+    patch,
+    path = "/api/notes/{id}",
+    tag = "notes",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Note id"),
+        ("If-Match" = String, Header, description = "The ETag of the version being changed"),
+    ),
+    request_body = NoteEdit,
+    responses(
+        (status = 200, description = "The draft after the change", body = NoteView),
+        (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `note:write`, or not the author (not_author)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such note, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The note is signed (note_signed)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Changed since that version (precondition_failed)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad date or body (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "No If-Match (precondition_required)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn edit(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+    body: web::Json<NoteEdit>,
+) -> Result<HttpResponse, ApiError> {
+    let note = reachable(&state, &caller, id.into_inner()).await?;
+    let expected = if_match(&req)?;
+    let date = body
+        .encounter_date
+        .as_deref()
+        .map(|d| encounter_date(d, today(&state)))
+        .transpose()?;
+    let text = body.body.as_deref().map(note_body).transpose()?;
+    let edited = state
+        .notes
+        .edit(&note, caller.0.user_id.0, expected, date, text.as_deref())
+        .await?;
+    Ok(one(
+        HttpResponse::Ok().json(NoteView::from(&edited)),
+        &edited,
+    ))
+}
+
+/// Signs a draft (its author only): from then on it never changes. Needs `If-Match`.
+#[utoipa::path(
+    post,
+    path = "/api/notes/{id}/sign",
+    tag = "notes",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Note id"),
+        ("If-Match" = String, Header, description = "The ETag of the version being signed"),
+    ),
+    responses(
+        (status = 200, description = "The signed note", body = NoteView),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `note:write`, or not the author (not_author)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such note, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already signed (note_signed)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Changed since that version (precondition_failed)", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "No If-Match (precondition_required)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn sign(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let note = reachable(&state, &caller, id.into_inner()).await?;
+    let expected = if_match(&req)?;
+    let signed = state
+        .notes
+        .sign(&note, caller.0.user_id.0, expected)
+        .await?;
+    Ok(one(
+        HttpResponse::Ok().json(NoteView::from(&signed)),
+        &signed,
+    ))
+}
+
+/// Amends a signed note: a new draft linked to the original, which stays as it was.
+#[utoipa::path(
+    post,
+    path = "/api/notes/{id}/amendments",
+    tag = "notes",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The note being amended")),
+    request_body = AmendmentRequest,
+    responses(
+        (status = 201, description = "The amendment, a draft", body = NoteView),
+        (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `note:write` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such note, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The note is not signed yet: edit it instead (note_not_signed)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad date or body (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn amend(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+    body: web::Json<AmendmentRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let original = reachable(&state, &caller, id.into_inner()).await?;
+    let date = match body.encounter_date.as_deref() {
+        Some(d) => encounter_date(d, today(&state))?,
+        None => original.encounter_date,
+    };
+    let text = note_body(&body.body)?;
+    let amendment = state
+        .notes
+        .create(
+            original.patient_id,
+            caller.0.user_id.0,
+            date,
+            &text,
+            Some(&original),
+        )
+        .await?;
+    let response = HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/notes/{}", amendment.id)))
+        .json(NoteView::from(&amendment));
+    Ok(one(response, &amendment))
+}
+
+/// The original note and its amendments, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/notes/{id}/history",
+    tag = "notes",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Any note of the history")),
+    responses(
+        (status = 200, description = "Original first, then amendments", body = [NoteView]),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `note:read` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such note, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn history(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let note = reachable(&state, &caller, id.into_inner()).await?;
+    let notes = state.notes.history(&note).await?;
+    Ok(many(&notes, note.patient_id))
+}

@@ -1,0 +1,332 @@
+//! Appointments: who sees whom, when. A provider is never booked twice at once: the database
+//! refuses overlapping live bookings (an exclusion constraint), so two front desks booking the
+//! same slot at the same moment cannot both succeed. Status moves forward only.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::patient_store::{StoreError, Viewer};
+use crate::types::{FieldError, refuse};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    NewPatient,
+    FollowUp,
+    Annual,
+    Procedure,
+    Telehealth,
+    Other,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::NewPatient,
+        Kind::FollowUp,
+        Kind::Annual,
+        Kind::Procedure,
+        Kind::Telehealth,
+        Kind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NewPatient => "new_patient",
+            Self::FollowUp => "follow_up",
+            Self::Annual => "annual",
+            Self::Procedure => "procedure",
+            Self::Telehealth => "telehealth",
+            Self::Other => "other",
+        }
+    }
+
+    pub fn parse(field: &'static str, value: &str) -> Result<Self, FieldError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == value)
+            .map_or_else(
+                || {
+                    refuse(
+                        field,
+                        "must be new_patient, follow_up, annual, procedure, telehealth or other",
+                    )
+                },
+                Ok,
+            )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Booked,
+    Arrived,
+    Completed,
+    Cancelled,
+    NoShow,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Booked,
+        Status::Arrived,
+        Status::Completed,
+        Status::Cancelled,
+        Status::NoShow,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Booked => "booked",
+            Self::Arrived => "arrived",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+            Self::NoShow => "no_show",
+        }
+    }
+
+    pub fn parse(field: &'static str, value: &str) -> Result<Self, FieldError> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == value)
+            .map_or_else(
+                || {
+                    refuse(
+                        field,
+                        "must be booked, arrived, completed, cancelled or no_show",
+                    )
+                },
+                Ok,
+            )
+    }
+
+    /// Whether a booking may move from `self` to `next` (staying put is allowed).
+    pub fn can_become(self, next: Status) -> bool {
+        use Status::*;
+        self == next
+            || matches!(
+                (self, next),
+                (Booked, Arrived | Cancelled | NoShow) | (Arrived, Completed | Cancelled)
+            )
+    }
+}
+
+/// A time slot: starts before it ends, at most 12 hours long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+impl Slot {
+    pub fn new(starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> Result<Self, FieldError> {
+        if ends_at <= starts_at {
+            return refuse("ends_at", "must be after starts_at");
+        }
+        if ends_at - starts_at > Duration::hours(12) {
+            return refuse("ends_at", "must be at most 12 hours after starts_at");
+        }
+        Ok(Self { starts_at, ends_at })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Appointment {
+    pub id: Uuid,
+    pub patient_id: Uuid,
+    pub provider_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub kind: String,
+    pub status: String,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BookingError {
+    #[error("the provider is already booked at that time")]
+    Overlap,
+    #[error("no such active user to book")]
+    UnknownProvider,
+    #[error("a booking cannot go from {from} to {to}")]
+    Transition { from: String, to: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for BookingError {
+    fn from(error: sqlx::Error) -> Self {
+        match error.as_database_error().and_then(|e| e.code()) {
+            Some(code) if code == "23P01" => Self::Overlap,
+            _ => Self::Store(StoreError::Database(error)),
+        }
+    }
+}
+
+const COLUMNS: &str = "a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.kind, a.status, a.version, \
+     a.created_at, a.updated_at";
+
+#[derive(Debug, Clone)]
+pub struct AppointmentStore {
+    db: PgPool,
+}
+
+/// A change to a booking: what is `Some` changes.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub slot: Option<Slot>,
+    pub kind: Option<Kind>,
+    pub status: Option<Status>,
+}
+
+impl AppointmentStore {
+    pub fn new(db: PgPool) -> Self {
+        Self { db }
+    }
+
+    pub async fn book(
+        &self,
+        patient: Uuid,
+        provider: Uuid,
+        slot: Slot,
+        kind: Kind,
+        by: Uuid,
+    ) -> Result<Appointment, BookingError> {
+        let active: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND status = 'active')",
+        )
+        .bind(provider)
+        .fetch_one(&self.db)
+        .await?;
+        if !active {
+            return Err(BookingError::UnknownProvider);
+        }
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO appointments AS a (id, patient_id, provider_id, starts_at, ends_at, kind, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+        )))
+        .bind(Uuid::now_v7())
+        .bind(patient)
+        .bind(provider)
+        .bind(slot.starts_at)
+        .bind(slot.ends_at)
+        .bind(kind.as_str())
+        .bind(by)
+        .fetch_one(&self.db)
+        .await?)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Appointment>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM appointments a WHERE a.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.db)
+        .await?)
+    }
+
+    /// Applies a change if the booking is still at `expected_version`.
+    pub async fn change(
+        &self,
+        current: &Appointment,
+        expected_version: i32,
+        change: &Change,
+    ) -> Result<Appointment, BookingError> {
+        if current.version != expected_version {
+            return Err(StoreError::VersionMismatch(current.version).into());
+        }
+        if let Some(next) = change.status {
+            let from = Status::parse("status", &current.status).map_err(|_| StoreError::Corrupt)?;
+            if !from.can_become(next) {
+                return Err(BookingError::Transition {
+                    from: from.as_str().to_owned(),
+                    to: next.as_str().to_owned(),
+                });
+            }
+        }
+        let updated: Option<Appointment> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE appointments AS a SET starts_at = coalesce($3, starts_at), ends_at = coalesce($4, ends_at), \
+               kind = coalesce($5, kind), status = coalesce($6, status), version = version + 1, updated_at = now() \
+             WHERE a.id = $1 AND a.version = $2 RETURNING {COLUMNS}"
+        )))
+        .bind(current.id)
+        .bind(expected_version)
+        .bind(change.slot.map(|s| s.starts_at))
+        .bind(change.slot.map(|s| s.ends_at))
+        .bind(change.kind.map(Kind::as_str))
+        .bind(change.status.map(Status::as_str))
+        .fetch_optional(&self.db)
+        .await?;
+        match updated {
+            Some(appointment) => Ok(appointment),
+            None => match self.get(current.id).await? {
+                Some(now) => Err(StoreError::VersionMismatch(now.version).into()),
+                None => Err(StoreError::NotFound.into()),
+            },
+        }
+    }
+
+    /// A patient's bookings, by start.
+    pub async fn for_patient(&self, patient: Uuid) -> Result<Vec<Appointment>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM appointments a WHERE a.patient_id = $1 ORDER BY a.starts_at, a.id"
+        )))
+        .bind(patient)
+        .fetch_all(&self.db)
+        .await?)
+    }
+
+    /// A provider's bookings starting in `[from, to)`, of patients `viewer` may reach.
+    pub async fn for_provider(
+        &self,
+        provider: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        viewer: Viewer,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        let reachable = clinicd_rbac::care_team::reachable("a.patient_id", "$4", "$5");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM appointments a WHERE a.provider_id = $1 AND a.starts_at >= $2 \
+             AND a.starts_at < $3 AND {reachable} ORDER BY a.starts_at, a.id"
+        )))
+        .bind(provider)
+        .bind(from)
+        .bind(to)
+        .bind(viewer.user)
+        .bind(viewer.now)
+        .fetch_all(&self.db)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_moves_forward_only() {
+        use Status::*;
+        assert!(Booked.can_become(Arrived));
+        assert!(Arrived.can_become(Completed));
+        assert!(Booked.can_become(NoShow));
+        assert!(!Completed.can_become(Booked));
+        assert!(!Cancelled.can_become(Arrived));
+        assert!(
+            !Booked.can_become(Completed),
+            "a visit is arrived before completed"
+        );
+    }
+
+    #[test]
+    fn slots() {
+        let t = Utc::now();
+        assert!(Slot::new(t, t).is_err());
+        assert!(Slot::new(t, t - Duration::minutes(1)).is_err());
+        assert!(Slot::new(t, t + Duration::hours(13)).is_err());
+        assert!(Slot::new(t, t + Duration::minutes(30)).is_ok());
+    }
+}
