@@ -17,4 +17,5 @@ mod patients;
 mod problems;
 mod rate_limits;
 mod rbac;
+mod records;
 mod request_ids;
