@@ -154,10 +154,8 @@ impl NoteStore {
         body: &str,
         amends: Option<&Note>,
     ) -> Result<Note, NoteError> {
-        if let Some(original) = amends {
-            if !original.signed() {
-                return Err(NoteError::NotSigned);
-            }
+        if amends.is_some_and(|original| !original.signed()) {
+            return Err(NoteError::NotSigned);
         }
         let id = Uuid::now_v7();
         let sealed = self.seal(patient, id, body).await?;
