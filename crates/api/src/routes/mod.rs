@@ -501,6 +501,14 @@ pub static ROUTES: &[RouteSpec] = &[
     ),
     route(
         Method::GET,
+        "/api/patients/{id}/export",
+        API,
+        audited(Action::Export, "patient"),
+        needs(Permission::Export),
+        || web::to(patients::export),
+    ),
+    route(
+        Method::GET,
         "/api/patients/{id}/care-team",
         API,
         audited(Action::View, "care_team"),

@@ -750,3 +750,65 @@ pub async fn search(
     .attach(&mut response);
     Ok(response)
 }
+
+/// A patient's whole record, for a right-of-access request (HIPAA §164.524).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PatientExport {
+    /// Demographics with identifiers in clear: the record is the patient's own.
+    pub patient: PatientView,
+    pub appointments: Vec<crate::routes::appointments::AppointmentView>,
+    /// Every note, amendments included, newest encounter first.
+    pub notes: Vec<crate::routes::notes::NoteView>,
+    pub exported_at: DateTime<Utc>,
+}
+
+/// Exports a patient's whole record as JSON. For the privacy office answering a right-of-access
+/// request, so it is not limited to a care team; it is audited as an export naming the
+/// patient.
+#[utoipa::path(
+    get,
+    path = "/api/patients/{id}/export",
+    tag = "patients",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Patient id")),
+    responses(
+        (status = 200, description = "The whole record", body = PatientExport),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `export` (permission_denied) or a privileged role without MFA", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such patient", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn export(
+    state: web::Data<ApiState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let patient = state.patients.get(id).await?.ok_or(ApiError::NotFound)?;
+    let appointments = state.appointments.for_patient(id).await?;
+    let notes = state.notes.for_patient(id).await?;
+    let export = PatientExport {
+        patient: view(&patient, Identifiers::Clear),
+        appointments: appointments.iter().map(Into::into).collect(),
+        notes: notes.iter().map(Into::into).collect(),
+        exported_at: state.rbac.now(),
+    };
+    let mut response = HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"patient-{}.json\"", patient.mrn),
+        ))
+        .json(export);
+    AuditNote {
+        patient_id: Some(id),
+        resource_id: Some(id.to_string()),
+        metadata: Some(serde_json::json!({
+            "appointments": appointments.len(),
+            "notes": notes.len(),
+        })),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    Ok(response)
+}

@@ -633,3 +633,92 @@ async fn breaking_the_glass_opens_the_record_until_the_grant_lapses(pool: PgPool
         .await
         .assert_problem(404, "not_found");
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_privacy_office_exports_a_whole_record(pool: PgPool) {
+    let c = clinic(TestApp::with_pool(settings(), pool.clone())).await;
+    let app = &c.app;
+    let (_, grey) = &c.grey;
+    let (_, officer) = member(app, "privacy.officer", &["PrivacyOfficer"]).await;
+    let p = &c.greys_patient;
+    app.call(if_match(
+        send(
+            "PATCH",
+            &format!("/api/patients/{p}"),
+            &c.desk,
+            Some(json!({"ssn": "123-45-6789"})),
+        ),
+        1,
+    ))
+    .await;
+    let note = app
+        .call(send(
+            "POST",
+            &format!("/api/patients/{p}/notes"),
+            grey,
+            Some(json!({"encounter_date": "2026-01-15", "body": "Seen."})),
+        ))
+        .await;
+    assert_eq!(note.status, 201);
+    let (start, end) = slot(8, 30);
+    app.call(send(
+        "POST",
+        "/api/appointments",
+        &c.desk,
+        Some(json!({"patient_id": p, "provider_id": c.grey.0, "starts_at": start, "ends_at": end, "kind": "annual"})),
+    ))
+    .await;
+
+    let export = app
+        .call(send(
+            "GET",
+            &format!("/api/patients/{p}/export"),
+            &officer,
+            None,
+        ))
+        .await;
+    assert_eq!(export.status, 200);
+    assert!(
+        export
+            .header("Content-Disposition")
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let export = export.json();
+    assert_eq!(export["patient"]["family_name"], "Smith");
+    assert_eq!(
+        export["patient"]["ssn"], "123-45-6789",
+        "the patient's own record, unmasked"
+    );
+    assert_eq!(export["notes"][0]["body"], "Seen.");
+    assert_eq!(export["appointments"].as_array().unwrap().len(), 1);
+
+    // Providers do not export; a missing patient is 404.
+    app.call(send(
+        "GET",
+        &format!("/api/patients/{p}/export"),
+        grey,
+        None,
+    ))
+    .await
+    .assert_problem(403, "permission_denied");
+    app.call(send(
+        "GET",
+        &format!("/api/patients/{}/export", Uuid::now_v7()),
+        &officer,
+        None,
+    ))
+    .await
+    .assert_problem(404, "not_found");
+    let (action, patient): (String, Option<Uuid>) = sqlx::query_as(
+        "SELECT action, patient_id FROM audit_events WHERE route = '/api/patients/{id}/export' \
+         AND outcome = 'success'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (action.as_str(), patient.map(|p| p.to_string())),
+        ("export", Some(p.clone()))
+    );
+}
