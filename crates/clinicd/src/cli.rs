@@ -28,6 +28,21 @@ pub enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Bring records over from another system.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Import patients from a CSV file (docs/import.md lists the columns). Prints one line per
+    /// row and a JSON summary; re-running skips rows already imported (by `source_id`).
+    Patients {
+        file: std::path::PathBuf,
+        /// Validate every row and report, writing nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

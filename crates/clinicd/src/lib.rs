@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod import;
 pub mod keys;
 pub mod startup;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use clinicd::cli::{AdminCommand, AuditCommand, Cli, Command, KeysCommand};
+use clinicd::cli::{AdminCommand, AuditCommand, Cli, Command, ImportCommand, KeysCommand};
 use clinicd::{Application, Settings, keys, startup, telemetry};
 
 fn main() -> ExitCode {
@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             Command::Keys(command) => keys_command(settings, command).await,
             Command::Admin(command) => admin_command(settings, command).await,
             Command::Audit(command) => audit_command(settings, command).await,
+            Command::Import(command) => import_command(settings, command).await,
         }
     });
     match result {
@@ -131,6 +132,34 @@ async fn audit_maintain(
     let summary = serde_json::json!({ "partitions_created": created, "archived": archived });
     let text = format!("{summary}\n");
     std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+    Ok(())
+}
+
+async fn import_command(settings: Settings, command: ImportCommand) -> anyhow::Result<()> {
+    let ImportCommand::Patients { file, dry_run } = command;
+    let pool = connect(&settings).await?;
+    if settings.database.migrate_on_start {
+        startup::MIGRATOR.run(&pool).await?;
+    }
+    let keyring = std::sync::Arc::new(keys::keyring(&settings.keys, pool.clone()).await?);
+    keyring.bootstrap().await?;
+    let store = clinicd_domain::PatientStore::new(pool, keyring.clone());
+    let stdout = std::io::stdout();
+    let mut report = std::io::BufWriter::new(stdout.lock());
+    let summary = clinicd::import::import_patients(
+        &store,
+        &keyring,
+        &file,
+        dry_run,
+        chrono::Utc::now().date_naive(),
+        &mut report,
+    )
+    .await?;
+    std::io::Write::write_all(
+        &mut report,
+        format!("{}\n", serde_json::to_string(&summary)?).as_bytes(),
+    )?;
+    std::io::Write::flush(&mut report)?;
     Ok(())
 }
 

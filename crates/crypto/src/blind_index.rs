@@ -26,6 +26,8 @@ pub enum Normalizer {
     /// One name token: compatibility-decomposed, accents removed, lower-cased, letters and
     /// digits only ("Zoë" and "ZOE" index equally).
     NameToken,
+    /// The value as given, trimmed (opaque keys such as another system's record id).
+    Exact,
 }
 
 /// One indexed column: where it lives, how long its index values are, how values normalise.
@@ -57,6 +59,10 @@ pub fn normalize(normalizer: Normalizer, value: &str) -> Option<String> {
         Normalizer::IsoDate => {
             let date = chrono::NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").ok()?;
             Some(date.format("%Y-%m-%d").to_string())
+        }
+        Normalizer::Exact => {
+            let value = value.trim();
+            (!value.is_empty()).then(|| value.to_owned())
         }
         Normalizer::NameToken => {
             let token: String = fold(value)

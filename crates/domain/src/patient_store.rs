@@ -114,6 +114,10 @@ impl PatientStore {
         Self { db, keyring }
     }
 
+    pub fn db(&self) -> &PgPool {
+        &self.db
+    }
+
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
     }
@@ -126,19 +130,52 @@ impl PatientStore {
         data: &PatientData,
         created_by: Option<Uuid>,
     ) -> Result<Patient, StoreError> {
+        self.insert(tx, data, created_by, None)
+            .await?
+            .ok_or(StoreError::Corrupt)
+    }
+
+    /// Registers a patient brought over from another system, once: `None` if a patient with
+    /// this import key (a keyed hash of the source system's id, see [`IMPORT_KEY`]) exists.
+    pub async fn import(
+        &self,
+        tx: &mut PgConnection,
+        data: &PatientData,
+        import_key: &[u8],
+    ) -> Result<Option<Patient>, StoreError> {
+        self.insert(tx, data, None, Some(import_key)).await
+    }
+
+    /// Whether a patient with this import key exists (for a dry run).
+    pub async fn imported(&self, import_key: &[u8]) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM patients WHERE import_key = $1)")
+                .bind(import_key)
+                .fetch_one(&self.db)
+                .await?,
+        )
+    }
+
+    async fn insert(
+        &self,
+        tx: &mut PgConnection,
+        data: &PatientData,
+        created_by: Option<Uuid>,
+        import_key: Option<&[u8]>,
+    ) -> Result<Option<Patient>, StoreError> {
         let id = Uuid::now_v7();
         let sealed = self.seal(id, data).await?;
         let sequence: i64 = sqlx::query_scalar("SELECT nextval('patient_mrn_seq')")
             .fetch_one(&mut *tx)
             .await?;
         let mrn = patient::mrn(sequence);
-        let (created_at,): (DateTime<Utc>,) = sqlx::query_as(
+        let created: Option<(DateTime<Utc>,)> = sqlx::query_as(
             "INSERT INTO patients (id, mrn, given_name, family_name, date_of_birth, sex, ssn, address, phone, email, \
                insurance_primary, insurance_secondary, emergency_contact, status, version, created_by, \
                ssn_bidx, ssn_bidx_version, date_of_birth_bidx, date_of_birth_bidx_version, \
-               family_name_bidx, family_name_bidx_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $16, $17, $18, $19, $20, $21) \
-             RETURNING created_at",
+               family_name_bidx, family_name_bidx_version, import_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $16, $17, $18, $19, $20, $21, $22) \
+             ON CONFLICT (import_key) DO NOTHING RETURNING created_at",
         )
         .bind(id)
         .bind(&mrn)
@@ -161,17 +198,21 @@ impl PatientStore {
         .bind(sealed.dob_index.1)
         .bind(&sealed.family_index.0)
         .bind(sealed.family_index.1)
-        .fetch_one(&mut *tx)
+        .bind(import_key)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some((created_at,)) = created else {
+            return Ok(None);
+        };
         write_tokens(tx, id, &sealed.tokens).await?;
-        Ok(Patient {
+        Ok(Some(Patient {
             id,
             mrn,
             data: data.clone(),
             version: 1,
             created_at,
             updated_at: created_at,
-        })
+        }))
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Patient>, StoreError> {

@@ -6,6 +6,7 @@ mod admin_cli;
 mod audit_cli;
 mod cli;
 mod config;
+mod import_cli;
 mod keys_cli;
 mod listeners;
 mod logs;
