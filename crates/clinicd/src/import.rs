@@ -1,8 +1,8 @@
 //! `clinicd import patients FILE.csv`: bringing an existing clinic's patients over.
 //!
 //! The file is read one row at a time (memory stays flat whatever its length) and each row is
-//! validated exactly as the API validates a registration. Rows are written in batches of
-//! [`BATCH`], one transaction each. Every row gets a line in the report: imported with its new
+//! validated exactly as the API validates a registration. Rows are written with a few in flight
+//! at once, each in its own transaction. Every row gets a line in the report: imported with its new
 //! MRN, already imported, or invalid with the field and the rule it broke (never the value).
 //!
 //! Idempotent: `source_id` (the old system's record id) is stored only as a keyed hash, and a
@@ -19,10 +19,8 @@ use clinicd_api::routes::patients::{
 use clinicd_crypto::Keyring;
 use clinicd_domain::PatientStore;
 use clinicd_domain::patient::IMPORT_KEY;
+use futures_util::StreamExt;
 use serde::Deserialize;
-
-/// Rows per transaction.
-pub const BATCH: usize = 500;
 
 /// One CSV row. Empty cells are absent values.
 #[derive(Debug, Deserialize)]
@@ -133,7 +131,17 @@ pub struct Summary {
     pub dry_run: bool,
 }
 
-/// Imports `file`, writing one report line per row to `report` and returning the totals.
+/// What became of one row.
+enum Outcome {
+    Imported(String),
+    AlreadyImported,
+    Valid,
+    Invalid(String),
+}
+
+/// Imports `file`, writing one report line per row (in file order) to `report` and returning
+/// the totals. Rows are read lazily and [`IN_FLIGHT`] are processed at once (encryption and
+/// database round trips overlap), each in its own transaction.
 pub async fn import_patients(
     store: &PatientStore,
     keyring: &Keyring,
@@ -142,70 +150,80 @@ pub async fn import_patients(
     today: NaiveDate,
     report: &mut impl Write,
 ) -> anyhow::Result<Summary> {
-    let mut reader = csv::ReaderBuilder::new()
+    let reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::Headers)
         .from_path(file)?;
     let mut summary = Summary {
         dry_run,
         ..Summary::default()
     };
-    let db = store.db().clone();
-    let mut tx = db.begin().await?;
-    let mut pending = 0;
-    for (index, record) in reader.deserialize::<Row>().enumerate() {
-        // Row numbers as a spreadsheet shows them: the header is row 1.
-        let line = index + 2;
+    let rows = futures_util::stream::iter(reader.into_deserialize::<Row>().enumerate())
+        .map(|(index, record)| async move {
+            let outcome = match record {
+                Ok(row) => one(store, keyring, &row, dry_run, today).await,
+                Err(error) => Ok(Outcome::Invalid(csv_problem(&error))),
+            };
+            // Row numbers as a spreadsheet shows them: the header is row 1.
+            (index + 2, outcome)
+        })
+        .buffered(IN_FLIGHT);
+    futures_util::pin_mut!(rows);
+    while let Some((line, outcome)) = rows.next().await {
         summary.rows += 1;
-        let row = match record {
-            Ok(row) => row,
-            Err(error) => {
-                summary.invalid += 1;
-                writeln!(report, "row {line}: invalid: {}", csv_problem(&error))?;
-                continue;
+        match outcome? {
+            Outcome::Imported(mrn) => {
+                summary.imported += 1;
+                writeln!(report, "row {line}: imported as MRN {mrn}")?;
             }
-        };
-        let data = match parse(&row.body(), today) {
-            Ok(data) => data,
-            Err(error) => {
-                summary.invalid += 1;
-                writeln!(report, "row {line}: invalid: {error}")?;
-                continue;
-            }
-        };
-        let Some(key) = keyring.blind_index(&IMPORT_KEY, &row.source_id).await? else {
-            summary.invalid += 1;
-            writeln!(report, "row {line}: invalid: `source_id`: is empty")?;
-            continue;
-        };
-        if dry_run {
-            if store.imported(&key.value).await? {
-                summary.already_imported += 1;
-                writeln!(report, "row {line}: already imported")?;
-            } else {
+            Outcome::Valid => {
                 summary.imported += 1;
                 writeln!(report, "row {line}: valid")?;
             }
-            continue;
-        }
-        match store.import(&mut tx, &data, &key.value).await? {
-            Some(patient) => {
-                summary.imported += 1;
-                writeln!(report, "row {line}: imported as MRN {}", patient.mrn)?;
-            }
-            None => {
+            Outcome::AlreadyImported => {
                 summary.already_imported += 1;
                 writeln!(report, "row {line}: already imported")?;
             }
-        }
-        pending += 1;
-        if pending == BATCH {
-            tx.commit().await?;
-            tx = db.begin().await?;
-            pending = 0;
+            Outcome::Invalid(problem) => {
+                summary.invalid += 1;
+                writeln!(report, "row {line}: invalid: {problem}")?;
+            }
         }
     }
-    tx.commit().await?;
     Ok(summary)
+}
+
+/// Rows processed at once.
+pub const IN_FLIGHT: usize = 8;
+
+async fn one(
+    store: &PatientStore,
+    keyring: &Keyring,
+    row: &Row,
+    dry_run: bool,
+    today: NaiveDate,
+) -> anyhow::Result<Outcome> {
+    let data = match parse(&row.body(), today) {
+        Ok(data) => data,
+        Err(error) => return Ok(Outcome::Invalid(error.to_string())),
+    };
+    let Some(key) = keyring.blind_index(&IMPORT_KEY, &row.source_id).await? else {
+        return Ok(Outcome::Invalid("`source_id`: is empty".to_owned()));
+    };
+    // Checked first, so a re-run costs a lookup per row, not a row's encryption.
+    if store.imported(&key.value).await? {
+        return Ok(Outcome::AlreadyImported);
+    }
+    if dry_run {
+        return Ok(Outcome::Valid);
+    }
+    let mut tx = store.db().begin().await?;
+    let imported = store.import(&mut tx, &data, &key.value).await?;
+    tx.commit().await?;
+    Ok(match imported {
+        Some(patient) => Outcome::Imported(patient.mrn),
+        // Another importer took this source id between the check and the insert.
+        None => Outcome::AlreadyImported,
+    })
 }
 
 /// A CSV error without the record's content (it is PHI).

@@ -137,7 +137,12 @@ async fn audit_maintain(
 
 async fn import_command(settings: Settings, command: ImportCommand) -> anyhow::Result<()> {
     let ImportCommand::Patients { file, dry_run } = command;
-    let pool = connect(&settings).await?;
+    // Each row in flight holds a transaction and may need a second connection for its keys.
+    let connections = u32::try_from(clinicd::import::IN_FLIGHT * 2 + 2).unwrap_or(18);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .connect_with(settings.database.connect_options()?)
+        .await?;
     if settings.database.migrate_on_start {
         startup::MIGRATOR.run(&pool).await?;
     }
