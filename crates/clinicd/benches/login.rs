@@ -27,7 +27,6 @@ use support::{Server, Summary, env_number, on_own_thread, start, summarise};
 const PASSWORD: &str = "correct horse battery staple";
 const LOGIN_USERS: usize = 8;
 
-
 async fn login(client: &reqwest::Client, base: &str, username: &str) -> Option<Value> {
     let response = client
         .post(format!("{base}/api/auth/login"))

@@ -24,7 +24,9 @@ use sqlx::PgPool;
 use support::{Server, env_number, on_own_thread, start, summarise};
 
 const PASSWORD: &str = "correct horse battery staple";
-const FAMILIES: [&str; 8] = ["Smith", "Núñez", "O'Brien", "Okafor", "Yamada", "Haddad", "Chen", "García"];
+const FAMILIES: [&str; 8] = [
+    "Smith", "Núñez", "O'Brien", "Okafor", "Yamada", "Haddad", "Chen", "García",
+];
 
 fn patient(i: usize) -> Value {
     json!({
@@ -52,7 +54,13 @@ async fn seed(server: &Server, token: &str, count: usize) -> Vec<(String, String
             let body = patient(i);
             let token = token.to_owned();
             async move {
-                let response = client.post(url).bearer_auth(token).json(&body).send().await.unwrap();
+                let response = client
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(response.status(), 201, "seeding failed");
                 let created: Value = response.json().await.unwrap();
                 (
@@ -90,8 +98,13 @@ fn load(
             let stop = Arc::new(AtomicBool::new(false));
             let mut tasks = tokio::task::JoinSet::new();
             for c in 0..clients {
-                let (client, base, token, patients, stop) =
-                    (client.clone(), base.clone(), token.clone(), patients.clone(), stop.clone());
+                let (client, base, token, patients, stop) = (
+                    client.clone(),
+                    base.clone(),
+                    token.clone(),
+                    patients.clone(),
+                    stop.clone(),
+                );
                 tasks.spawn(async move {
                     let mut latencies = Vec::new();
                     let mut n = c * 7919;
@@ -141,13 +154,28 @@ fn pgbench(script: &str, clients: usize, seconds: u64) -> f64 {
     std::fs::write(&file, script).unwrap();
     let url = std::env::var("DATABASE_URL").unwrap();
     let output = std::process::Command::new("pgbench")
-        .args(["-n", "-M", "prepared", "-j", "2", "-c", &clients.to_string(), "-T", &seconds.to_string(), "-f"])
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-j",
+            "2",
+            "-c",
+            &clients.to_string(),
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
         .arg(&file)
         .arg(&url)
         .output()
         .expect("pgbench (postgresql-client) on PATH");
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     text.lines()
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|l| l.split_whitespace().next())
@@ -171,7 +199,10 @@ async fn prepare_ceiling(pool: &PgPool) {
         "CREATE SEQUENCE bench_audit_seq START 1000000000",
         "ANALYZE",
     ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await
+            .unwrap();
     }
 }
 
@@ -202,7 +233,9 @@ async fn run() {
     let pool = PgPool::connect(&url).await.unwrap();
     clinicd::startup::MIGRATOR.run(&pool).await.unwrap();
     let staff = clinicd_test_support::create_user(&pool, "bench.desk", PASSWORD, false).await;
-    clinicd_identity::users::assign_role(&pool, staff, "Staff", None).await.unwrap();
+    clinicd_identity::users::assign_role(&pool, staff, "Staff", None)
+        .await
+        .unwrap();
     let server = start(pool.clone()).await;
     let login: Value = server
         .client()
@@ -232,23 +265,67 @@ async fn run() {
          AND p.date_of_birth_bidx = b.date_of_birth_bidx WHERE b.n = :n;\n{AUDIT_INSERT}\n"
     );
     // Warm up.
-    load(&server, &token, patients.clone(), Kind::Read, 8, Duration::from_secs(1));
-    load(&server, &token, patients.clone(), Kind::Search, 8, Duration::from_secs(1));
+    load(
+        &server,
+        &token,
+        patients.clone(),
+        Kind::Read,
+        8,
+        Duration::from_secs(1),
+    );
+    load(
+        &server,
+        &token,
+        patients.clone(),
+        Kind::Search,
+        8,
+        Duration::from_secs(1),
+    );
 
     let secs = seconds as f64;
     let window = Duration::from_secs(seconds);
-    println!("\n{seconds} s windows; ceiling = pgbench: the same SELECT + one audit INSERT per transaction");
+    println!(
+        "\n{seconds} s windows; ceiling = pgbench: the same SELECT + one audit INSERT per transaction"
+    );
     let mut ratios = Vec::new();
     for clients in [16usize, 64] {
         let ceiling = pgbench(&read_sql, clients, seconds);
-        let ours = load(&server, &token, patients.clone(), Kind::Read, clients, window);
-        ratios.push(run_window(&format!("GET /api/patients/{{id}}, {clients} clients"), ours, secs, ceiling));
+        let ours = load(
+            &server,
+            &token,
+            patients.clone(),
+            Kind::Read,
+            clients,
+            window,
+        );
+        ratios.push(run_window(
+            &format!("GET /api/patients/{{id}}, {clients} clients"),
+            ours,
+            secs,
+            ceiling,
+        ));
         let ceiling = pgbench(&search_sql, clients, seconds);
-        let ours = load(&server, &token, patients.clone(), Kind::Search, clients, window);
-        ratios.push(run_window(&format!("search name + DOB, {clients} clients"), ours, secs, ceiling));
+        let ours = load(
+            &server,
+            &token,
+            patients.clone(),
+            Kind::Search,
+            clients,
+            window,
+        );
+        ratios.push(run_window(
+            &format!("search name + DOB, {clients} clients"),
+            ours,
+            secs,
+            ceiling,
+        ));
     }
     println!(
         "\nratios (target >= 0.5): {}",
-        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }

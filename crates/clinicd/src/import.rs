@@ -216,8 +216,9 @@ async fn one(
     if dry_run {
         return Ok(Outcome::Valid);
     }
+    let prepared = store.prepare(&data).await?;
     let mut tx = store.db().begin().await?;
-    let imported = store.import(&mut tx, &data, &key.value).await?;
+    let imported = store.import(&mut tx, &prepared, &key.value).await?;
     tx.commit().await?;
     Ok(match imported {
         Some(patient) => Outcome::Imported(patient.mrn),

@@ -17,5 +17,5 @@ pub mod types;
 pub use appointment::{Appointment, AppointmentStore, BookingError};
 pub use note::{Note, NoteError, NoteStore};
 pub use patient::{Address, EmergencyContact, Insurance, Patient, PatientData};
-pub use patient_store::{PatientStore, Search, StoreError, Viewer};
+pub use patient_store::{NewPatient, PatientStore, Search, StoreError, Viewer};
 pub use types::FieldError;

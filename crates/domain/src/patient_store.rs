@@ -85,6 +85,21 @@ const COLUMNS: &str = "p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth
      p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, \
      p.version, p.created_at, p.updated_at";
 
+/// A new patient, encrypted and indexed, ready to insert.
+pub struct NewPatient {
+    id: Uuid,
+    sealed: Sealed,
+    data: PatientData,
+}
+
+impl std::fmt::Debug for NewPatient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewPatient")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The ciphertexts and index values of one patient, ready to write.
 struct Sealed {
     given_name: Vec<u8>,
@@ -122,28 +137,41 @@ impl PatientStore {
         &self.keyring
     }
 
-    /// Registers a patient in the caller's transaction (which may add the creator to the care
-    /// team). The MRN comes from a sequence.
+    /// Encrypts and indexes a new patient's record, before any transaction opens: key work
+    /// may need a connection of its own, and a transaction held meanwhile would pin one per
+    /// request (under load, the pool would run dry).
+    pub async fn prepare(&self, data: &PatientData) -> Result<NewPatient, StoreError> {
+        let id = Uuid::now_v7();
+        Ok(NewPatient {
+            id,
+            sealed: self.seal(id, data).await?,
+            data: data.clone(),
+        })
+    }
+
+    /// Registers a prepared patient in the caller's transaction (which may add the creator to
+    /// the care team). The MRN comes from a sequence.
     pub async fn create(
         &self,
         tx: &mut PgConnection,
-        data: &PatientData,
+        patient: &NewPatient,
         created_by: Option<Uuid>,
     ) -> Result<Patient, StoreError> {
-        self.insert(tx, data, created_by, None)
+        self.insert(tx, patient, created_by, None)
             .await?
             .ok_or(StoreError::Corrupt)
     }
 
     /// Registers a patient brought over from another system, once: `None` if a patient with
-    /// this import key (a keyed hash of the source system's id, see [`IMPORT_KEY`]) exists.
+    /// this import key (a keyed hash of the source system's id, see
+    /// [`crate::patient::IMPORT_KEY`]) exists.
     pub async fn import(
         &self,
         tx: &mut PgConnection,
-        data: &PatientData,
+        patient: &NewPatient,
         import_key: &[u8],
     ) -> Result<Option<Patient>, StoreError> {
-        self.insert(tx, data, None, Some(import_key)).await
+        self.insert(tx, patient, None, Some(import_key)).await
     }
 
     /// Whether a patient with this import key exists (for a dry run).
@@ -159,12 +187,11 @@ impl PatientStore {
     async fn insert(
         &self,
         tx: &mut PgConnection,
-        data: &PatientData,
+        patient: &NewPatient,
         created_by: Option<Uuid>,
         import_key: Option<&[u8]>,
     ) -> Result<Option<Patient>, StoreError> {
-        let id = Uuid::now_v7();
-        let sealed = self.seal(id, data).await?;
+        let (id, sealed, data) = (patient.id, &patient.sealed, &patient.data);
         let sequence: i64 = sqlx::query_scalar("SELECT nextval('patient_mrn_seq')")
             .fetch_one(&mut *tx)
             .await?;

@@ -476,8 +476,9 @@ pub async fn unassigned_patient(
         status: PatientStatus::Active,
     };
     app.state.identity.keyring.bootstrap().await.unwrap();
+    let prepared = app.state.patients.prepare(&data).await.unwrap();
     let mut tx = app.state.db.begin().await.unwrap();
-    let patient = app.state.patients.create(&mut tx, &data, None).await;
+    let patient = app.state.patients.create(&mut tx, &prepared, None).await;
     let patient = patient.unwrap();
     tx.commit().await.unwrap();
     patient.id

@@ -515,8 +515,12 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let data = parse(&body, state.rbac.now().date_naive())?;
     let user = caller.0.user_id;
+    let prepared = state.patients.prepare(&data).await?;
     let mut tx = state.db.begin().await.map_err(ApiError::unexpected)?;
-    let patient = state.patients.create(&mut tx, &data, Some(user.0)).await?;
+    let patient = state
+        .patients
+        .create(&mut tx, &prepared, Some(user.0))
+        .await?;
     clinicd_rbac::care_team::assign_in(&mut tx, patient.id, user, user).await?;
     tx.commit().await.map_err(ApiError::unexpected)?;
     let identifiers = Identifiers::for_caller(&granted.0);

@@ -454,3 +454,31 @@ async fn the_tables_hold_no_identifier_in_clear(pool: PgPool) {
         }
     }
 }
+
+/// Registration does its key work before it opens a transaction: with one held meanwhile,
+/// concurrent registrations each pinned a connection while waiting for another and ran the
+/// pool dry (found by the records benchmark).
+#[sqlx::test(migrations = "../../migrations")]
+async fn many_registrations_at_once_all_succeed(pool: PgPool) {
+    let app = TestApp::with_pool(settings(), pool.clone());
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let calls = (0..32).map(|i| {
+        let app = app.clone();
+        let desk = desk.clone();
+        async move {
+            let mut body = jane();
+            body["ssn"] = json!(format!("{:03}-{:02}-{:04}", 100 + i, 1 + i, 1 + i));
+            app.call(send("POST", "/api/patients", &desk, Some(body)))
+                .await
+                .status
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM subject_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 32, "one subject key per patient");
+}

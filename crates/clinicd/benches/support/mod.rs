@@ -130,4 +130,3 @@ pub fn summarise(mut latencies: Vec<Duration>) -> Summary {
         p99: percentile(&latencies, 0.99),
     }
 }
-
