@@ -80,4 +80,17 @@ pub enum KeysCommand {
         #[arg(long)]
         purpose: clinicd_crypto::Purpose,
     },
+    /// Give every patient a new subject key and re-encrypt every clinical field under it,
+    /// resumably (a batch per transaction); run again with the same --job to continue.
+    Rekey {
+        /// Names the run, for resuming it.
+        #[arg(long)]
+        job: String,
+    },
+    /// Recompute the blind indexes made with an older blind-index key (after
+    /// `rotate-branch --purpose blind_index`), resumably.
+    Reindex {
+        #[arg(long)]
+        job: String,
+    },
 }

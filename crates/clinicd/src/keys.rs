@@ -77,3 +77,54 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
     stdout.flush()?;
     Ok(())
 }
+
+/// New subject keys for every patient, then every clinical field re-encrypted under them.
+pub async fn rekey(keyring: &Keyring, job: &str) -> anyhow::Result<()> {
+    let rotated = keyring.rotate_subject_keys().await?;
+    let outcome = keyring
+        .rekey(
+            job,
+            &clinicd_domain::encrypted_columns(),
+            Default::default(),
+        )
+        .await?;
+    write_stdout(&format!(
+        "subject keys rotated: {rotated}\n{}\n",
+        describe(&outcome)
+    ))
+}
+
+/// Blind indexes recomputed under the active blind-index key.
+pub async fn reindex(keyring: &Keyring, job: &str) -> anyhow::Result<()> {
+    let mut out = String::new();
+    for column in clinicd_domain::indexed_columns() {
+        let outcome = keyring
+            .rebuild_blind_index(job, column, Default::default())
+            .await?;
+        out.push_str(&format!(
+            "{}.{}: {}\n",
+            column.spec.table,
+            column.spec.column,
+            describe(&outcome)
+        ));
+    }
+    write_stdout(&out)
+}
+
+fn describe(outcome: &clinicd_crypto::RekeyOutcome) -> String {
+    match outcome {
+        clinicd_crypto::RekeyOutcome::Finished(r) => format!(
+            "finished: {} rows seen, {} moved, {} shredded (left as they are)",
+            r.rows_seen, r.rows_moved, r.rows_destroyed
+        ),
+        clinicd_crypto::RekeyOutcome::Paused(r) => {
+            format!(
+                "paused after {} rows moved: run again to continue",
+                r.rows_moved
+            )
+        }
+        clinicd_crypto::RekeyOutcome::AlreadyRunning => {
+            "another run holds the lock: try later".into()
+        }
+    }
+}

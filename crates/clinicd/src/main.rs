@@ -61,8 +61,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
     let options = settings.database.connect_options()?;
+    // Re-keying holds its advisory lock and a batch's transaction, and key look-ups need a
+    // third connection.
     Ok(sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(4)
         .connect_with(options)
         .await?)
 }
@@ -83,6 +85,8 @@ async fn keys_command(settings: Settings, command: KeysCommand) -> anyhow::Resul
         KeysCommand::Status => keys::print_status(&keyring).await,
         KeysCommand::RotateKek => keys::rotate_kek(&keyring).await,
         KeysCommand::RotateBranch { purpose } => keys::rotate_branch(&keyring, purpose).await,
+        KeysCommand::Rekey { job } => keys::rekey(&keyring, &job).await,
+        KeysCommand::Reindex { job } => keys::reindex(&keyring, &job).await,
     }
 }
 

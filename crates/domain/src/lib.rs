@@ -19,3 +19,48 @@ pub use note::{Note, NoteError, NoteStore};
 pub use patient::{Address, EmergencyContact, Insurance, Patient, PatientData};
 pub use patient_store::{NewPatient, PatientStore, Search, StoreError, Viewer};
 pub use types::FieldError;
+
+/// Every field-encrypted column of the clinical tables, for `clinicd keys rekey`.
+pub fn encrypted_columns() -> Vec<clinicd_crypto::EncryptedColumn> {
+    let mut columns: Vec<clinicd_crypto::EncryptedColumn> = patient::ENCRYPTED_COLUMNS
+        .iter()
+        .map(|column| clinicd_crypto::EncryptedColumn {
+            table: patient::TABLE,
+            column,
+        })
+        .collect();
+    columns.push(clinicd_crypto::EncryptedColumn {
+        table: "clinical_notes",
+        column: "body",
+    });
+    columns
+}
+
+/// The blind indexes kept beside their encrypted column, for `clinicd keys reindex`. (The
+/// name-token index has a row per token; after a blind-index rotation its rows are rewritten
+/// when a patient is next changed, and searches match tokens under every live key version
+/// meanwhile.)
+pub fn indexed_columns() -> Vec<clinicd_crypto::IndexedColumn> {
+    [
+        (patient::SSN_INDEX, "ssn_bidx", "ssn_bidx_version"),
+        (
+            patient::DOB_INDEX,
+            "date_of_birth_bidx",
+            "date_of_birth_bidx_version",
+        ),
+        (
+            patient::FAMILY_NAME_INDEX,
+            "family_name_bidx",
+            "family_name_bidx_version",
+        ),
+    ]
+    .into_iter()
+    .map(
+        |(spec, index_column, version_column)| clinicd_crypto::IndexedColumn {
+            spec,
+            index_column,
+            version_column,
+        },
+    )
+    .collect()
+}

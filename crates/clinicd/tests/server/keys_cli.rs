@@ -96,3 +96,74 @@ async fn the_key_commands_work_against_kms(pool: PgPool) {
         "the KMS key is named as the KEK: {status}"
     );
 }
+
+/// Two patients brought in through the import command (which uses the CLI's master key).
+fn import_two_patients(pool: &PgPool, dir: &std::path::Path) {
+    let file = dir.join("patients.csv");
+    std::fs::write(
+        &file,
+        "source_id,given_name,family_name,date_of_birth,sex,ssn\n\
+         a,Ada,Lovelace,1915-12-10,female,123-45-6789\n\
+         b,Alan,Turing,1912-06-23,male,\n",
+    )
+    .unwrap();
+    let output = run_clinicd(
+        pool,
+        dir,
+        &["import", "patients", file.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn rekey_moves_every_clinical_field_to_new_subject_keys(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    import_two_patients(&pool, dir.path());
+    let output = clinicd_keys(&pool, dir.path(), &["rekey", "--job", "first"]);
+    assert!(output.contains("subject keys rotated: 2"), "{output}");
+    // Ada has 9 encrypted fields set (names, birth date, SSN), Alan 3 (no SSN).
+    assert!(
+        output.contains("finished:") && output.contains("7 moved"),
+        "{output}"
+    );
+    let retired_in_use: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM patients p JOIN subject_keys k ON k.subject_id = p.id AND k.status = 'active' \
+         WHERE k.version = 2",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(retired_in_use, 2, "both patients have a second, active key");
+    // Resuming a finished job is a no-op.
+    let again = clinicd_keys(&pool, dir.path(), &["rekey", "--job", "first"]);
+    assert!(again.contains("0 moved"), "{again}");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn reindex_recomputes_blind_indexes_after_a_blind_index_key_rotation(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    import_two_patients(&pool, dir.path());
+    clinicd_keys(
+        &pool,
+        dir.path(),
+        &["rotate-branch", "--purpose", "blind_index"],
+    );
+    let output = clinicd_keys(&pool, dir.path(), &["reindex", "--job", "bidx2"]);
+    assert!(output.contains("patients.ssn: finished"), "{output}");
+    assert!(
+        output.contains("patients.family_name: finished: 2 rows seen, 2 moved"),
+        "{output}"
+    );
+    let versions: Vec<(Option<i32>, i32, i32)> = sqlx::query_as(
+        "SELECT ssn_bidx_version, date_of_birth_bidx_version, family_name_bidx_version FROM patients ORDER BY mrn",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(versions, vec![(Some(2), 2, 2), (None, 2, 2)]);
+}
