@@ -79,6 +79,9 @@ struct Row {
     version: i32,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// Only in `get_reachable`.
+    #[sqlx(default)]
+    on_team: Option<bool>,
 }
 
 const COLUMNS: &str = "p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, \
@@ -251,6 +254,33 @@ impl PatientStore {
         .await?;
         match row {
             Some(row) => Ok(Some(self.open(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The patient, if `viewer` may reach them, in one query with the care-team check; the
+    /// flag says whether through the team (`true`) or a break-the-glass grant (`false`).
+    pub async fn get_reachable(
+        &self,
+        id: Uuid,
+        viewer: Viewer,
+    ) -> Result<Option<(Patient, bool)>, StoreError> {
+        let reachable = clinicd_rbac::care_team::reachable("p.id", "$2", "$3");
+        let found: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, EXISTS (SELECT 1 FROM patient_assignments pa WHERE pa.patient_id = p.id \
+               AND pa.user_id = $2) AS on_team \
+             FROM patients p WHERE p.id = $1 AND {reachable}"
+        )))
+        .bind(id)
+        .bind(viewer.user)
+        .bind(viewer.now)
+        .fetch_optional(&self.db)
+        .await?;
+        match found {
+            Some(row) => {
+                let on_team = row.on_team.unwrap_or(false);
+                Ok(Some((self.open(row).await?, on_team)))
+            }
             None => Ok(None),
         }
     }

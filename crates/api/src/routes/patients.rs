@@ -558,9 +558,21 @@ pub async fn read(
     granted: Granted,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let reach = reach(&state, caller.0.user_id, id).await?;
-    let patient = state.patients.get(id).await?.ok_or(ApiError::NotFound)?;
+    let viewer = Viewer {
+        user: caller.0.user_id.0,
+        now: state.rbac.now(),
+    };
+    // One query: the record and the care-team check together (the read path is the hot one).
+    let (patient, on_team) = state
+        .patients
+        .get_reachable(id.into_inner(), viewer)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let reach = if on_team {
+        Reach::CareTeam
+    } else {
+        Reach::BreakGlass { until: viewer.now }
+    };
     let identifiers = Identifiers::for_caller(&granted.0);
     let response = HttpResponse::Ok().json(view(&patient, identifiers));
     Ok(with_patient(response, &patient, reach, identifiers, None))
