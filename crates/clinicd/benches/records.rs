@@ -77,6 +77,10 @@ async fn seed(server: &Server, token: &str, count: usize) -> Vec<(String, String
 
 #[derive(Clone, Copy)]
 enum Kind {
+    /// `GET /health`: TLS, HTTP and the middleware, no database: our stack's own ceiling here.
+    Health,
+    /// `GET /api/auth/me`: plus the session check and an audit event.
+    Me,
     Read,
     Search,
 }
@@ -113,6 +117,15 @@ fn load(
                         n += 1;
                         let started = Instant::now();
                         let response = match kind {
+                            Kind::Health => {
+                                client.get(format!("{base}/health")).send().await.unwrap()
+                            }
+                            Kind::Me => client
+                                .get(format!("{base}/api/auth/me"))
+                                .bearer_auth(&token)
+                                .send()
+                                .await
+                                .unwrap(),
                             Kind::Read => client
                                 .get(format!("{base}/api/patients/{id}"))
                                 .bearer_auth(&token)
@@ -210,7 +223,7 @@ fn run_window(label: &str, latencies: Vec<Duration>, seconds: f64, ceiling: f64)
     let s = summarise(latencies);
     let rate = s.requests as f64 / seconds;
     println!(
-        "{label:<34} {rate:>8.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ceiling {ceiling:>8.0}/s   ratio {:.2}",
+        "{label:<40} {rate:>8.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ceiling {ceiling:>8.0}/s   ratio {:.2}",
         s.p50.as_secs_f64() * 1e3,
         s.p99.as_secs_f64() * 1e3,
         rate / ceiling
@@ -289,6 +302,15 @@ async fn run() {
     );
     let mut ratios = Vec::new();
     for clients in [16usize, 64] {
+        // Where the time goes: the same load on routes that do less, against the read ceiling.
+        let ceiling = pgbench(&read_sql, clients, seconds);
+        for (kind, label) in [
+            (Kind::Health, "GET /health (no database)"),
+            (Kind::Me, "GET /api/auth/me (session + audit)"),
+        ] {
+            let ours = load(&server, &token, patients.clone(), kind, clients, window);
+            run_window(&format!("{label}, {clients}"), ours, secs, ceiling);
+        }
         let ceiling = pgbench(&read_sql, clients, seconds);
         let ours = load(
             &server,
