@@ -483,3 +483,17 @@ pub async fn unassigned_patient(
     tx.commit().await.unwrap();
     patient.id
 }
+
+/// An API request with a bearer token and, if given, a JSON body.
+pub fn send(method: &str, path: &str, token: &str, body: Option<Value>) -> TestRequest {
+    let request = TestRequest::default()
+        .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(path);
+    let request = match body {
+        Some(body) => request
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload(body.to_string()),
+        None => request,
+    };
+    bearer(request, token)
+}

@@ -2,22 +2,9 @@
 //! we know of refused, with each change audited before and after.
 
 use actix_web::test::TestRequest;
-use clinicd_test_support::{TestApp, bearer, member, roomy_settings as settings};
+use clinicd_test_support::{TestApp, bearer, member, roomy_settings as settings, send};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-
-fn send(method: &str, path: &str, token: &str, body: Option<Value>) -> TestRequest {
-    let request = TestRequest::default()
-        .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
-        .uri(path);
-    let request = match body {
-        Some(body) => request
-            .insert_header(("Content-Type", "application/json"))
-            .set_payload(body.to_string()),
-        None => request,
-    };
-    bearer(request, token)
-}
 
 async fn roles_of(pool: &PgPool, user: uuid::Uuid) -> Vec<String> {
     sqlx::query_scalar("SELECT role_name FROM user_roles WHERE user_id = $1 ORDER BY role_name")

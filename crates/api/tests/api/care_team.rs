@@ -5,26 +5,12 @@
 
 use std::sync::Arc;
 
-use actix_web::test::TestRequest;
 use clinicd_identity::clock::ManualClock;
 use clinicd_rbac::Reach;
-use clinicd_test_support::{TestApp, bearer, identity_with, member, roomy_settings as settings};
-use serde_json::{Value, json};
+use clinicd_test_support::{TestApp, identity_with, member, roomy_settings as settings, send};
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-fn send(method: &str, path: &str, token: &str, body: Option<Value>) -> TestRequest {
-    let request = TestRequest::default()
-        .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
-        .uri(path);
-    let request = match body {
-        Some(body) => request
-            .insert_header(("Content-Type", "application/json"))
-            .set_payload(body.to_string()),
-        None => request,
-    };
-    bearer(request, token)
-}
 
 async fn patient(app: &TestApp) -> Uuid {
     clinicd_test_support::unassigned_patient(app, ("Doe", "Jane"), "1980-01-02", None).await

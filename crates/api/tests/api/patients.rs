@@ -2,26 +2,10 @@
 //! with If-Match, identifiers masked by permission, nothing outside the care team, every
 //! read audited, and no identifier in clear in the table.
 
-use actix_web::test::TestRequest;
-use clinicd_test_support::{
-    TestApp, bearer, member, roomy_settings as settings, unassigned_patient,
-};
+use clinicd_test_support::{TestApp, member, roomy_settings as settings, send, unassigned_patient};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
-
-fn send(method: &str, path: &str, token: &str, body: Option<Value>) -> TestRequest {
-    let request = TestRequest::default()
-        .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
-        .uri(path);
-    let request = match body {
-        Some(body) => request
-            .insert_header(("Content-Type", "application/json"))
-            .set_payload(body.to_string()),
-        None => request,
-    };
-    bearer(request, token)
-}
 
 fn jane() -> Value {
     json!({

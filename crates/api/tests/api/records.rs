@@ -6,23 +6,10 @@ use std::sync::Arc;
 
 use actix_web::test::TestRequest;
 use clinicd_identity::clock::ManualClock;
-use clinicd_test_support::{TestApp, bearer, identity_with, member, roomy_settings as settings};
+use clinicd_test_support::{TestApp, identity_with, member, roomy_settings as settings, send};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
-
-fn send(method: &str, path: &str, token: &str, body: Option<Value>) -> TestRequest {
-    let request = TestRequest::default()
-        .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
-        .uri(path);
-    let request = match body {
-        Some(body) => request
-            .insert_header(("Content-Type", "application/json"))
-            .set_payload(body.to_string()),
-        None => request,
-    };
-    bearer(request, token)
-}
 
 fn if_match(request: TestRequest, version: i64) -> TestRequest {
     request.insert_header(("If-Match", format!("\"{version}\"")))
