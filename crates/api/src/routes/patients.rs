@@ -427,10 +427,12 @@ pub async fn reach(state: &ApiState, user: UserId, patient: Uuid) -> Result<Reac
     }
 }
 
+/// Sets the ETag and the audit note of a one-patient response; `access` is how the caller
+/// reached the patient (`care_team` or `break_glass`).
 fn with_patient(
     mut response: HttpResponse,
     patient: &Patient,
-    reach: Reach,
+    access: &'static str,
     identifiers: Identifiers,
     values: Option<(serde_json::Value, serde_json::Value)>,
 ) -> HttpResponse {
@@ -441,7 +443,7 @@ fn with_patient(
         patient_id: Some(patient.id),
         resource_id: Some(patient.id.to_string()),
         metadata: Some(serde_json::json!({
-            "access": reach_name(reach),
+            "access": access,
             "identifiers": identifiers_name(identifiers),
         })),
         values,
@@ -530,7 +532,7 @@ pub async fn create(
     Ok(with_patient(
         response,
         &patient,
-        Reach::CareTeam,
+        "care_team",
         identifiers,
         Some((serde_json::Value::Null, sealed_value(&data))),
     ))
@@ -568,14 +570,10 @@ pub async fn read(
         .get_reachable(id.into_inner(), viewer)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let reach = if on_team {
-        Reach::CareTeam
-    } else {
-        Reach::BreakGlass { until: viewer.now }
-    };
+    let access = if on_team { "care_team" } else { "break_glass" };
     let identifiers = Identifiers::for_caller(&granted.0);
     let response = HttpResponse::Ok().json(view(&patient, identifiers));
-    Ok(with_patient(response, &patient, reach, identifiers, None))
+    Ok(with_patient(response, &patient, access, identifiers, None))
 }
 
 /// Changes a patient: fields left out stay, `null` clears an optional one. Needs `If-Match`.
@@ -626,7 +624,7 @@ pub async fn update(
     Ok(with_patient(
         response,
         &patient,
-        reach,
+        reach_name(reach),
         identifiers,
         Some((sealed_value(&current.data), sealed_value(&data))),
     ))

@@ -116,3 +116,20 @@ fn every_operation_documents_its_responses_and_errors_use_the_problem_schema() {
         "{schemes:?}"
     );
 }
+
+#[test]
+fn the_schema_says_which_identifiers_are_masked() {
+    let spec = served_spec();
+    let patient = &spec["components"]["schemas"]["PatientView"]["properties"];
+    let ssn = patient["ssn"]["description"].as_str().unwrap_or_default();
+    assert!(
+        ssn.contains("***-**-") && ssn.contains("patient:read_identifiers"),
+        "{ssn}"
+    );
+    let insurance = &spec["components"]["schemas"]["InsuranceBody"]["properties"]["member_number"];
+    let member = insurance["description"].as_str().unwrap_or_default();
+    assert!(
+        member.contains("****") && member.contains("last four"),
+        "{member}"
+    );
+}

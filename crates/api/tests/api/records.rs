@@ -197,6 +197,22 @@ async fn bookings_never_overlap_for_a_provider(pool: PgPool) {
     .await
     .assert_problem(400, "invalid_body");
 
+    // Bookings are audited against their patient.
+    let booked: Vec<(Option<Uuid>, Option<String>)> = sqlx::query_as(
+        "SELECT patient_id, resource_id FROM audit_events WHERE resource_type = 'appointment' \
+         AND action = 'create' AND outcome = 'success' ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        booked[0],
+        (
+            Some(Uuid::parse_str(&c.greys_patient).unwrap()),
+            Some(id.to_owned())
+        )
+    );
+
     // The provider's day, and the patient's bookings.
     let date = chrono::Utc::now().date_naive().succ_opt().unwrap();
     let day = app
@@ -419,6 +435,29 @@ async fn notes_are_drafted_signed_and_amended_never_overwritten(pool: PgPool) {
             .assert_problem(422, "invalid_field");
         assert_eq!(problem["field"], field);
     }
+
+    // Each note action is audited against the patient, naming the note.
+    let audited: Vec<(String, Option<Uuid>, Option<String>)> = sqlx::query_as(
+        "SELECT action, patient_id, resource_id FROM audit_events WHERE resource_type = 'note' \
+         AND outcome = 'success' ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let patient = Uuid::parse_str(&c.greys_patient).unwrap();
+    assert!(
+        audited.iter().all(|(_, p, _)| *p == Some(patient)),
+        "{audited:?}"
+    );
+    assert_eq!(
+        audited[0],
+        ("create".to_owned(), Some(patient), Some(id.clone()))
+    );
+    assert!(
+        audited
+            .iter()
+            .any(|(action, _, r)| action == "update" && r.as_deref() == Some(id.as_str()))
+    );
 
     // Bodies are ciphertexts.
     let dump: String =
