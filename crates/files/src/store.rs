@@ -2,8 +2,7 @@
 //! reaches a store (the format module makes it). Writes are streamed and become visible only
 //! when complete; an aborted or abandoned write leaves nothing behind.
 //!
-//! The local-disk store is the embedded default; the S3 store (multipart upload, abort on
-//! failure) comes with the rest of the encrypted-files issue.
+//! The local-disk store is the embedded default; the S3 store is in [`crate::s3`].
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
@@ -24,6 +23,8 @@ pub enum ObjectStoreError {
     Exists,
     #[error("storage I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the object store failed: {0}")]
+    Remote(String),
 }
 
 /// A store of immutable objects addressed by key.
@@ -52,7 +53,7 @@ pub trait ObjectReader: Send {
 }
 
 /// Keys are paths we make (`files/<uuid>`), checked anyway so that no key escapes the root.
-fn check_key(key: &str) -> Result<(), ObjectStoreError> {
+pub(crate) fn check_key(key: &str) -> Result<(), ObjectStoreError> {
     let valid = !key.is_empty()
         && key.len() <= 512
         && key.split('/').all(|segment| {
