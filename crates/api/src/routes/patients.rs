@@ -59,7 +59,7 @@ pub struct EmergencyContactBody {
 }
 
 /// A patient as registered.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatientBody {
     pub given_name: String,
@@ -453,42 +453,9 @@ fn with_patient(
     response
 }
 
+/// The record as an audit before/after value (sealed under the audit key by the audit layer).
 fn sealed_value(data: &PatientData) -> serde_json::Value {
-    serde_json::to_value(view_body(data)).unwrap_or_default()
-}
-
-#[derive(Serialize)]
-struct AuditBody {
-    given_name: String,
-    family_name: String,
-    date_of_birth: String,
-    sex: String,
-    ssn: Option<String>,
-    address: Option<AddressBody>,
-    phone: Option<String>,
-    email: Option<String>,
-    insurance_primary: Option<InsuranceBody>,
-    insurance_secondary: Option<InsuranceBody>,
-    emergency_contact: Option<EmergencyContactBody>,
-    status: Option<String>,
-}
-
-fn view_body(data: &PatientData) -> AuditBody {
-    let b = body_of(data);
-    AuditBody {
-        given_name: b.given_name,
-        family_name: b.family_name,
-        date_of_birth: b.date_of_birth,
-        sex: b.sex,
-        ssn: b.ssn,
-        address: b.address,
-        phone: b.phone,
-        email: b.email,
-        insurance_primary: b.insurance_primary,
-        insurance_secondary: b.insurance_secondary,
-        emergency_contact: b.emergency_contact,
-        status: b.status,
-    }
+    serde_json::to_value(body_of(data)).unwrap_or_default()
 }
 
 // ---- handlers --------------------------------------------------------------------------

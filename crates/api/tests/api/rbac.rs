@@ -332,3 +332,23 @@ async fn a_role_taken_away_applies_to_the_next_request(pool: PgPool) {
         .await
         .assert_problem(403, "permission_denied");
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_pending_password_change_blocks_permission_routes_too(pool: PgPool) {
+    let app = TestApp::with_pool(settings(), pool.clone());
+    app.state.identity.keyring.bootstrap().await.unwrap();
+    let user = clinicd_test_support::create_user(&pool, "new.desk", "x", true).await;
+    clinicd_identity::users::assign_role(&pool, user, "Staff", None)
+        .await
+        .unwrap();
+    let token = clinicd_test_support::session_token(&app, user).await;
+    let search = clinicd_test_support::send(
+        "POST",
+        "/api/patients/search",
+        &token,
+        Some(serde_json::json!({})),
+    );
+    app.call(search)
+        .await
+        .assert_problem(403, "password_change_required");
+}
