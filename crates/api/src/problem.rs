@@ -100,6 +100,20 @@ pub enum ApiError {
     NoteSigned,
     #[error("only a signed note can be amended")]
     NoteNotSigned,
+    #[error("the file is larger than the limit of {limit} bytes")]
+    FileTooLarge { limit: u64 },
+    #[error("the file's content is not one of the allowed types (judged by its bytes, not its name or declared type)")]
+    UnsupportedFileType,
+    #[error("{0}")]
+    InvalidMultipart(&'static str),
+    #[error("the upload ended before the whole file arrived; nothing was stored")]
+    UploadIncomplete,
+    #[error("the stored file failed its integrity check and was not served; the event is audited")]
+    FileIntegrity,
+    #[error("the file store is temporarily unavailable; nothing was stored")]
+    StorageUnavailable,
+    #[error("the data was destroyed with its key and cannot be recovered")]
+    DataDestroyed,
     #[error("this update needs an If-Match header with the ETag of the version it changes")]
     PreconditionRequired,
     #[error("the resource has changed since it was read: read it again (its ETag is current)")]
@@ -174,6 +188,13 @@ impl ApiError {
             Self::NoteSigned => "note_signed",
             Self::NoteNotSigned => "note_not_signed",
             Self::PreconditionFailed => "precondition_failed",
+            Self::FileTooLarge { .. } => "file_too_large",
+            Self::UnsupportedFileType => "unsupported_file_type",
+            Self::InvalidMultipart(_) => "invalid_multipart",
+            Self::UploadIncomplete => "upload_incomplete",
+            Self::FileIntegrity => "file_integrity_failed",
+            Self::StorageUnavailable => "storage_unavailable",
+            Self::DataDestroyed => "data_destroyed",
             Self::InvalidField { .. } => "invalid_field",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -267,6 +288,13 @@ impl ResponseError for ApiError {
             | Self::NoteNotSigned => StatusCode::CONFLICT,
             Self::NotAuthor => StatusCode::FORBIDDEN,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::FileTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedFileType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::InvalidMultipart(_) | Self::UploadIncomplete => StatusCode::BAD_REQUEST,
+            // The store handed back bytes that do not authenticate: an upstream failure.
+            Self::FileIntegrity => StatusCode::BAD_GATEWAY,
+            Self::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DataDestroyed => StatusCode::GONE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -446,6 +474,24 @@ impl From<clinicd_domain::NoteError> for ApiError {
             E::Signed => Self::NoteSigned,
             E::NotSigned => Self::NoteNotSigned,
             E::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<clinicd_files::FileError> for ApiError {
+    fn from(error: clinicd_files::FileError) -> Self {
+        use clinicd_files::FileError as E;
+        match error {
+            E::TooLarge { limit } => Self::FileTooLarge { limit },
+            E::TypeNotAllowed(_) => Self::UnsupportedFileType,
+            E::Incomplete(_) => Self::UploadIncomplete,
+            E::Integrity(_) | E::ObjectMissing => Self::FileIntegrity,
+            E::Store(_) => {
+                tracing::error!(error = %error, "the object store failed");
+                Self::StorageUnavailable
+            }
+            E::Crypto(clinicd_crypto::CryptoError::KeyDestroyed) => Self::DataDestroyed,
+            E::Crypto(_) | E::Database(_) | E::Encrypt(_) => Self::unexpected(error),
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct HttpSettings {
     pub json_limit: usize,
     /// How long a break-the-glass grant lasts.
     pub break_glass_minutes: u32,
+    /// Uploads: size limit, allowed types, retention of deleted files.
+    pub files: clinicd_files::FileSettings,
 }
 
 impl Default for HttpSettings {
@@ -29,6 +31,7 @@ impl Default for HttpSettings {
             rate_limits: RateLimitSettings::default(),
             json_limit: DEFAULT_JSON_LIMIT,
             break_glass_minutes: clinicd_rbac::DEFAULT_BREAK_GLASS_MINUTES,
+            files: clinicd_files::FileSettings::default(),
         }
     }
 }

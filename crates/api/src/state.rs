@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use clinicd_audit::AuditWriter;
 use clinicd_domain::{AppointmentStore, NoteStore, PatientStore};
+use clinicd_files::{Files, ObjectStore};
 use clinicd_identity::Identity;
 use clinicd_rbac::Rbac;
 use sqlx::PgPool;
@@ -24,6 +25,7 @@ pub struct ApiState {
     pub patients: PatientStore,
     pub appointments: AppointmentStore,
     pub notes: NoteStore,
+    pub files: Files,
 }
 
 impl ApiState {
@@ -33,6 +35,7 @@ impl ApiState {
         metrics: Metrics,
         identity: Arc<Identity>,
         audit: AuditWriter,
+        file_store: Arc<dyn ObjectStore>,
     ) -> Self {
         let rbac = Arc::new(Rbac::new(
             db.clone(),
@@ -43,11 +46,18 @@ impl ApiState {
         let patients = PatientStore::new(db.clone(), identity.keyring.clone());
         let appointments = AppointmentStore::new(db.clone());
         let notes = NoteStore::new(db.clone(), identity.keyring.clone());
+        let files = Files::new(
+            db.clone(),
+            identity.keyring.clone(),
+            file_store,
+            settings.files.clone(),
+        );
         Self {
             rbac,
             patients,
             appointments,
             notes,
+            files,
             identity,
             audit,
             db,

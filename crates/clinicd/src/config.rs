@@ -14,6 +14,7 @@ use base64::Engine;
 use clinicd_api::client_ip::TrustedProxies;
 use clinicd_api::rate_limit::{QuotaSpec, RateLimitSettings};
 use clinicd_api::settings::{AllowedOrigins, DEFAULT_JSON_LIMIT, HttpSettings};
+use clinicd_files::{ContentType, FileSettings};
 use clinicd_identity::IdentitySettings;
 use clinicd_identity::password::HashParams;
 use clinicd_identity::sessions::SessionPolicy;
@@ -97,7 +98,12 @@ pub enum KeyProviderSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageSettings {
     Local { dir: PathBuf },
-    S3 { bucket: String, prefix: String },
+    S3 {
+        bucket: String,
+        prefix: String,
+        /// Also ask S3 to encrypt objects at rest under this KMS key (SSE-KMS), on top of ours.
+        sse_kms_key_id: Option<String>,
+    },
 }
 
 /// Where one-time fallback codes go (see clinicd_identity::otp).
@@ -394,6 +400,7 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
             _ => Err("must be a number of minutes from 5 to 720".into()),
         },
     );
+    let files = read_file_settings(r);
     Some(HttpSettings {
         production,
         allowed_origins,
@@ -401,7 +408,37 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
         rate_limits,
         json_limit,
         break_glass_minutes,
+        files,
     })
+}
+
+fn read_file_settings(r: &mut Reader<'_>) -> FileSettings {
+    let defaults = FileSettings::default();
+    let max_bytes = r.number(
+        "CLINICD_FILE_MAX_BYTES",
+        defaults.max_bytes,
+        1..=(1 << 40),
+    );
+    let retention_days = r.number(
+        "CLINICD_FILE_RETENTION_DAYS",
+        defaults.retention_days,
+        0..=36_600,
+    );
+    let allowed = r.parse_with("CLINICD_FILE_TYPES", defaults.allowed.clone(), |v| {
+        v.split(',')
+            .map(|name| {
+                name.trim().parse::<ContentType>().map_err(|()| {
+                    format!("`{}` is not one of pdf, png, jpeg, tiff, text", name.trim())
+                })
+            })
+            .collect()
+    });
+    FileSettings {
+        max_bytes,
+        allowed,
+        retention_days,
+        ..defaults
+    }
 }
 
 fn read_keys(r: &mut Reader<'_>, data_dir: &Path) -> Option<KeyProviderSettings> {
@@ -467,7 +504,12 @@ fn read_storage(r: &mut Reader<'_>, data_dir: &Path) -> Option<StorageSettings> 
         "s3" => {
             let bucket = r.required("CLINICD_S3_BUCKET")?.to_owned();
             let prefix = r.optional("CLINICD_S3_PREFIX").unwrap_or("").to_owned();
-            Some(StorageSettings::S3 { bucket, prefix })
+            let sse_kms_key_id = r.optional("CLINICD_S3_SSE_KMS_KEY_ID").map(str::to_owned);
+            Some(StorageSettings::S3 {
+                bucket,
+                prefix,
+                sse_kms_key_id,
+            })
         }
         _ => {
             r.problem("CLINICD_STORAGE", "must be `local` or `s3`");

@@ -12,7 +12,11 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use clinicd_api::middleware::security_headers::security_headers;
 use clinicd_api::rate_limit::Limits;
 use clinicd_api::{ApiError, ApiState, Metrics};
-use clinicd_audit::checkpoint::{CheckpointStore, LocalCheckpoints, S3Checkpoints};
+use clinicd_audit::checkpoint::{
+    CheckpointStore, LocalCheckpoints, S3Checkpoints, s3_client_from_env,
+};
+use clinicd_files::s3::S3Store;
+use clinicd_files::{LocalStore, ObjectStore};
 use clinicd_audit::retention::{ArchiveStore, LocalArchives, S3Archives};
 use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_identity::Identity;
@@ -52,6 +56,8 @@ pub enum StartupError {
     Keys(#[source] anyhow::Error),
     #[error("cannot set up identity: {0}")]
     Identity(String),
+    #[error("cannot prepare the file store: {0}")]
+    Storage(String),
     #[error("cannot create metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -130,6 +136,7 @@ impl Application {
             metrics.clone(),
             Arc::new(identity),
             audit,
+            file_store(&settings).await?,
         );
         let limits = state.limits.clone();
 
@@ -227,10 +234,33 @@ fn with_login_extras(identity: Identity, settings: &Settings) -> Result<Identity
     })
 }
 
+/// Where uploaded files go: S3 (`files/` under the prefix) or a local directory. The local
+/// directory is created here, so a server that cannot write it fails at start, not at the
+/// first upload.
+pub async fn file_store(settings: &Settings) -> Result<Arc<dyn ObjectStore>, StartupError> {
+    Ok(match &settings.storage {
+        StorageSettings::S3 {
+            bucket,
+            prefix,
+            sse_kms_key_id,
+        } => {
+            let store = S3Store::new(s3_client_from_env().await, bucket, prefix);
+            Arc::new(match sse_kms_key_id {
+                Some(key) => store.with_sse_kms(key),
+                None => store,
+            })
+        }
+        StorageSettings::Local { dir } => {
+            std::fs::create_dir_all(dir).map_err(|e| StartupError::Storage(e.to_string()))?;
+            Arc::new(LocalStore::new(dir))
+        }
+    })
+}
+
 /// Where audit checkpoints go: the object store when S3 is configured, else a directory.
 pub async fn checkpoint_store(settings: &Settings) -> Arc<dyn CheckpointStore> {
     match &settings.storage {
-        StorageSettings::S3 { bucket, prefix } => Arc::new(
+        StorageSettings::S3 { bucket, prefix, .. } => Arc::new(
             S3Checkpoints::from_env(
                 bucket.clone(),
                 format!("{prefix}audit-checkpoints/"),
@@ -247,7 +277,7 @@ pub async fn checkpoint_store(settings: &Settings) -> Arc<dyn CheckpointStore> {
 /// Where `clinicd audit maintain` puts expired partitions: the object store or a directory.
 pub async fn archive_store(settings: &Settings) -> Arc<dyn ArchiveStore> {
     match &settings.storage {
-        StorageSettings::S3 { bucket, prefix } => {
+        StorageSettings::S3 { bucket, prefix, .. } => {
             Arc::new(S3Archives::from_env(bucket.clone(), format!("{prefix}audit-archive/")).await)
         }
         StorageSettings::Local { .. } => Arc::new(LocalArchives::new(&settings.audit.archive_dir)),

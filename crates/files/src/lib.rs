@@ -1,14 +1,32 @@
-//! Encrypted file storage: object stores (S3, local disk) behind one trait and the streaming,
-//! segmented, key-committing encrypted object format.
+//! Encrypted file storage: object stores (S3, local disk) behind one trait, the streaming,
+//! segmented, key-committing encrypted object format, content sniffing, and the `files` table
+//! that records each complete object with its wrapped data key. `docs/files.md` describes the
+//! design and the format.
 //!
 //! Owns: the `files` table and every byte written to the object store.
 //!
-//! Must not: import actix (the API crate adapts multipart streams to it); write plaintext to disk.
-//!
-//! Status: the object format (`format`) and the object stores (`store`, `s3`) are built and
-//! tested; the `files` table, key wrapping and the endpoints come with the rest of the encrypted-files issue. The server already
-//! validates the storage settings (`CLINICD_STORAGE`, `CLINICD_STORAGE_DIR`, `CLINICD_S3_BUCKET`).
+//! Must not: import actix (the API crate adapts multipart streams to a byte stream); write
+//! plaintext to disk; hold a raw data key beyond one upload or download.
 
 pub mod format;
+pub mod record;
 pub mod s3;
+pub mod service;
+pub mod sniff;
 pub mod store;
+
+pub use record::{Category, StoredFile};
+pub use service::{Download, FileError, FileInfo, FileSettings, Files, NewFile};
+pub use sniff::ContentType;
+pub use store::{LocalStore, ObjectStore, ObjectStoreError};
+
+/// The field-encrypted columns of `files`, for `clinicd keys rekey`.
+pub fn encrypted_columns() -> Vec<clinicd_crypto::EncryptedColumn> {
+    record::ENCRYPTED_COLUMNS
+        .iter()
+        .map(|column| clinicd_crypto::EncryptedColumn {
+            table: record::TABLE,
+            column,
+        })
+        .collect()
+}

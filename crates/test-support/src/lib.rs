@@ -81,7 +81,22 @@ pub fn state_with(settings: HttpSettings, pool: PgPool, identity: Arc<Identity>)
         keyring(pool.clone()),
         WriterSettings::default(),
     );
-    ApiState::new(pool, settings, Metrics::new().unwrap(), identity, audit)
+    ApiState::new(
+        pool,
+        settings,
+        Metrics::new().unwrap(),
+        identity,
+        audit,
+        file_store(),
+    )
+}
+
+/// A local object store in a fresh directory of its own (left for the OS to clean).
+pub fn file_store() -> Arc<dyn clinicd_files::ObjectStore> {
+    let dir = std::env::temp_dir()
+        .join("clinicd-test-files")
+        .join(uuid::Uuid::now_v7().to_string());
+    Arc::new(clinicd_files::LocalStore::new(dir))
 }
 
 /// The API application driven in process: each call goes through the full middleware stack

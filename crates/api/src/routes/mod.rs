@@ -7,6 +7,7 @@ pub mod appointments;
 pub mod audit;
 pub mod auth;
 pub mod care_team;
+pub mod files;
 pub mod health;
 pub mod keys;
 pub mod mfa;
@@ -67,6 +68,7 @@ const fn needs(permission: Permission) -> Access {
 
 const LOGIN: Option<RateClass> = Some(RateClass::Login);
 const API: Option<RateClass> = Some(RateClass::Api);
+const UPLOAD: Option<RateClass> = Some(RateClass::Upload);
 
 pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/health", None, None, PUBLIC, || {
@@ -490,6 +492,38 @@ pub static ROUTES: &[RouteSpec] = &[
         audited(Action::Create, "note"),
         needs(Permission::NoteWrite),
         || web::to(notes::amend),
+    ),
+    route(
+        Method::POST,
+        "/api/patients/{id}/files",
+        UPLOAD,
+        audited(Action::Upload, "file"),
+        needs(Permission::FileUpload),
+        || web::to(files::upload),
+    ),
+    route(
+        Method::GET,
+        "/api/patients/{id}/files",
+        API,
+        audited(Action::View, "file"),
+        needs(Permission::FileRead),
+        || web::to(files::list),
+    ),
+    route(
+        Method::GET,
+        "/api/files/{id}",
+        API,
+        audited(Action::Download, "file"),
+        needs(Permission::FileRead),
+        || web::to(files::download),
+    ),
+    route(
+        Method::DELETE,
+        "/api/files/{id}",
+        API,
+        audited(Action::Delete, "file"),
+        needs(Permission::FileUpload),
+        || web::to(files::delete),
     ),
     route(
         Method::GET,

@@ -177,6 +177,7 @@ async fn when_the_trail_cannot_take_the_event_the_response_is_withheld(pool: PgP
             Metrics::new().unwrap(),
             clinicd_test_support::identity(pool.clone()),
             broken_audit,
+            clinicd_test_support::file_store(),
         ),
     };
     let me = app

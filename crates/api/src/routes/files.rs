@@ -1,0 +1,481 @@
+//! Patients' documents: upload (multipart, streamed into an encrypted object), list, download
+//! (streamed decryption, releasing only authenticated bytes) and soft delete. A file is reached
+//! through its patient's care team; outside it a file id answers like one that does not exist.
+
+use actix_multipart::Multipart;
+use actix_web::body::SizedStream;
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use clinicd_files::{Category, Download, FileError, FileInfo, NewFile, StoredFile};
+use clinicd_identity::sessions::{ClientInfo, SecurityEvent, record_event};
+use clinicd_rbac::care_team::Reach;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::audit::AuditNote;
+use crate::extract::Authenticated;
+use crate::problem::{ApiError, Problem};
+use crate::routes::auth::client_info;
+use crate::routes::patients::reach;
+use crate::state::ApiState;
+
+/// Room for the multipart framing around the file (boundaries, part headers, the category):
+/// a declared body longer than the file limit plus this is refused before it is read.
+const FRAMING_ALLOWANCE: u64 = 16 * 1024;
+const MAX_NAME_CHARS: usize = 255;
+
+/// The upload form. Parts in this order: `category`, then `file`; no others.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Documents the form for OpenAPI; the handler streams the parts itself.
+pub struct UploadForm {
+    /// `insurance_card_front`, `insurance_card_back`, `photo_id`, `referral`, `lab_result` or
+    /// `other`.
+    category: String,
+    /// The document. Its type is judged from its bytes (PDF, PNG, JPEG, TIFF or plain text
+    /// unless the server allows fewer); the part's declared type is ignored. Its file name is
+    /// kept, encrypted.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// A document's bytes, exactly as uploaded.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct FileBytes(#[allow(dead_code)] Vec<u8>);
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FileView {
+    pub id: Uuid,
+    pub patient_id: Uuid,
+    pub category: String,
+    /// Judged from the content: `application/pdf`, `image/png`, `image/jpeg`, `image/tiff`
+    /// or `text/plain`.
+    pub content_type: String,
+    pub size: u64,
+    /// SHA-256 of the content, lowercase hex.
+    pub sha256: String,
+    /// The original file name, if the upload had one.
+    pub name: Option<String>,
+    /// `null` for a file brought in by `clinicd files import`.
+    pub uploaded_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&FileInfo> for FileView {
+    fn from(f: &FileInfo) -> Self {
+        Self {
+            id: f.id,
+            patient_id: f.patient_id,
+            category: f.category.as_str().to_owned(),
+            content_type: f.content_type.mime().to_owned(),
+            size: f.size,
+            sha256: hex(&f.sha256),
+            name: f.name.clone(),
+            uploaded_by: f.uploaded_by,
+            created_at: f.created_at,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn access(reach: Reach) -> &'static str {
+    match reach {
+        Reach::BreakGlass { .. } => "break_glass",
+        _ => "care_team",
+    }
+}
+
+/// The file row if the caller may reach its patient; 404 otherwise (also for a deleted file).
+async fn reachable(
+    state: &ApiState,
+    caller: &Authenticated,
+    id: Uuid,
+) -> Result<(StoredFile, Reach), ApiError> {
+    let file = state.files.find(id).await?.ok_or(ApiError::NotFound)?;
+    let reach = reach(state, caller.0.user_id, file.patient_id).await?;
+    Ok((file, reach))
+}
+
+/// Uploads a document to a patient in the caller's care team.
+#[utoipa::path(
+    post,
+    path = "/api/patients/{id}/files",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Patient id")),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored, encrypted; nothing is stored unless the whole file arrived", body = FileView),
+        (status = 400, description = "Not multipart/form-data, parts missing, out of order or extra (invalid_multipart), or the body ended early (upload_incomplete)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `file:upload` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such patient, or not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than the limit (file_too_large)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The content is not an allowed type (unsupported_file_type)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An unknown category (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Upload rate limit (per user)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The file store is unavailable (storage_unavailable)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn upload(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let patient = id.into_inner();
+    reach(&state, caller.0.user_id, patient).await?;
+    let limit = state.files.settings().max_bytes;
+    if declared_length(&req).is_some_and(|len| len > limit.saturating_add(FRAMING_ALLOWANCE)) {
+        return Err(ApiError::FileTooLarge { limit });
+    }
+    let mut form = Multipart::new(req.headers(), payload);
+    let category = read_category(&mut form).await?;
+    let mut file = match form.next().await {
+        Some(Ok(field)) if field.name() == Some("file") => field,
+        Some(Ok(_)) => return Err(ApiError::InvalidMultipart("the part after `category` must be `file`")),
+        Some(Err(e)) => return Err(multipart_error(&e)),
+        None => return Err(ApiError::InvalidMultipart("a `file` part is required")),
+    };
+    let name = file
+        .content_disposition()
+        .and_then(|d| d.get_filename())
+        .and_then(base_name);
+    let new = NewFile {
+        patient_id: patient,
+        uploaded_by: Some(caller.0.user_id.0),
+        category,
+        name,
+        now: state.rbac.now(),
+    };
+    let info = state.files.upload(new, &mut file).await?;
+    drop(file);
+    // Only the closing boundary may follow: anything else voids the upload.
+    if form.next().await.is_some() {
+        state.files.discard(info.id).await?;
+        return Err(ApiError::InvalidMultipart(
+            "only a `category` and a `file` part are accepted",
+        ));
+    }
+    let mut response = HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/files/{}", info.id)))
+        .json(FileView::from(&info));
+    AuditNote {
+        patient_id: Some(patient),
+        resource_id: Some(info.id.to_string()),
+        metadata: Some(serde_json::json!({
+            "category": info.category.as_str(),
+            "content_type": info.content_type.mime(),
+            "size": info.size,
+        })),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    Ok(response)
+}
+
+fn declared_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn multipart_error(error: &actix_multipart::MultipartError) -> ApiError {
+    use actix_multipart::MultipartError as E;
+    match error {
+        E::ContentTypeMissing | E::ContentTypeParse | E::ContentTypeIncompatible => {
+            ApiError::UnsupportedMediaType {
+                expected: "multipart/form-data",
+            }
+        }
+        E::Incomplete | E::Payload(_) => ApiError::UploadIncomplete,
+        _ => ApiError::InvalidMultipart("the body is not well-formed multipart/form-data"),
+    }
+}
+
+/// The first part, which must be `category`.
+async fn read_category(form: &mut Multipart) -> Result<Category, ApiError> {
+    let mut field = match form.next().await {
+        Some(Ok(field)) if field.name() == Some("category") => field,
+        Some(Ok(_)) | None => {
+            return Err(ApiError::InvalidMultipart(
+                "the first part must be `category`, then `file`",
+            ));
+        }
+        Some(Err(e)) => return Err(multipart_error(&e)),
+    };
+    let bytes = match field.bytes(64).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => return Err(multipart_error(&e)),
+        Err(_) => Bytes::new(),
+    };
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or(ApiError::InvalidField {
+            field: "category",
+            reason: "must be insurance_card_front, insurance_card_back, photo_id, referral, \
+                     lab_result or other"
+                .into(),
+        })
+}
+
+/// The last path segment of a client's file name, without control characters; `None` if
+/// nothing is left.
+fn base_name(raw: &str) -> Option<String> {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or(raw);
+    let clean: String = base
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME_CHARS)
+        .collect();
+    let clean = clean.trim();
+    (!clean.is_empty() && clean != "." && clean != "..").then(|| clean.to_owned())
+}
+
+/// A patient's documents, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/patients/{id}/files",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Patient id")),
+    responses(
+        (status = 200, description = "The patient's live (not deleted) documents", body = [FileView]),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `file:read` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such patient, or not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let patient = id.into_inner();
+    let reached = reach(&state, caller.0.user_id, patient).await?;
+    let files = state.files.list(patient).await?;
+    let ids: Vec<Uuid> = files.iter().map(|f| f.id).collect();
+    let mut response =
+        HttpResponse::Ok().json(files.iter().map(FileView::from).collect::<Vec<_>>());
+    AuditNote {
+        patient_id: Some(patient),
+        metadata: Some(serde_json::json!({
+            "access": access(reached),
+            "returned": ids.len(),
+            "ids": ids,
+        })),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    Ok(response)
+}
+
+/// Downloads a document, decrypting as it streams.
+#[utoipa::path(
+    get,
+    path = "/api/files/{id}",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "File id")),
+    responses(
+        (status = 200, description = "The document as an attachment, with its type, `Content-Length` and `Repr-Digest` (SHA-256). Only authenticated bytes are sent; if the stored object fails verification after the response has started, the connection is closed before `Content-Length` bytes arrive (the event is audited), so a client must treat a short body as a failure", body = FileBytes, content_type = "application/octet-stream"),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `file:read` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such file, deleted, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The patient's keys were destroyed (data_destroyed)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The stored object failed verification before anything was sent (file_integrity_failed); audited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The file store is unavailable (storage_unavailable)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn download(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (file, reached) = reachable(&state, &caller, id.into_inner()).await?;
+    let info = state.files.info(&file).await?;
+    let note = AuditNote {
+        patient_id: Some(file.patient_id),
+        resource_id: Some(file.id.to_string()),
+        metadata: Some(serde_json::json!({ "access": access(reached), "size": info.size })),
+        ..AuditNote::default()
+    };
+    let alarm = IntegrityAlarm {
+        db: state.db.clone(),
+        file: file.id,
+        user: caller.0.user_id.0,
+        session: caller.0.session_id,
+        client: client_info(&req),
+    };
+    let mut download = state.files.open(&file).await?;
+    // The header and first segment are verified before the response starts, so a swapped,
+    // truncated-to-nothing or re-keyed object is a clean error rather than a cut connection.
+    let first = match download.next().await {
+        None => Bytes::new(),
+        Some(Ok(plain)) => Bytes::from(plain),
+        Some(Err(e)) => return Ok(refuse(e, alarm, note).await),
+    };
+    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+        .chain(remaining(download, alarm));
+    let mut response = HttpResponse::Ok()
+        .content_type(match info.content_type {
+            clinicd_files::ContentType::Text => "text/plain; charset=utf-8",
+            other => other.mime(),
+        })
+        .insert_header((header::CONTENT_DISPOSITION, disposition(&info)))
+        .insert_header((
+            "Repr-Digest",
+            format!(
+                "sha-256=:{}:",
+                base64::engine::general_purpose::STANDARD.encode(info.sha256)
+            ),
+        ))
+        .body(SizedStream::new(info.size, body));
+    note.attach(&mut response);
+    Ok(response)
+}
+
+/// The rest of a download; a failure ends the stream with an error (the connection is closed
+/// short of `Content-Length`) and raises the alarm.
+fn remaining(
+    download: Download,
+    alarm: IntegrityAlarm,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold(
+        (Some(download), Some(alarm)),
+        |(mut download, mut alarm)| async move {
+            let piece = download.as_mut()?.next().await?;
+            match piece {
+                Ok(plain) => Some((Ok(Bytes::from(plain)), (download, alarm))),
+                Err(e) => {
+                    if let Some(alarm) = alarm.take() {
+                        alarm.raise(&e).await;
+                    }
+                    Some((Err(std::io::Error::other("file integrity")), (None, None)))
+                }
+            }
+        },
+    )
+}
+
+/// A failure before any byte was sent: a problem response that keeps the audit note.
+async fn refuse(error: FileError, alarm: IntegrityAlarm, note: AuditNote) -> HttpResponse {
+    if matches!(error, FileError::Integrity(_) | FileError::ObjectMissing) {
+        alarm.raise(&error).await;
+    }
+    let mut response = ApiError::from(error).error_response();
+    note.attach(&mut response);
+    response
+}
+
+/// What is needed to record a failed verification as a security event (forwarded into the
+/// audit chain like identity's events).
+struct IntegrityAlarm {
+    db: sqlx::PgPool,
+    file: Uuid,
+    user: Uuid,
+    session: Uuid,
+    client: ClientInfo,
+}
+
+impl IntegrityAlarm {
+    async fn raise(self, error: &FileError) {
+        tracing::error!(file = %self.file, error = %error, "a stored file failed verification");
+        let reason = format!("file {}", self.file);
+        let event = SecurityEvent {
+            kind: "file_integrity_failure",
+            user: Some(self.user),
+            session: Some(self.session),
+            reason: Some(&reason),
+            actor: None,
+        };
+        let recorded = async {
+            let mut conn = self.db.acquire().await.map_err(|e| e.to_string())?;
+            record_event(&mut conn, Utc::now(), event, &self.client)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = recorded {
+            tracing::error!(file = %self.file, error = %e, "could not record a file integrity failure");
+        }
+    }
+}
+
+/// `attachment`, with a file name safe in a header: the original name's ASCII letters, digits
+/// and `._-` kept, everything else `_`; `file-<id>.<ext>` if there is none.
+fn disposition(info: &FileInfo) -> String {
+    let name = info
+        .name
+        .as_deref()
+        .map(|n| {
+            n.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+        })
+        .unwrap_or_else(|| format!("file-{}.{}", info.id, info.content_type.extension()));
+    format!("attachment; filename=\"{name}\"")
+}
+
+/// Deletes a document (soft: kept, unreadable through the API, until its retention ends).
+#[utoipa::path(
+    delete,
+    path = "/api/files/{id}",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "File id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `file:upload` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such file, already deleted, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let (file, _) = reachable(&state, &caller, id.into_inner()).await?;
+    let deleted = state
+        .files
+        .delete(file.id, caller.0.user_id.0, state.rbac.now())
+        .await?;
+    if !deleted {
+        return Err(ApiError::NotFound);
+    }
+    let mut response = HttpResponse::NoContent().finish();
+    AuditNote {
+        patient_id: Some(file.patient_id),
+        resource_id: Some(file.id.to_string()),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    Ok(response)
+}

@@ -1,0 +1,234 @@
+//! The `files` table: one row per complete object, with its wrapped data key. Rows are
+//! inserted only after the object is complete, so a row always names a whole object.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use clinicd_crypto::{Encrypted, FieldLocation};
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::sniff::ContentType;
+
+pub const TABLE: &str = "files";
+
+/// The field-encrypted columns of `files` (for `clinicd keys rekey`): re-keying rewrites them
+/// and leaves every object as it is.
+pub const ENCRYPTED_COLUMNS: &[&str] = &["data_key", "sha256", "name"];
+
+pub fn location(id: Uuid, column: &'static str) -> FieldLocation<'static> {
+    FieldLocation::new(TABLE, column, id)
+}
+
+/// What a document is, chosen by the uploader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    InsuranceCardFront,
+    InsuranceCardBack,
+    PhotoId,
+    Referral,
+    LabResult,
+    Other,
+}
+
+impl Category {
+    pub const ALL: [Category; 6] = [
+        Self::InsuranceCardFront,
+        Self::InsuranceCardBack,
+        Self::PhotoId,
+        Self::Referral,
+        Self::LabResult,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InsuranceCardFront => "insurance_card_front",
+            Self::InsuranceCardBack => "insurance_card_back",
+            Self::PhotoId => "photo_id",
+            Self::Referral => "referral",
+            Self::LabResult => "lab_result",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Category {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or(())
+    }
+}
+
+/// A stored file's row, with its encrypted columns still sealed.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub id: Uuid,
+    pub patient_id: Uuid,
+    pub uploaded_by: Option<Uuid>,
+    pub category: Category,
+    pub content_type: ContentType,
+    pub size: u64,
+    /// The plaintext's SHA-256, sealed.
+    pub sha256: Vec<u8>,
+    pub name: Option<Encrypted<String>>,
+    pub data_key: Vec<u8>,
+    pub object_key: String,
+    pub created_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, patient_id, uploaded_by, category, content_type, size_bytes, sha256, \
+                       name, data_key, object_key, created_at, deleted_at";
+
+fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredFile, sqlx::Error> {
+    let category: String = row.try_get("category")?;
+    let content_type: String = row.try_get("content_type")?;
+    let size: i64 = row.try_get("size_bytes")?;
+    let corrupt = |column: &str| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: "a value the table's CHECK does not allow".into(),
+    };
+    Ok(StoredFile {
+        id: row.try_get("id")?,
+        patient_id: row.try_get("patient_id")?,
+        uploaded_by: row.try_get("uploaded_by")?,
+        category: category.parse().map_err(|()| corrupt("category"))?,
+        content_type: ContentType::from_mime(&content_type).ok_or_else(|| corrupt("content_type"))?,
+        size: u64::try_from(size).map_err(|_| corrupt("size_bytes"))?,
+        sha256: row.try_get("sha256")?,
+        name: row.try_get("name")?,
+        data_key: row.try_get("data_key")?,
+        object_key: row.try_get("object_key")?,
+        created_at: row.try_get("created_at")?,
+        deleted_at: row.try_get("deleted_at")?,
+    })
+}
+
+/// A live (not deleted) file by id.
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<StoredFile>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM files WHERE id = $1 AND deleted_at IS NULL");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// A patient's live files, oldest first.
+pub async fn for_patient(
+    db: impl PgExecutor<'_>,
+    patient: Uuid,
+) -> Result<Vec<StoredFile>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM files WHERE patient_id = $1 AND deleted_at IS NULL \
+         ORDER BY created_at, id"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(patient)
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+/// A complete object's row. `false` if `import_key` is already present (the object is then
+/// the caller's to delete).
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    file: &StoredFile,
+    import_key: Option<&[u8]>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO files (id, patient_id, uploaded_by, category, content_type, size_bytes, sha256, \
+         name, data_key, object_key, format, import_key, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (import_key) DO NOTHING",
+    )
+    .bind(file.id)
+    .bind(file.patient_id)
+    .bind(file.uploaded_by)
+    .bind(file.category.as_str())
+    .bind(file.content_type.mime())
+    .bind(i64::try_from(file.size).unwrap_or(i64::MAX))
+    .bind(&file.sha256)
+    .bind(&file.name)
+    .bind(&file.data_key)
+    .bind(&file.object_key)
+    .bind(i16::from(crate::format::VERSION))
+    .bind(import_key)
+    .bind(file.created_at)
+    .execute(db)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+pub async fn import_key_exists(db: impl PgExecutor<'_>, key: &[u8]) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM files WHERE import_key = $1)")
+        .bind(key)
+        .fetch_one(db)
+        .await
+}
+
+/// Marks a live file deleted, kept until `purge_after`. `false` if there was no live file.
+pub async fn soft_delete(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    by: Uuid,
+    now: DateTime<Utc>,
+    purge_after: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE files SET deleted_at = $3, deleted_by = $2, purge_after = $4 \
+         WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(by)
+    .bind(now)
+    .bind(purge_after)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deleted files whose retention has run out: `(id, object key)`.
+pub async fn due_for_purge(
+    db: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, object_key FROM files WHERE purge_after <= $1 ORDER BY purge_after LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes a row outright, returning its object key.
+pub async fn discard(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("DELETE FROM files WHERE id = $1 RETURNING object_key")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn remove(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM files WHERE id = $1 AND purge_after IS NOT NULL")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
