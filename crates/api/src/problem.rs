@@ -102,7 +102,9 @@ pub enum ApiError {
     NoteNotSigned,
     #[error("the file is larger than the limit of {limit} bytes")]
     FileTooLarge { limit: u64 },
-    #[error("the file's content is not one of the allowed types (judged by its bytes, not its name or declared type)")]
+    #[error(
+        "the file's content is not one of the allowed types (judged by its bytes, not its name or declared type)"
+    )]
     UnsupportedFileType,
     #[error("{0}")]
     InvalidMultipart(&'static str),

@@ -97,7 +97,9 @@ pub enum KeyProviderSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageSettings {
-    Local { dir: PathBuf },
+    Local {
+        dir: PathBuf,
+    },
     S3 {
         bucket: String,
         prefix: String,
@@ -414,11 +416,7 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
 
 fn read_file_settings(r: &mut Reader<'_>) -> FileSettings {
     let defaults = FileSettings::default();
-    let max_bytes = r.number(
-        "CLINICD_FILE_MAX_BYTES",
-        defaults.max_bytes,
-        1..=(1 << 40),
-    );
+    let max_bytes = r.number("CLINICD_FILE_MAX_BYTES", defaults.max_bytes, 1..=(1 << 40));
     let retention_days = r.number(
         "CLINICD_FILE_RETENTION_DAYS",
         defaults.retention_days,

@@ -15,10 +15,10 @@ use clinicd_api::{ApiError, ApiState, Metrics};
 use clinicd_audit::checkpoint::{
     CheckpointStore, LocalCheckpoints, S3Checkpoints, s3_client_from_env,
 };
-use clinicd_files::s3::S3Store;
-use clinicd_files::{LocalStore, ObjectStore};
 use clinicd_audit::retention::{ArchiveStore, LocalArchives, S3Archives};
 use clinicd_audit::{AuditWriter, WriterSettings};
+use clinicd_files::s3::S3Store;
+use clinicd_files::{LocalStore, ObjectStore};
 use clinicd_identity::Identity;
 use clinicd_identity::challenge::SiteVerifyChallenge;
 use clinicd_identity::clock::SystemClock;

@@ -102,7 +102,8 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredFile, sqlx::Error> {
         patient_id: row.try_get("patient_id")?,
         uploaded_by: row.try_get("uploaded_by")?,
         category: category.parse().map_err(|()| corrupt("category"))?,
-        content_type: ContentType::from_mime(&content_type).ok_or_else(|| corrupt("content_type"))?,
+        content_type: ContentType::from_mime(&content_type)
+            .ok_or_else(|| corrupt("content_type"))?,
         size: u64::try_from(size).map_err(|_| corrupt("size_bytes"))?,
         sha256: row.try_get("sha256")?,
         name: row.try_get("name")?,

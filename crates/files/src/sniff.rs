@@ -156,11 +156,17 @@ mod tests {
         assert!(is_text(&[b"Lab result:\tnormal\r\n"]));
         let accented = "Zoë Müller — São Paulo".as_bytes();
         for cut in 0..accented.len() {
-            assert!(is_text(&[&accented[..cut], &accented[cut..]]), "cut at {cut}");
+            assert!(
+                is_text(&[&accented[..cut], &accented[cut..]]),
+                "cut at {cut}"
+            );
         }
         assert!(!is_text(&[b"abc\0def"]), "NUL");
         assert!(!is_text(&[b"abc\x1b[31m"]), "escape");
-        assert!(!is_text(&[b"abc", b"\xff"]), "invalid UTF-8 in a later chunk");
+        assert!(
+            !is_text(&[b"abc", b"\xff"]),
+            "invalid UTF-8 in a later chunk"
+        );
         assert!(!is_text(&[&accented[..3]]), "ends inside a character");
     }
 

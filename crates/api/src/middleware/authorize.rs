@@ -17,7 +17,10 @@ use clinicd_rbac::{Decision, Permission};
 use crate::audit::AuditNote;
 use crate::extract;
 use crate::problem::ApiError;
+use crate::rate_limit::{RateClass, RateKey};
 use crate::routes::{self, Access};
+use crate::state::ApiState;
+use clinicd_identity::users::UserId;
 
 pub async fn authorize(
     req: ServiceRequest,
@@ -46,6 +49,9 @@ pub async fn authorize(
     };
     match grants.decide(permission) {
         Decision::Allowed => {
+            if let Some(refusal) = upload_limit(&req, &state, principal.user_id) {
+                return Ok(refuse(req, &refusal, None));
+            }
             req.extensions_mut().insert(grants);
             Ok(next.call(req).await?.map_into_boxed_body())
         }
@@ -59,6 +65,31 @@ pub async fn authorize(
             &ApiError::MissingPermission(permission.as_str()),
             Some(permission),
         )),
+    }
+}
+
+/// The per-user upload limit, for routes of the upload class: counted only for a caller who
+/// may upload, so refusals for a missing permission do not use up a colleague's quota.
+fn upload_limit(req: &ServiceRequest, state: &ApiState, user: UserId) -> Option<ApiError> {
+    let class = req
+        .request()
+        .match_pattern()
+        .and_then(|pattern| routes::rate_class(req.method(), &pattern));
+    if class != Some(RateClass::Upload) {
+        return None;
+    }
+    match state
+        .limits
+        .check(RateClass::Upload, &RateKey::User(user.0))
+    {
+        Ok(_) => None,
+        Err(refusal) => {
+            state.metrics.count_rate_limited(refusal.policy);
+            tracing::warn!(policy = refusal.policy, "upload rate limit exceeded");
+            Some(ApiError::RateLimited {
+                retry_after: refusal.retry_after,
+            })
+        }
     }
 }
 

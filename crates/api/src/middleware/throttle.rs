@@ -28,12 +28,13 @@ pub async fn throttle(
         .extensions()
         .get::<ClientIp>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |client| client.0);
-    // The login class is keyed by address and username, which only the handler knows.
+    // The login class is keyed by address and username, which only the handler knows; the
+    // upload class by user, which the authorisation layer knows.
     let class = req
         .request()
         .match_pattern()
         .and_then(|pattern| routes::rate_class(req.method(), &pattern))
-        .filter(|class| *class != RateClass::Login);
+        .filter(|class| !matches!(class, RateClass::Login | RateClass::Upload));
 
     let mut passed: Vec<PolicyState> = Vec::with_capacity(2);
     let mut outcome = state.limits.check_ip(ip).map(|s| passed.push(s));

@@ -142,7 +142,11 @@ pub async fn upload(
     let category = read_category(&mut form).await?;
     let mut file = match form.next().await {
         Some(Ok(field)) if field.name() == Some("file") => field,
-        Some(Ok(_)) => return Err(ApiError::InvalidMultipart("the part after `category` must be `file`")),
+        Some(Ok(_)) => {
+            return Err(ApiError::InvalidMultipart(
+                "the part after `category` must be `file`",
+            ));
+        }
         Some(Err(e)) => return Err(multipart_error(&e)),
         None => return Err(ApiError::InvalidMultipart("a `file` part is required")),
     };

@@ -740,6 +740,8 @@ pub struct PatientExport {
     pub appointments: Vec<crate::routes::appointments::AppointmentView>,
     /// Every note, amendments included, newest encounter first.
     pub notes: Vec<crate::routes::notes::NoteView>,
+    /// The patient's documents (metadata; each is downloaded through `GET /api/files/{id}`).
+    pub files: Vec<crate::routes::files::FileView>,
     pub exported_at: DateTime<Utc>,
 }
 
@@ -769,10 +771,12 @@ pub async fn export(
     let patient = state.patients.get(id).await?.ok_or(ApiError::NotFound)?;
     let appointments = state.appointments.for_patient(id).await?;
     let notes = state.notes.for_patient(id).await?;
+    let files = state.files.list(id).await?;
     let export = PatientExport {
         patient: view(&patient, Identifiers::Clear),
         appointments: appointments.iter().map(Into::into).collect(),
         notes: notes.iter().map(Into::into).collect(),
+        files: files.iter().map(Into::into).collect(),
         exported_at: state.rbac.now(),
     };
     let mut response = HttpResponse::Ok()
@@ -787,6 +791,7 @@ pub async fn export(
         metadata: Some(serde_json::json!({
             "appointments": appointments.len(),
             "notes": notes.len(),
+            "files": files.len(),
         })),
         ..AuditNote::default()
     }

@@ -9,6 +9,7 @@ mod care_team;
 mod challenge;
 mod cookies;
 mod cors;
+mod files;
 mod headers;
 mod health;
 mod mfa;

@@ -1,0 +1,821 @@
+//! Documents over HTTP against the local store: byte-identical round trips at the sizes that
+//! matter to the segment format, ciphertext only at rest, tampering refused and audited, the
+//! size limit and type sniffing, malformed and cut uploads leaving nothing, soft delete, key
+//! rotation without touching objects, and the role and care-team matrix by file id.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::test::{self, TestRequest};
+use clinicd_files::{FileSettings, Files, LocalStore};
+use clinicd_test_support::{TestApp, bearer, member, probe_routes, roomy_settings, send};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const BOUNDARY: &str = "clinicd-test-7MA4YWxkTrZu0gW";
+const SEGMENT: usize = 64 * 1024;
+
+/// An app whose files go to `dir` (so tests can look at and damage the stored objects).
+fn app(pool: &PgPool, dir: &Path, files: FileSettings) -> TestApp {
+    let mut settings = roomy_settings();
+    settings.rate_limits.upload = settings.rate_limits.api;
+    let mut app = TestApp::with_pool(settings, pool.clone());
+    app.state.files = Files::new(
+        pool.clone(),
+        app.state.identity.keyring.clone(),
+        Arc::new(LocalStore::new(dir)),
+        files,
+    );
+    app
+}
+
+/// Deterministic bytes that do not compress and contain no marker text.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn pdf(len: usize) -> Vec<u8> {
+    let mut bytes = b"%PDF-1.7\n".to_vec();
+    bytes.extend(noise(len.saturating_sub(bytes.len()), len as u64));
+    bytes.truncate(len);
+    bytes
+}
+
+fn png(len: usize) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend(noise(len.saturating_sub(bytes.len()), len as u64 + 7));
+    bytes
+}
+
+fn text(len: usize) -> Vec<u8> {
+    b"Potassium 4.1 mmol/L, within range.\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(len)
+        .collect()
+}
+
+/// A multipart body from `(part name, file name, bytes)`.
+fn form(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, filename, content) in parts {
+        body.extend(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"").bytes(),
+        );
+        if let Some(filename) = filename {
+            body.extend(format!("; filename=\"{filename}\"\r\nContent-Type: image/png").bytes());
+        }
+        body.extend(b"\r\n\r\n");
+        body.extend_from_slice(content);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{BOUNDARY}--\r\n").bytes());
+    body
+}
+
+fn upload_request(patient: &str, token: &str, body: Vec<u8>) -> TestRequest {
+    bearer(
+        TestRequest::post()
+            .uri(&format!("/api/patients/{patient}/files"))
+            .insert_header((
+                "Content-Type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            ))
+            .set_payload(body),
+        token,
+    )
+}
+
+async fn upload(app: &TestApp, patient: &str, token: &str, name: &str, bytes: &[u8]) -> Value {
+    let response = app
+        .call(upload_request(
+            patient,
+            token,
+            form(&[
+                ("category", None, b"lab_result"),
+                ("file", Some(name), bytes),
+            ]),
+        ))
+        .await;
+    assert_eq!(
+        response.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    response.json()
+}
+
+/// Status, headers and the body, or `None` if the body stream failed part way.
+async fn download(
+    app: &TestApp,
+    id: &str,
+    token: &str,
+) -> (u16, actix_web::http::header::HeaderMap, Option<Vec<u8>>) {
+    let service = test::init_service(clinicd_api::app_with(app.state.clone(), probe_routes)).await;
+    let request = bearer(TestRequest::get().uri(&format!("/api/files/{id}")), token);
+    let response = test::call_service(&service, request.to_request()).await;
+    let status = response.status().as_u16();
+    let mut headers = response.headers().clone();
+    // What the server writes as Content-Length: the body's declared size.
+    if let actix_web::body::BodySize::Sized(n) =
+        actix_web::body::MessageBody::size(response.response().body())
+    {
+        headers.insert(
+            actix_web::http::header::CONTENT_LENGTH,
+            n.to_string().parse().unwrap(),
+        );
+    }
+    let body = actix_web::body::to_bytes(response.into_body())
+        .await
+        .ok()
+        .map(|b| b.to_vec());
+    (status, headers, body)
+}
+
+/// A patient registered by the front desk, with `team` on its care team.
+async fn new_patient(
+    app: &TestApp,
+    team: &[clinicd_identity::users::UserId],
+    family: &str,
+) -> String {
+    let desk_name = format!("desk.{}", Uuid::now_v7().simple());
+    let (_, desk) = member(app, &desk_name, &["Staff"]).await;
+    let created = app
+        .call(send(
+            "POST",
+            "/api/patients",
+            &desk,
+            Some(json!({"given_name": "Pat", "family_name": family, "date_of_birth": "1970-05-06", "sex": "unknown"})),
+        ))
+        .await;
+    assert_eq!(created.status, 201);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    for user in team {
+        let added = app
+            .call(send(
+                "POST",
+                &format!("/api/patients/{id}/care-team"),
+                &desk,
+                Some(json!({"user_id": user.0})),
+            ))
+            .await;
+        assert_eq!(added.status, 201);
+    }
+    id
+}
+
+fn object_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join("objects").join("files").join(id)
+}
+
+/// Objects in the store, not counting the in-progress area.
+fn objects(dir: &Path) -> usize {
+    let partial = std::fs::read_dir(dir.join(".partial"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let complete = std::fs::read_dir(dir.join("objects").join("files"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    partial + complete
+}
+
+async fn file_rows(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM files")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn files_round_trip_byte_identical_and_rest_encrypted(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, dir.path(), FileSettings::default());
+    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
+    let patient = new_patient(&app, &[grey], "Smith").await;
+
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.txt", Vec::new(), "text/plain"),
+        ("one.txt", b"K".to_vec(), "text/plain"),
+        ("segment.txt", text(SEGMENT), "text/plain"),
+        ("two-segments.txt", text(2 * SEGMENT), "text/plain"),
+        ("scan.pdf", pdf(3 * 1024 * 1024 + 17), "application/pdf"),
+        ("card.png", png(SEGMENT + 1), "image/png"),
+    ];
+    let mut ids = Vec::new();
+    for (name, bytes, mime) in &cases {
+        let stored = upload(&app, &patient, &token, name, bytes).await;
+        assert_eq!(stored["content_type"], *mime, "{name}");
+        assert_eq!(stored["size"], bytes.len() as u64);
+        assert_eq!(stored["name"], *name);
+        assert_eq!(stored["category"], "lab_result");
+        let id = stored["id"].as_str().unwrap().to_owned();
+
+        let (status, headers, body) = download(&app, &id, &token).await;
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(
+            body.as_deref(),
+            Some(&bytes[..]),
+            "{name} is not byte-identical"
+        );
+        assert!(
+            headers
+                .get("content-type")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(mime)
+        );
+        assert_eq!(
+            headers.get("content-disposition").unwrap(),
+            format!("attachment; filename=\"{name}\"").as_str()
+        );
+        assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
+        assert_eq!(
+            headers.get("content-length").unwrap(),
+            bytes.len().to_string().as_str()
+        );
+        assert!(headers.contains_key("repr-digest"));
+
+        // At rest: the object is our format, and no run of the plaintext appears in it.
+        let object = std::fs::read(object_path(dir.path(), &id)).unwrap();
+        assert!(object.starts_with(b"CLNF"));
+        if bytes.len() >= 32 {
+            assert!(!contains(
+                &object,
+                &bytes[bytes.len() / 2..bytes.len() / 2 + 32]
+            ));
+        }
+        ids.push(id);
+    }
+
+    let listed = app
+        .call(send(
+            "GET",
+            &format!("/api/patients/{patient}/files"),
+            &token,
+            None,
+        ))
+        .await;
+    assert_eq!(listed.status, 200);
+    let listed: Vec<String> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, ids);
+
+    // The row holds no name, digest or key in clear.
+    let row: Vec<u8> = sqlx::query_scalar(
+        "SELECT convert_to(f::text, 'UTF8') FROM files f WHERE name IS NOT NULL LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    for name in ["empty.txt", "scan", "card.png"] {
+        assert!(!contains(&row, name.as_bytes()), "{name} in clear in a row");
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn tampered_truncated_reordered_or_swapped_objects_are_refused_and_audited(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, dir.path(), FileSettings::default());
+    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
+    let patient = new_patient(&app, &[grey], "Smith").await;
+    let bytes = png(4 * SEGMENT + 100);
+    let a = upload(&app, &patient, &token, "a.png", &bytes).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = upload(&app, &patient, &token, "b.png", &bytes).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = object_path(dir.path(), &a);
+    let original = std::fs::read(&path).unwrap();
+    let other = std::fs::read(object_path(dir.path(), &b)).unwrap();
+    let header_len = original.len() - (bytes.len() + 5 * 16);
+    let seg = SEGMENT + 16;
+
+    let flip = |at: usize| {
+        let mut o = original.clone();
+        o[at] ^= 0x01;
+        o
+    };
+    let mut swapped = original.clone();
+    let (s1, s2) = (header_len + seg, header_len + 2 * seg);
+    let first = original[s1..s1 + seg].to_vec();
+    swapped.copy_within(s2..s2 + seg, s1);
+    swapped[s2..s2 + seg].copy_from_slice(&first);
+    let mut other_header = other[..header_len].to_vec();
+    other_header.extend_from_slice(&original[header_len..]);
+
+    // (what, damaged object, refused before the response starts?)
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("a flipped header byte", flip(10), true),
+        (
+            "a flipped byte in the first segment",
+            flip(header_len + 5),
+            true,
+        ),
+        (
+            "a flipped byte in a later segment",
+            flip(header_len + 3 * seg + 5),
+            false,
+        ),
+        (
+            "a flipped byte in the final segment",
+            flip(original.len() - 3),
+            false,
+        ),
+        (
+            "the object truncated",
+            original[..original.len() - 50].to_vec(),
+            false,
+        ),
+        (
+            "cut at a segment boundary",
+            original[..header_len + 2 * seg].to_vec(),
+            false,
+        ),
+        ("two segments swapped", swapped, false),
+        ("another file's object in its place", other.clone(), true),
+        ("another file's header", other_header, true),
+    ];
+    for (what, damaged, early) in cases {
+        std::fs::write(&path, &damaged).unwrap();
+        let before: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM security_events WHERE kind = 'file_integrity_failure'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let (status, _, body) = download(&app, &a, &token).await;
+        if early {
+            assert_eq!(status, 502, "{what}");
+            let problem: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+            assert_eq!(problem["code"], "file_integrity_failed", "{what}");
+        } else {
+            assert_eq!(status, 200, "{what}");
+            assert!(
+                body.is_none(),
+                "{what}: the body must end in an error, not complete"
+            );
+        }
+        let after: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM security_events WHERE kind = 'file_integrity_failure'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(after, before + 1, "{what}: no security event");
+    }
+
+    // The refusals before the response are in the trail with their status and the file.
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'download' AND status_code = 502 AND resource_id = $1",
+    )
+    .bind(&a)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(refused, 4);
+
+    std::fs::write(&path, &original).unwrap();
+    let (status, _, body) = download(&app, &a, &token).await;
+    assert_eq!((status, body.as_deref()), (200, Some(&bytes[..])));
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_size_limit_and_type_sniffing_refuse_with_problems_and_leave_nothing(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = FileSettings {
+        max_bytes: 200 * 1024,
+        allowed: ["pdf", "png", "text"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect(),
+        ..FileSettings::default()
+    };
+    let app = app(&pool, dir.path(), limits);
+    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
+    let patient = new_patient(&app, &[grey], "Smith").await;
+
+    let mut binary_later = text(3 * SEGMENT);
+    binary_later[2 * SEGMENT + 9] = 0;
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("over the limit", pdf(200 * 1024 + 1), 413, "file_too_large"),
+        (
+            "a zip",
+            [b"PK\x03\x04".as_slice(), &noise(5000, 1)].concat(),
+            415,
+            "unsupported_file_type",
+        ),
+        (
+            "an executable",
+            [b"\x7fELF".as_slice(), &noise(5000, 2)].concat(),
+            415,
+            "unsupported_file_type",
+        ),
+        (
+            "a JPEG (not allowed here)",
+            [b"\xff\xd8\xff\xe0".as_slice(), &noise(100, 3)].concat(),
+            415,
+            "unsupported_file_type",
+        ),
+        (
+            "text turning binary after two segments",
+            binary_later,
+            415,
+            "unsupported_file_type",
+        ),
+        (
+            "invalid UTF-8",
+            b"caf\xe9 au lait".to_vec(),
+            415,
+            "unsupported_file_type",
+        ),
+    ];
+    for (what, bytes, status, code) in cases {
+        let response = app
+            .call(upload_request(
+                &patient,
+                &token,
+                form(&[
+                    ("category", None, b"other"),
+                    ("file", Some("x.png"), &bytes),
+                ]),
+            ))
+            .await;
+        response.assert_problem(status, code);
+        assert_eq!(file_rows(&pool).await, 0, "{what}");
+        assert_eq!(objects(dir.path()), 0, "{what}");
+    }
+
+    // Exactly the limit is fine; a declared length far over it is refused before reading.
+    upload(&app, &patient, &token, "limit.pdf", &pdf(200 * 1024)).await;
+    let response = app
+        .call(
+            upload_request(&patient, &token, form(&[("category", None, b"other")]))
+                .insert_header(("Content-Length", "999999999")),
+        )
+        .await;
+    response.assert_problem(413, "file_too_large");
+
+    // The part's declared type is ignored: a PDF sent as image/png is stored as a PDF.
+    let stored = upload(&app, &patient, &token, "looks-like.png", &pdf(1000)).await;
+    assert_eq!(stored["content_type"], "application/pdf");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn malformed_forms_and_cut_uploads_leave_no_row_and_no_object(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, dir.path(), FileSettings::default());
+    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
+    let patient = new_patient(&app, &[grey], "Smith").await;
+    let file = pdf(3 * SEGMENT);
+
+    let json = app
+        .call(send(
+            "POST",
+            &format!("/api/patients/{patient}/files"),
+            &token,
+            Some(json!({"file": "x"})),
+        ))
+        .await;
+    json.assert_problem(415, "unsupported_media_type");
+
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "no category",
+            form(&[("file", Some("a.pdf"), &file)]),
+            400,
+            "invalid_multipart",
+        ),
+        (
+            "file first",
+            form(&[("file", Some("a.pdf"), &file), ("category", None, b"other")]),
+            400,
+            "invalid_multipart",
+        ),
+        (
+            "no file",
+            form(&[("category", None, b"other")]),
+            400,
+            "invalid_multipart",
+        ),
+        (
+            "an unknown category",
+            form(&[
+                ("category", None, b"selfie"),
+                ("file", Some("a.pdf"), &file),
+            ]),
+            422,
+            "invalid_field",
+        ),
+        (
+            "an extra part",
+            form(&[
+                ("category", None, b"other"),
+                ("file", Some("a.pdf"), &file),
+                ("note", None, b"hi"),
+            ]),
+            400,
+            "invalid_multipart",
+        ),
+    ];
+    for (what, body, status, code) in cases {
+        let response = app.call(upload_request(&patient, &token, body)).await;
+        let problem = response.assert_problem(status, code);
+        if code == "invalid_field" {
+            assert_eq!(problem["field"], "category");
+        }
+        assert_eq!(file_rows(&pool).await, 0, "{what}");
+        assert_eq!(objects(dir.path()), 0, "{what}");
+    }
+
+    // The connection drops mid-file: no closing boundary, the body ends inside the file.
+    let whole = form(&[("category", None, b"other"), ("file", Some("a.pdf"), &file)]);
+    let cut = whole[..whole.len() / 2].to_vec();
+    let response = app.call(upload_request(&patient, &token, cut)).await;
+    response.assert_problem(400, "upload_incomplete");
+    assert_eq!(file_rows(&pool).await, 0);
+    assert_eq!(objects(dir.path()), 0);
+
+    // Each refusal is audited as an upload attempt naming the patient route, never a value.
+    let attempts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'upload' AND status_code >= 400",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 7);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn uploads_and_downloads_are_audited_and_deletes_are_soft(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, dir.path(), FileSettings::default());
+    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
+    let patient = new_patient(&app, &[grey], "Smith").await;
+    let id = upload(&app, &patient, &token, "referral.pdf", &pdf(5000)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(download(&app, &id, &token).await.0, 200);
+
+    let events: Vec<(String, i32, Option<Uuid>, Option<Uuid>, Option<String>)> = sqlx::query_as(
+        "SELECT action, status_code::int, actor_user_id, patient_id, resource_id FROM audit_events \
+         WHERE resource_type = 'file' ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let patient_id: Uuid = patient.parse().unwrap();
+    assert_eq!(
+        events,
+        vec![
+            (
+                "upload".into(),
+                201,
+                Some(grey.0),
+                Some(patient_id),
+                Some(id.clone())
+            ),
+            (
+                "download".into(),
+                200,
+                Some(grey.0),
+                Some(patient_id),
+                Some(id.clone())
+            ),
+        ]
+    );
+
+    let deleted = app
+        .call(send("DELETE", &format!("/api/files/{id}"), &token, None))
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(download(&app, &id, &token).await.0, 404);
+    let again = app
+        .call(send("DELETE", &format!("/api/files/{id}"), &token, None))
+        .await;
+    again.assert_problem(404, "not_found");
+    let listed = app
+        .call(send(
+            "GET",
+            &format!("/api/patients/{patient}/files"),
+            &token,
+            None,
+        ))
+        .await;
+    assert_eq!(listed.json(), json!([]));
+    // Kept for retention: the row and object remain, marked with who deleted it and until when.
+    let (by, days): (Option<Uuid>, f64) = sqlx::query_as(
+        "SELECT deleted_by, (extract(epoch FROM purge_after - deleted_at) / 86400)::float8 FROM files WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(by, Some(grey.0));
+    assert_eq!(
+        days.round() as u32,
+        clinicd_files::service::DEFAULT_RETENTION_DAYS
+    );
+    assert!(object_path(dir.path(), &id).exists());
+
+    // After retention, a purge removes object and row.
+    let later = chrono::Utc::now() + chrono::Duration::days(7 * 366);
+    assert_eq!(app.state.files.purge(later).await.unwrap(), 1);
+    assert!(!object_path(dir.path(), &id).exists());
+    assert_eq!(file_rows(&pool).await, 0);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn rotation_rewrites_rows_never_objects(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, dir.path(), FileSettings::default());
+    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
+    let patient = new_patient(&app, &[grey], "Smith").await;
+    let bytes = pdf(2 * SEGMENT + 3);
+    let id = upload(&app, &patient, &token, "scan.pdf", &bytes).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let object = std::fs::read(object_path(dir.path(), &id)).unwrap();
+    let wrapped = || async {
+        sqlx::query_scalar::<_, Vec<u8>>("SELECT data_key FROM files WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = wrapped().await;
+    let keyring = app.state.identity.keyring.clone();
+
+    // KEK rotation rewraps branch keys: the file's row and object both stay as they are.
+    keyring.rotate_kek().await.unwrap();
+    keyring.clear_caches();
+    assert_eq!(wrapped().await, before);
+    assert_eq!(
+        download(&app, &id, &token).await.2.as_deref(),
+        Some(&bytes[..])
+    );
+
+    // Re-keying after a compromise moves the data key to the patient's new key: the row
+    // changes, the object does not, and the file still opens.
+    keyring.rotate_subject_keys().await.unwrap();
+    let outcome = keyring
+        .rekey(
+            "files-test",
+            &clinicd_files::encrypted_columns(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, clinicd_crypto::RekeyOutcome::Finished(ref r) if r.rows_moved == 3),
+        "{outcome:?}"
+    );
+    keyring.clear_caches();
+    assert_ne!(wrapped().await, before);
+    assert_eq!(std::fs::read(object_path(dir.path(), &id)).unwrap(), object);
+    assert_eq!(
+        download(&app, &id, &token).await.2.as_deref(),
+        Some(&bytes[..])
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn roles_and_care_teams_decide_who_reaches_a_file(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, dir.path(), FileSettings::default());
+    let (grey_id, grey) = member(&app, "dr.grey", &["Provider"]).await;
+    let (house_id, house) = member(&app, "dr.house", &["Provider"]).await;
+    let (reader_id, reader) = member(&app, "auditor.read", &["ReadOnly"]).await;
+    let (_, admin) = member(&app, "it.admin", &["Admin"]).await;
+    let (_, nobody) = member(&app, "no.roles", &[]).await;
+    let patient = new_patient(&app, &[grey_id, reader_id], "Smith").await;
+    new_patient(&app, &[house_id], "Jones").await;
+    let bytes = pdf(1000);
+    let id = upload(&app, &patient, &grey, "a.pdf", &bytes).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let upload_form = || {
+        form(&[
+            ("category", None, b"other"),
+            ("file", Some("b.pdf"), &bytes),
+        ])
+    };
+    let list = format!("/api/patients/{patient}/files");
+    let one = format!("/api/files/{id}");
+
+    // Another team's provider: every route answers as if the patient and file did not exist.
+    app.call(upload_request(&patient, &house, upload_form()))
+        .await
+        .assert_problem(404, "not_found");
+    app.call(send("GET", &list, &house, None))
+        .await
+        .assert_problem(404, "not_found");
+    assert_eq!(download(&app, &id, &house).await.0, 404);
+    app.call(send("DELETE", &one, &house, None))
+        .await
+        .assert_problem(404, "not_found");
+
+    // Read-only on the team: lists and downloads, may not upload or delete.
+    assert_eq!(
+        app.call(send("GET", &list, &reader, None)).await.status,
+        200
+    );
+    assert_eq!(
+        download(&app, &id, &reader).await.2.as_deref(),
+        Some(&bytes[..])
+    );
+    app.call(upload_request(&patient, &reader, upload_form()))
+        .await
+        .assert_problem(403, "permission_denied");
+    app.call(send("DELETE", &one, &reader, None))
+        .await
+        .assert_problem(403, "permission_denied");
+
+    // The administrator and a user with no role: refused everything; anonymous: 401.
+    for token in [&admin, &nobody] {
+        app.call(upload_request(&patient, token, upload_form()))
+            .await
+            .assert_problem(403, "permission_denied");
+        app.call(send("GET", &list, token, None))
+            .await
+            .assert_problem(403, "permission_denied");
+        assert_eq!(download(&app, &id, token).await.0, 403);
+        app.call(send("DELETE", &one, token, None))
+            .await
+            .assert_problem(403, "permission_denied");
+    }
+    let anonymous = app.call(TestRequest::get().uri(&one)).await;
+    anonymous.assert_problem(401, "unauthenticated");
+
+    // A malformed id is a 400, a random one a 404.
+    app.call(send("GET", "/api/files/not-a-uuid", &grey, None))
+        .await
+        .assert_problem(400, "invalid_parameters");
+    assert_eq!(
+        download(&app, &Uuid::now_v7().to_string(), &grey).await.0,
+        404
+    );
+
+    // Nothing changed through the refusals: one file, still readable by its team.
+    assert_eq!(file_rows(&pool).await, 1);
+    assert_eq!(
+        download(&app, &id, &grey).await.2.as_deref(),
+        Some(&bytes[..])
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn uploads_count_against_the_per_user_upload_limit(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = app(&pool, dir.path(), FileSettings::default());
+    let mut settings = roomy_settings();
+    settings.rate_limits.upload = clinicd_api::rate_limit::QuotaSpec {
+        count: std::num::NonZeroU32::new(3).unwrap(),
+        window: std::time::Duration::from_secs(3600),
+    };
+    app.state.limits = Arc::new(clinicd_api::rate_limit::Limits::new(settings.rate_limits));
+    let (grey_id, grey) = member(&app, "dr.grey", &["Provider"]).await;
+    let (other_id, other) = member(&app, "dr.other", &["Provider"]).await;
+    let patient = new_patient(&app, &[grey_id], "Smith").await;
+    let mine = new_patient(&app, &[other_id], "Jones").await;
+    for _ in 0..3 {
+        upload(&app, &patient, &grey, "a.txt", b"ok").await;
+    }
+    let limited = app
+        .call(upload_request(
+            &patient,
+            &grey,
+            form(&[("category", None, b"other"), ("file", Some("a.txt"), b"ok")]),
+        ))
+        .await;
+    limited.assert_problem(429, "rate_limited");
+    // Per user: a colleague still uploads, and downloads are not counted as uploads.
+    upload(&app, &mine, &other, "b.txt", b"ok").await;
+    assert_eq!(file_rows(&pool).await, 4);
+}
