@@ -31,6 +31,27 @@ pub enum Command {
     /// Bring records over from another system.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Encrypted files.
+    #[command(subcommand)]
+    Files(FilesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Encrypt and store existing plaintext documents: MAP is a CSV of `path,mrn,category`
+    /// with paths relative to DIR. Prints one line per map line and a JSON summary; re-running
+    /// skips files already stored; exits 1 if any line failed.
+    Import {
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        map: std::path::PathBuf,
+        /// Delete each original once its stored copy has been read back and matches.
+        #[arg(long)]
+        delete_originals: bool,
+    },
+    /// Remove deleted files whose retention has ended (objects, then rows). Prints a JSON
+    /// summary.
+    Purge,
 }
 
 #[derive(Debug, Subcommand)]

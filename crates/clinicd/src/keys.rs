@@ -82,11 +82,7 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 pub async fn rekey(keyring: &Keyring, job: &str) -> anyhow::Result<()> {
     let rotated = keyring.rotate_subject_keys().await?;
     let outcome = keyring
-        .rekey(
-            job,
-            &clinicd_domain::encrypted_columns(),
-            Default::default(),
-        )
+        .rekey(job, &encrypted_columns(), Default::default())
         .await?;
     write_stdout(&format!(
         "subject keys rotated: {rotated}\n{}\n",
@@ -127,4 +123,12 @@ fn describe(outcome: &clinicd_crypto::RekeyOutcome) -> String {
             "another run holds the lock: try later".into()
         }
     }
+}
+
+/// Every field-encrypted column: the clinical tables and the files' wrapped keys, digests and
+/// names (re-keying rewrites rows only, never an object).
+pub fn encrypted_columns() -> Vec<clinicd_crypto::EncryptedColumn> {
+    let mut columns = clinicd_domain::encrypted_columns();
+    columns.extend(clinicd_files::encrypted_columns());
+    columns
 }

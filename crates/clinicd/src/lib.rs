@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod file_import;
 pub mod import;
 pub mod keys;
 pub mod startup;

@@ -1,7 +1,10 @@
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use clinicd::cli::{AdminCommand, AuditCommand, Cli, Command, ImportCommand, KeysCommand};
+use clinicd::cli::{
+    AdminCommand, AuditCommand, Cli, Command, FilesCommand, ImportCommand, KeysCommand,
+};
 use clinicd::{Application, Settings, keys, startup, telemetry};
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
             Command::Admin(command) => admin_command(settings, command).await,
             Command::Audit(command) => audit_command(settings, command).await,
             Command::Import(command) => import_command(settings, command).await,
+            Command::Files(command) => files_command(settings, command).await,
         }
     });
     match result {
@@ -169,6 +173,50 @@ async fn import_command(settings: Settings, command: ImportCommand) -> anyhow::R
         format!("{}\n", serde_json::to_string(&summary)?).as_bytes(),
     )?;
     std::io::Write::flush(&mut report)?;
+    Ok(())
+}
+
+async fn files_command(settings: Settings, command: FilesCommand) -> anyhow::Result<()> {
+    let pool = connect(&settings).await?;
+    if settings.database.migrate_on_start {
+        startup::MIGRATOR.run(&pool).await?;
+    }
+    let keyring = std::sync::Arc::new(keys::keyring(&settings.keys, pool.clone()).await?);
+    keyring.bootstrap().await?;
+    let files = clinicd_files::Files::new(
+        pool.clone(),
+        keyring,
+        startup::file_store(&settings).await?,
+        settings.http.files.clone(),
+    );
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let failed = match command {
+        FilesCommand::Import {
+            dir,
+            map,
+            delete_originals,
+        } => {
+            let import = clinicd::file_import::Import {
+                files: &files,
+                db: &pool,
+                dir: &dir,
+                delete_originals,
+            };
+            let summary = import.run(&map, &mut out).await?;
+            writeln!(out, "{}", serde_json::to_string(&summary)?)?;
+            summary.failed
+        }
+        FilesCommand::Purge => {
+            let purged = files.purge(chrono::Utc::now()).await?;
+            writeln!(out, "{}", serde_json::json!({ "purged": purged }))?;
+            0
+        }
+    };
+    out.flush()?;
+    if failed > 0 {
+        anyhow::bail!("{failed} file(s) could not be imported (see the report)");
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use clinicd_crypto::{Encrypted, FieldLocation};
+use clinicd_crypto::{BlindIndexSpec, Encrypted, FieldLocation, Normalizer};
 use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
@@ -16,6 +16,15 @@ pub const TABLE: &str = "files";
 /// The field-encrypted columns of `files` (for `clinicd keys rekey`): re-keying rewrites them
 /// and leaves every object as it is.
 pub const ENCRYPTED_COLUMNS: &[&str] = &["data_key", "sha256", "name"];
+
+/// A 64-bit keyed hash of (patient, content digest) marking a file brought in by
+/// `clinicd files import`, so a re-run skips what is already stored.
+pub const IMPORT_KEY: BlindIndexSpec = BlindIndexSpec {
+    table: TABLE,
+    column: "import_key",
+    bits: 64,
+    normalizer: Normalizer::Exact,
+};
 
 pub fn location(id: Uuid, column: &'static str) -> FieldLocation<'static> {
     FieldLocation::new(TABLE, column, id)
@@ -175,10 +184,14 @@ pub async fn insert(
     Ok(inserted.rows_affected() == 1)
 }
 
-pub async fn import_key_exists(db: impl PgExecutor<'_>, key: &[u8]) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM files WHERE import_key = $1)")
+/// The file already imported under `key`, if any (deleted or not).
+pub async fn by_import_key(
+    db: impl PgExecutor<'_>,
+    key: &[u8],
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM files WHERE import_key = $1")
         .bind(key)
-        .fetch_one(db)
+        .fetch_optional(db)
         .await
 }
 

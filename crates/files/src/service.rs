@@ -369,6 +369,29 @@ impl Files {
         Ok(())
     }
 
+    /// The import key of a file with this content for this patient (a keyed hash: the table
+    /// shows no digest of any document).
+    pub async fn import_key(&self, patient: Uuid, sha256: &[u8; 32]) -> Result<Vec<u8>, FileError> {
+        let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let index = self
+            .keyring
+            .blind_index(&record::IMPORT_KEY, &format!("{patient}:{hex}"))
+            .await?
+            .ok_or(CryptoError::InvalidPlaintext)?;
+        Ok(index.value)
+    }
+
+    /// The file stored under an import key, if any.
+    pub async fn imported(&self, import_key: &[u8]) -> Result<Option<Uuid>, FileError> {
+        Ok(record::by_import_key(&self.db, import_key).await?)
+    }
+
+    /// Reads a stored file back whole, verifying every segment: its size and SHA-256.
+    pub async fn read_back(&self, id: Uuid) -> Result<(u64, [u8; 32]), FileError> {
+        let row = self.find(id).await?.ok_or(FileError::ObjectMissing)?;
+        self.open(&row).await?.verify().await
+    }
+
     /// A live file's row, or `None` (also for a deleted file).
     pub async fn find(&self, id: Uuid) -> Result<Option<StoredFile>, FileError> {
         Ok(record::get(&self.db, id).await?)

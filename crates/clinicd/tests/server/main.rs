@@ -6,6 +6,7 @@ mod admin_cli;
 mod audit_cli;
 mod cli;
 mod config;
+mod files_cli;
 mod import_cli;
 mod keys_cli;
 mod listeners;
