@@ -32,6 +32,9 @@ pub struct FileSettings {
     /// How long a deleted file's object and key are kept before `clinicd files purge`.
     pub retention_days: u32,
     pub segment_size: u32,
+    /// An upload that delivers no bytes for this long is abandoned (slow or stalled clients
+    /// would otherwise hold a handler and an unfinished object indefinitely).
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for FileSettings {
@@ -41,6 +44,7 @@ impl Default for FileSettings {
             allowed: ContentType::ALL.into_iter().collect(),
             retention_days: DEFAULT_RETENTION_DAYS,
             segment_size: DEFAULT_SEGMENT_SIZE,
+            idle_timeout: std::time::Duration::from_secs(60),
         }
     }
 }

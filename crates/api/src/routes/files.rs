@@ -161,7 +161,11 @@ pub async fn upload(
         name,
         now: state.rbac.now(),
     };
-    let info = state.files.upload(new, &mut file).await?;
+    let idle = state.files.settings().idle_timeout;
+    let info = state
+        .files
+        .upload(new, with_idle_timeout(&mut file, idle))
+        .await?;
     drop(file);
     // Only the closing boundary may follow: anything else voids the upload.
     if form.next().await.is_some() {
@@ -185,6 +189,27 @@ pub async fn upload(
     }
     .attach(&mut response);
     Ok(response)
+}
+
+/// The part's bytes, failing if none arrive for `idle`. Besides stalled clients this covers a
+/// body that ends inside the file with a `\r` among its last bytes, on which the multipart
+/// parser (actix-multipart 0.7) waits for more input forever instead of reporting the end.
+fn with_idle_timeout(
+    field: &mut actix_multipart::Field,
+    idle: std::time::Duration,
+) -> impl futures_util::Stream<Item = Result<Bytes, String>> + Unpin + '_ {
+    Box::pin(futures_util::stream::unfold(
+        Some(field),
+        move |field| async move {
+            let field = field?;
+            match tokio::time::timeout(idle, field.next()).await {
+                Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(field))),
+                Ok(Some(Err(e))) => Some((Err(e.to_string()), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err("no data within the idle timeout".to_owned()), None)),
+            }
+        },
+    ))
 }
 
 fn declared_length(req: &HttpRequest) -> Option<u64> {

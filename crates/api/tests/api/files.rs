@@ -819,3 +819,133 @@ async fn uploads_count_against_the_per_user_upload_limit(pool: PgPool) {
     upload(&app, &mine, &other, "b.txt", b"ok").await;
     assert_eq!(file_rows(&pool).await, 4);
 }
+
+/// What a clinic on AWS sees, against moto: documents go up in parts, come back
+/// byte-identical, sit in the bucket as ciphertext; a flipped byte in the bucket is refused
+/// and audited; a cut upload leaves no object and no multipart upload behind.
+#[sqlx::test(migrations = "../../migrations")]
+async fn against_s3_files_are_ciphertext_in_the_bucket_and_tampering_is_caught(pool: PgPool) {
+    use clinicd_files::s3::{MIN_PART_SIZE, S3Store};
+    let (s3, bucket) = clinicd_test_support::moto_s3_bucket().await;
+    let mut app = app(&pool, Path::new("/nonexistent"), FileSettings::default());
+    app.state.files = Files::new(
+        pool.clone(),
+        app.state.identity.keyring.clone(),
+        Arc::new(S3Store::new(s3.clone(), &bucket, "clinic-a/").with_part_size(MIN_PART_SIZE)),
+        FileSettings {
+            idle_timeout: std::time::Duration::from_secs(2),
+            ..FileSettings::default()
+        },
+    );
+    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
+    let patient = new_patient(&app, &[grey], "Smith").await;
+    let in_bucket = |id: String| {
+        let s3 = s3.clone();
+        let bucket = bucket.clone();
+        async move {
+            s3.get_object()
+                .bucket(&bucket)
+                .key(format!("clinic-a/files/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .body
+                .collect()
+                .await
+                .unwrap()
+                .into_bytes()
+                .to_vec()
+        }
+    };
+
+    let scan = pdf(11 * 1024 * 1024 + 5);
+    let card = png(40_000);
+    let mut ids = Vec::new();
+    for (name, bytes) in [("scan.pdf", &scan), ("card.png", &card)] {
+        let id = upload(&app, &patient, &token, name, bytes).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, _, body) = download(&app, &id, &token).await;
+        assert_eq!((status, body.as_deref()), (200, Some(&bytes[..])), "{name}");
+        let object = in_bucket(id.clone()).await;
+        assert!(object.starts_with(b"CLNF"));
+        assert!(
+            !contains(&object, &bytes[20_000..20_032]),
+            "{name} in clear in the bucket"
+        );
+        ids.push(id);
+    }
+
+    // One byte flipped in the bucket: refused, and a security event names the file.
+    let mut object = in_bucket(ids[1].clone()).await;
+    let middle = object.len() / 2;
+    object[middle] ^= 0x20;
+    s3.put_object()
+        .bucket(&bucket)
+        .key(format!("clinic-a/files/{}", ids[1]))
+        .body(object.into())
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = download(&app, &ids[1], &token).await;
+    assert!(status == 502 || body.is_none(), "served a tampered object");
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM security_events WHERE kind = 'file_integrity_failure' AND detail->>'reason' = $1",
+    )
+    .bind(format!("file {}", ids[1]))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 1);
+
+    // Cut after more than a part has gone up: no row, no object, no upload in progress.
+    let whole = form(&[
+        ("category", None, b"other"),
+        ("file", Some("big.pdf"), &scan),
+    ]);
+    let cut = whole[..7 * 1024 * 1024].to_vec();
+    app.call(upload_request(&patient, &token, cut))
+        .await
+        .assert_problem(400, "upload_incomplete");
+    assert_eq!(file_rows(&pool).await, 2);
+    let listed = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    assert_eq!(listed.contents().len(), 2);
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploads.uploads().len(), 0);
+}
+
+/// A body that ends inside the file (with a `\r` near its end, which the multipart parser
+/// alone would wait on forever) or a client that stalls: refused after the idle timeout, and
+/// nothing is left.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_stalled_upload_is_abandoned_after_the_idle_timeout(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = FileSettings {
+        idle_timeout: std::time::Duration::from_millis(500),
+        ..FileSettings::default()
+    };
+    let app = app(&pool, dir.path(), settings);
+    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
+    let patient = new_patient(&app, &[grey], "Smith").await;
+    let mut file = pdf(200_000);
+    file[150_000..150_002].copy_from_slice(b"\r\x01");
+    let whole = form(&[
+        ("category", None, b"other"),
+        ("file", Some("big.pdf"), &file),
+    ]);
+    let start = whole.windows(9).position(|w| w == b"%PDF-1.7\n").unwrap();
+    let cut_at = start + 150_001;
+    assert_eq!(whole[cut_at - 1], b'\r');
+    let response = app
+        .call(upload_request(&patient, &token, whole[..cut_at].to_vec()))
+        .await;
+    response.assert_problem(400, "upload_incomplete");
+    assert_eq!(file_rows(&pool).await, 0);
+    assert_eq!(objects(dir.path()), 0);
+}
