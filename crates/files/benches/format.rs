@@ -59,46 +59,17 @@ fn rate(bytes: usize, mut work: impl FnMut()) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// `openssl speed` AES-256-GCM on 16 KiB blocks, one core: bytes per second.
-fn openssl() -> Option<f64> {
-    let output = std::process::Command::new("openssl")
-        .args([
-            "speed",
-            "-seconds",
-            "2",
-            "-bytes",
-            "16384",
-            "-evp",
-            "aes-256-gcm",
-        ])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    // The last line: "AES-256-GCM   <k/s for 16384 bytes>k"
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.to_ascii_lowercase().starts_with("aes-256-gcm"))?;
-    let kilobytes: f64 = line
-        .split_whitespace()
-        .last()?
-        .trim_end_matches('k')
-        .parse()
-        .ok()?;
-    Some(kilobytes * 1000.0)
-}
-
 fn main() {
     let plain: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
     let object = encrypt(&plain);
-    let ceiling = openssl();
+    let ceiling = clinicd_test_support::openssl_aes_gcm();
     let enc = rate(TOTAL, || {
         black_box(encrypt_stream(black_box(&plain)));
     });
     let dec = rate(TOTAL, || {
         black_box(decrypt(black_box(&object)));
     });
-    let ceiling_after = openssl();
+    let ceiling_after = clinicd_test_support::openssl_aes_gcm();
     let gb = |r: f64| r / 1e9;
     println!("64 MiB in 64 KiB pushes, 64 KiB segments, one core:");
     println!("  encrypt {:.2} GB/s, decrypt {:.2} GB/s", gb(enc), gb(dec));

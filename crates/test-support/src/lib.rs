@@ -512,3 +512,33 @@ pub fn send(method: &str, path: &str, token: &str, body: Option<Value>) -> TestR
     };
     bearer(request, token)
 }
+
+/// `openssl speed -evp aes-256-gcm` on 16 KiB blocks, one core: bytes per second (the
+/// benchmarks' ceiling for bulk encryption, measured in the same run).
+pub fn openssl_aes_gcm() -> Option<f64> {
+    let output = std::process::Command::new("openssl")
+        .args([
+            "speed",
+            "-seconds",
+            "2",
+            "-bytes",
+            "16384",
+            "-evp",
+            "aes-256-gcm",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // The last line: "AES-256-GCM   <k/s for 16384 bytes>k"
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().starts_with("aes-256-gcm"))?;
+    let kilobytes: f64 = line
+        .split_whitespace()
+        .last()?
+        .trim_end_matches('k')
+        .parse()
+        .ok()?;
+    Some(kilobytes * 1000.0)
+}
