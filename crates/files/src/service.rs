@@ -148,6 +148,87 @@ struct Sealed {
     content_type: ContentType,
 }
 
+/// Plaintext handed to the blocking pool at a time: large enough that the hand-off costs
+/// little, small enough that a transfer holds a few MiB at most (one batch arriving, one in
+/// the pool, one leaving).
+const BATCH: usize = 512 * 1024;
+
+/// An upload's running state: the encryptor, the digest and, for text, the text check.
+struct Sealing {
+    encryptor: Encryptor,
+    digest: digest::Context,
+    text: Option<TextCheck>,
+}
+
+impl Sealing {
+    fn absorb(&mut self, batch: &[u8]) -> Result<Vec<u8>, FileError> {
+        if let Some(text) = &mut self.text
+            && !text.push(batch)
+        {
+            return Err(FileError::TypeNotAllowed(None));
+        }
+        self.digest.update(batch);
+        self.encryptor.push(batch).map_err(FileError::Encrypt)
+    }
+}
+
+type Job<T> = tokio::task::JoinHandle<(T, Result<Vec<u8>, FileError>)>;
+
+/// One batch at a time in the blocking pool, its output written before the next is
+/// submitted; the state travels with the job and comes back with its output.
+struct Pipeline {
+    idle: Option<Sealing>,
+    running: Option<Job<Sealing>>,
+}
+
+impl Pipeline {
+    fn new(sealing: Sealing) -> Self {
+        Self {
+            idle: Some(sealing),
+            running: None,
+        }
+    }
+
+    /// The state, when no job holds it (before the first batch is submitted).
+    fn state_mut(&mut self) -> Option<&mut Sealing> {
+        self.idle.as_mut()
+    }
+
+    async fn submit(
+        &mut self,
+        batch: Vec<u8>,
+        writer: &mut dyn ObjectWriter,
+    ) -> Result<(), FileError> {
+        let mut sealing = self.settle(writer).await?;
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            let out = sealing.absorb(&batch);
+            (sealing, out)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the running job, writes its output, and returns the state.
+    async fn settle(&mut self, writer: &mut dyn ObjectWriter) -> Result<Sealing, FileError> {
+        if let Some(job) = self.running.take() {
+            let (sealing, out) = job
+                .await
+                .map_err(|_| FileError::Encrypt(FormatError::Crypto))?;
+            let out = out?;
+            if !out.is_empty() {
+                writer.write(&out).await?;
+            }
+            return Ok(sealing);
+        }
+        self.idle
+            .take()
+            .ok_or(FileError::Encrypt(FormatError::Crypto))
+    }
+
+    async fn finish(mut self, writer: &mut dyn ObjectWriter) -> Result<Sealing, FileError> {
+        self.settle(writer).await
+    }
+}
+
 impl Files {
     pub fn new(
         db: PgPool,
@@ -278,10 +359,11 @@ impl Files {
     }
 
     /// Streams the body through the size limit, the type check, the digest and the encryptor
-    /// into the writer.
+    /// into the writer. The hashing and encryption of one batch run on the blocking pool
+    /// while the next batch arrives, so the two cores share the work with TLS and parsing.
     async fn encrypt_into<S, B, E>(
         &self,
-        mut encryptor: Encryptor,
+        encryptor: Encryptor,
         body: &mut S,
         writer: &mut dyn ObjectWriter,
     ) -> Result<Sealed, FileError>
@@ -292,85 +374,65 @@ impl Files {
     {
         let limit = self.settings.max_bytes;
         let mut size: u64 = 0;
-        let mut digest = digest::Context::new(&digest::SHA256);
-        // Bytes held back until the type is known (at most SNIFF_LEN).
-        let mut head: Vec<u8> = Vec::with_capacity(SNIFF_LEN);
         let mut kind: Option<ContentType> = None;
-        let mut text = TextCheck::default();
+        let mut pipeline = Pipeline::new(Sealing {
+            encryptor,
+            digest: digest::Context::new(&digest::SHA256),
+            text: None,
+        });
+        let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| FileError::Incomplete(e.to_string()))?;
-            let mut bytes = chunk.as_ref();
+            let bytes = chunk.as_ref();
             size += bytes.len() as u64;
             if size > limit {
                 return Err(FileError::TooLarge { limit });
             }
-            if kind.is_none() {
-                let take = (SNIFF_LEN - head.len()).min(bytes.len());
-                head.extend_from_slice(&bytes[..take]);
-                bytes = &bytes[take..];
-                if head.len() < SNIFF_LEN {
-                    continue;
-                }
-                kind = Some(self.decide(&head)?);
-                self.absorb(&head, kind, &mut text, &mut digest, &mut encryptor, writer)
-                    .await?;
+            batch.extend_from_slice(bytes);
+            if kind.is_none() && batch.len() >= SNIFF_LEN {
+                kind = Some(self.decide(&batch, pipeline.state_mut())?);
             }
-            self.absorb(bytes, kind, &mut text, &mut digest, &mut encryptor, writer)
-                .await?;
+            if batch.len() >= BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                pipeline.submit(full, writer).await?;
+            }
         }
         if kind.is_none() {
             // A file shorter than the longest magic number.
-            kind = Some(self.decide(&head)?);
-            self.absorb(&head, kind, &mut text, &mut digest, &mut encryptor, writer)
-                .await?;
+            kind = Some(self.decide(&batch, pipeline.state_mut())?);
         }
-        let content_type = kind.unwrap_or(ContentType::Text);
-        if content_type == ContentType::Text && !text.finish() {
+        if !batch.is_empty() {
+            pipeline.submit(batch, writer).await?;
+        }
+        let sealing = pipeline.finish(writer).await?;
+        if sealing.text.is_some_and(|text| !text.finish()) {
             return Err(FileError::TypeNotAllowed(None));
         }
         writer
-            .write(&encryptor.finish().map_err(FileError::Encrypt)?)
+            .write(&sealing.encryptor.finish().map_err(FileError::Encrypt)?)
             .await?;
         let mut sha256 = [0u8; 32];
-        sha256.copy_from_slice(digest.finish().as_ref());
+        sha256.copy_from_slice(sealing.digest.finish().as_ref());
         Ok(Sealed {
             size,
             sha256,
-            content_type,
+            content_type: kind.unwrap_or(ContentType::Text),
         })
     }
 
-    /// The type of a file from its first bytes, if allowed.
-    fn decide(&self, head: &[u8]) -> Result<ContentType, FileError> {
-        let kind = sniff::by_magic(head).unwrap_or(ContentType::Text);
-        if self.settings.allowed.contains(&kind) {
-            Ok(kind)
-        } else {
-            Err(FileError::TypeNotAllowed(Some(kind)))
+    /// The type of a file from its first bytes, if allowed; plain text is then checked
+    /// throughout.
+    fn decide(&self, head: &[u8], sealing: Option<&mut Sealing>) -> Result<ContentType, FileError> {
+        let kind = sniff::by_magic(&head[..head.len().min(SNIFF_LEN)]).unwrap_or(ContentType::Text);
+        if !self.settings.allowed.contains(&kind) {
+            return Err(FileError::TypeNotAllowed(Some(kind)));
         }
-    }
-
-    async fn absorb(
-        &self,
-        bytes: &[u8],
-        kind: Option<ContentType>,
-        text: &mut TextCheck,
-        digest: &mut digest::Context,
-        encryptor: &mut Encryptor,
-        writer: &mut dyn ObjectWriter,
-    ) -> Result<(), FileError> {
-        if bytes.is_empty() {
-            return Ok(());
+        if kind == ContentType::Text
+            && let Some(sealing) = sealing
+        {
+            sealing.text = Some(TextCheck::default());
         }
-        if kind == Some(ContentType::Text) && !text.push(bytes) {
-            return Err(FileError::TypeNotAllowed(None));
-        }
-        digest.update(bytes);
-        let out = encryptor.push(bytes).map_err(FileError::Encrypt)?;
-        if !out.is_empty() {
-            writer.write(&out).await?;
-        }
-        Ok(())
+        Ok(kind)
     }
 
     /// The import key of a file with this content for this patient (a keyed hash: the table
@@ -450,10 +512,7 @@ impl Files {
             .map_err(|_| CryptoError::MalformedKey)?;
         let decryptor = Decryptor::new(key, context(row.id, row.patient_id));
         let reader = self.store.open(&row.object_key).await?;
-        Ok(Download {
-            reader,
-            decryptor: Some(decryptor),
-        })
+        Ok(Download::new(reader, decryptor))
     }
 
     /// Removes a file that was never handed to anyone (an upload voided after it was stored):
@@ -493,10 +552,17 @@ impl Files {
 }
 
 /// A file being read: pull plaintext with [`Download::next`] until `None`. Each piece has been
-/// authenticated; an error ends the file (tampered, truncated or reordered bytes).
+/// authenticated; an error ends the file (tampered, truncated or reordered bytes). One batch
+/// is decrypted on the blocking pool while the previous one is sent and the next one read.
 pub struct Download {
     reader: Box<dyn ObjectReader>,
     decryptor: Option<Decryptor>,
+    running: Option<Job<Decryptor>>,
+    /// The next ciphertext batch, read while a job runs (`Ok(None)`: the object ended).
+    prefetched: Option<Result<Option<Vec<u8>>, FileError>>,
+    /// Results to hand out before anything else (the final piece, or an error).
+    ready: std::collections::VecDeque<Result<Vec<u8>, FileError>>,
+    done: bool,
 }
 
 impl fmt::Debug for Download {
@@ -506,29 +572,98 @@ impl fmt::Debug for Download {
 }
 
 impl Download {
+    fn new(reader: Box<dyn ObjectReader>, decryptor: Decryptor) -> Self {
+        Self {
+            reader,
+            decryptor: Some(decryptor),
+            running: None,
+            prefetched: None,
+            ready: std::collections::VecDeque::new(),
+            done: false,
+        }
+    }
+
     /// The next verified plaintext (possibly empty only at the end), or `None` when done.
     pub async fn next(&mut self) -> Option<Result<Vec<u8>, FileError>> {
         loop {
-            let decryptor = self.decryptor.as_mut()?;
-            match self.reader.next_chunk().await {
-                Err(e) => {
-                    self.decryptor = None;
-                    return Some(Err(e.into()));
+            if let Some(result) = self.ready.pop_front() {
+                return Some(result);
+            }
+            let Some(job) = self.running.take() else {
+                if self.done {
+                    return None;
                 }
-                Ok(Some(chunk)) => match decryptor.push(&chunk) {
-                    Ok(plain) if plain.is_empty() => continue,
-                    Ok(plain) => return Some(Ok(plain)),
-                    Err(e) => {
-                        self.decryptor = None;
-                        return Some(Err(FileError::Integrity(e)));
+                let batch = match self.prefetched.take() {
+                    Some(batch) => batch,
+                    None => self.read_batch().await,
+                };
+                self.launch(batch);
+                continue;
+            };
+            if self.prefetched.is_none() {
+                self.prefetched = Some(self.read_batch().await);
+            }
+            let Ok((decryptor, result)) = job.await else {
+                self.done = true;
+                return Some(Err(FileError::Encrypt(FormatError::Crypto)));
+            };
+            self.decryptor = Some(decryptor);
+            match result {
+                Err(e) => {
+                    self.done = true;
+                    self.prefetched = None;
+                    return Some(Err(e));
+                }
+                Ok(plain) => {
+                    // Start on the next batch now, so it decrypts while this one is sent.
+                    if let Some(batch) = self.prefetched.take() {
+                        self.launch(batch);
                     }
-                },
-                Ok(None) => {
-                    let decryptor = self.decryptor.take()?;
-                    return Some(decryptor.finish().map_err(FileError::Integrity));
+                    if !plain.is_empty() {
+                        return Some(Ok(plain));
+                    }
                 }
             }
         }
+    }
+
+    /// Decrypts a batch in the blocking pool, or at the end of the object opens the final
+    /// segment.
+    fn launch(&mut self, batch: Result<Option<Vec<u8>>, FileError>) {
+        let Some(mut decryptor) = self.decryptor.take() else {
+            self.done = true;
+            return;
+        };
+        match batch {
+            Err(e) => {
+                self.done = true;
+                self.ready.push_back(Err(e));
+            }
+            Ok(None) => {
+                self.done = true;
+                self.ready
+                    .push_back(decryptor.finish().map_err(FileError::Integrity));
+            }
+            Ok(Some(batch)) => {
+                self.running = Some(tokio::task::spawn_blocking(move || {
+                    let out = decryptor.push(&batch).map_err(FileError::Integrity);
+                    (decryptor, out)
+                }));
+            }
+        }
+    }
+
+    /// Up to about a batch of ciphertext; `Ok(None)` at the end of the object.
+    async fn read_batch(&mut self) -> Result<Option<Vec<u8>>, FileError> {
+        let mut batch: Vec<u8> = Vec::new();
+        while batch.len() < BATCH {
+            match self.reader.next_chunk().await? {
+                Some(chunk) if batch.is_empty() => batch = chunk,
+                Some(chunk) => batch.extend_from_slice(&chunk),
+                None => break,
+            }
+        }
+        Ok((!batch.is_empty()).then_some(batch))
     }
 
     /// Reads and verifies the whole file, returning its size and SHA-256 (for checks, not for

@@ -299,7 +299,9 @@ async fn tampered_truncated_reordered_or_swapped_objects_are_refused_and_audited
     let app = app(&pool, dir.path(), FileSettings::default());
     let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
     let patient = new_patient(&app, &[grey], "Smith").await;
-    let bytes = png(4 * SEGMENT + 100);
+    // 20 full segments and a short one: more than two of the server's decryption batches, so
+    // damage late in the object is found after the response has started.
+    let bytes = png(20 * SEGMENT + 100);
     let a = upload(&app, &patient, &token, "a.png", &bytes).await["id"]
         .as_str()
         .unwrap()
@@ -311,7 +313,7 @@ async fn tampered_truncated_reordered_or_swapped_objects_are_refused_and_audited
     let path = object_path(dir.path(), &a);
     let original = std::fs::read(&path).unwrap();
     let other = std::fs::read(object_path(dir.path(), &b)).unwrap();
-    let header_len = original.len() - (bytes.len() + 5 * 16);
+    let header_len = original.len() - (bytes.len() + 21 * 16);
     let seg = SEGMENT + 16;
 
     let flip = |at: usize| {
@@ -320,7 +322,7 @@ async fn tampered_truncated_reordered_or_swapped_objects_are_refused_and_audited
         o
     };
     let mut swapped = original.clone();
-    let (s1, s2) = (header_len + seg, header_len + 2 * seg);
+    let (s1, s2) = (header_len + 14 * seg, header_len + 15 * seg);
     let first = original[s1..s1 + seg].to_vec();
     swapped.copy_within(s2..s2 + seg, s1);
     swapped[s2..s2 + seg].copy_from_slice(&first);
@@ -337,7 +339,7 @@ async fn tampered_truncated_reordered_or_swapped_objects_are_refused_and_audited
         ),
         (
             "a flipped byte in a later segment",
-            flip(header_len + 3 * seg + 5),
+            flip(header_len + 15 * seg + 5),
             false,
         ),
         (
@@ -352,7 +354,7 @@ async fn tampered_truncated_reordered_or_swapped_objects_are_refused_and_audited
         ),
         (
             "cut at a segment boundary",
-            original[..header_len + 2 * seg].to_vec(),
+            original[..header_len + 12 * seg].to_vec(),
             false,
         ),
         ("two segments swapped", swapped, false),
