@@ -245,6 +245,7 @@ async fn files_round_trip_byte_identical_and_rest_encrypted(pool: PgPool) {
             format!("attachment; filename=\"{name}\"").as_str()
         );
         assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
+        assert_eq!(headers.get("cache-control").unwrap(), "no-store");
         assert_eq!(
             headers.get("content-length").unwrap(),
             bytes.len().to_string().as_str()
