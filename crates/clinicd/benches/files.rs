@@ -24,7 +24,7 @@ use actix_web::web::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::{Server, env_number, start_with};
+use support::{Server, access_token, env_number, start_with};
 
 const PASSWORD: &str = "correct horse battery staple";
 const BOUNDARY: &str = "clinicd-bench-boundary-0d7f3a";
@@ -60,18 +60,9 @@ fn block() -> Bytes {
 }
 
 async fn setup(server: &Server) -> (String, String) {
-    let client = server.client();
-    let login: Value = client
-        .post(format!("{}/api/auth/login", server.base))
-        .json(&json!({"username": "bench.desk", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().expect("login").to_owned();
-    let patient: Value = client
+    let token = access_token(server, "bench.desk", PASSWORD).await;
+    let patient: Value = server
+        .client()
         .post(format!("{}/api/patients", server.base))
         .bearer_auth(&token)
         .json(&json!({"given_name": "Pat", "family_name": "Bench", "date_of_birth": "1970-01-01", "sex": "unknown"}))

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::{Server, env_number, on_own_thread, start, summarise};
+use support::{Server, access_token, env_number, on_own_thread, start, summarise};
 
 const PASSWORD: &str = "correct horse battery staple";
 const FAMILIES: [&str; 8] = [
@@ -250,17 +250,7 @@ async fn run() {
         .await
         .unwrap();
     let server = start(pool.clone()).await;
-    let login: Value = server
-        .client()
-        .post(format!("{}/api/auth/login", server.base))
-        .json(&json!({"username": "bench.desk", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().expect("login").to_owned();
+    let token = access_token(&server, "bench.desk", PASSWORD).await;
 
     let started = Instant::now();
     let patients = Arc::new(seed(&server, &token, count).await);

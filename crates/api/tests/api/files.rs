@@ -175,6 +175,36 @@ async fn new_patient(
     id
 }
 
+/// A provider, dr.grey, with a patient on their care team, and files going to `dir`.
+struct Clinic {
+    dir: tempfile::TempDir,
+    app: TestApp,
+    grey: clinicd_identity::users::UserId,
+    token: String,
+    patient: String,
+}
+
+async fn clinic(pool: &PgPool, files: FileSettings) -> Clinic {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(pool, dir.path(), files);
+    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
+    let patient = new_patient(&app, &[grey], "Smith").await;
+    Clinic {
+        dir,
+        app,
+        grey,
+        token,
+        patient,
+    }
+}
+
+async fn upload_id(app: &TestApp, patient: &str, token: &str, name: &str, bytes: &[u8]) -> String {
+    upload(app, patient, token, name, bytes).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn object_path(dir: &Path, id: &str) -> PathBuf {
     dir.join("objects").join("files").join(id)
 }
@@ -203,10 +233,13 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn files_round_trip_byte_identical_and_rest_encrypted(pool: PgPool) {
-    let dir = tempfile::tempdir().unwrap();
-    let app = app(&pool, dir.path(), FileSettings::default());
-    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
-    let patient = new_patient(&app, &[grey], "Smith").await;
+    let Clinic {
+        dir,
+        app,
+        grey: _,
+        token,
+        patient,
+    } = clinic(&pool, FileSettings::default()).await;
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty.txt", Vec::new(), "text/plain"),
@@ -296,21 +329,18 @@ async fn files_round_trip_byte_identical_and_rest_encrypted(pool: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn tampered_truncated_reordered_or_swapped_objects_are_refused_and_audited(pool: PgPool) {
-    let dir = tempfile::tempdir().unwrap();
-    let app = app(&pool, dir.path(), FileSettings::default());
-    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
-    let patient = new_patient(&app, &[grey], "Smith").await;
+    let Clinic {
+        dir,
+        app,
+        grey: _,
+        token,
+        patient,
+    } = clinic(&pool, FileSettings::default()).await;
     // 20 full segments and a short one: more than two of the server's decryption batches, so
     // damage late in the object is found after the response has started.
     let bytes = png(20 * SEGMENT + 100);
-    let a = upload(&app, &patient, &token, "a.png", &bytes).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let b = upload(&app, &patient, &token, "b.png", &bytes).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let a = upload_id(&app, &patient, &token, "a.png", &bytes).await;
+    let b = upload_id(&app, &patient, &token, "b.png", &bytes).await;
     let path = object_path(dir.path(), &a);
     let original = std::fs::read(&path).unwrap();
     let other = std::fs::read(object_path(dir.path(), &b)).unwrap();
@@ -408,7 +438,6 @@ async fn tampered_truncated_reordered_or_swapped_objects_are_refused_and_audited
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn the_size_limit_and_type_sniffing_refuse_with_problems_and_leave_nothing(pool: PgPool) {
-    let dir = tempfile::tempdir().unwrap();
     let limits = FileSettings {
         max_bytes: 200 * 1024,
         allowed: ["pdf", "png", "text"]
@@ -417,9 +446,13 @@ async fn the_size_limit_and_type_sniffing_refuse_with_problems_and_leave_nothing
             .collect(),
         ..FileSettings::default()
     };
-    let app = app(&pool, dir.path(), limits);
-    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
-    let patient = new_patient(&app, &[grey], "Smith").await;
+    let Clinic {
+        dir,
+        app,
+        token,
+        patient,
+        ..
+    } = clinic(&pool, limits).await;
 
     let mut binary_later = text(3 * SEGMENT);
     binary_later[2 * SEGMENT + 9] = 0;
@@ -489,10 +522,13 @@ async fn the_size_limit_and_type_sniffing_refuse_with_problems_and_leave_nothing
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn malformed_forms_and_cut_uploads_leave_no_row_and_no_object(pool: PgPool) {
-    let dir = tempfile::tempdir().unwrap();
-    let app = app(&pool, dir.path(), FileSettings::default());
-    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
-    let patient = new_patient(&app, &[grey], "Smith").await;
+    let Clinic {
+        dir,
+        app,
+        grey: _,
+        token,
+        patient,
+    } = clinic(&pool, FileSettings::default()).await;
     let file = pdf(3 * SEGMENT);
 
     let json = app
@@ -574,14 +610,14 @@ async fn malformed_forms_and_cut_uploads_leave_no_row_and_no_object(pool: PgPool
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn uploads_and_downloads_are_audited_and_deletes_are_soft(pool: PgPool) {
-    let dir = tempfile::tempdir().unwrap();
-    let app = app(&pool, dir.path(), FileSettings::default());
-    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
-    let patient = new_patient(&app, &[grey], "Smith").await;
-    let id = upload(&app, &patient, &token, "referral.pdf", &pdf(5000)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let Clinic {
+        dir,
+        app,
+        grey,
+        token,
+        patient,
+    } = clinic(&pool, FileSettings::default()).await;
+    let id = upload_id(&app, &patient, &token, "referral.pdf", &pdf(5000)).await;
     assert_eq!(download(&app, &id, &token).await.0, 200);
 
     let events: Vec<(String, i32, Option<Uuid>, Option<Uuid>, Option<String>)> = sqlx::query_as(
@@ -654,15 +690,15 @@ async fn uploads_and_downloads_are_audited_and_deletes_are_soft(pool: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn rotation_rewrites_rows_never_objects(pool: PgPool) {
-    let dir = tempfile::tempdir().unwrap();
-    let app = app(&pool, dir.path(), FileSettings::default());
-    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
-    let patient = new_patient(&app, &[grey], "Smith").await;
+    let Clinic {
+        dir,
+        app,
+        grey: _,
+        token,
+        patient,
+    } = clinic(&pool, FileSettings::default()).await;
     let bytes = pdf(2 * SEGMENT + 3);
-    let id = upload(&app, &patient, &token, "scan.pdf", &bytes).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = upload_id(&app, &patient, &token, "scan.pdf", &bytes).await;
     let object = std::fs::read(object_path(dir.path(), &id)).unwrap();
     let wrapped = || async {
         sqlx::query_scalar::<_, Vec<u8>>("SELECT data_key FROM files WHERE id = $1::uuid")
@@ -719,10 +755,7 @@ async fn roles_and_care_teams_decide_who_reaches_a_file(pool: PgPool) {
     let patient = new_patient(&app, &[grey_id, reader_id], "Smith").await;
     new_patient(&app, &[house_id], "Jones").await;
     let bytes = pdf(1000);
-    let id = upload(&app, &patient, &grey, "a.pdf", &bytes).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = upload_id(&app, &patient, &grey, "a.pdf", &bytes).await;
     let upload_form = || {
         form(&[
             ("category", None, b"other"),
@@ -865,10 +898,7 @@ async fn against_s3_files_are_ciphertext_in_the_bucket_and_tampering_is_caught(p
     let card = png(40_000);
     let mut ids = Vec::new();
     for (name, bytes) in [("scan.pdf", &scan), ("card.png", &card)] {
-        let id = upload(&app, &patient, &token, name, bytes).await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = upload_id(&app, &patient, &token, name, bytes).await;
         let (status, _, body) = download(&app, &id, &token).await;
         assert_eq!((status, body.as_deref()), (200, Some(&bytes[..])), "{name}");
         let object = in_bucket(id.clone()).await;
@@ -928,14 +958,17 @@ async fn against_s3_files_are_ciphertext_in_the_bucket_and_tampering_is_caught(p
 /// nothing is left.
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_stalled_upload_is_abandoned_after_the_idle_timeout(pool: PgPool) {
-    let dir = tempfile::tempdir().unwrap();
     let settings = FileSettings {
         idle_timeout: std::time::Duration::from_millis(500),
         ..FileSettings::default()
     };
-    let app = app(&pool, dir.path(), settings);
-    let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
-    let patient = new_patient(&app, &[grey], "Smith").await;
+    let Clinic {
+        dir,
+        app,
+        token,
+        patient,
+        ..
+    } = clinic(&pool, settings).await;
     let mut file = pdf(200_000);
     file[150_000..150_002].copy_from_slice(b"\r\x01");
     let whole = form(&[

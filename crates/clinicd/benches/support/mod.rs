@@ -119,6 +119,21 @@ pub async fn start_with(pool: PgPool, extra: &[(&str, String)]) -> Server {
     }
 }
 
+/// An access token for `username` (an account without MFA or a pending password change).
+pub async fn access_token(server: &Server, username: &str, password: &str) -> String {
+    let login: serde_json::Value = server
+        .client()
+        .post(format!("{}/api/auth/login", server.base))
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["access_token"].as_str().expect("login").to_owned()
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((sorted.len() as f64) * p).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
