@@ -2,47 +2,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use clinicd::{Application, Settings};
 use sqlx::PgPool;
 
-use crate::support::{dev_vars, install_crypto_provider};
-
-struct Running {
-    app_ports: (u16, u16, Option<u16>),
-    cert_pem: Vec<u8>,
-    _dir: tempfile::TempDir,
-}
-
-/// Starts the real server on port 0 for every listener, with a self-signed certificate.
-async fn start(pool: PgPool, extra: &[(&str, &str)]) -> Running {
-    install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let mut vars = dev_vars(dir.path());
-    vars.insert("CLINICD_LISTEN_ADDR".into(), "127.0.0.1:0".into());
-    vars.insert("CLINICD_METRICS_ADDR".into(), "127.0.0.1:0".into());
-    vars.insert("CLINICD_HTTP_WORKERS".into(), "1".into());
-    for (name, value) in extra {
-        vars.insert((*name).into(), (*value).into());
-    }
-    let settings = Settings::from_vars(&vars).unwrap();
-    let app = Application::build_with_pool(settings, pool).await.unwrap();
-    let app_ports = (app.api_port(), app.metrics_port(), app.redirect_port());
-    tokio::spawn(app.run_until_stopped());
-    let cert_pem = std::fs::read(dir.path().join("tls/cert.pem")).unwrap();
-    Running {
-        app_ports,
-        cert_pem,
-        _dir: dir,
-    }
-}
-
-fn client(cert_pem: &[u8]) -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(cert_pem).unwrap()])
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
+use crate::support::{client, start};
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn serves_https_with_a_real_handshake_and_every_header(pool: PgPool) {

@@ -7,6 +7,7 @@ mod audit_cli;
 mod cli;
 mod config;
 mod files_cli;
+mod files_https;
 mod import_cli;
 mod keys_cli;
 mod listeners;

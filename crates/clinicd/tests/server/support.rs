@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use base64::Engine;
+use clinicd::{Application, Settings};
+use sqlx::PgPool;
 
 pub const SIGNING_KEY_BYTES: [u8; 48] = [7; 48];
 
@@ -76,5 +78,42 @@ pub fn run_clinicd(
         .current_dir(dir)
         .args(args)
         .output()
+        .unwrap()
+}
+
+pub struct Running {
+    pub app_ports: (u16, u16, Option<u16>),
+    pub cert_pem: Vec<u8>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts the real server on port 0 for every listener, with a self-signed certificate.
+pub async fn start(pool: PgPool, extra: &[(&str, &str)]) -> Running {
+    install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = dev_vars(dir.path());
+    vars.insert("CLINICD_LISTEN_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("CLINICD_METRICS_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("CLINICD_HTTP_WORKERS".into(), "1".into());
+    for (name, value) in extra {
+        vars.insert((*name).into(), (*value).into());
+    }
+    let settings = Settings::from_vars(&vars).unwrap();
+    let app = Application::build_with_pool(settings, pool).await.unwrap();
+    let app_ports = (app.api_port(), app.metrics_port(), app.redirect_port());
+    tokio::spawn(app.run_until_stopped());
+    let cert_pem = std::fs::read(dir.path().join("tls/cert.pem")).unwrap();
+    Running {
+        app_ports,
+        cert_pem,
+        dir,
+    }
+}
+
+pub fn client(cert_pem: &[u8]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(cert_pem).unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
         .unwrap()
 }
