@@ -431,10 +431,12 @@ fn read_file_settings(r: &mut Reader<'_>) -> FileSettings {
             })
             .collect()
     });
+    let idle_secs = r.number("CLINICD_FILE_IDLE_TIMEOUT_SECS", 60, 5..=3600);
     FileSettings {
         max_bytes,
         allowed,
         retention_days,
+        idle_timeout: std::time::Duration::from_secs(idle_secs),
         ..defaults
     }
 }

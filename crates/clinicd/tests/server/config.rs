@@ -278,6 +278,51 @@ fn aws_kms_and_s3_need_their_identifiers() {
 }
 
 #[test]
+fn file_settings_are_checked_and_default_to_the_security_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::from_vars(&dev_vars(dir.path())).unwrap();
+    let files = &settings.http.files;
+    assert_eq!(files.max_bytes, 50 * 1024 * 1024);
+    assert_eq!(files.allowed.len(), 5);
+    assert_eq!(files.idle_timeout, std::time::Duration::from_secs(60));
+
+    let vars = with(
+        dev_vars(dir.path()),
+        &[
+            ("CLINICD_FILE_TYPES", "pdf, exe"),
+            ("CLINICD_FILE_MAX_BYTES", "0"),
+            ("CLINICD_FILE_IDLE_TIMEOUT_SECS", "1"),
+            ("CLINICD_FILE_RETENTION_DAYS", "-1"),
+        ],
+    );
+    let mut named = problems(&vars).variables();
+    named.sort_unstable();
+    assert_eq!(
+        named,
+        [
+            "CLINICD_FILE_IDLE_TIMEOUT_SECS",
+            "CLINICD_FILE_MAX_BYTES",
+            "CLINICD_FILE_RETENTION_DAYS",
+            "CLINICD_FILE_TYPES"
+        ]
+    );
+
+    let vars = with(
+        dev_vars(dir.path()),
+        &[
+            ("CLINICD_FILE_TYPES", "pdf,png"),
+            ("CLINICD_S3_SSE_KMS_KEY_ID", "alias/s3"),
+        ],
+    );
+    let settings = Settings::from_vars(&vars).unwrap();
+    let allowed: std::collections::HashSet<_> = ["pdf", "png"]
+        .iter()
+        .map(|t| t.parse::<clinicd_files::ContentType>().unwrap())
+        .collect();
+    assert_eq!(settings.http.files.allowed, allowed);
+}
+
+#[test]
 fn secrets_never_reach_debug_output_or_error_text() {
     let dir = tempfile::tempdir().unwrap();
     let vars = dev_vars(dir.path());
