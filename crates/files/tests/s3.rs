@@ -143,3 +143,35 @@ async fn a_missing_bucket_fails_cleanly() {
         Err(ObjectStoreError::Remote(_))
     ));
 }
+
+/// `CLINICD_S3_SSE_KMS_KEY_ID`: S3 also encrypts at rest under the KMS key, for single-request
+/// and multipart objects alike.
+#[tokio::test]
+async fn sse_kms_is_requested_for_every_object() {
+    let (_, client, bucket) = store().await;
+    let (_, key_id) = clinicd_test_support::moto_kms_key().await;
+    let store = S3Store::new(client.clone(), &bucket, "")
+        .with_part_size(MIN_PART_SIZE)
+        .with_sse_kms(&key_id);
+    for (key, len) in [("files/small", 1000), ("files/large", MIN_PART_SIZE + 1)] {
+        let mut writer = store.create(key).await.unwrap();
+        writer.write(&vec![3u8; len]).await.unwrap();
+        writer.complete().await.unwrap();
+        let head = client
+            .head_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.server_side_encryption(),
+            Some(&aws_sdk_s3::types::ServerSideEncryption::AwsKms),
+            "{key}"
+        );
+        assert!(
+            head.ssekms_key_id().is_some_and(|id| id.contains(&key_id)),
+            "{key}"
+        );
+    }
+}
