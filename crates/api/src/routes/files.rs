@@ -138,9 +138,10 @@ pub async fn upload(
     if declared_length(&req).is_some_and(|len| len > limit.saturating_add(FRAMING_ALLOWANCE)) {
         return Err(ApiError::FileTooLarge { limit });
     }
+    let idle = state.files.settings().idle_timeout;
     let mut form = Multipart::new(req.headers(), payload);
-    let category = read_category(&mut form).await?;
-    let mut file = match form.next().await {
+    let category = within(idle, read_category(&mut form)).await??;
+    let mut file = match within(idle, form.next()).await? {
         Some(Ok(field)) if field.name() == Some("file") => field,
         Some(Ok(_)) => {
             return Err(ApiError::InvalidMultipart(
@@ -161,18 +162,29 @@ pub async fn upload(
         name,
         now: state.rbac.now(),
     };
-    let idle = state.files.settings().idle_timeout;
     let info = state
         .files
         .upload(new, with_idle_timeout(&mut file, idle))
         .await?;
     drop(file);
-    // Only the closing boundary may follow: anything else voids the upload.
-    if form.next().await.is_some() {
-        state.files.discard(info.id).await?;
-        return Err(ApiError::InvalidMultipart(
-            "only a `category` and a `file` part are accepted",
-        ));
+    // Only the closing boundary may follow: anything else (or nothing, for too long) voids
+    // the upload.
+    match within(idle, form.next()).await {
+        Ok(None) => {}
+        Ok(Some(Ok(_))) => {
+            state.files.discard(info.id).await?;
+            return Err(ApiError::InvalidMultipart(
+                "only a `category` and a `file` part are accepted",
+            ));
+        }
+        Ok(Some(Err(e))) => {
+            state.files.discard(info.id).await?;
+            return Err(multipart_error(&e));
+        }
+        Err(stalled) => {
+            state.files.discard(info.id).await?;
+            return Err(stalled);
+        }
     }
     let mut response = HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/files/{}", info.id)))
@@ -189,6 +201,16 @@ pub async fn upload(
     }
     .attach(&mut response);
     Ok(response)
+}
+
+/// `work`, or `upload_incomplete` if it makes no progress for `idle` (a stalled client).
+async fn within<T>(
+    idle: std::time::Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(idle, work)
+        .await
+        .map_err(|_| ApiError::UploadIncomplete)
 }
 
 /// The part's bytes, failing if none arrive for `idle`. Besides stalled clients this covers a

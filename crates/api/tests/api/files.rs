@@ -984,4 +984,20 @@ async fn a_stalled_upload_is_abandoned_after_the_idle_timeout(pool: PgPool) {
     response.assert_problem(400, "upload_incomplete");
     assert_eq!(file_rows(&pool).await, 0);
     assert_eq!(objects(dir.path()), 0);
+
+    // The whole file arrives and its part is closed, but the form never ends (here the body
+    // ends; a client holding the connection open runs into the idle timeout): the stored file
+    // is removed again.
+    let closing = format!("--{BOUNDARY}--\r\n");
+    let unfinished = whole[..whole.len() - closing.len() + BOUNDARY.len() + 2].to_vec();
+    assert!(unfinished.ends_with(format!("\r\n--{BOUNDARY}").as_bytes()));
+    let response = app.call(upload_request(&patient, &token, unfinished)).await;
+    assert_eq!(response.status, 400);
+    let code = response.json()["code"].as_str().unwrap().to_owned();
+    assert!(
+        ["invalid_multipart", "upload_incomplete"].contains(&code.as_str()),
+        "{code}"
+    );
+    assert_eq!(file_rows(&pool).await, 0);
+    assert_eq!(objects(dir.path()), 0);
 }
