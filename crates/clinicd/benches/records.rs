@@ -250,7 +250,7 @@ async fn run() {
         .await
         .unwrap();
     let server = start(pool.clone()).await;
-    let token = access_token(&server, "bench.desk", PASSWORD).await;
+    let token = access_token(&server.client(), &server.base, "bench.desk", PASSWORD).await;
 
     let started = Instant::now();
     let patients = Arc::new(seed(&server, &token, count).await);

@@ -194,39 +194,48 @@ impl Pipeline {
         self.idle.as_mut()
     }
 
+    /// Starts on `batch` as soon as the previous batch is done, then writes the previous
+    /// batch's output while this one is hashed and encrypted.
     async fn submit(
         &mut self,
         batch: Vec<u8>,
         writer: &mut dyn ObjectWriter,
     ) -> Result<(), FileError> {
-        let mut sealing = self.settle(writer).await?;
+        let (mut sealing, out) = self.settle().await?;
         self.running = Some(tokio::task::spawn_blocking(move || {
             let out = sealing.absorb(&batch);
             (sealing, out)
         }));
-        Ok(())
+        write(writer, &out).await
     }
 
-    /// Waits for the running job, writes its output, and returns the state.
-    async fn settle(&mut self, writer: &mut dyn ObjectWriter) -> Result<Sealing, FileError> {
+    /// Waits for the running job: the state, and the job's output still to be written.
+    async fn settle(&mut self) -> Result<(Sealing, Vec<u8>), FileError> {
         if let Some(job) = self.running.take() {
             let (sealing, out) = job
                 .await
                 .map_err(|_| FileError::Encrypt(FormatError::Crypto))?;
-            let out = out?;
-            if !out.is_empty() {
-                writer.write(&out).await?;
-            }
-            return Ok(sealing);
+            return Ok((sealing, out?));
         }
-        self.idle
+        let sealing = self
+            .idle
             .take()
-            .ok_or(FileError::Encrypt(FormatError::Crypto))
+            .ok_or(FileError::Encrypt(FormatError::Crypto))?;
+        Ok((sealing, Vec::new()))
     }
 
     async fn finish(mut self, writer: &mut dyn ObjectWriter) -> Result<Sealing, FileError> {
-        self.settle(writer).await
+        let (sealing, out) = self.settle().await?;
+        write(writer, &out).await?;
+        Ok(sealing)
     }
+}
+
+async fn write(writer: &mut dyn ObjectWriter, bytes: &[u8]) -> Result<(), FileError> {
+    if !bytes.is_empty() {
+        writer.write(bytes).await?;
+    }
+    Ok(())
 }
 
 impl Files {

@@ -52,11 +52,6 @@ pub fn on_own_thread<T: Send + 'static>(
 }
 
 pub async fn start(pool: PgPool) -> Server {
-    start_with(pool, &[]).await
-}
-
-/// The server with `extra` settings on top of the benchmarks' own.
-pub async fn start_with(pool: PgPool, extra: &[(&str, String)]) -> Server {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("master.key");
@@ -96,9 +91,6 @@ pub async fn start_with(pool: PgPool, extra: &[(&str, String)]) -> Server {
             vars.insert(name.into(), value);
         }
     }
-    for (name, value) in extra {
-        vars.insert((*name).into(), value.clone());
-    }
     let settings = Settings::from_vars(&vars).expect("bench settings");
     println!(
         "argon2id: {} KiB, t={}, p={}; at most {} hashes at once; {} cores",
@@ -120,10 +112,14 @@ pub async fn start_with(pool: PgPool, extra: &[(&str, String)]) -> Server {
 }
 
 /// An access token for `username` (an account without MFA or a pending password change).
-pub async fn access_token(server: &Server, username: &str, password: &str) -> String {
-    let login: serde_json::Value = server
-        .client()
-        .post(format!("{}/api/auth/login", server.base))
+pub async fn access_token(
+    client: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> String {
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/auth/login"))
         .json(&serde_json::json!({"username": username, "password": password}))
         .send()
         .await
