@@ -39,8 +39,9 @@ pub async fn throttle(
     let mut passed: Vec<PolicyState> = Vec::with_capacity(2);
     let mut outcome = state.limits.check_ip(ip).map(|s| passed.push(s));
     if let (Ok(()), Some(class)) = (&outcome, class) {
-        // Until identity lands the caller is known only by address; then this becomes
-        // `RateKey::User` for `api` and `upload`, and `IpAndUsername` for `login`.
+        // Here, before authentication, the caller is known only by address: the `api` class
+        // is keyed by it. (`upload` is keyed by user in the authorisation layer, `login` by
+        // address and username in its handler.)
         outcome = state
             .limits
             .check(class, &RateKey::Ip(ip))
