@@ -824,6 +824,31 @@ async fn roles_and_care_teams_decide_who_reaches_a_file(pool: PgPool) {
         download(&app, &id, &grey).await.2.as_deref(),
         Some(&bytes[..])
     );
+
+    // In an emergency the other provider breaks the glass: the file opens, and the trail says
+    // how it was reached.
+    let granted = app
+        .call(send(
+            "POST",
+            &format!("/api/patients/{patient}/break-glass"),
+            &house,
+            Some(json!({"reason": "Patient collapsed in the waiting room; Dr Grey is in surgery"})),
+        ))
+        .await;
+    assert_eq!(granted.status, 201);
+    assert_eq!(
+        download(&app, &id, &house).await.2.as_deref(),
+        Some(&bytes[..])
+    );
+    let access: Value = sqlx::query_scalar(
+        "SELECT metadata->'access' FROM audit_events WHERE action = 'download' AND actor_user_id = $1 \
+         AND outcome = 'success'",
+    )
+    .bind(house_id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(access, "break_glass");
 }
 
 #[sqlx::test(migrations = "../../migrations")]
