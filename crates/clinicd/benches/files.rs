@@ -25,10 +25,11 @@ mod support;
 use std::time::Instant;
 
 use actix_web::web::Bytes;
+use clinicd_test_support::access_token;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::{access_token, env_number};
+use support::env_number;
 
 const PASSWORD: &str = "correct horse battery staple";
 const BOUNDARY: &str = "clinicd-bench-boundary-0d7f3a";

@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use clinicd_test_support::access_token;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::{Server, access_token, env_number, on_own_thread, start, summarise};
+use support::{Server, env_number, on_own_thread, start, summarise};
 
 const PASSWORD: &str = "correct horse battery staple";
 const FAMILIES: [&str; 8] = [

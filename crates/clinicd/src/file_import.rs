@@ -17,10 +17,10 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use aws_lc_rs::digest;
+use clinicd_domain::PatientStore;
 use clinicd_files::{Category, Files, NewFile};
 use futures_util::Stream;
 use serde::Deserialize;
-use sqlx::PgPool;
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
@@ -51,7 +51,7 @@ enum Outcome {
 #[derive(Debug)]
 pub struct Import<'a> {
     pub files: &'a Files,
-    pub db: &'a PgPool,
+    pub patients: &'a PatientStore,
     pub dir: &'a Path,
     pub delete_originals: bool,
 }
@@ -181,9 +181,8 @@ impl Import<'_> {
     }
 
     async fn patient(&self, mrn: &str) -> Result<Uuid, String> {
-        sqlx::query_scalar("SELECT id FROM patients WHERE mrn = $1")
-            .bind(mrn)
-            .fetch_optional(self.db)
+        self.patients
+            .id_by_mrn(mrn)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "no patient has this MRN".to_owned())

@@ -183,6 +183,7 @@ async fn files_command(settings: Settings, command: FilesCommand) -> anyhow::Res
     }
     let keyring = std::sync::Arc::new(keys::keyring(&settings.keys, pool.clone()).await?);
     keyring.bootstrap().await?;
+    let patients = clinicd_domain::PatientStore::new(pool.clone(), keyring.clone());
     let files = clinicd_files::Files::new(
         pool.clone(),
         keyring,
@@ -199,7 +200,7 @@ async fn files_command(settings: Settings, command: FilesCommand) -> anyhow::Res
         } => {
             let import = clinicd::file_import::Import {
                 files: &files,
-                db: &pool,
+                patients: &patients,
                 dir: &dir,
                 delete_originals,
             };

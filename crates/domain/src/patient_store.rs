@@ -245,6 +245,15 @@ impl PatientStore {
         }))
     }
 
+    /// The id of the patient with this MRN, without opening the record (for imports that name
+    /// patients by MRN).
+    pub async fn id_by_mrn(&self, mrn: &str) -> Result<Option<Uuid>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM patients WHERE mrn = $1")
+            .bind(mrn)
+            .fetch_optional(&self.db)
+            .await?)
+    }
+
     pub async fn get(&self, id: Uuid) -> Result<Option<Patient>, StoreError> {
         let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM patients p WHERE p.id = $1"

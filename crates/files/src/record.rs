@@ -92,11 +92,10 @@ pub struct StoredFile {
     pub data_key: Vec<u8>,
     pub object_key: String,
     pub created_at: DateTime<Utc>,
-    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str = "id, patient_id, uploaded_by, category, content_type, size_bytes, sha256, \
-                       name, data_key, object_key, created_at, deleted_at";
+                       name, data_key, object_key, created_at";
 
 fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredFile, sqlx::Error> {
     let category: String = row.try_get("category")?;
@@ -119,7 +118,6 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredFile, sqlx::Error> {
         data_key: row.try_get("data_key")?,
         object_key: row.try_get("object_key")?,
         created_at: row.try_get("created_at")?,
-        deleted_at: row.try_get("deleted_at")?,
     })
 }
 

@@ -83,6 +83,11 @@ impl From<ObjectStoreError> for FileError {
     }
 }
 
+/// Lower-case hex, for digests shown to people and bound into keyed hashes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What is known about an upload before its bytes arrive.
 #[derive(Debug, Clone)]
 pub struct NewFile {
@@ -340,7 +345,6 @@ impl Files {
                 data_key: wrapped,
                 object_key: object_key.clone(),
                 created_at: new.now,
-                deleted_at: None,
             };
             Ok::<_, FileError>(record::insert(&self.db, &file, import_key).await?)
         }
@@ -447,7 +451,7 @@ impl Files {
     /// The import key of a file with this content for this patient (a keyed hash: the table
     /// shows no digest of any document).
     pub async fn import_key(&self, patient: Uuid, sha256: &[u8; 32]) -> Result<Vec<u8>, FileError> {
-        let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex(sha256);
         let index = self
             .keyring
             .blind_index(&record::IMPORT_KEY, &format!("{patient}:{hex}"))
@@ -570,7 +574,7 @@ pub struct Download {
     /// The next ciphertext batch, read while a job runs (`Ok(None)`: the object ended).
     prefetched: Option<Result<Option<Vec<u8>>, FileError>>,
     /// Results to hand out before anything else (the final piece, or an error).
-    ready: std::collections::VecDeque<Result<Vec<u8>, FileError>>,
+    ready: Option<Result<Vec<u8>, FileError>>,
     done: bool,
 }
 
@@ -587,7 +591,7 @@ impl Download {
             decryptor: Some(decryptor),
             running: None,
             prefetched: None,
-            ready: std::collections::VecDeque::new(),
+            ready: None,
             done: false,
         }
     }
@@ -595,7 +599,7 @@ impl Download {
     /// The next verified plaintext (possibly empty only at the end), or `None` when done.
     pub async fn next(&mut self) -> Option<Result<Vec<u8>, FileError>> {
         loop {
-            if let Some(result) = self.ready.pop_front() {
+            if let Some(result) = self.ready.take() {
                 return Some(result);
             }
             let Some(job) = self.running.take() else {
@@ -646,12 +650,11 @@ impl Download {
         match batch {
             Err(e) => {
                 self.done = true;
-                self.ready.push_back(Err(e));
+                self.ready = Some(Err(e));
             }
             Ok(None) => {
                 self.done = true;
-                self.ready
-                    .push_back(decryptor.finish().map_err(FileError::Integrity));
+                self.ready = Some(decryptor.finish().map_err(FileError::Integrity));
             }
             Ok(Some(batch)) => {
                 self.running = Some(tokio::task::spawn_blocking(move || {

@@ -542,3 +542,40 @@ pub fn openssl_aes_gcm() -> Option<f64> {
         .ok()?;
     Some(kilobytes * 1000.0)
 }
+
+/// An object's whole body from a (moto) bucket.
+pub async fn s3_object(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+        .to_vec()
+}
+
+/// An access token from a running server's login, for an account without MFA or a pending
+/// password change.
+pub async fn access_token(
+    client: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> String {
+    let login: Value = client
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["access_token"].as_str().expect("login").to_owned()
+}

@@ -74,16 +74,12 @@ impl From<&FileInfo> for FileView {
             category: f.category.as_str().to_owned(),
             content_type: f.content_type.mime().to_owned(),
             size: f.size,
-            sha256: hex(&f.sha256),
+            sha256: clinicd_files::service::hex(&f.sha256),
             name: f.name.clone(),
             uploaded_by: f.uploaded_by,
             created_at: f.created_at,
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn access(reach: Reach) -> &'static str {

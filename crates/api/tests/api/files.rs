@@ -901,21 +901,9 @@ async fn against_s3_files_are_ciphertext_in_the_bucket_and_tampering_is_caught(p
     let (grey, token) = member(&app, "dr.grey", &["Provider"]).await;
     let patient = new_patient(&app, &[grey], "Smith").await;
     let in_bucket = |id: String| {
-        let s3 = s3.clone();
-        let bucket = bucket.clone();
+        let (s3, bucket) = (s3.clone(), bucket.clone());
         async move {
-            s3.get_object()
-                .bucket(&bucket)
-                .key(format!("clinic-a/files/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .body
-                .collect()
-                .await
-                .unwrap()
-                .into_bytes()
-                .to_vec()
+            clinicd_test_support::s3_object(&s3, &bucket, &format!("clinic-a/files/{id}")).await
         }
     };
 

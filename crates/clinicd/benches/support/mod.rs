@@ -111,25 +111,6 @@ pub async fn start(pool: PgPool) -> Server {
     }
 }
 
-/// An access token for `username` (an account without MFA or a pending password change).
-pub async fn access_token(
-    client: &reqwest::Client,
-    base: &str,
-    username: &str,
-    password: &str,
-) -> String {
-    let login: serde_json::Value = client
-        .post(format!("{base}/api/auth/login"))
-        .json(&serde_json::json!({"username": username, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    login["access_token"].as_str().expect("login").to_owned()
-}
-
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((sorted.len() as f64) * p).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]

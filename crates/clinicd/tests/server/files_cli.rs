@@ -247,18 +247,8 @@ async fn a_folder_is_imported_into_s3_under_kms(pool: PgPool) {
             .iter()
             .zip([&folder.pdf, &folder.png, &folder.text])
     {
-        let object = s3
-            .get_object()
-            .bucket(&bucket)
-            .key(format!("clinic-a/{key}"))
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
+        let object =
+            clinicd_test_support::s3_object(&s3, &bucket, &format!("clinic-a/{key}")).await;
         assert!(object.starts_with(b"CLNF"), "our format in the bucket");
         assert!(object.len() > plain.len());
         assert!(

@@ -32,16 +32,7 @@ async fn documents_stream_over_https_and_damage_never_reaches_the_client(pool: P
     clinicd_identity::users::assign_role(&pool, staff, "Staff", None)
         .await
         .unwrap();
-    let login: Value = http
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({"username": "front.desk", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
+    let token = clinicd_test_support::access_token(&http, &base, "front.desk", PASSWORD).await;
     let patient: Value = http
         .post(format!("{base}/api/patients"))
         .bearer_auth(&token)
