@@ -126,7 +126,7 @@ impl Import<'_> {
                 };
                 let stored = self
                     .files
-                    .store_file(new, chunks(&path).await?, Some(&key))
+                    .store_file(new, chunks(&path).await?, &key)
                     .await
                     .map_err(|e| e.to_string())?;
                 match stored {

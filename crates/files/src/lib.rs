@@ -16,7 +16,7 @@ pub mod sniff;
 pub mod store;
 
 pub use record::{Category, StoredFile};
-pub use service::{Download, FileError, FileInfo, FileSettings, Files, NewFile};
+pub use service::{Download, FileError, FileInfo, FileSettings, Files, NewFile, Staged};
 pub use sniff::ContentType;
 pub use store::{LocalStore, ObjectStore, ObjectStoreError};
 

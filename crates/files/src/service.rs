@@ -236,6 +236,71 @@ impl Pipeline {
     }
 }
 
+/// An upload whose bytes are all encrypted into an object that is not yet visible. Nothing
+/// exists until [`Staged::commit`]; dropping it (or [`Staged::abort`]) discards the object.
+/// This lets the API check the rest of a form before anything is stored.
+pub struct Staged {
+    files: Files,
+    id: Uuid,
+    new: NewFile,
+    sealed: Sealed,
+    wrapped: Vec<u8>,
+    writer: Box<dyn ObjectWriter>,
+}
+
+impl fmt::Debug for Staged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Staged")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Staged {
+    /// Makes the object visible and writes its row. Nothing is left behind on failure: the
+    /// object is deleted again if the row cannot be written.
+    pub async fn commit(self) -> Result<FileInfo, FileError> {
+        self.finish(None)
+            .await?
+            .ok_or(FileError::Database(sqlx::Error::RowNotFound))
+    }
+
+    /// Completes the object and writes its row (`None` if `import_key` is taken).
+    ///
+    /// Both steps run in a task of their own, so a caller cancelled meanwhile (a client gone
+    /// after its last byte, whose handler the server drops) cannot leave an object without a
+    /// row. If the caller is gone by the time the row is written, nobody learns of the file
+    /// and nothing audits it: the task removes it again, so a cancelled upload leaves nothing.
+    async fn finish(self, import_key: Option<Vec<u8>>) -> Result<Option<FileInfo>, FileError> {
+        let files = self.files.clone();
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let recorded = files.record(self, import_key).await;
+            if let Err(Ok(Some(unheard))) = reply.send(recorded) {
+                tracing::warn!(file = %unheard.id, "upload cancelled while being recorded; removed");
+                if let Err(e) = files.discard(unheard.id).await {
+                    tracing::error!(file = %unheard.id, error = %e, "could not remove a cancelled upload");
+                }
+            }
+        });
+        outcome.await.map_err(|_| {
+            FileError::Store(ObjectStoreError::Remote("the recording task failed".into()))
+        })?
+    }
+
+    /// Discards the object now (rather than when dropped, which for S3 aborts in the
+    /// background).
+    pub async fn abort(self) {
+        abort(self.writer).await;
+    }
+}
+
+async fn abort(writer: Box<dyn ObjectWriter>) {
+    if let Err(e) = writer.abort().await {
+        tracing::warn!(error = %e, "could not abort a failed upload");
+    }
+}
+
 async fn write(writer: &mut dyn ObjectWriter, bytes: &[u8]) -> Result<(), FileError> {
     if !bytes.is_empty() {
         writer.write(bytes).await?;
@@ -263,27 +328,29 @@ impl Files {
         &self.settings
     }
 
-    /// Encrypts `body` into a new object and records it. Nothing is left behind on failure:
-    /// the object is aborted (or deleted, if the row cannot be written) and no row exists.
-    pub async fn upload<S, B, E>(&self, new: NewFile, body: S) -> Result<FileInfo, FileError>
+    /// Encrypts `body` into a new object and records it, for `clinicd files import`: `None`
+    /// if a file with this `import_key` was stored meanwhile (its object is then removed).
+    /// Nothing is left behind on failure.
+    pub async fn store_file<S, B, E>(
+        &self,
+        new: NewFile,
+        body: S,
+        import_key: &[u8],
+    ) -> Result<Option<FileInfo>, FileError>
     where
         S: Stream<Item = Result<B, E>> + Unpin,
         B: AsRef<[u8]>,
         E: fmt::Display,
     {
-        self.store_file(new, body, None)
+        self.stage(new, body)
             .await?
-            .ok_or(FileError::Database(sqlx::Error::RowNotFound))
+            .finish(Some(import_key.to_vec()))
+            .await
     }
 
-    /// Like [`Files::upload`] for `clinicd files import`: `None` if a file with this
-    /// `import_key` was stored meanwhile (its object is then removed again).
-    pub async fn store_file<S, B, E>(
-        &self,
-        new: NewFile,
-        mut body: S,
-        import_key: Option<&[u8]>,
-    ) -> Result<Option<FileInfo>, FileError>
+    /// Encrypts `body` into a new object that stays invisible until [`Staged::commit`]; on
+    /// failure the object is aborted.
+    pub async fn stage<S, B, E>(&self, new: NewFile, mut body: S) -> Result<Staged, FileError>
     where
         S: Stream<Item = Result<B, E>> + Unpin,
         B: AsRef<[u8]>,
@@ -307,19 +374,40 @@ impl Files {
         .map_err(FileError::Encrypt)?;
         drop(data_key);
 
-        let object_key = object_key(id);
-        let mut writer = self.store.create(&object_key).await?;
-        let sealed = match self.encrypt_into(encryptor, &mut body, &mut *writer).await {
-            Ok(sealed) => sealed,
+        let mut writer = self.store.create(&object_key(id)).await?;
+        match self.encrypt_into(encryptor, &mut body, &mut *writer).await {
+            Ok(sealed) => Ok(Staged {
+                files: self.clone(),
+                id,
+                new,
+                sealed,
+                wrapped,
+                writer,
+            }),
             Err(e) => {
-                if let Err(abort) = writer.abort().await {
-                    tracing::warn!(error = %abort, "could not abort a failed upload");
-                }
-                return Err(e);
+                abort(writer).await;
+                Err(e)
             }
-        };
-        writer.complete().await?;
+        }
+    }
 
+    /// Completes a staged object and writes its row; `None` if `import_key` is taken.
+    async fn record(
+        &self,
+        staged: Staged,
+        import_key: Option<Vec<u8>>,
+    ) -> Result<Option<FileInfo>, FileError> {
+        let Staged {
+            id,
+            new,
+            sealed,
+            wrapped,
+            writer,
+            ..
+        } = staged;
+        writer.complete().await?;
+        let object_key = object_key(id);
+        let owner = Owner::Subject(SubjectId(new.patient_id));
         let row = async {
             let name = match &new.name {
                 Some(name) => Some(
@@ -341,12 +429,12 @@ impl Files {
                 content_type: sealed.content_type,
                 size: sealed.size,
                 sha256,
-                name: name.clone(),
+                name,
                 data_key: wrapped,
                 object_key: object_key.clone(),
                 created_at: new.now,
             };
-            Ok::<_, FileError>(record::insert(&self.db, &file, import_key).await?)
+            Ok::<_, FileError>(record::insert(&self.db, &file, import_key.as_deref()).await?)
         }
         .await;
         match row {
@@ -528,9 +616,9 @@ impl Files {
         Ok(Download::new(reader, decryptor))
     }
 
-    /// Removes a file that was never handed to anyone (an upload voided after it was stored):
-    /// the row, then the object.
-    pub async fn discard(&self, id: Uuid) -> Result<(), FileError> {
+    /// Removes a file that was never handed to anyone (an upload cancelled while it was
+    /// recorded): the row, then the object.
+    async fn discard(&self, id: Uuid) -> Result<(), FileError> {
         if let Some(object_key) = record::discard(&self.db, id).await? {
             self.store.delete(&object_key).await?;
         }

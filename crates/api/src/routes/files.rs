@@ -158,30 +158,26 @@ pub async fn upload(
         name,
         now: state.rbac.now(),
     };
-    let info = state
+    let staged = state
         .files
-        .upload(new, with_idle_timeout(&mut file, idle))
+        .stage(new, with_idle_timeout(&mut file, idle))
         .await?;
     drop(file);
     // Only the closing boundary may follow: anything else (or nothing, for too long) voids
-    // the upload.
-    match within(idle, form.next()).await {
-        Ok(None) => {}
-        Ok(Some(Ok(_))) => {
-            state.files.discard(info.id).await?;
-            return Err(ApiError::InvalidMultipart(
-                "only a `category` and a `file` part are accepted",
-            ));
-        }
-        Ok(Some(Err(e))) => {
-            state.files.discard(info.id).await?;
-            return Err(multipart_error(&e));
-        }
-        Err(stalled) => {
-            state.files.discard(info.id).await?;
-            return Err(stalled);
-        }
+    // the upload before anything is stored.
+    let refused = match within(idle, form.next()).await {
+        Ok(None) => None,
+        Ok(Some(Ok(_))) => Some(ApiError::InvalidMultipart(
+            "only a `category` and a `file` part are accepted",
+        )),
+        Ok(Some(Err(e))) => Some(multipart_error(&e)),
+        Err(stalled) => Some(stalled),
+    };
+    if let Some(refused) = refused {
+        staged.abort().await;
+        return Err(refused);
     }
+    let info = staged.commit().await?;
     let mut response = HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/files/{}", info.id)))
         .json(FileView::from(&info));

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actix_web::test::{self, TestRequest};
-use clinicd_files::{FileSettings, Files, LocalStore};
+use clinicd_files::store::{ObjectReader, ObjectWriter};
+use clinicd_files::{FileSettings, Files, LocalStore, ObjectStore, ObjectStoreError};
 use clinicd_test_support::{TestApp, bearer, member, probe_routes, roomy_settings, send};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 const BOUNDARY: &str = "clinicd-test-7MA4YWxkTrZu0gW";
@@ -606,6 +608,117 @@ async fn malformed_forms_and_cut_uploads_leave_no_row_and_no_object(pool: PgPool
     .await
     .unwrap();
     assert_eq!(attempts, 7);
+}
+
+/// A store whose writers, once their object is complete, wait for the test: the instant
+/// between an upload's object and its row.
+#[derive(Debug)]
+struct Gated {
+    inner: LocalStore,
+    completed: Arc<Notify>,
+    release: Arc<Notify>,
+}
+
+struct GatedWriter {
+    inner: Box<dyn ObjectWriter>,
+    completed: Arc<Notify>,
+    release: Arc<Notify>,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Gated {
+    async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, ObjectStoreError> {
+        Ok(Box::new(GatedWriter {
+            inner: self.inner.create(key).await?,
+            completed: self.completed.clone(),
+            release: self.release.clone(),
+        }))
+    }
+    async fn open(&self, key: &str) -> Result<Box<dyn ObjectReader>, ObjectStoreError> {
+        self.inner.open(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectWriter for GatedWriter {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ObjectStoreError> {
+        self.inner.write(bytes).await
+    }
+    async fn complete(self: Box<Self>) -> Result<(), ObjectStoreError> {
+        self.inner.complete().await?;
+        self.completed.notify_one();
+        self.release.notified().await;
+        Ok(())
+    }
+    async fn abort(self: Box<Self>) -> Result<(), ObjectStoreError> {
+        self.inner.abort().await
+    }
+}
+
+/// The server drops a handler whose client goes away. Dropped just after the object became
+/// complete and before its row was written, an upload must still leave nothing: not an
+/// object without a row (unreadable: its key was never stored), and not a file nobody
+/// audited.
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_upload_cancelled_between_object_and_row_leaves_nothing(pool: PgPool) {
+    let Clinic {
+        dir,
+        mut app,
+        grey: _,
+        token,
+        patient,
+    } = clinic(&pool, FileSettings::default()).await;
+    let (completed, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    app.state.files = Files::new(
+        pool.clone(),
+        app.state.identity.keyring.clone(),
+        Arc::new(Gated {
+            inner: LocalStore::new(dir.path()),
+            completed: completed.clone(),
+            release: release.clone(),
+        }),
+        FileSettings::default(),
+    );
+    let body = form(&[
+        ("category", None, b"other"),
+        ("file", Some("a.pdf"), &pdf(3 * SEGMENT)),
+    ]);
+
+    tokio::select! {
+        response = app.call(upload_request(&patient, &token, body)) => {
+            panic!("the upload finished past the gate: {}", response.status)
+        }
+        () = completed.notified() => {} // the request is dropped here, as the server would
+    }
+    assert_eq!(
+        objects(dir.path()),
+        1,
+        "the object was complete when the client left"
+    );
+    release.notify_one();
+
+    let mut left = (1, 1);
+    for _ in 0..500 {
+        left = (file_rows(&pool).await, objects(dir.path()));
+        if left == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        left,
+        (0, 0),
+        "rows and objects left by the cancelled upload"
+    );
+
+    // The store works on: the next upload through the same gate is recorded.
+    release.notify_one();
+    let id = upload_id(&app, &patient, &token, "b.pdf", &pdf(100)).await;
+    assert_eq!(file_rows(&pool).await, 1);
+    assert!(object_path(dir.path(), &id).exists());
 }
 
 #[sqlx::test(migrations = "../../migrations")]
