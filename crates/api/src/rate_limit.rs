@@ -21,7 +21,8 @@ use uuid::Uuid;
 /// A route's rate-limit class, declared in the route table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RateClass {
-    /// Ordinary API calls: keyed by the calling user once identity exists, by IP before.
+    /// Ordinary API calls: keyed by user on routes that need a permission, by IP on public
+    /// and session routes (whose callers the throttle layer cannot know yet).
     Api,
     /// Login steps: keyed by IP and by username.
     Login,

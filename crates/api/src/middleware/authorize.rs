@@ -6,7 +6,8 @@
 //! change, loads the caller's grants (one query, no cache: a role change applies to the next
 //! request on every instance), and answers 403 `mfa_enrolment_required` to a holder of a
 //! privileged role without a second factor and 403 `permission_denied` to anyone else without
-//! the permission. The principal and grants stay with the request for the handler.
+//! the permission. The principal and grants stay with the request for the handler. An allowed
+//! request then counts against its route's class rate limit, keyed by user.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -17,7 +18,7 @@ use clinicd_rbac::{Decision, Permission};
 use crate::audit::AuditNote;
 use crate::extract;
 use crate::problem::ApiError;
-use crate::rate_limit::{RateClass, RateKey};
+use crate::rate_limit::{PolicyState, RateKey, Refusal};
 use crate::routes::{self, Access};
 use crate::state::ApiState;
 use clinicd_identity::users::UserId;
@@ -49,11 +50,17 @@ pub async fn authorize(
     };
     match grants.decide(permission) {
         Decision::Allowed => {
-            if let Some(refusal) = upload_limit(&req, &state, principal.user_id) {
-                return Ok(refuse(req, &refusal, None));
+            let counted = class_limit(&req, &state, principal.user_id);
+            if let Some(Err(refusal)) = counted {
+                return Ok(refuse_over_limit(req, &state, refusal));
             }
             req.extensions_mut().insert(grants);
-            Ok(next.call(req).await?.map_into_boxed_body())
+            let mut response = next.call(req).await?.map_into_boxed_body();
+            if let Some(Ok(passed)) = counted {
+                // For the throttle layer's `RateLimit` headers.
+                response.response_mut().extensions_mut().insert(passed);
+            }
+            Ok(response)
         }
         Decision::MfaEnrolmentRequired => Ok(refuse(
             req,
@@ -68,29 +75,34 @@ pub async fn authorize(
     }
 }
 
-/// The per-user upload limit, for routes of the upload class: counted only for a caller who
-/// may upload, so refusals for a missing permission do not use up a colleague's quota.
-fn upload_limit(req: &ServiceRequest, state: &ApiState, user: UserId) -> Option<ApiError> {
+/// The route's class limit (`api`, `upload`), keyed by user. Counted only once the caller is
+/// allowed, so a request refused for a missing permission uses no quota (the per-IP limit in
+/// the throttle layer still counts it).
+fn class_limit(
+    req: &ServiceRequest,
+    state: &ApiState,
+    user: UserId,
+) -> Option<Result<PolicyState, Refusal>> {
     let class = req
         .request()
         .match_pattern()
-        .and_then(|pattern| routes::rate_class(req.method(), &pattern));
-    if class != Some(RateClass::Upload) {
-        return None;
-    }
-    match state
-        .limits
-        .check(RateClass::Upload, &RateKey::User(user.0))
-    {
-        Ok(_) => None,
-        Err(refusal) => {
-            state.metrics.count_rate_limited(refusal.policy);
-            tracing::warn!(policy = refusal.policy, "upload rate limit exceeded");
-            Some(ApiError::RateLimited {
-                retry_after: refusal.retry_after,
-            })
-        }
-    }
+        .and_then(|pattern| routes::rate_class(req.method(), &pattern))?;
+    Some(state.limits.check(class, &RateKey::User(user.0)))
+}
+
+/// 429, carrying the refusal for the throttle layer's headers.
+fn refuse_over_limit(req: ServiceRequest, state: &ApiState, refusal: Refusal) -> ServiceResponse {
+    state.metrics.count_rate_limited(refusal.policy);
+    tracing::warn!(policy = refusal.policy, "rate limit exceeded");
+    let mut response = refuse(
+        req,
+        &ApiError::RateLimited {
+            retry_after: refusal.retry_after,
+        },
+        None,
+    );
+    response.response_mut().extensions_mut().insert(refusal);
+    response
 }
 
 /// Answers the refusal; the audit layer records it with the permission that was required.

@@ -1,5 +1,6 @@
-//! Rate limits: the per-client-IP limit on every route, then the limit of the route's class
-//! (from the route table). Every limited response carries `RateLimit-Policy` and `RateLimit`;
+//! Rate limits: the per-client-IP limit on every route, then, for public and session routes,
+//! the limit of the route's class (from the route table) by IP; the class limits of routes
+//! that need a permission are counted per user by the authorisation layer and reported here. Every limited response carries `RateLimit-Policy` and `RateLimit`;
 //! a refusal is 429 problem+json with `Retry-After`, counted and logged for the security
 //! dashboard.
 
@@ -14,7 +15,7 @@ use actix_web::{HttpMessage, ResponseError};
 use crate::client_ip::ClientIp;
 use crate::problem::{ApiError, retry_after_secs};
 use crate::rate_limit::{PolicyState, RateClass, RateKey, Refusal, policy_header, state_header};
-use crate::routes;
+use crate::routes::{self, Access};
 
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -28,20 +29,22 @@ pub async fn throttle(
         .extensions()
         .get::<ClientIp>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |client| client.0);
-    // The login class is keyed by address and username, which only the handler knows; the
-    // upload class by user, which the authorisation layer knows.
-    let class = req
-        .request()
-        .match_pattern()
-        .and_then(|pattern| routes::rate_class(req.method(), &pattern))
-        .filter(|class| !matches!(class, RateClass::Login | RateClass::Upload));
+    // Here, before authentication, the caller is known only by address, so the class limits
+    // counted here are those of public and session routes, keyed by it. Routes that need a
+    // permission count theirs per user in the authorisation layer, the login class in its
+    // handler (by address and username).
+    let class = req.request().match_pattern().and_then(|pattern| {
+        let per_user = matches!(
+            routes::access_of(req.method(), &pattern),
+            Some(Access::Permission(_))
+        );
+        routes::rate_class(req.method(), &pattern)
+            .filter(|class| !per_user && *class != RateClass::Login)
+    });
 
     let mut passed: Vec<PolicyState> = Vec::with_capacity(2);
     let mut outcome = state.limits.check_ip(ip).map(|s| passed.push(s));
     if let (Ok(()), Some(class)) = (&outcome, class) {
-        // Here, before authentication, the caller is known only by address: the `api` class
-        // is keyed by it. (`upload` is keyed by user in the authorisation layer, `login` by
-        // address and username in its handler.)
         outcome = state
             .limits
             .check(class, &RateKey::Ip(ip))
@@ -58,7 +61,12 @@ pub async fn throttle(
         return Ok(req.into_response(response));
     }
     let mut response = next.call(req).await?.map_into_boxed_body();
-    set_headers(response.headers_mut(), &passed, None);
+    // A class limit counted per user further in (see the authorisation layer).
+    let inner = response.response().extensions();
+    passed.extend(inner.get::<PolicyState>().cloned());
+    let refusal = inner.get::<Refusal>().cloned();
+    drop(inner);
+    set_headers(response.headers_mut(), &passed, refusal.as_ref());
     Ok(response)
 }
 

@@ -4,7 +4,8 @@ use actix_web::test::TestRequest;
 use clinicd_api::HttpSettings;
 use clinicd_api::client_ip::TrustedProxies;
 use clinicd_api::rate_limit::RateLimitSettings;
-use clinicd_test_support::TestApp;
+use clinicd_test_support::{TestApp, member, roomy_settings, send};
+use serde_json::json;
 
 fn app_with_ip_limit(limit: &str, proxies: &str) -> TestApp {
     let proxies = proxies
@@ -121,4 +122,60 @@ async fn an_api_route_also_counts_against_its_class_limit(pool: sqlx::PgPool) {
     assert_eq!(app.state.metrics.rate_limited("api"), 1);
     // Routes outside the class (health probes) are not counted against it.
     assert_eq!(app.call(from("192.0.2.9:5000")).await.status, 200);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn on_routes_that_need_a_permission_the_api_class_is_counted_per_user(pool: sqlx::PgPool) {
+    let mut settings = roomy_settings();
+    settings.rate_limits.api = "2/1h".parse().unwrap();
+    let app = TestApp::with_pool(settings, pool);
+    let (_, grey) = member(&app, "dr.grey", &["Provider"]).await;
+    let (_, house) = member(&app, "dr.house", &["Provider"]).await;
+    let search = |token: &str| send("POST", "/api/patients/search", token, Some(json!({})));
+
+    let first = app.call(search(&grey)).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        first.header("ratelimit-policy"),
+        Some(r#""ip";q=1000000;w=60, "api";q=2;w=3600"#)
+    );
+    assert!(first.header("ratelimit").unwrap().contains(r#""api";r=1;"#));
+    assert_eq!(app.call(search(&grey)).await.status, 200);
+    let refused = app.call(search(&grey)).await;
+    refused.assert_problem(429, "rate_limited");
+    assert!(refused.header("retry-after").is_some());
+    assert!(
+        refused
+            .header("ratelimit")
+            .unwrap()
+            .contains(r#""api";r=0;"#)
+    );
+    assert_eq!(app.state.metrics.rate_limited("api"), 1);
+
+    // A colleague behind the same address has a quota of their own.
+    assert_eq!(app.call(search(&house)).await.status, 200);
+    // Requests refused for a missing permission use none of it.
+    for _ in 0..3 {
+        app.call(send("GET", "/api/audit/verify", &house, None))
+            .await
+            .assert_problem(403, "permission_denied");
+    }
+    assert_eq!(app.call(search(&house)).await.status, 200);
+    app.call(search(&house))
+        .await
+        .assert_problem(429, "rate_limited");
+
+    // An unauthenticated caller is refused before any class limit: only the IP counts it.
+    let anonymous = app
+        .call(
+            TestRequest::post()
+                .uri("/api/patients/search")
+                .set_json(json!({})),
+        )
+        .await;
+    anonymous.assert_problem(401, "unauthenticated");
+    assert_eq!(
+        anonymous.header("ratelimit-policy"),
+        Some(r#""ip";q=1000000;w=60"#)
+    );
 }
