@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use clinicd_crypto::{
-    CacheSettings, KeyProvider, Keyring, KmsKeyProvider, LocalKeyProvider, Purpose,
+    CacheSettings, DerivedIndex, KeyProvider, Keyring, KmsKeyProvider, LocalKeyProvider, Purpose,
 };
 use sqlx::PgPool;
 
@@ -90,7 +90,8 @@ pub async fn rekey(keyring: &Keyring, job: &str) -> anyhow::Result<()> {
     ))
 }
 
-/// Blind indexes recomputed under the active blind-index key.
+/// Blind indexes recomputed under the active blind-index key: those beside their column, then
+/// the name-token index.
 pub async fn reindex(keyring: &Keyring, job: &str) -> anyhow::Result<()> {
     let mut out = String::new();
     for column in clinicd_domain::indexed_columns() {
@@ -104,6 +105,12 @@ pub async fn reindex(keyring: &Keyring, job: &str) -> anyhow::Result<()> {
             describe(&outcome)
         ));
     }
+    let tokens = clinicd_domain::NameTokenIndex;
+    let outcome = keyring
+        .rebuild_index(job, &tokens, Default::default())
+        .await?;
+    let (table, column) = tokens.progress_key();
+    out.push_str(&format!("{table}.{column}: {}\n", describe(&outcome)));
     write_stdout(&out)
 }
 

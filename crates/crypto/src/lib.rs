@@ -29,5 +29,5 @@ pub use field::FieldLocation;
 pub use keyring::{CacheSettings, Keyring, Owner};
 pub use keys::{KeyRef, Purpose, SecretKey, SubjectId};
 pub use provider::{KeyProvider, KmsKeyProvider, LocalKeyProvider};
-pub use reindex::IndexedColumn;
+pub use reindex::{Batch, DerivedIndex, IndexedColumn};
 pub use rekey::{EncryptedColumn, RekeyOptions, RekeyOutcome, RekeyReport};

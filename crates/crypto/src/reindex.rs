@@ -62,6 +62,17 @@ impl Keyring {
         column: IndexedColumn,
         options: RekeyOptions,
     ) -> Result<RekeyOutcome, CryptoError> {
+        self.rebuild_index(job, &column, options).await
+    }
+
+    /// Rebuilds `index` under the active blind-index key: one job at a time across instances,
+    /// a batch per transaction, resumably (progress in `rekey_progress`).
+    pub async fn rebuild_index(
+        &self,
+        job: &str,
+        index: &dyn DerivedIndex,
+        options: RekeyOptions,
+    ) -> Result<RekeyOutcome, CryptoError> {
         let mut lock = self.db().acquire().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(REINDEX_LOCK)
@@ -70,7 +81,7 @@ impl Keyring {
         if !locked {
             return Ok(RekeyOutcome::AlreadyRunning);
         }
-        let result = self.rebuild_locked(job, column, options).await;
+        let result = self.rebuild_locked(job, index, options).await;
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(REINDEX_LOCK)
             .execute(&mut *lock)
@@ -81,14 +92,16 @@ impl Keyring {
     async fn rebuild_locked(
         &self,
         job: &str,
-        column: IndexedColumn,
+        index: &dyn DerivedIndex,
         options: RekeyOptions,
     ) -> Result<RekeyOutcome, CryptoError> {
         self.forget_active_versions();
+        let (table, column) = index.progress_key();
+        let (table, column) = (identifier(table)?, identifier(column)?);
         sqlx::query("INSERT INTO rekey_progress (job, table_name, column_name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(job)
-            .bind(column.spec.table)
-            .bind(column.index_column)
+            .bind(table)
+            .bind(column)
             .execute(self.db())
             .await?;
         let mut report = RekeyReport::default();
@@ -98,61 +111,116 @@ impl Keyring {
                 return Ok(RekeyOutcome::Paused(report));
             }
             let mut tx = self.db().begin().await?;
-            let done = self
-                .reindex_batch(&mut tx, job, column, options.batch_size, &mut report)
+            let Some(after) = progress(&mut tx, job, table, column).await? else {
+                return Ok(RekeyOutcome::Finished(report));
+            };
+            let active = self.active_blind_index_version().await?;
+            let batch = index
+                .rebuild_batch(self, &mut tx, after, options.batch_size, active)
                 .await?;
+            let step = Step {
+                last_id: batch.last_id,
+                seen: i64::try_from(batch.seen).unwrap_or(i64::MAX),
+                moved: i64::try_from(batch.moved).unwrap_or(i64::MAX),
+                finished: batch.finished,
+            };
+            record_progress(&mut tx, job, table, column, step).await?;
             tx.commit().await?;
+            report.rows_seen += batch.seen;
+            report.rows_moved += batch.moved;
+            report.rows_destroyed += batch.destroyed;
             batches += 1;
-            if done {
+            if batch.finished {
                 return Ok(RekeyOutcome::Finished(report));
             }
         }
     }
+}
 
-    async fn reindex_batch(
+/// An index derived from encrypted values: a blind index beside its column
+/// ([`IndexedColumn`]), or one kept in a table of its own, such as the name-token index (a row
+/// per word of a name), whose owner knows how to rebuild it. [`Keyring::rebuild_index`] runs
+/// either the same way.
+#[async_trait::async_trait]
+pub trait DerivedIndex: Send + Sync {
+    /// The table and column under which a job's progress is recorded.
+    fn progress_key(&self) -> (&'static str, &'static str);
+
+    /// Inside `tx`, recomputes under blind-index key version `active` the entries of at most
+    /// `limit` owners following `after` in id order (from the start if `None`).
+    async fn rebuild_batch(
         &self,
+        keyring: &Keyring,
         tx: &mut PgConnection,
-        job: &str,
-        column: IndexedColumn,
-        batch_size: i64,
-        report: &mut RekeyReport,
-    ) -> Result<bool, CryptoError> {
-        let table = identifier(column.spec.table)?;
-        let source = identifier(column.spec.column)?;
-        let index = identifier(column.index_column)?;
-        let version = identifier(column.version_column)?;
-        let Some(last_id) = progress(&mut *tx, job, table, index).await? else {
-            return Ok(true);
-        };
-        let active = self.active_blind_index_version().await?;
+        after: Option<Uuid>,
+        limit: i64,
+        active: u32,
+    ) -> Result<Batch, CryptoError>;
+}
+
+/// What one batch of an index rebuild did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The last owner id looked at: the next batch starts after it.
+    pub last_id: Option<Uuid>,
+    pub seen: u64,
+    pub moved: u64,
+    /// Owners whose keys were shredded: left as they are.
+    pub destroyed: u64,
+    /// Fewer owners than the limit were left: the rebuild is done.
+    pub finished: bool,
+}
+
+#[async_trait::async_trait]
+impl DerivedIndex for IndexedColumn {
+    fn progress_key(&self) -> (&'static str, &'static str) {
+        (self.spec.table, self.index_column)
+    }
+
+    async fn rebuild_batch(
+        &self,
+        keyring: &Keyring,
+        tx: &mut PgConnection,
+        after: Option<Uuid>,
+        limit: i64,
+        active: u32,
+    ) -> Result<Batch, CryptoError> {
+        let table = identifier(self.spec.table)?;
+        let source = identifier(self.spec.column)?;
+        let index = identifier(self.index_column)?;
+        let version = identifier(self.version_column)?;
         // Identifiers come from the static column registry and are checked above.
         let rows: Vec<(Uuid, Vec<u8>, Option<i32>)> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT id, {source}, {version} FROM {table} WHERE {source} IS NOT NULL \
              AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
         )))
-        .bind(last_id)
-        .bind(batch_size)
+        .bind(after)
+        .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
 
-        let (mut seen, mut moved) = (0i64, 0i64);
+        let mut batch = Batch {
+            last_id: rows.last().map(|(id, _, _)| *id),
+            finished: rows.len() < usize::try_from(limit).unwrap_or(usize::MAX),
+            ..Batch::default()
+        };
         for (id, ciphertext, current) in &rows {
-            seen += 1;
+            batch.seen += 1;
             if current.and_then(|v| u32::try_from(v).ok()) == Some(active) {
                 continue;
             }
-            let location = FieldLocation::new(column.spec.table, column.spec.column, *id);
-            let plaintext = match self.decrypt(&location, ciphertext).await {
+            let location = FieldLocation::new(self.spec.table, self.spec.column, *id);
+            let plaintext = match keyring.decrypt(&location, ciphertext).await {
                 Ok(plaintext) => plaintext,
                 Err(CryptoError::KeyDestroyed) => {
-                    report.rows_destroyed += 1;
+                    batch.destroyed += 1;
                     continue;
                 }
                 Err(other) => return Err(other),
             };
             let text =
                 std::str::from_utf8(&plaintext).map_err(|_| CryptoError::InvalidPlaintext)?;
-            let fresh = self.blind_index_at(&column.spec, text, active).await?;
+            let fresh = keyring.blind_index_at(&self.spec, text, active).await?;
             sqlx::query(AssertSqlSafe(format!(
                 "UPDATE {table} SET {index} = $1, {version} = $2 WHERE id = $3"
             )))
@@ -165,18 +233,8 @@ impl Keyring {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            moved += 1;
+            batch.moved += 1;
         }
-        let finished = rows.len() < usize::try_from(batch_size).unwrap_or(usize::MAX);
-        let step = Step {
-            last_id: rows.last().map(|(id, _, _)| *id),
-            seen,
-            moved,
-            finished,
-        };
-        record_progress(&mut *tx, job, table, index, step).await?;
-        report.rows_seen += u64::try_from(seen).unwrap_or(0);
-        report.rows_moved += u64::try_from(moved).unwrap_or(0);
-        Ok(finished)
+        Ok(batch)
     }
 }

@@ -17,7 +17,7 @@ pub mod types;
 pub use appointment::{Appointment, AppointmentStore, BookingError};
 pub use note::{Note, NoteError, NoteStore};
 pub use patient::{Address, EmergencyContact, Insurance, Patient, PatientData};
-pub use patient_store::{NewPatient, PatientStore, Search, StoreError, Viewer};
+pub use patient_store::{NameTokenIndex, NewPatient, PatientStore, Search, StoreError, Viewer};
 pub use types::FieldError;
 
 /// Every field-encrypted column of the clinical tables, for `clinicd keys rekey`.
@@ -37,9 +37,7 @@ pub fn encrypted_columns() -> Vec<clinicd_crypto::EncryptedColumn> {
 }
 
 /// The blind indexes kept beside their encrypted column, for `clinicd keys reindex`. (The
-/// name-token index has a row per token; after a blind-index rotation its rows are rewritten
-/// when a patient is next changed, and searches match tokens under every live key version
-/// meanwhile.)
+/// name-token index, a row per token, is [`NameTokenIndex`].)
 pub fn indexed_columns() -> Vec<clinicd_crypto::IndexedColumn> {
     [
         (patient::SSN_INDEX, "ssn_bidx", "ssn_bidx_version"),

@@ -2,7 +2,9 @@
 //! and searches limited to the patients a viewer may reach.
 
 use chrono::{DateTime, Utc};
-use clinicd_crypto::{BlindIndexSpec, CryptoError, Keyring, blind_index::name_tokens};
+use clinicd_crypto::{
+    Batch, BlindIndexSpec, CryptoError, DerivedIndex, Keyring, blind_index::name_tokens,
+};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -460,14 +462,8 @@ impl PatientStore {
                 i32::try_from(index.key_version).unwrap_or(i32::MAX),
             ))
         };
-        let mut tokens = Vec::new();
-        let mut words = name_tokens(data.given_name.as_str());
-        words.extend(name_tokens(data.family_name.as_str()));
-        words.sort_unstable();
-        words.dedup();
-        for word in words {
-            tokens.push(index(NAME_TOKEN_INDEX, word).await?);
-        }
+        let tokens =
+            token_indexes(k, data.given_name.as_str(), data.family_name.as_str(), None).await?;
         Ok(Sealed {
             given_name: seal(k, id, "given_name", data.given_name.as_str()).await?,
             family_name: seal(k, id, "family_name", data.family_name.as_str()).await?,
@@ -582,11 +578,105 @@ enum Bind {
     Values(Vec<Vec<u8>>),
 }
 
+/// The name-token index of a patient's names: every word of both, folded, once each, under
+/// blind-index key `version` (the active one if `None`).
+async fn token_indexes(
+    k: &Keyring,
+    given_name: &str,
+    family_name: &str,
+    version: Option<u32>,
+) -> Result<Vec<(Vec<u8>, i32)>, CryptoError> {
+    let mut words = name_tokens(given_name);
+    words.extend(name_tokens(family_name));
+    words.sort_unstable();
+    words.dedup();
+    let mut tokens = Vec::with_capacity(words.len());
+    for word in words {
+        let index = match version {
+            Some(version) => k.blind_index_at(&NAME_TOKEN_INDEX, &word, version).await?,
+            None => k.blind_index(&NAME_TOKEN_INDEX, &word).await?,
+        };
+        // A token is a folded word, which always normalises.
+        let index = index.ok_or(CryptoError::InvalidPlaintext)?;
+        tokens.push((
+            index.value,
+            i32::try_from(index.key_version).unwrap_or(i32::MAX),
+        ));
+    }
+    Ok(tokens)
+}
+
+/// The name-token index (a row per word of a patient's names, in `patient_name_tokens`), for
+/// `clinicd keys reindex`: after a blind-index key rotation, the tokens of every patient that
+/// has any under an older key are made again from the decrypted names.
+#[derive(Debug, Clone, Copy)]
+pub struct NameTokenIndex;
+
+#[async_trait::async_trait]
+impl DerivedIndex for NameTokenIndex {
+    fn progress_key(&self) -> (&'static str, &'static str) {
+        (NAME_TOKEN_INDEX.table, NAME_TOKEN_INDEX.column)
+    }
+
+    async fn rebuild_batch(
+        &self,
+        keyring: &Keyring,
+        tx: &mut PgConnection,
+        after: Option<Uuid>,
+        limit: i64,
+        active: u32,
+    ) -> Result<Batch, CryptoError> {
+        let rows: Vec<(Uuid, Vec<u8>, Vec<u8>, bool)> = sqlx::query_as(
+            "SELECT p.id, p.given_name, p.family_name, EXISTS (SELECT 1 FROM patient_name_tokens t \
+             WHERE t.patient_id = p.id AND t.key_version <> $3) \
+             FROM patients p WHERE ($1::uuid IS NULL OR p.id > $1) ORDER BY p.id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .bind(i32::try_from(active).unwrap_or(i32::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut batch = Batch {
+            last_id: rows.last().map(|row| row.0),
+            finished: rows.len() < usize::try_from(limit).unwrap_or(usize::MAX),
+            ..Batch::default()
+        };
+        for (id, given_name, family_name, stale) in rows {
+            batch.seen += 1;
+            if !stale {
+                continue;
+            }
+            let names = async {
+                Ok::<_, CryptoError>((
+                    open(keyring, id, "given_name", &given_name).await?,
+                    open(keyring, id, "family_name", &family_name).await?,
+                ))
+            };
+            let (given, family) = match names.await {
+                Ok(names) => names,
+                Err(CryptoError::KeyDestroyed) => {
+                    batch.destroyed += 1;
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
+            let tokens = token_indexes(keyring, &given, &family, Some(active)).await?;
+            sqlx::query("DELETE FROM patient_name_tokens WHERE patient_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            write_tokens(&mut *tx, id, &tokens).await?;
+            batch.moved += 1;
+        }
+        Ok(batch)
+    }
+}
+
 async fn write_tokens(
     tx: &mut PgConnection,
     patient: Uuid,
     tokens: &[(Vec<u8>, i32)],
-) -> Result<(), StoreError> {
+) -> Result<(), sqlx::Error> {
     let values: Vec<Vec<u8>> = tokens.iter().map(|t| t.0.clone()).collect();
     let versions: Vec<i32> = tokens.iter().map(|t| t.1).collect();
     sqlx::query(

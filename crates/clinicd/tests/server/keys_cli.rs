@@ -168,4 +168,47 @@ async fn reindex_recomputes_blind_indexes_after_a_blind_index_key_rotation(pool:
     .await
     .unwrap();
     assert_eq!(versions, vec![(Some(2), 2, 2), (None, 2, 2)]);
+
+    // The name-token index (a row per word) is rebuilt too: every token under the new key, and
+    // the same word gives the same token as in a patient registered after the rotation.
+    assert!(
+        output.contains("patient_name_tokens.token: finished: 2 rows seen, 2 moved"),
+        "{output}"
+    );
+    let tokens: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT key_version, count(*) FROM patient_name_tokens GROUP BY key_version",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tokens, vec![(2, 4)], "ada, lovelace, alan, turing");
+    let file = dir.path().join("more.csv");
+    std::fs::write(
+        &file,
+        "source_id,given_name,family_name,date_of_birth,sex,ssn\nc,Alan,Kay,1940-05-17,male,\n",
+    )
+    .unwrap();
+    let imported = run_clinicd(
+        &pool,
+        dir.path(),
+        &["import", "patients", file.to_str().unwrap()],
+        &[],
+    );
+    assert!(imported.status.success());
+    let shared: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(*) FROM patient_name_tokens GROUP BY token HAVING count(*) > 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        shared,
+        vec![2],
+        "Alan Turing's rebuilt token for alan is Alan Kay's"
+    );
+    let again = clinicd_keys(&pool, dir.path(), &["reindex", "--job", "bidx2"]);
+    assert!(
+        again.contains("patient_name_tokens.token: finished: 0 rows seen, 0 moved"),
+        "{again}"
+    );
 }
