@@ -114,7 +114,12 @@ impl Import<'_> {
             .import_key(patient, &sha256)
             .await
             .map_err(|e| e.to_string())?;
-        let outcome = match self.files.imported(&key).await.map_err(|e| e.to_string())? {
+        let outcome = match self
+            .files
+            .imported(patient, &sha256)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             Some(id) => Outcome::AlreadyImported(id),
             None => {
                 let new = NewFile {
@@ -135,7 +140,7 @@ impl Import<'_> {
                     // Stored meanwhile by another run.
                     None => Outcome::AlreadyImported(
                         self.files
-                            .imported(&key)
+                            .imported(patient, &sha256)
                             .await
                             .map_err(|e| e.to_string())?
                             .ok_or("a concurrent import vanished")?,

@@ -209,8 +209,13 @@ async fn one(
     let Some(key) = keyring.blind_index(&IMPORT_KEY, &row.source_id).await? else {
         return Ok(Outcome::Invalid("`source_id`: is empty".to_owned()));
     };
-    // Checked first, so a re-run costs a lookup per row, not a row's encryption.
-    if store.imported(&key.value).await? {
+    // Checked first, so a re-run costs a lookup per row, not a row's encryption; under every
+    // live blind-index key, as an earlier run may have used one since rotated out.
+    let known = keyring
+        .blind_index_candidates(&IMPORT_KEY, &row.source_id)
+        .await?;
+    let known: Vec<Vec<u8>> = known.into_iter().map(|index| index.value).collect();
+    if store.imported(&known).await? {
         return Ok(Outcome::AlreadyImported);
     }
     if dry_run {

@@ -179,11 +179,13 @@ impl PatientStore {
         self.insert(tx, patient, None, Some(import_key)).await
     }
 
-    /// Whether a patient with this import key exists (for a dry run).
-    pub async fn imported(&self, import_key: &[u8]) -> Result<bool, StoreError> {
+    /// Whether a patient with any of these import keys exists: the source id's keyed hash
+    /// under every live blind-index key, so a re-run after a key rotation still recognises
+    /// what an earlier run imported.
+    pub async fn imported(&self, import_keys: &[Vec<u8>]) -> Result<bool, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM patients WHERE import_key = $1)")
-                .bind(import_key)
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM patients WHERE import_key = ANY($1))")
+                .bind(import_keys)
                 .fetch_one(&self.db)
                 .await?,
         )

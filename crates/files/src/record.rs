@@ -182,13 +182,13 @@ pub async fn insert(
     Ok(inserted.rows_affected() == 1)
 }
 
-/// The file already imported under `key`, if any (deleted or not).
+/// The file already imported under any of `keys`, if any (deleted or not).
 pub async fn by_import_key(
     db: impl PgExecutor<'_>,
-    key: &[u8],
+    keys: &[Vec<u8>],
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM files WHERE import_key = $1")
-        .bind(key)
+    sqlx::query_scalar("SELECT id FROM files WHERE import_key = ANY($1) LIMIT 1")
+        .bind(keys)
         .fetch_optional(db)
         .await
 }

@@ -83,6 +83,11 @@ impl From<ObjectStoreError> for FileError {
     }
 }
 
+/// What a file's import key is the keyed hash of: the patient and the content.
+fn import_source(patient: Uuid, sha256: &[u8; 32]) -> String {
+    format!("{patient}:{}", hex(sha256))
+}
+
 /// Lower-case hex, for digests shown to people and bound into keyed hashes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -539,18 +544,30 @@ impl Files {
     /// The import key of a file with this content for this patient (a keyed hash: the table
     /// shows no digest of any document).
     pub async fn import_key(&self, patient: Uuid, sha256: &[u8; 32]) -> Result<Vec<u8>, FileError> {
-        let hex = hex(sha256);
         let index = self
             .keyring
-            .blind_index(&record::IMPORT_KEY, &format!("{patient}:{hex}"))
+            .blind_index(&record::IMPORT_KEY, &import_source(patient, sha256))
             .await?
             .ok_or(CryptoError::InvalidPlaintext)?;
         Ok(index.value)
     }
 
-    /// The file stored under an import key, if any.
-    pub async fn imported(&self, import_key: &[u8]) -> Result<Option<Uuid>, FileError> {
-        Ok(record::by_import_key(&self.db, import_key).await?)
+    /// The file already imported for this patient with this content, if any: looked up under
+    /// every live blind-index key, so a re-run after a key rotation still recognises what an
+    /// earlier run stored.
+    pub async fn imported(
+        &self,
+        patient: Uuid,
+        sha256: &[u8; 32],
+    ) -> Result<Option<Uuid>, FileError> {
+        let keys: Vec<Vec<u8>> = self
+            .keyring
+            .blind_index_candidates(&record::IMPORT_KEY, &import_source(patient, sha256))
+            .await?
+            .into_iter()
+            .map(|index| index.value)
+            .collect();
+        Ok(record::by_import_key(&self.db, &keys).await?)
     }
 
     /// Reads a stored file back whole, verifying every segment: its size and SHA-256.

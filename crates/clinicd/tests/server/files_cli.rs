@@ -261,3 +261,33 @@ async fn a_folder_is_imported_into_s3_under_kms(pool: PgPool) {
         "originals deleted after read-back from S3"
     );
 }
+
+/// Import keys are keyed hashes under the blind-index key; after that key is rotated, a re-run
+/// of either import must still recognise what was imported rather than store it twice.
+#[sqlx::test(migrations = "../../migrations")]
+async fn re_imports_after_a_blind_index_rotation_store_nothing_twice(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mrns = patients(&pool, dir.path(), &[]).await;
+    let docs = dir.path().join("docs");
+    folder(&docs, &mrns);
+    let (_, report, summary) = files_import(&pool, dir.path(), &docs, &[], &[]);
+    assert_eq!(counts(&summary), [3, 0, 4, 0], "{report}");
+
+    let rotated = run_clinicd(
+        &pool,
+        dir.path(),
+        &["keys", "rotate-branch", "--purpose", "blind_index"],
+        &[],
+    );
+    assert!(rotated.status.success());
+
+    let again = patients(&pool, dir.path(), &[]).await;
+    assert_eq!(again, mrns, "no patient imported twice");
+    let (_, report, summary) = files_import(&pool, dir.path(), &docs, &[], &[]);
+    assert_eq!(counts(&summary), [0, 3, 4, 0], "{report}");
+    let files: i64 = sqlx::query_scalar("SELECT count(*) FROM files")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(files, 3);
+}
