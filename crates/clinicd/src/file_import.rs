@@ -17,12 +17,15 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use aws_lc_rs::digest;
+use clinicd_audit::Action;
 use clinicd_domain::PatientStore;
-use clinicd_files::{Category, Files, NewFile};
+use clinicd_files::{Category, FileInfo, Files, NewFile};
 use futures_util::Stream;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
+
+use crate::cli_audit::CliAudit;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -54,6 +57,7 @@ pub struct Import<'a> {
     pub patients: &'a PatientStore,
     pub dir: &'a Path,
     pub delete_originals: bool,
+    pub audit: &'a CliAudit,
 }
 
 impl Import<'_> {
@@ -100,6 +104,20 @@ impl Import<'_> {
         Ok(summary)
     }
 
+    /// The audit event of a stored file, as an API upload has (never its name).
+    async fn audit_upload(&self, info: &FileInfo) -> Result<(), String> {
+        let metadata = serde_json::json!({
+            "via": "import",
+            "category": info.category.as_str(),
+            "content_type": info.content_type.mime(),
+            "size": info.size,
+        });
+        self.audit
+            .created(Action::Upload, "file", info.id, info.patient_id, metadata)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+
     /// Imports one file; `true` with it if the original was deleted.
     async fn one(&self, dir: &Path, row: &MapRow) -> Result<(Outcome, bool), String> {
         let path = self.resolve(dir, &row.path).await?;
@@ -135,8 +153,14 @@ impl Import<'_> {
                     .await
                     .map_err(|e| e.to_string())?;
                 match stored {
-                    Some(info) if info.sha256 == sha256 => Outcome::Imported(info.id, info.size),
-                    Some(_) => return Err("the file changed while it was read".into()),
+                    Some(info) => {
+                        // Stored either way, so audited either way.
+                        self.audit_upload(&info).await?;
+                        if info.sha256 != sha256 {
+                            return Err("the file changed while it was read".into());
+                        }
+                        Outcome::Imported(info.id, info.size)
+                    }
                     // Stored meanwhile by another run.
                     None => Outcome::AlreadyImported(
                         self.files

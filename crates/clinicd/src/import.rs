@@ -16,11 +16,14 @@ use chrono::NaiveDate;
 use clinicd_api::routes::patients::{
     AddressBody, EmergencyContactBody, InsuranceBody, PatientBody, parse,
 };
+use clinicd_audit::Action;
 use clinicd_crypto::Keyring;
 use clinicd_domain::PatientStore;
 use clinicd_domain::patient::IMPORT_KEY;
 use futures_util::StreamExt;
 use serde::Deserialize;
+
+use crate::cli_audit::CliAudit;
 
 /// One CSV row. Empty cells are absent values.
 #[derive(Debug, Deserialize)]
@@ -145,6 +148,7 @@ enum Outcome {
 pub async fn import_patients(
     store: &PatientStore,
     keyring: &Keyring,
+    audit: &CliAudit,
     file: &Path,
     dry_run: bool,
     today: NaiveDate,
@@ -160,7 +164,7 @@ pub async fn import_patients(
     let rows = futures_util::stream::iter(reader.into_deserialize::<Row>().enumerate())
         .map(|(index, record)| async move {
             let outcome = match record {
-                Ok(row) => one(store, keyring, &row, dry_run, today).await,
+                Ok(row) => one(store, keyring, audit, &row, dry_run, today).await,
                 Err(error) => Ok(Outcome::Invalid(csv_problem(&error))),
             };
             // Row numbers as a spreadsheet shows them: the header is row 1.
@@ -198,6 +202,7 @@ pub const IN_FLIGHT: usize = 8;
 async fn one(
     store: &PatientStore,
     keyring: &Keyring,
+    audit: &CliAudit,
     row: &Row,
     dry_run: bool,
     today: NaiveDate,
@@ -225,6 +230,12 @@ async fn one(
     let mut tx = store.db().begin().await?;
     let imported = store.import(&mut tx, &prepared, &key.value).await?;
     tx.commit().await?;
+    if let Some(patient) = &imported {
+        let via = serde_json::json!({ "via": "import" });
+        audit
+            .created(Action::Create, "patient", patient.id, patient.id, via)
+            .await?;
+    }
     Ok(match imported {
         Some(patient) => Outcome::Imported(patient.mrn),
         // Another importer took this source id between the check and the insert.

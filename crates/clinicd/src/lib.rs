@@ -7,6 +7,7 @@
 //! the API crate).
 
 pub mod cli;
+pub mod cli_audit;
 pub mod config;
 pub mod file_import;
 pub mod import;

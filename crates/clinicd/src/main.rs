@@ -5,6 +5,7 @@ use clap::Parser;
 use clinicd::cli::{
     AdminCommand, AuditCommand, Cli, Command, FilesCommand, ImportCommand, KeysCommand,
 };
+use clinicd::cli_audit::CliAudit;
 use clinicd::{Application, Settings, keys, startup, telemetry};
 
 fn main() -> ExitCode {
@@ -156,12 +157,14 @@ async fn import_command(settings: Settings, command: ImportCommand) -> anyhow::R
     }
     let keyring = std::sync::Arc::new(keys::keyring(&settings.keys, pool.clone()).await?);
     keyring.bootstrap().await?;
+    let audit = CliAudit::start(pool.clone(), keyring.clone(), "import patients");
     let store = clinicd_domain::PatientStore::new(pool, keyring.clone());
     let stdout = std::io::stdout();
     let mut report = std::io::BufWriter::new(stdout.lock());
     let summary = clinicd::import::import_patients(
         &store,
         &keyring,
+        &audit,
         &file,
         dry_run,
         chrono::Utc::now().date_naive(),
@@ -184,6 +187,7 @@ async fn files_command(settings: Settings, command: FilesCommand) -> anyhow::Res
     let keyring = std::sync::Arc::new(keys::keyring(&settings.keys, pool.clone()).await?);
     keyring.bootstrap().await?;
     let patients = clinicd_domain::PatientStore::new(pool.clone(), keyring.clone());
+    let audit = CliAudit::start(pool.clone(), keyring.clone(), "files import");
     let files = clinicd_files::Files::new(
         pool.clone(),
         keyring,
@@ -203,6 +207,7 @@ async fn files_command(settings: Settings, command: FilesCommand) -> anyhow::Res
                 patients: &patients,
                 dir: &dir,
                 delete_originals,
+                audit: &audit,
             };
             let summary = import.run(&map, &mut out).await?;
             writeln!(out, "{}", serde_json::to_string(&summary)?)?;

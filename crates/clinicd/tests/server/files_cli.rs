@@ -173,6 +173,35 @@ async fn a_folder_is_imported_once_and_originals_go_only_after_read_back(pool: P
     // A re-run stores nothing new.
     let (_, report, summary) = files_import(&pool, dir.path(), &docs, &[], &[]);
     assert_eq!(counts(&summary), [0, 3, 4, 0], "{report}");
+
+    // Each stored file is an upload event of its patient, as through the API, written once by
+    // the command (the re-run stored nothing, so it wrote nothing), naming no file name.
+    let events: Vec<(Option<uuid::Uuid>, Option<String>, String)> = sqlx::query_as(
+        "SELECT patient_id, resource_id, metadata::text FROM audit_events \
+         WHERE action = 'upload' ORDER BY resource_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let stored: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT patient_id, id::text FROM files ORDER BY id::text")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|(patient, id, _)| (patient.unwrap(), id.clone().unwrap()))
+            .collect::<Vec<_>>(),
+        stored
+    );
+    for (_, _, metadata) in &events {
+        assert!(
+            metadata.contains(r#""command": "files import""#),
+            "{metadata}"
+        );
+        assert!(!metadata.contains("lab result") && !metadata.contains("card.png"));
+    }
     assert_eq!(object_keys(&pool).await.len(), 3);
 
     // A stored object that no longer matches keeps its original.

@@ -115,4 +115,37 @@ async fn patients_import_once_with_a_report_per_row(pool: PgPool) {
     for value in ["Lovelace", "123-45-6789", "old-1", "ada@example.org"] {
         assert!(!dump.contains(value), "{value} in clear");
     }
+
+    // Each patient created is an audit event of its own, written by the command into the chain
+    // (none for a dry run, a skipped or an invalid row), naming no value.
+    let events: Vec<(Option<uuid::Uuid>, Option<String>, Option<String>, String)> = sqlx::query_as(
+        "SELECT patient_id, resource_id, reason, metadata::text FROM audit_events \
+         WHERE action = 'create' AND resource_type = 'patient' ORDER BY patient_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM patients ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(events.iter().map(|e| e.0.unwrap()).collect::<Vec<_>>(), ids);
+    for (patient, resource, reason, metadata) in &events {
+        assert_eq!(
+            resource.as_deref(),
+            Some(patient.unwrap().to_string().as_str())
+        );
+        assert_eq!(reason.as_deref(), Some("cli"));
+        assert!(
+            metadata.contains(r#""command": "import patients""#),
+            "{metadata}"
+        );
+        assert!(!metadata.contains("Lovelace") && !metadata.contains("old-"));
+    }
+    let verify = run_clinicd(&pool, dir.path(), &["audit", "verify"], &[]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }

@@ -1,0 +1,60 @@
+//! Audit events for the commands that create PHI outside HTTP (`import patients`, `files
+//! import`). The API's audit layer never sees them, so they write their own to the same
+//! tamper-evident chain: one event per record created, naming the patient and the record (never
+//! a value), its `reason` `cli` and its user agent the command. The actor is whoever may run
+//! the binary with the server's configuration; no user account is involved. Fail closed: an
+//! event that cannot be written stops the command.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clinicd_audit::{Action, AuditWriter, NewEvent, Outcome, WriterSettings};
+use clinicd_crypto::Keyring;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug)]
+pub struct CliAudit {
+    writer: AuditWriter,
+    command: &'static str,
+}
+
+impl CliAudit {
+    pub fn start(db: PgPool, keyring: Arc<Keyring>, command: &'static str) -> Self {
+        Self {
+            writer: AuditWriter::start(db, keyring, WriterSettings::default()),
+            command,
+        }
+    }
+
+    /// `resource` (`patient` or `file`) `id` of `patient` was created by `action`; returns once
+    /// the event is committed.
+    pub async fn created(
+        &self,
+        action: Action,
+        resource: &str,
+        id: Uuid,
+        patient: Uuid,
+        mut metadata: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        if let Some(fields) = metadata.as_object_mut() {
+            fields.insert("command".into(), self.command.into());
+        }
+        let mut event = NewEvent::new(action, Outcome::Success);
+        event.resource_type = Some(resource.to_owned());
+        event.resource_id = Some(id.to_string());
+        event.patient_id = Some(patient);
+        event.reason = Some("cli".to_owned());
+        event.user_agent = Some(format!(
+            "clinicd/{} {}",
+            env!("CARGO_PKG_VERSION"),
+            self.command
+        ));
+        event.metadata = metadata;
+        self.writer
+            .record(event)
+            .await
+            .context("the audit event could not be written; stopping")?;
+        Ok(())
+    }
+}
