@@ -1,7 +1,8 @@
-//! Audit events for the commands that create PHI outside HTTP (`import patients`, `files
-//! import`). The API's audit layer never sees them, so they write their own to the same
-//! tamper-evident chain: one event per record created, naming the patient and the record (never
-//! a value), its `reason` `cli` and its user agent the command. The actor is whoever may run
+//! Audit events for the commands that create PHI or change security state outside HTTP
+//! (`import patients`, `files import`, the `keys` rotations). The API's audit layer never sees
+//! them, so they write their own to the same tamper-evident chain: one event per record created,
+//! naming the patient and the record (never a value), or per key change; its `reason` is `cli`
+//! and its user agent the command. The actor is whoever may run
 //! the binary with the server's configuration; no user account is involved. Fail closed: an
 //! event that cannot be written stops the command.
 
@@ -35,15 +36,35 @@ impl CliAudit {
         resource: &str,
         id: Uuid,
         patient: Uuid,
+        metadata: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let mut event = NewEvent::new(action, Outcome::Success);
+        event.resource_id = Some(id.to_string());
+        event.patient_id = Some(patient);
+        self.append(event, resource, metadata).await
+    }
+
+    /// The command did `action` to `resource` (no one record); returns once committed.
+    pub async fn record(
+        &self,
+        action: Action,
+        resource: &str,
+        metadata: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        self.append(NewEvent::new(action, Outcome::Success), resource, metadata)
+            .await
+    }
+
+    async fn append(
+        &self,
+        mut event: NewEvent,
+        resource: &str,
         mut metadata: serde_json::Value,
     ) -> anyhow::Result<()> {
         if let Some(fields) = metadata.as_object_mut() {
             fields.insert("command".into(), self.command.into());
         }
-        let mut event = NewEvent::new(action, Outcome::Success);
         event.resource_type = Some(resource.to_owned());
-        event.resource_id = Some(id.to_string());
-        event.patient_id = Some(patient);
         event.reason = Some("cli".to_owned());
         event.user_agent = Some(format!(
             "clinicd/{} {}",

@@ -51,22 +51,34 @@ pub async fn print_status(keyring: &Keyring) -> anyhow::Result<()> {
     write_stdout(&out)
 }
 
-pub async fn rotate_kek(keyring: &Keyring) -> anyhow::Result<()> {
+/// The commands below print what they did and return it for their audit event.
+pub type Done = serde_json::Value;
+
+pub async fn rotate_kek(keyring: &Keyring) -> anyhow::Result<Done> {
     keyring.bootstrap().await?;
     let rotation = keyring.rotate_kek().await?;
     write_stdout(&format!(
         "rewrapped {} branch key(s) under KEK generation {}\n",
         rotation.rewrapped, rotation.kek_version
-    ))
+    ))?;
+    Ok(serde_json::json!({
+        "kek_version": rotation.kek_version,
+        "rewrapped_branch_keys": rotation.rewrapped,
+    }))
 }
 
-pub async fn rotate_branch(keyring: &Keyring, purpose: Purpose) -> anyhow::Result<()> {
+pub async fn rotate_branch(keyring: &Keyring, purpose: Purpose) -> anyhow::Result<Done> {
     keyring.bootstrap().await?;
     let rotation = keyring.rotate_branch(purpose).await?;
     write_stdout(&format!(
         "new {} branch key v{}; rewrapped {} subject key(s); the previous branch key is retired\n",
         rotation.purpose, rotation.version, rotation.rewrapped_subject_keys
-    ))
+    ))?;
+    Ok(serde_json::json!({
+        "purpose": purpose.as_str(),
+        "version": rotation.version,
+        "rewrapped_subject_keys": rotation.rewrapped_subject_keys,
+    }))
 }
 
 /// Command output goes to stdout (logs go there too, as JSON, but these commands log little).
@@ -79,7 +91,7 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 /// New subject keys for every patient, then every clinical field re-encrypted under them.
-pub async fn rekey(keyring: &Keyring, job: &str) -> anyhow::Result<()> {
+pub async fn rekey(keyring: &Keyring, job: &str) -> anyhow::Result<Done> {
     let rotated = keyring.rotate_subject_keys().await?;
     let outcome = keyring
         .rekey(job, &encrypted_columns(), Default::default())
@@ -87,12 +99,15 @@ pub async fn rekey(keyring: &Keyring, job: &str) -> anyhow::Result<()> {
     write_stdout(&format!(
         "subject keys rotated: {rotated}\n{}\n",
         describe(&outcome)
-    ))
+    ))?;
+    Ok(
+        serde_json::json!({ "job": job, "subject_keys_rotated": rotated, "outcome": describe(&outcome) }),
+    )
 }
 
 /// Blind indexes recomputed under the active blind-index key: those beside their column, then
 /// the name-token index.
-pub async fn reindex(keyring: &Keyring, job: &str) -> anyhow::Result<()> {
+pub async fn reindex(keyring: &Keyring, job: &str) -> anyhow::Result<Done> {
     let mut out = String::new();
     for column in clinicd_domain::indexed_columns() {
         let outcome = keyring
@@ -111,7 +126,8 @@ pub async fn reindex(keyring: &Keyring, job: &str) -> anyhow::Result<()> {
         .await?;
     let (table, column) = tokens.progress_key();
     out.push_str(&format!("{table}.{column}: {}\n", describe(&outcome)));
-    write_stdout(&out)
+    write_stdout(&out)?;
+    Ok(serde_json::json!({ "job": job }))
 }
 
 fn describe(outcome: &clinicd_crypto::RekeyOutcome) -> String {

@@ -7,6 +7,7 @@ use clinicd::cli::{
 };
 use clinicd::cli_audit::CliAudit;
 use clinicd::{Application, Settings, keys, startup, telemetry};
+use clinicd_audit::Action;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -85,14 +86,22 @@ async fn keys_command(settings: Settings, command: KeysCommand) -> anyhow::Resul
     if settings.database.migrate_on_start {
         startup::MIGRATOR.run(&pool).await?;
     }
-    let keyring = keys::keyring(&settings.keys, pool).await?;
-    match command {
-        KeysCommand::Status => keys::print_status(&keyring).await,
-        KeysCommand::RotateKek => keys::rotate_kek(&keyring).await,
-        KeysCommand::RotateBranch { purpose } => keys::rotate_branch(&keyring, purpose).await,
-        KeysCommand::Rekey { job } => keys::rekey(&keyring, &job).await,
-        KeysCommand::Reindex { job } => keys::reindex(&keyring, &job).await,
-    }
+    let keyring = std::sync::Arc::new(keys::keyring(&settings.keys, pool.clone()).await?);
+    let (name, done) = match command {
+        KeysCommand::Status => return keys::print_status(&keyring).await,
+        KeysCommand::RotateKek => ("keys rotate-kek", keys::rotate_kek(&keyring).await?),
+        KeysCommand::RotateBranch { purpose } => (
+            "keys rotate-branch",
+            keys::rotate_branch(&keyring, purpose).await?,
+        ),
+        KeysCommand::Rekey { job } => ("keys rekey", keys::rekey(&keyring, &job).await?),
+        KeysCommand::Reindex { job } => ("keys reindex", keys::reindex(&keyring, &job).await?),
+    };
+    // Key management changes security state: each change is an audit event.
+    keyring.bootstrap().await?;
+    CliAudit::start(pool, keyring, name)
+        .record(Action::KeyRotation, "keys", done)
+        .await
 }
 
 async fn audit_command(settings: Settings, command: AuditCommand) -> anyhow::Result<()> {

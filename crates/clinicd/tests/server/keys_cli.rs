@@ -212,3 +212,46 @@ async fn reindex_recomputes_blind_indexes_after_a_blind_index_key_rotation(pool:
         "{again}"
     );
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn key_changes_are_audit_events_and_the_trail_verifies_across_an_audit_key_rotation(
+    pool: PgPool,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    clinicd_keys(&pool, dir.path(), &["rotate-kek"]);
+    clinicd_keys(&pool, dir.path(), &["rotate-branch", "--purpose", "audit"]);
+    clinicd_keys(&pool, dir.path(), &["rotate-branch", "--purpose", "field"]);
+    clinicd_keys(&pool, dir.path(), &["status"]);
+
+    let events: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT metadata->>'command', metadata->>'purpose', reason FROM audit_events \
+         WHERE action = 'key_rotation' ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let cli = || Some("cli".to_owned());
+    assert_eq!(
+        events,
+        vec![
+            (Some("keys rotate-kek".into()), None, cli()),
+            (
+                Some("keys rotate-branch".into()),
+                Some("audit".into()),
+                cli()
+            ),
+            (
+                Some("keys rotate-branch".into()),
+                Some("field".into()),
+                cli()
+            ),
+        ],
+        "one event per change; `status` changes nothing"
+    );
+    let verify = run_clinicd(&pool, dir.path(), &["audit", "verify"], &[]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
