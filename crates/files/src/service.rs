@@ -772,15 +772,7 @@ impl Download {
 
     /// Up to about a batch of ciphertext; `Ok(None)` at the end of the object.
     async fn read_batch(&mut self) -> Result<Option<Vec<u8>>, FileError> {
-        let mut batch: Vec<u8> = Vec::new();
-        while batch.len() < BATCH {
-            match self.reader.next_chunk().await? {
-                Some(chunk) if batch.is_empty() => batch = chunk,
-                Some(chunk) => batch.extend_from_slice(&chunk),
-                None => break,
-            }
-        }
-        Ok((!batch.is_empty()).then_some(batch))
+        Ok(self.reader.next_block(BATCH).await?)
     }
 
     /// Reads and verifies the whole file, returning its size and SHA-256 (for checks, not for
