@@ -2,9 +2,9 @@
 //! (`import patients`, `files import`, the `keys` rotations). The API's audit layer never sees
 //! them, so they write their own to the same tamper-evident chain: one event per record created,
 //! naming the patient and the record (never a value), or per key change; its `reason` is `cli`
-//! and its user agent the command. The actor is whoever may run
-//! the binary with the server's configuration; no user account is involved. Fail closed: an
-//! event that cannot be written stops the command.
+//! and its user agent the command. The actor is whoever may run the binary with the server's
+//! configuration; no user account is involved. Fail closed: an event that cannot be written
+//! stops the command.
 
 use std::sync::Arc;
 

@@ -17,9 +17,7 @@ use clinicd_api::routes::patients::{
     AddressBody, EmergencyContactBody, InsuranceBody, PatientBody, parse,
 };
 use clinicd_audit::Action;
-use clinicd_crypto::Keyring;
 use clinicd_domain::PatientStore;
-use clinicd_domain::patient::IMPORT_KEY;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
@@ -147,7 +145,6 @@ enum Outcome {
 /// database round trips overlap), each in its own transaction.
 pub async fn import_patients(
     store: &PatientStore,
-    keyring: &Keyring,
     audit: &CliAudit,
     file: &Path,
     dry_run: bool,
@@ -164,7 +161,7 @@ pub async fn import_patients(
     let rows = futures_util::stream::iter(reader.into_deserialize::<Row>().enumerate())
         .map(|(index, record)| async move {
             let outcome = match record {
-                Ok(row) => one(store, keyring, audit, &row, dry_run, today).await,
+                Ok(row) => one(store, audit, &row, dry_run, today).await,
                 Err(error) => Ok(Outcome::Invalid(csv_problem(&error))),
             };
             // Row numbers as a spreadsheet shows them: the header is row 1.
@@ -201,7 +198,6 @@ pub const IN_FLIGHT: usize = 8;
 
 async fn one(
     store: &PatientStore,
-    keyring: &Keyring,
     audit: &CliAudit,
     row: &Row,
     dry_run: bool,
@@ -211,16 +207,11 @@ async fn one(
         Ok(data) => data,
         Err(error) => return Ok(Outcome::Invalid(error.to_string())),
     };
-    let Some(key) = keyring.blind_index(&IMPORT_KEY, &row.source_id).await? else {
+    let Some(key) = store.import_key(&row.source_id).await? else {
         return Ok(Outcome::Invalid("`source_id`: is empty".to_owned()));
     };
-    // Checked first, so a re-run costs a lookup per row, not a row's encryption; under every
-    // live blind-index key, as an earlier run may have used one since rotated out.
-    let known = keyring
-        .blind_index_candidates(&IMPORT_KEY, &row.source_id)
-        .await?;
-    let known: Vec<Vec<u8>> = known.into_iter().map(|index| index.value).collect();
-    if store.imported(&known).await? {
+    // Checked first, so a re-run costs a lookup per row, not a row's encryption.
+    if store.imported(&row.source_id).await? {
         return Ok(Outcome::AlreadyImported);
     }
     if dry_run {
@@ -228,7 +219,7 @@ async fn one(
     }
     let prepared = store.prepare(&data).await?;
     let mut tx = store.db().begin().await?;
-    let imported = store.import(&mut tx, &prepared, &key.value).await?;
+    let imported = store.import(&mut tx, &prepared, &key).await?;
     tx.commit().await?;
     if let Some(patient) = &imported {
         let via = serde_json::json!({ "via": "import" });

@@ -100,9 +100,11 @@ pub async fn rekey(keyring: &Keyring, job: &str) -> anyhow::Result<Done> {
         "subject keys rotated: {rotated}\n{}\n",
         describe(&outcome)
     ))?;
-    Ok(
-        serde_json::json!({ "job": job, "subject_keys_rotated": rotated, "outcome": describe(&outcome) }),
-    )
+    Ok(serde_json::json!({
+        "job": job,
+        "subject_keys_rotated": rotated,
+        "outcome": describe(&outcome),
+    }))
 }
 
 /// Blind indexes recomputed under the active blind-index key: those beside their column, then

@@ -172,7 +172,6 @@ async fn import_command(settings: Settings, command: ImportCommand) -> anyhow::R
     let mut report = std::io::BufWriter::new(stdout.lock());
     let summary = clinicd::import::import_patients(
         &store,
-        &keyring,
         &audit,
         &file,
         dry_run,

@@ -171,6 +171,17 @@ pub struct Batch {
     pub finished: bool,
 }
 
+impl Batch {
+    /// A batch that read `read` owners, the last being `last_id`, out of at most `limit`.
+    pub fn over(last_id: Option<Uuid>, read: usize, limit: i64) -> Self {
+        Self {
+            last_id,
+            finished: read < usize::try_from(limit).unwrap_or(usize::MAX),
+            ..Self::default()
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl DerivedIndex for IndexedColumn {
     fn progress_key(&self) -> (&'static str, &'static str) {
@@ -199,11 +210,7 @@ impl DerivedIndex for IndexedColumn {
         .fetch_all(&mut *tx)
         .await?;
 
-        let mut batch = Batch {
-            last_id: rows.last().map(|(id, _, _)| *id),
-            finished: rows.len() < usize::try_from(limit).unwrap_or(usize::MAX),
-            ..Batch::default()
-        };
+        let mut batch = Batch::over(rows.last().map(|(id, _, _)| *id), rows.len(), limit);
         for (id, ciphertext, current) in &rows {
             batch.seen += 1;
             if current.and_then(|v| u32::try_from(v).ok()) == Some(active) {

@@ -179,13 +179,30 @@ impl PatientStore {
         self.insert(tx, patient, None, Some(import_key)).await
     }
 
-    /// Whether a patient with any of these import keys exists: the source id's keyed hash
+    /// The import key of a source system's record id (`None` if it is empty): its keyed hash
+    /// under the active blind-index key ([`crate::patient::IMPORT_KEY`]).
+    pub async fn import_key(&self, source_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .keyring
+            .blind_index(&patient::IMPORT_KEY, source_id)
+            .await?
+            .map(|index| index.value))
+    }
+
+    /// Whether a patient was imported from this source record id: its keyed hash is looked up
     /// under every live blind-index key, so a re-run after a key rotation still recognises
     /// what an earlier run imported.
-    pub async fn imported(&self, import_keys: &[Vec<u8>]) -> Result<bool, StoreError> {
+    pub async fn imported(&self, source_id: &str) -> Result<bool, StoreError> {
+        let keys: Vec<Vec<u8>> = self
+            .keyring
+            .blind_index_candidates(&patient::IMPORT_KEY, source_id)
+            .await?
+            .into_iter()
+            .map(|index| index.value)
+            .collect();
         Ok(
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM patients WHERE import_key = ANY($1))")
-                .bind(import_keys)
+                .bind(keys)
                 .fetch_one(&self.db)
                 .await?,
         )
@@ -638,11 +655,7 @@ impl DerivedIndex for NameTokenIndex {
         .bind(i32::try_from(active).unwrap_or(i32::MAX))
         .fetch_all(&mut *tx)
         .await?;
-        let mut batch = Batch {
-            last_id: rows.last().map(|row| row.0),
-            finished: rows.len() < usize::try_from(limit).unwrap_or(usize::MAX),
-            ..Batch::default()
-        };
+        let mut batch = Batch::over(rows.last().map(|row| row.0), rows.len(), limit);
         for (id, given_name, family_name, stale) in rows {
             batch.seen += 1;
             if !stale {

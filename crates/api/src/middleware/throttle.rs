@@ -1,8 +1,8 @@
 //! Rate limits: the per-client-IP limit on every route, then, for public and session routes,
 //! the limit of the route's class (from the route table) by IP; the class limits of routes
-//! that need a permission are counted per user by the authorisation layer and reported here. Every limited response carries `RateLimit-Policy` and `RateLimit`;
-//! a refusal is 429 problem+json with `Retry-After`, counted and logged for the security
-//! dashboard.
+//! that need a permission are counted per user by the authorisation layer and reported here.
+//! Every limited response carries `RateLimit-Policy` and `RateLimit`; a refusal is 429
+//! problem+json with `Retry-After`, counted and logged for the security dashboard.
 
 use std::net::{IpAddr, Ipv4Addr};
 
