@@ -13,7 +13,7 @@ names = dict(
 )
 rows = []
 for method, path, access, variant in re.findall(
-    r'route\(\s*Method::(\w+),\s*"([^"]+)",\s*\w+,\s*(?:None|audited\([^)]*\)),\s*'
+    r'route\(\s*Method::(\w+),\s*"([^"]+)",\s*\w+,\s*(?:None|(?:audited|changes)\([^)]*\)),\s*'
     r'(PUBLIC|SESSION|needs\(Permission::(\w+)\))',
     routes,
 ):

@@ -82,6 +82,20 @@ pub enum ApiError {
     OwnAccount,
     #[error("an emergency access cannot be reviewed by the person who made it")]
     OwnReview,
+    #[error(
+        "no one can put themselves on a care team: another member of staff assigns them, or they use break-the-glass"
+    )]
+    SelfAssignment,
+    #[error("a proposal is approved by another administrator than the one who made it")]
+    OwnProposal,
+    #[error("the proposal has expired: propose the change again")]
+    ProposalExpired,
+    #[error("the proposal has already been decided")]
+    ProposalDecided,
+    #[error(
+        "no out-of-band channel is configured to deliver one-time passwords to their owners (CLINICD_MFA_FALLBACK)"
+    )]
+    CredentialChannelUnavailable,
     #[error("this would leave no active administrator")]
     LastAdministrator,
     #[error("built-in roles cannot be changed or deleted")]
@@ -179,6 +193,11 @@ impl ApiError {
             Self::PermissionNotHeld(_) => "permission_not_held",
             Self::OwnAccount => "own_account",
             Self::OwnReview => "own_review",
+            Self::SelfAssignment => "self_assignment",
+            Self::OwnProposal => "own_proposal",
+            Self::ProposalExpired => "proposal_expired",
+            Self::ProposalDecided => "proposal_decided",
+            Self::CredentialChannelUnavailable => "credential_channel_unavailable",
             Self::LastAdministrator => "last_administrator",
             Self::BuiltInRole => "built_in_role",
             Self::RoleInUse => "role_in_use",
@@ -278,7 +297,12 @@ impl ResponseError for ApiError {
             | Self::MfaEnrolmentRequired
             | Self::PermissionNotHeld(_)
             | Self::OwnAccount
-            | Self::OwnReview => StatusCode::FORBIDDEN,
+            | Self::OwnReview
+            | Self::SelfAssignment
+            | Self::OwnProposal => StatusCode::FORBIDDEN,
+            Self::ProposalExpired | Self::ProposalDecided | Self::CredentialChannelUnavailable => {
+                StatusCode::CONFLICT
+            }
             Self::LastAdministrator | Self::BuiltInRole | Self::RoleInUse | Self::Conflict(_) => {
                 StatusCode::CONFLICT
             }
@@ -428,7 +452,36 @@ impl From<clinicd_rbac::RbacError> for ApiError {
                 reason: error.to_string(),
             },
             E::OwnReview => Self::OwnReview,
-            E::Database(_) | E::Crypto(_) | E::Identity(_) => Self::unexpected(error),
+            E::SelfAssignment => Self::SelfAssignment,
+            E::InvalidAssignmentReason => Self::InvalidField {
+                field: "reason",
+                reason: error.to_string(),
+            },
+            E::ProposalExpired => Self::ProposalExpired,
+            E::ProposalDecided => Self::ProposalDecided,
+            E::OwnProposal => Self::OwnProposal,
+            E::User(error) => error.into(),
+            E::Database(_) | E::Crypto(_) | E::Identity(_) | E::Account(_) => {
+                Self::unexpected(error)
+            }
+        }
+    }
+}
+
+impl From<clinicd_identity::users::UserError> for ApiError {
+    fn from(error: clinicd_identity::users::UserError) -> Self {
+        use clinicd_identity::users::UserError as E;
+        let invalid = |field: &'static str, error: &E| Self::InvalidField {
+            field,
+            reason: error.to_string(),
+        };
+        match error {
+            E::InvalidUsername => invalid("username", &error),
+            E::InvalidEmail => invalid("email", &error),
+            E::InvalidDisplayName => invalid("display_name", &error),
+            E::UsernameTaken => Self::Conflict("that username is taken"),
+            E::EmailTaken => Self::Conflict("that e-mail address is taken"),
+            E::Database(_) => Self::unexpected(error),
         }
     }
 }
@@ -493,6 +546,7 @@ impl From<clinicd_files::FileError> for ApiError {
                 Self::StorageUnavailable
             }
             E::Crypto(clinicd_crypto::CryptoError::KeyDestroyed) => Self::DataDestroyed,
+            E::Audit(_) => Self::Unavailable,
             E::Crypto(_) | E::Database(_) | E::Encrypt(_) => Self::unexpected(error),
         }
     }

@@ -18,6 +18,8 @@ pub struct HttpSettings {
     pub json_limit: usize,
     /// How long a break-the-glass grant lasts.
     pub break_glass_minutes: u32,
+    /// How long a dual-control proposal waits for a second administrator.
+    pub proposal_ttl_hours: u32,
     /// Uploads: size limit, allowed types, retention of deleted files.
     pub files: clinicd_files::FileSettings,
 }
@@ -31,6 +33,7 @@ impl Default for HttpSettings {
             rate_limits: RateLimitSettings::default(),
             json_limit: DEFAULT_JSON_LIMIT,
             break_glass_minutes: clinicd_rbac::DEFAULT_BREAK_GLASS_MINUTES,
+            proposal_ttl_hours: clinicd_rbac::proposals::DEFAULT_TTL_HOURS,
             files: clinicd_files::FileSettings::default(),
         }
     }

@@ -40,6 +40,10 @@ pub enum Action {
     ConfigChange,
     AuditRead,
     AuditVerify,
+    /// A second administrator approved a proposed change (dual control).
+    Approve,
+    /// A proposed change was rejected or withdrawn.
+    Reject,
     /// An identity event of a kind without a more specific action (`metadata.kind` names it).
     SecurityEvent,
 }
@@ -77,6 +81,8 @@ impl Action {
             Self::ConfigChange => "config_change",
             Self::AuditRead => "audit_read",
             Self::AuditVerify => "audit_verify",
+            Self::Approve => "approve",
+            Self::Reject => "reject",
             Self::SecurityEvent => "security_event",
         }
     }

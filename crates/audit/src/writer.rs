@@ -70,6 +70,8 @@ pub struct AuditWriter {
     queue: mpsc::Sender<Pending>,
     db: PgPool,
     keyring: Arc<Keyring>,
+    /// Set once the chain's key is known to exist (see [`AuditWriter::ensure_key`]).
+    key_ready: Arc<tokio::sync::OnceCell<()>>,
     checkpoints: Option<Arc<dyn CheckpointStore>>,
 }
 
@@ -83,11 +85,19 @@ impl AuditWriter {
     /// Starts the writer task on the current Tokio runtime.
     pub fn start(db: PgPool, keyring: Arc<Keyring>, settings: WriterSettings) -> Self {
         let (queue, incoming) = mpsc::channel(QUEUE);
-        tokio::spawn(run(incoming, db.clone(), keyring.clone(), settings));
+        let key_ready = Arc::new(tokio::sync::OnceCell::new());
+        tokio::spawn(run(
+            incoming,
+            db.clone(),
+            keyring.clone(),
+            key_ready.clone(),
+            settings,
+        ));
         Self {
             queue,
             db,
             keyring,
+            key_ready,
             checkpoints: None,
         }
     }
@@ -119,6 +129,17 @@ impl AuditWriter {
         crate::verify::verify_with(&self.db, &self.keyring, checkpoint).await
     }
 
+    /// Makes sure the chain key exists before a first append (once; bootstrapping is
+    /// idempotent and safe to race across instances).
+    pub async fn ensure_key(&self) -> Result<(), AuditError> {
+        ensure_key(&self.key_ready, &self.keyring).await
+    }
+
+    /// The key hierarchy the chain's heads and sealed values are under.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     /// Appends `event`; returns its sequence number once it is committed.
     pub async fn record(&self, event: NewEvent) -> Result<i64, AuditError> {
         let (done, answer) = oneshot::channel();
@@ -132,22 +153,34 @@ impl AuditWriter {
     }
 }
 
+async fn ensure_key(
+    ready: &tokio::sync::OnceCell<()>,
+    keyring: &Keyring,
+) -> Result<(), AuditError> {
+    ready
+        .get_or_try_init(|| async { keyring.bootstrap().await.map_err(AuditError::from) })
+        .await
+        .map(|_| ())
+}
+
 async fn run(
     mut incoming: mpsc::Receiver<Pending>,
     db: PgPool,
     keyring: Arc<Keyring>,
+    key_ready: Arc<tokio::sync::OnceCell<()>>,
     settings: WriterSettings,
 ) {
-    // The chain key must exist before the first append; bootstrapping is idempotent and safe
-    // to race. A failure here surfaces as failed appends (503), never as unaudited access.
-    if let Err(error) = keyring.bootstrap().await {
-        tracing::warn!(error = %error, "audit writer could not make sure its key exists");
-    }
     while let Some(first) = incoming.recv().await {
         let mut batch = vec![first];
         fill(&mut incoming, &mut batch, settings).await;
         let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
-        match append(&db, &keyring, &events).await {
+        // The chain key must exist before the first append. A failure here surfaces as failed
+        // appends (503), never as unaudited access.
+        let appended = match ensure_key(&key_ready, &keyring).await {
+            Ok(()) => append(&db, &keyring, &events).await,
+            Err(error) => Err(error),
+        };
+        match appended {
             Ok(first_seq) => {
                 for (offset, pending) in (0i64..).zip(batch) {
                     let _ = pending.done.send(Ok(first_seq + offset));
@@ -203,7 +236,7 @@ pub(crate) async fn append(
 }
 
 /// Appends inside the caller's transaction (which must commit for the events to count).
-pub(crate) async fn append_in(
+pub async fn append_in(
     tx: &mut sqlx::PgConnection,
     keyring: &Keyring,
     events: &[&NewEvent],

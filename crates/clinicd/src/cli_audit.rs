@@ -7,9 +7,10 @@
 //! stops the command.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
-use clinicd_audit::{Action, AuditWriter, NewEvent, Outcome, WriterSettings};
+use clinicd_audit::{Action, AuditWriter, NewEvent, Note, Outcome, Recorder, WriterSettings};
 use clinicd_crypto::Keyring;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -55,15 +56,32 @@ impl CliAudit {
             .await
     }
 
-    async fn append(
-        &self,
-        mut event: NewEvent,
-        resource: &str,
-        mut metadata: serde_json::Value,
-    ) -> anyhow::Result<()> {
+    /// A recorder for a change the command makes to `resource`: the change and its event
+    /// commit together (see [`clinicd_audit::Recorder`]).
+    pub fn recorder(&self, action: Action, resource: &str) -> Recorder {
+        let mut event = NewEvent::new(action, Outcome::Success);
+        self.stamp(&mut event, resource);
+        Recorder::new(self.writer.clone(), event, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// The note of record `id` of `patient`, naming the command in its metadata.
+    pub fn note(&self, id: Uuid, patient: Option<Uuid>, metadata: serde_json::Value) -> Note {
+        Note {
+            resource_id: Some(id.to_string()),
+            patient_id: patient,
+            metadata: Some(self.with_command(metadata)),
+            ..Note::default()
+        }
+    }
+
+    fn with_command(&self, mut metadata: serde_json::Value) -> serde_json::Value {
         if let Some(fields) = metadata.as_object_mut() {
             fields.insert("command".into(), self.command.into());
         }
+        metadata
+    }
+
+    fn stamp(&self, event: &mut NewEvent, resource: &str) {
         event.resource_type = Some(resource.to_owned());
         event.reason = Some("cli".to_owned());
         event.user_agent = Some(format!(
@@ -71,7 +89,16 @@ impl CliAudit {
             env!("CARGO_PKG_VERSION"),
             self.command
         ));
-        event.metadata = metadata;
+    }
+
+    async fn append(
+        &self,
+        mut event: NewEvent,
+        resource: &str,
+        metadata: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        self.stamp(&mut event, resource);
+        event.metadata = self.with_command(metadata);
         self.writer
             .record(event)
             .await

@@ -402,6 +402,14 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
             _ => Err("must be a number of minutes from 5 to 720".into()),
         },
     );
+    let proposal_ttl_hours = r.parse_with(
+        "CLINICD_PROPOSAL_TTL_HOURS",
+        clinicd_rbac::proposals::DEFAULT_TTL_HOURS,
+        |v| match v.parse::<u32>() {
+            Ok(n) if (1..=720).contains(&n) => Ok(n),
+            _ => Err("must be a number of hours from 1 to 720".into()),
+        },
+    );
     let files = read_file_settings(r);
     Some(HttpSettings {
         production,
@@ -410,6 +418,7 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
         rate_limits,
         json_limit,
         break_glass_minutes,
+        proposal_ttl_hours,
         files,
     })
 }

@@ -19,6 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use aws_lc_rs::digest;
 use clinicd_audit::Action;
 use clinicd_domain::PatientStore;
+use clinicd_files::service::Audited;
 use clinicd_files::{Category, FileInfo, Files, NewFile};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -104,18 +105,20 @@ impl Import<'_> {
         Ok(summary)
     }
 
-    /// The audit event of a stored file, as an API upload has (never its name).
-    async fn audit_upload(&self, info: &FileInfo) -> Result<(), String> {
+    /// The audit event of a stored file, as an API upload has (never its name), committed
+    /// with the file's row.
+    fn audit_upload(&self, info: &FileInfo) -> Audited {
         let metadata = serde_json::json!({
             "via": "import",
             "category": info.category.as_str(),
             "content_type": info.content_type.mime(),
             "size": info.size,
         });
-        self.audit
-            .created(Action::Upload, "file", info.id, info.patient_id, metadata)
-            .await
-            .map_err(|e| format!("{e:#}"))
+        Audited {
+            recorder: self.audit.recorder(Action::Upload, "file"),
+            status: None,
+            note: self.audit.note(info.id, Some(info.patient_id), metadata),
+        }
     }
 
     /// Imports one file; `true` with it if the original was deleted.
@@ -147,20 +150,22 @@ impl Import<'_> {
                     name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
                     now: chrono::Utc::now(),
                 };
-                let stored = self
+                let staged = self
                     .files
-                    .store_file(new, chunks(&path).await?, &key)
+                    .stage(new, chunks(&path).await?)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let preview = staged.info();
+                if preview.sha256 != sha256 {
+                    staged.abort().await;
+                    return Err("the file changed while it was read".into());
+                }
+                let stored = staged
+                    .commit_import(&key, self.audit_upload(&preview))
                     .await
                     .map_err(|e| e.to_string())?;
                 match stored {
-                    Some(info) => {
-                        // Stored either way, so audited either way.
-                        self.audit_upload(&info).await?;
-                        if info.sha256 != sha256 {
-                            return Err("the file changed while it was read".into());
-                        }
-                        Outcome::Imported(info.id, info.size)
-                    }
+                    Some(info) => Outcome::Imported(info.id, info.size),
                     // Stored meanwhile by another run.
                     None => Outcome::AlreadyImported(
                         self.files

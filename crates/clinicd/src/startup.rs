@@ -120,7 +120,11 @@ impl Application {
                 checkpoint_store(&settings).await,
                 settings.audit.checkpoint_interval,
             );
-        clinicd_audit::start_forwarder(pool.clone(), keyring.clone(), SECURITY_EVENT_FORWARDING);
+        clinicd_identity::security_events::start_forwarder(
+            pool.clone(),
+            keyring.clone(),
+            SECURITY_EVENT_FORWARDING,
+        );
         let identity = Identity::new(
             pool.clone(),
             &settings.token_signing_key,

@@ -70,8 +70,19 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
+/// Connections of the keyring's own pool (see [`Keyring::new`]).
+const KEY_POOL_CONNECTIONS: u32 = 4;
+
 impl Keyring {
+    /// A keyring over the database of `db`. Key lookups get a small pool of their own: they
+    /// happen inside requests that already hold a connection for their transaction (a change
+    /// seals its audit values, or a note, under a key), and a shared pool emptied by such
+    /// requests, each waiting for a second connection, would stall them all.
     pub fn new(db: PgPool, provider: Arc<dyn KeyProvider>, cache: CacheSettings) -> Self {
+        let db = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(KEY_POOL_CONNECTIONS)
+            .acquire_timeout(db.options().get_acquire_timeout())
+            .connect_lazy_with((*db.connect_options()).clone());
         Self {
             db,
             provider,

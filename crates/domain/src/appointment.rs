@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::patient_store::{StoreError, Viewer};
@@ -188,8 +188,10 @@ impl AppointmentStore {
         Self { db }
     }
 
+    /// Books `provider` for `patient` in the caller's transaction.
     pub async fn book(
         &self,
+        tx: &mut PgConnection,
         patient: Uuid,
         provider: Uuid,
         slot: Slot,
@@ -200,7 +202,7 @@ impl AppointmentStore {
             "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND status = 'active')",
         )
         .bind(provider)
-        .fetch_one(&self.db)
+        .fetch_one(&mut *tx)
         .await?;
         if !active {
             return Err(BookingError::UnknownProvider);
@@ -216,7 +218,7 @@ impl AppointmentStore {
         .bind(slot.ends_at)
         .bind(kind.as_str())
         .bind(by)
-        .fetch_one(&self.db)
+        .fetch_one(tx)
         .await?)
     }
 
@@ -229,9 +231,11 @@ impl AppointmentStore {
         .await?)
     }
 
-    /// Applies a change if the booking is still at `expected_version`.
+    /// Applies a change if the booking is still at `expected_version`, in the caller's
+    /// transaction.
     pub async fn change(
         &self,
+        tx: &mut PgConnection,
         current: &Appointment,
         expected_version: i32,
         change: &Change,
@@ -259,15 +263,19 @@ impl AppointmentStore {
         .bind(change.slot.map(|s| s.ends_at))
         .bind(change.kind.map(Kind::as_str))
         .bind(change.status.map(Status::as_str))
-        .fetch_optional(&self.db)
+        .fetch_optional(&mut *tx)
         .await?;
-        match updated {
-            Some(appointment) => Ok(appointment),
-            None => match self.get(current.id).await? {
-                Some(now) => Err(StoreError::VersionMismatch(now.version).into()),
-                None => Err(StoreError::NotFound.into()),
-            },
+        if let Some(appointment) = updated {
+            return Ok(appointment);
         }
+        let version: Option<i32> =
+            sqlx::query_scalar("SELECT version FROM appointments WHERE id = $1")
+                .bind(current.id)
+                .fetch_optional(tx)
+                .await?;
+        Err(version
+            .map_or(StoreError::NotFound, StoreError::VersionMismatch)
+            .into())
     }
 
     /// A patient's bookings, by start.

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clinicd_crypto::{FieldLocation, Keyring, Owner, SubjectId};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::patient_store::StoreError;
@@ -145,9 +145,11 @@ impl NoteStore {
         })
     }
 
-    /// A new draft by `author`; for an amendment, `amends` is the signed original.
+    /// A new draft by `author`, in the caller's transaction; for an amendment, `amends` is the
+    /// signed original.
     pub async fn create(
         &self,
+        tx: &mut PgConnection,
         patient: Uuid,
         author: Uuid,
         encounter_date: NaiveDate,
@@ -171,9 +173,9 @@ impl NoteStore {
         .bind(encounter_date)
         .bind(&sealed)
         .bind(original)
-        .fetch_one(&self.db)
+        .fetch_one(tx)
         .await?;
-        self.open(row).await
+        Ok(opened(row, body))
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Note>, NoteError> {
@@ -220,9 +222,10 @@ impl NoteStore {
         Ok(notes)
     }
 
-    /// Changes a draft: its author only, at the expected version.
+    /// Changes a draft (its author only, at the expected version), in the caller's transaction.
     pub async fn edit(
         &self,
+        tx: &mut PgConnection,
         note: &Note,
         author: Uuid,
         expected_version: i32,
@@ -234,42 +237,50 @@ impl NoteStore {
             Some(body) => Some(self.seal(note.patient_id, note.id, body).await?),
             None => None,
         };
-        self.write(
-            note,
-            expected_version,
-            "encounter_date = coalesce($3, encounter_date), body = coalesce($4, body)",
-            encounter_date,
-            sealed,
-        )
-        .await
+        let row = self
+            .write(
+                tx,
+                note,
+                expected_version,
+                "encounter_date = coalesce($3, encounter_date), body = coalesce($4, body)",
+                encounter_date,
+                sealed,
+            )
+            .await?;
+        Ok(opened(row, body.unwrap_or(&note.body)))
     }
 
-    /// Signs a draft: from now on it never changes.
+    /// Signs a draft, in the caller's transaction: from then on it never changes.
     pub async fn sign(
         &self,
+        tx: &mut PgConnection,
         note: &Note,
         author: Uuid,
         expected_version: i32,
     ) -> Result<Note, NoteError> {
         check_draft(note, author, expected_version)?;
-        self.write(
-            note,
-            expected_version,
-            "status = 'signed', signed_at = now(), encounter_date = coalesce($3, encounter_date), body = coalesce($4, body)",
-            None,
-            None,
-        )
-        .await
+        let row = self
+            .write(
+                tx,
+                note,
+                expected_version,
+                "status = 'signed', signed_at = now(), encounter_date = coalesce($3, encounter_date), body = coalesce($4, body)",
+                None,
+                None,
+            )
+            .await?;
+        Ok(opened(row, &note.body))
     }
 
     async fn write(
         &self,
+        tx: &mut PgConnection,
         note: &Note,
         expected_version: i32,
         set: &str,
         encounter_date: Option<NaiveDate>,
         body: Option<Vec<u8>>,
-    ) -> Result<Note, NoteError> {
+    ) -> Result<Row, NoteError> {
         let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE clinical_notes SET {set}, version = version + 1, updated_at = now() \
              WHERE id = $1 AND version = $2 AND status = 'draft' RETURNING {COLUMNS}"
@@ -278,16 +289,40 @@ impl NoteStore {
         .bind(expected_version)
         .bind(encounter_date)
         .bind(body)
-        .fetch_optional(&self.db)
+        .fetch_optional(&mut *tx)
         .await?;
-        match row {
-            Some(row) => self.open(row).await,
-            None => match self.get(note.id).await? {
-                Some(now) if now.signed() => Err(NoteError::Signed),
-                Some(now) => Err(StoreError::VersionMismatch(now.version).into()),
-                None => Err(StoreError::NotFound.into()),
-            },
+        if let Some(row) = row {
+            return Ok(row);
         }
+        // Why not: read in the same transaction (a request holds one connection at a time).
+        let now: Option<(bool, i32)> = sqlx::query_as(
+            "SELECT signed_at IS NOT NULL, version FROM clinical_notes WHERE id = $1",
+        )
+        .bind(note.id)
+        .fetch_optional(tx)
+        .await?;
+        match now {
+            Some((true, _)) => Err(NoteError::Signed),
+            Some((false, version)) => Err(StoreError::VersionMismatch(version).into()),
+            None => Err(StoreError::NotFound.into()),
+        }
+    }
+}
+
+/// A row just written, with the body the writer knows in clear (not decrypted again: the
+/// transaction that wrote it is still open, and key work may need a connection of its own).
+fn opened(row: Row, body: &str) -> Note {
+    Note {
+        id: row.id,
+        patient_id: row.patient_id,
+        author_id: row.author_id,
+        encounter_date: row.encounter_date,
+        body: body.to_owned(),
+        amends: row.amends,
+        signed_at: row.signed_at,
+        version: row.version,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
     }
 }
 

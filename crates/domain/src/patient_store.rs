@@ -315,22 +315,36 @@ impl PatientStore {
         }
     }
 
-    /// Replaces the record if it is still at `expected_version`; the new version is one more.
-    pub async fn update(
+    /// Encrypts and indexes a changed record, before any transaction opens (see
+    /// [`Self::prepare`]).
+    pub async fn prepare_change(
         &self,
         id: Uuid,
-        expected_version: i32,
         data: &PatientData,
+    ) -> Result<NewPatient, StoreError> {
+        Ok(NewPatient {
+            id,
+            sealed: self.seal(id, data).await?,
+            data: data.clone(),
+        })
+    }
+
+    /// Replaces the record with a prepared change if it is still at `expected_version`, in the
+    /// caller's transaction; the new version is one more.
+    pub async fn update(
+        &self,
+        tx: &mut PgConnection,
+        change: &NewPatient,
+        expected_version: i32,
     ) -> Result<Patient, StoreError> {
-        let sealed = self.seal(id, data).await?;
-        let mut tx = self.db.begin().await?;
-        let updated: Option<(i32,)> = sqlx::query_as(
+        let (id, sealed, data) = (change.id, &change.sealed, &change.data);
+        let updated: Option<(i32, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
             "UPDATE patients SET given_name = $3, family_name = $4, date_of_birth = $5, sex = $6, ssn = $7, \
                address = $8, phone = $9, email = $10, insurance_primary = $11, insurance_secondary = $12, \
                emergency_contact = $13, status = $14, ssn_bidx = $15, ssn_bidx_version = $16, \
                date_of_birth_bidx = $17, date_of_birth_bidx_version = $18, family_name_bidx = $19, \
                family_name_bidx_version = $20, version = version + 1, updated_at = now() \
-             WHERE id = $1 AND version = $2 RETURNING version",
+             WHERE id = $1 AND version = $2 RETURNING version, mrn, created_at, updated_at",
         )
         .bind(id)
         .bind(expected_version)
@@ -354,21 +368,27 @@ impl PatientStore {
         .bind(sealed.family_index.1)
         .fetch_optional(&mut *tx)
         .await?;
-        if updated.is_none() {
+        let Some((version, mrn, created_at, updated_at)) = updated else {
             let current: Option<i32> =
                 sqlx::query_scalar("SELECT version FROM patients WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
             return Err(current.map_or(StoreError::NotFound, StoreError::VersionMismatch));
-        }
+        };
         sqlx::query("DELETE FROM patient_name_tokens WHERE patient_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        write_tokens(&mut tx, id, &sealed.tokens).await?;
-        tx.commit().await?;
-        self.get(id).await?.ok_or(StoreError::NotFound)
+        write_tokens(tx, id, &sealed.tokens).await?;
+        Ok(Patient {
+            id,
+            mrn,
+            data: data.clone(),
+            version,
+            created_at,
+            updated_at,
+        })
     }
 
     /// One page of the patients `viewer` may reach that match `search`, ordered by id, after

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use chrono::{DateTime, Utc};
+use clinicd_audit::{AuditError, Note, Recorder};
 use clinicd_crypto::{CryptoError, Keyring, Owner, SubjectId};
 use futures_util::{Stream, StreamExt};
 use sqlx::PgPool;
@@ -72,6 +73,9 @@ pub enum FileError {
     Database(#[from] sqlx::Error),
     #[error("encryption failed: {0}")]
     Encrypt(FormatError),
+    /// The audit trail could not take the upload's event: nothing was stored.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 impl From<ObjectStoreError> for FileError {
@@ -261,26 +265,65 @@ impl fmt::Debug for Staged {
     }
 }
 
+/// How a staged file is recorded: with the audit event of its upload, in the row's
+/// transaction, so the file and its event exist together or not at all.
+#[derive(Debug)]
+pub struct Audited {
+    pub recorder: Recorder,
+    /// The answer the caller will give (201 for an upload; `None` for a command).
+    pub status: Option<u16>,
+    pub note: Note,
+}
+
 impl Staged {
-    /// Makes the object visible and writes its row. Nothing is left behind on failure: the
-    /// object is deleted again if the row cannot be written.
-    pub async fn commit(self) -> Result<FileInfo, FileError> {
-        self.finish(None)
+    /// What the file will be once committed (its id, size, type and digest are known now).
+    pub fn info(&self) -> FileInfo {
+        FileInfo {
+            id: self.id,
+            patient_id: self.new.patient_id,
+            uploaded_by: self.new.uploaded_by,
+            category: self.new.category,
+            content_type: self.sealed.content_type,
+            size: self.sealed.size,
+            sha256: self.sealed.sha256,
+            name: self.new.name.clone(),
+            created_at: self.new.now,
+        }
+    }
+
+    /// Makes the object visible and writes its row with its audit event. Nothing is left
+    /// behind on failure: the object is deleted again if the row and event cannot be written.
+    pub async fn commit(self, audit: Audited) -> Result<FileInfo, FileError> {
+        self.finish(None, audit)
             .await?
             .ok_or(FileError::Database(sqlx::Error::RowNotFound))
     }
 
-    /// Completes the object and writes its row (`None` if `import_key` is taken).
+    /// [`Self::commit`] for `clinicd files import`: `None` if a file with this `import_key` was
+    /// stored meanwhile (this object is then removed, and no event written).
+    pub async fn commit_import(
+        self,
+        import_key: &[u8],
+        audit: Audited,
+    ) -> Result<Option<FileInfo>, FileError> {
+        self.finish(Some(import_key.to_vec()), audit).await
+    }
+
+    /// Completes the object and writes its row and event (`None` if `import_key` is taken).
     ///
     /// Both steps run in a task of their own, so a caller cancelled meanwhile (a client gone
     /// after its last byte, whose handler the server drops) cannot leave an object without a
-    /// row. If the caller is gone by the time the row is written, nobody learns of the file
-    /// and nothing audits it: the task removes it again, so a cancelled upload leaves nothing.
-    async fn finish(self, import_key: Option<Vec<u8>>) -> Result<Option<FileInfo>, FileError> {
+    /// row. If the caller is gone by the time the row is written, nobody learns of the file:
+    /// the task removes it again (its event stays, naming a file that was then discarded).
+    async fn finish(
+        self,
+        import_key: Option<Vec<u8>>,
+        audit: Audited,
+    ) -> Result<Option<FileInfo>, FileError> {
         let files = self.files.clone();
         let (reply, outcome) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let recorded = files.record(self, import_key).await;
+            let recorded = files.record(self, import_key, audit).await;
             if let Err(Ok(Some(unheard))) = reply.send(recorded) {
                 tracing::warn!(file = %unheard.id, "upload cancelled while being recorded; removed");
                 if let Err(e) = files.discard(unheard.id).await {
@@ -333,26 +376,6 @@ impl Files {
         &self.settings
     }
 
-    /// Encrypts `body` into a new object and records it, for `clinicd files import`: `None`
-    /// if a file with this `import_key` was stored meanwhile (its object is then removed).
-    /// Nothing is left behind on failure.
-    pub async fn store_file<S, B, E>(
-        &self,
-        new: NewFile,
-        body: S,
-        import_key: &[u8],
-    ) -> Result<Option<FileInfo>, FileError>
-    where
-        S: Stream<Item = Result<B, E>> + Unpin,
-        B: AsRef<[u8]>,
-        E: fmt::Display,
-    {
-        self.stage(new, body)
-            .await?
-            .finish(Some(import_key.to_vec()))
-            .await
-    }
-
     /// Encrypts `body` into a new object that stays invisible until [`Staged::commit`]; on
     /// failure the object is aborted.
     pub async fn stage<S, B, E>(&self, new: NewFile, mut body: S) -> Result<Staged, FileError>
@@ -396,12 +419,15 @@ impl Files {
         }
     }
 
-    /// Completes a staged object and writes its row; `None` if `import_key` is taken.
+    /// Completes a staged object and writes its row with its audit event; `None` if
+    /// `import_key` is taken.
     async fn record(
         &self,
         staged: Staged,
         import_key: Option<Vec<u8>>,
+        audit: Audited,
     ) -> Result<Option<FileInfo>, FileError> {
+        let info = staged.info();
         let Staged {
             id,
             new,
@@ -439,21 +465,16 @@ impl Files {
                 object_key: object_key.clone(),
                 created_at: new.now,
             };
-            Ok::<_, FileError>(record::insert(&self.db, &file, import_key.as_deref()).await?)
+            let mut tx = self.db.begin().await?;
+            if !record::insert(&mut *tx, &file, import_key.as_deref()).await? {
+                return Ok(false);
+            }
+            audit.recorder.commit(tx, audit.status, audit.note).await?;
+            Ok::<_, FileError>(true)
         }
         .await;
         match row {
-            Ok(true) => Ok(Some(FileInfo {
-                id,
-                patient_id: new.patient_id,
-                uploaded_by: new.uploaded_by,
-                category: new.category,
-                content_type: sealed.content_type,
-                size: sealed.size,
-                sha256: sealed.sha256,
-                name: new.name,
-                created_at: new.now,
-            })),
+            Ok(true) => Ok(Some(info)),
             outcome => {
                 // No row names the object: remove it so nothing is left behind.
                 if let Err(e) = self.store.delete(&object_key).await {
@@ -643,9 +664,15 @@ impl Files {
     }
 
     /// Soft-deletes a live file; its object and key stay until the retention period ends.
-    pub async fn delete(&self, id: Uuid, by: Uuid, now: DateTime<Utc>) -> Result<bool, FileError> {
+    pub async fn delete(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        id: Uuid,
+        by: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, FileError> {
         let purge_after = now + chrono::Duration::days(i64::from(self.settings.retention_days));
-        Ok(record::soft_delete(&self.db, id, by, now, purge_after).await?)
+        Ok(record::soft_delete(tx, id, by, now, purge_after).await?)
     }
 
     /// Removes deleted files whose retention has ended: the object first, then the row (a

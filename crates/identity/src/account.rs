@@ -3,6 +3,7 @@
 //! session alone cannot weaken the account.
 
 use secrecy::SecretString;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::devices;
@@ -45,9 +46,9 @@ impl From<MfaError> for AccountError {
 }
 
 impl Identity {
-    /// Turns the caller's second factor off. Needs the password and a current code (TOTP or
-    /// backup); every trusted device and every other session ends.
-    pub async fn disable_mfa(
+    /// The proof that turning the caller's second factor off needs: the password and a current
+    /// code (TOTP or backup). The code is used up, and a failed proof recorded, at once.
+    pub async fn prove_for_mfa_disable(
         &self,
         user: UserId,
         session: Uuid,
@@ -68,50 +69,51 @@ impl Identity {
             .await
             .map_err(|e| AccountError::Internal(e.to_string()))?;
         if !verified.matches {
-            self.account_event("mfa_disable_failed", user, session, "wrong_password")
+            self.failure_event("mfa_disable_failed", user, session, "wrong_password")
                 .await?;
             return Err(AccountError::WrongPassword);
         }
-        if let Err(error) = self.mfa.verify(user, code).await {
-            self.account_event("mfa_disable_failed", user, session, "invalid_code")
-                .await?;
-            return Err(error.into());
-        }
-        let mut tx = self.db.begin().await?;
-        self.mfa.remove(&mut tx, user).await?;
-        devices::revoke_all(&mut *tx, user, self.clock.now(), "mfa_disabled").await?;
-        tx.commit().await?;
-        self.sessions
-            .revoke_all(user, Some(session), "mfa_disabled")
-            .await?;
-        self.account_event("mfa_disabled", user, session, "user_request")
+        self.prove_code(user, session, code, "mfa_disable_failed")
             .await
     }
 
-    /// Replaces the caller's backup codes with ten new ones (shown once), after a current
-    /// code. The old codes stop working.
-    pub async fn regenerate_backup_codes(
+    /// Turns the caller's second factor off after [`Self::prove_for_mfa_disable`], in the
+    /// caller's transaction: every trusted device and every other session ends.
+    pub async fn disable_mfa(
+        &self,
+        tx: &mut PgConnection,
+        user: UserId,
+        session: Uuid,
+    ) -> Result<(), AccountError> {
+        self.mfa.remove(tx, user).await?;
+        devices::revoke_all(&mut *tx, user, self.clock.now(), "mfa_disabled").await?;
+        self.sessions
+            .revoke_all_in(tx, user, Some(session), "mfa_disabled")
+            .await?;
+        let event = account_event("mfa_disabled", user, session, "user_request");
+        record_event(tx, self.clock.now(), event, &ClientInfo::default()).await?;
+        Ok(())
+    }
+
+    /// A current code (TOTP or backup) of an enrolled user, used up at once; a wrong one is
+    /// recorded as `failure_kind`.
+    pub async fn prove_code(
         &self,
         user: UserId,
         session: Uuid,
         code: &str,
-    ) -> Result<Vec<SecretString>, AccountError> {
+        failure_kind: &str,
+    ) -> Result<(), AccountError> {
         if !self.mfa.enrolled(user).await? {
             return Err(AccountError::NotEnrolled);
         }
-        match self.mfa.regenerate_backup_codes(user, code).await {
-            Ok(codes) => {
-                self.account_event(
-                    "mfa_backup_codes_regenerated",
-                    user,
-                    session,
-                    "user_request",
-                )
-                .await?;
-                Ok(codes)
-            }
+        let mut conn = self.db.acquire().await?;
+        let verified = self.mfa.verify(&mut conn, user, code).await;
+        drop(conn);
+        match verified {
+            Ok(_) => Ok(()),
             Err(MfaError::InvalidCode) => {
-                self.account_event("mfa_backup_codes_failed", user, session, "invalid_code")
+                self.failure_event(failure_kind, user, session, "invalid_code")
                     .await?;
                 Err(AccountError::InvalidCode)
             }
@@ -119,22 +121,52 @@ impl Identity {
         }
     }
 
-    async fn account_event(
+    /// Replaces the caller's backup codes with ten new ones (shown once), after a code proved
+    /// with [`Self::prove_code`], in the caller's transaction. The old codes stop working.
+    pub async fn regenerate_backup_codes(
+        &self,
+        tx: &mut PgConnection,
+        user: UserId,
+        session: Uuid,
+    ) -> Result<Vec<SecretString>, AccountError> {
+        let codes = self.mfa.replace_backup_codes(tx, user).await?;
+        let event = account_event(
+            "mfa_backup_codes_regenerated",
+            user,
+            session,
+            "user_request",
+        );
+        record_event(tx, self.clock.now(), event, &ClientInfo::default()).await?;
+        Ok(codes)
+    }
+
+    /// A failed proof, recorded on a connection of its own: it stands whatever becomes of the
+    /// request.
+    async fn failure_event(
         &self,
         kind: &str,
         user: UserId,
         session: Uuid,
         reason: &str,
     ) -> Result<(), AccountError> {
-        let event = SecurityEvent {
-            kind,
-            user: Some(user.0),
-            session: Some(session),
-            reason: Some(reason),
-            actor: None,
-        };
         let mut conn = self.db.acquire().await?;
+        let event = account_event(kind, user, session, reason);
         record_event(&mut conn, self.clock.now(), event, &ClientInfo::default()).await?;
         Ok(())
+    }
+}
+
+fn account_event<'a>(
+    kind: &'a str,
+    user: UserId,
+    session: Uuid,
+    reason: &'a str,
+) -> SecurityEvent<'a> {
+    SecurityEvent {
+        kind,
+        user: Some(user.0),
+        session: Some(session),
+        reason: Some(reason),
+        actor: None,
     }
 }

@@ -2,6 +2,7 @@
 //! they are reachable from code and tests only.
 
 use secrecy::SecretString;
+use sqlx::PgConnection;
 
 use crate::bootstrap::{BootstrapError, one_time_password};
 use crate::devices;
@@ -40,14 +41,25 @@ impl From<crate::password::HashError> for AdminError {
     }
 }
 
+/// Who did an administrative action, and whether its target holds sensitive permissions
+/// (clinical data, export, emergency access, sealed audit values or administration): the
+/// security event of a reset then says so, for the alerting that watches such resets.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAct {
+    pub actor: Option<UserId>,
+    pub sensitive_target: bool,
+}
+
 impl Identity {
-    /// Resets a user's password to a one-time password (returned once) that must be changed at
-    /// the next login. Every session of the user ends. The second factor is left as it is, so
-    /// a reset never lets anyone skip MFA.
+    /// Resets a user's password to a one-time password (returned once, for the caller to
+    /// deliver) that must be changed at the next login, in the caller's transaction. Every
+    /// session of the user ends. The second factor is left as it is, so a reset never lets
+    /// anyone skip MFA.
     pub async fn admin_reset_password(
         &self,
+        tx: &mut PgConnection,
         user: UserId,
-        actor: Option<UserId>,
+        act: AdminAct,
     ) -> Result<SecretString, AdminError> {
         let password = one_time_password()?;
         let hash = self.login.hasher().hash(&password).await?;
@@ -57,29 +69,29 @@ impl Identity {
         )
         .bind(user.0)
         .bind(hash)
-        .execute(&self.db)
+        .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
             return Err(AdminError::NoSuchUser);
         }
         self.sessions
-            .revoke_all(user, None, "password_reset")
+            .revoke_all_in(tx, user, None, "password_reset")
             .await?;
         // The second factor stays; devices trusted before the reset must prove it again.
-        devices::revoke_all(&self.db, user, self.clock.now(), "password_reset").await?;
-        self.admin_event("password_reset", user, actor).await?;
+        devices::revoke_all(&mut *tx, user, self.clock.now(), "password_reset").await?;
+        self.admin_event(tx, "password_reset", user, act).await?;
         Ok(password)
     }
 
-    /// Removes a user's second factor (a lost phone and no backup codes). Every session and
-    /// trusted device ends; the user logs in with their password and enrols again (RBAC
-    /// requires it at once for roles that need MFA).
+    /// Removes a user's second factor (a lost phone and no backup codes), in the caller's
+    /// transaction. Every session and trusted device ends; the user logs in with their
+    /// password and enrols again (RBAC requires it at once for roles that need MFA).
     pub async fn admin_reset_mfa(
         &self,
+        tx: &mut PgConnection,
         user: UserId,
-        actor: Option<UserId>,
+        act: AdminAct,
     ) -> Result<(), AdminError> {
-        let mut tx = self.db.begin().await?;
         let exists: Option<bool> =
             sqlx::query_scalar("SELECT true FROM users WHERE id = $1 FOR UPDATE")
                 .bind(user.0)
@@ -89,62 +101,70 @@ impl Identity {
             return Err(AdminError::NoSuchUser);
         }
         self.mfa
-            .remove(&mut tx, user)
+            .remove(tx, user)
             .await
             .map_err(|e| AdminError::Database(e.to_string()))?;
         devices::revoke_all(&mut *tx, user, self.clock.now(), "mfa_reset").await?;
-        tx.commit().await?;
-        self.sessions.revoke_all(user, None, "mfa_reset").await?;
-        self.admin_event("mfa_reset", user, actor).await
+        self.sessions
+            .revoke_all_in(tx, user, None, "mfa_reset")
+            .await?;
+        self.admin_event(tx, "mfa_reset", user, act).await
     }
 
-    /// Disables an account: it cannot log in and every session ends at once.
+    /// Disables an account, in the caller's transaction: it cannot log in and every session
+    /// ends at once.
     pub async fn disable_user(
         &self,
+        tx: &mut PgConnection,
         user: UserId,
-        actor: Option<UserId>,
+        act: AdminAct,
     ) -> Result<(), AdminError> {
-        self.set_status(user, "disabled").await?;
+        set_status(tx, user, "disabled").await?;
         self.sessions
-            .revoke_all(user, None, "user_disabled")
+            .revoke_all_in(tx, user, None, "user_disabled")
             .await?;
-        devices::revoke_all(&self.db, user, self.clock.now(), "user_disabled").await?;
-        self.admin_event("user_disabled", user, actor).await
+        devices::revoke_all(&mut *tx, user, self.clock.now(), "user_disabled").await?;
+        self.admin_event(tx, "user_disabled", user, act).await
     }
 
-    pub async fn enable_user(&self, user: UserId, actor: Option<UserId>) -> Result<(), AdminError> {
-        self.set_status(user, "active").await?;
-        self.admin_event("user_enabled", user, actor).await
-    }
-
-    async fn set_status(&self, user: UserId, status: &str) -> Result<(), AdminError> {
-        let updated = sqlx::query("UPDATE users SET status = $2, updated_at = now() WHERE id = $1")
-            .bind(user.0)
-            .bind(status)
-            .execute(&self.db)
-            .await?;
-        if updated.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(AdminError::NoSuchUser)
-        }
+    pub async fn enable_user(
+        &self,
+        tx: &mut PgConnection,
+        user: UserId,
+        act: AdminAct,
+    ) -> Result<(), AdminError> {
+        set_status(tx, user, "active").await?;
+        self.admin_event(tx, "user_enabled", user, act).await
     }
 
     async fn admin_event(
         &self,
+        tx: &mut PgConnection,
         kind: &str,
         user: UserId,
-        actor: Option<UserId>,
+        act: AdminAct,
     ) -> Result<(), AdminError> {
         let event = SecurityEvent {
             kind,
             user: Some(user.0),
             session: None,
-            reason: None,
-            actor: actor.map(|a| a.0),
+            reason: act.sensitive_target.then_some("sensitive_account"),
+            actor: act.actor.map(|a| a.0),
         };
-        let mut conn = self.db.acquire().await?;
-        record_event(&mut conn, self.clock.now(), event, &ClientInfo::default()).await?;
+        record_event(tx, self.clock.now(), event, &ClientInfo::default()).await?;
         Ok(())
+    }
+}
+
+async fn set_status(tx: &mut PgConnection, user: UserId, status: &str) -> Result<(), AdminError> {
+    let updated = sqlx::query("UPDATE users SET status = $2, updated_at = now() WHERE id = $1")
+        .bind(user.0)
+        .bind(status)
+        .execute(tx)
+        .await?;
+    if updated.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(AdminError::NoSuchUser)
     }
 }

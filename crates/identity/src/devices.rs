@@ -62,7 +62,12 @@ impl DeviceService {
     }
 
     /// Trusts the device `label` (its user agent) for `user`.
-    pub async fn trust(&self, user: UserId, label: Option<&str>) -> Result<NewDevice, sqlx::Error> {
+    pub async fn trust(
+        &self,
+        db: impl sqlx::PgExecutor<'_>,
+        user: UserId,
+        label: Option<&str>,
+    ) -> Result<NewDevice, sqlx::Error> {
         let mut raw = [0u8; 32];
         self.rng
             .fill(&mut raw)
@@ -82,7 +87,7 @@ impl DeviceService {
         .bind(label.map(|l| l.chars().take(512).collect::<String>()))
         .bind(now)
         .bind(expires_at)
-        .execute(&self.db)
+        .execute(db)
         .await?;
         Ok(NewDevice {
             id,
@@ -92,7 +97,12 @@ impl DeviceService {
     }
 
     /// Whether `token` is a live trusted device of `user`; records its use if so.
-    pub async fn recognise(&self, user: UserId, token: &SecretString) -> Result<bool, sqlx::Error> {
+    pub async fn recognise(
+        &self,
+        db: impl sqlx::PgExecutor<'_>,
+        user: UserId,
+        token: &SecretString,
+    ) -> Result<bool, sqlx::Error> {
         let used = sqlx::query(
             "UPDATE trusted_devices SET last_used_at = $3 \
              WHERE token_hash = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3",
@@ -100,7 +110,7 @@ impl DeviceService {
         .bind(hash(token.expose_secret()))
         .bind(user.0)
         .bind(self.clock.now())
-        .execute(&self.db)
+        .execute(db)
         .await?;
         Ok(used.rows_affected() == 1)
     }
@@ -118,7 +128,12 @@ impl DeviceService {
     }
 
     /// Revokes one of the user's devices; false if it is not theirs or not live.
-    pub async fn revoke(&self, user: UserId, device: Uuid) -> Result<bool, sqlx::Error> {
+    pub async fn revoke(
+        &self,
+        db: impl sqlx::PgExecutor<'_>,
+        user: UserId,
+        device: Uuid,
+    ) -> Result<bool, sqlx::Error> {
         let revoked = sqlx::query(
             "UPDATE trusted_devices SET revoked_at = $3, revoked_reason = 'revoked_by_user' \
              WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
@@ -126,7 +141,7 @@ impl DeviceService {
         .bind(device)
         .bind(user.0)
         .bind(self.clock.now())
-        .execute(&self.db)
+        .execute(db)
         .await?;
         Ok(revoked.rows_affected() == 1)
     }

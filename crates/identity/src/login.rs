@@ -1,18 +1,28 @@
 //! Password login with anti-automation.
 //!
-//! Failures are counted per account in Postgres (so the count holds across instances): after 3
-//! failures within the window each further attempt must wait (1 s, 2 s, 4 s, ... capped at 60 s)
-//! and an earlier one is refused without checking the password; after 5 failures within 15
-//! minutes the account is locked for 15 minutes. Unknown usernames take the same path (a dummy
-//! hash is verified) and every refusal gives the caller the same answer, so responses do not
-//! tell which usernames exist. Each failure, lockout and refusal is recorded as a security
-//! event with its reason.
+//! Failures are counted per username in Postgres (`login_attempts`, so the count holds across
+//! instances), keyed by a keyed hash of the folded username whether or not an account has it:
+//! an unknown username meets exactly the same delays, challenge and lockout as a real one (and
+//! a dummy hash is verified for it), so no answer tells, by status, body, headers or timing,
+//! which usernames exist. After 3 failures within the window each further attempt must wait
+//! (1 s, 2 s, 4 s, ... capped at 60 s) and an earlier one is refused without checking the
+//! password; after 5 failures within 15 minutes the username is locked for 15 minutes.
+//!
+//! Each attempt is counted as a failure *before* its password is checked, under a row lock,
+//! and the count is cleared when it succeeds: parallel guesses cannot all pass the check on the
+//! same count, so at most the threshold are ever verified before the lock.
+//!
+//! Counters and the security events of failures commit at once, on their own: they are the
+//! defence against guessing and hold whatever becomes of the request. What a success changes
+//! (a session, an MFA challenge) is written in the caller's transaction, which commits it with
+//! its audit event ([`LoginService::finish`]). Each failure, lockout and refusal is recorded as
+//! a security event with its reason.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::challenge::ChallengeVerifier;
@@ -146,13 +156,13 @@ pub struct LoginService {
     clock: Arc<dyn Clock>,
 }
 
-/// One login attempt as the client sent it.
+/// One password step as the client sent it (a trusted-device token, if any, goes to
+/// [`LoginService::finish`]: it stands in for the second factor, never for the password).
 #[derive(Debug, Clone, Copy)]
 pub struct LoginAttempt<'a> {
     pub username: &'a str,
     pub password: &'a SecretString,
     pub remember_me: bool,
-    pub device: Option<&'a SecretString>,
     pub challenge_response: Option<&'a str>,
 }
 
@@ -170,6 +180,58 @@ struct FailureState {
     first_failed_at: Option<DateTime<Utc>>,
     last_failed_at: Option<DateTime<Utc>>,
     locked_until: Option<DateTime<Utc>>,
+}
+
+/// What the throttle decided about one attempt, under the row lock.
+enum Reservation {
+    /// Locked out: refused without a password check.
+    Locked,
+    /// Inside the progressive delay: refused without a password check.
+    TooSoon { retry_after_secs: u64 },
+    /// Counted as a failure in advance; `before` failures were recent, and this attempt
+    /// locked the username if it fails (`locks`).
+    Counted { before: i32, locks: bool },
+}
+
+/// A password step that passed: what [`LoginService::finish`] needs to open the session.
+#[derive(Debug)]
+pub struct Verified {
+    user: UserRecord,
+    key: Vec<u8>,
+    /// A new hash under the configured parameters, when the stored one is outdated.
+    rehash: Option<String>,
+    remember_me: bool,
+}
+
+impl MfaVerified {
+    pub fn user_id(&self) -> UserId {
+        self.user.id
+    }
+
+    pub fn username(&self) -> &str {
+        &self.user.username
+    }
+}
+
+impl Verified {
+    pub fn user_id(&self) -> UserId {
+        self.user.id
+    }
+
+    pub fn username(&self) -> &str {
+        &self.user.username
+    }
+}
+
+/// A checked new password: its hash, ready for [`LoginService::change_password`].
+#[derive(Debug)]
+pub struct NewPassword(String);
+
+/// An MFA step that passed: the user and how long their session may live.
+#[derive(Debug)]
+pub struct MfaVerified {
+    user: UserRecord,
+    remember_me: bool,
 }
 
 /// The wait before the next attempt after `failures` recent failures, if any.
@@ -205,6 +267,8 @@ impl LoginService {
         }
     }
 
+    /// A whole login in a transaction of its own, for callers outside a request (tests, the
+    /// benchmark): a request commits [`Self::finish`]'s changes with its audit event instead.
     pub async fn login(
         &self,
         username: &str,
@@ -216,73 +280,115 @@ impl LoginService {
             username,
             password,
             remember_me,
-            device: None,
             challenge_response: None,
         };
-        self.attempt(&attempt, client).await
+        let verified = self.check(&attempt, client).await?;
+        let mut tx = self.db.begin().await?;
+        let outcome = self.finish(&mut tx, verified, None, client).await?;
+        tx.commit().await?;
+        Ok(outcome)
     }
 
-    /// A login with everything a client may bring: a trusted-device token (a live one of this
-    /// user stands in for the second factor, never for the password) and a challenge response
-    /// (required after repeated failures when a verifier is configured).
-    pub async fn attempt(
+    /// The password step: throttle, challenge and password check. Changes nothing but the
+    /// username's failure count and the security events of a failure.
+    pub async fn check(
         &self,
         attempt: &LoginAttempt<'_>,
         client: &ClientInfo,
-    ) -> Result<LoginOutcome, LoginError> {
-        let LoginAttempt {
-            username,
-            password,
-            remember_me,
-            device,
-            challenge_response,
-        } = *attempt;
+    ) -> Result<Verified, LoginError> {
         let now = self.clock.now();
-        let user = users::find_by_username(&self.db, username).await?;
-        if let Some(user) = &user {
-            let recent_failures = self.refuse_if_throttled(user, now, client).await?;
-            if recent_failures >= DELAY_AFTER {
-                self.require_challenge(user, challenge_response, client)
-                    .await?;
-            }
+        let key = self.attempt_key(attempt.username);
+        let user = users::find_by_username(&self.db, attempt.username).await?;
+        let user_id = user.as_ref().map(|u| u.id);
+        // The challenge comes before anything is counted: a bot that fails it does not lock
+        // the account it aims at. (Read without the lock; the reservation decides again.)
+        if let Reservation::Counted { before, .. } = decide(&self.peek(&key).await?, now)
+            && before >= DELAY_AFTER
+        {
+            self.require_challenge(user_id, attempt.challenge_response, client)
+                .await?;
         }
+        let (_, locks) = match self.reserve(&key, user_id, now).await? {
+            Reservation::Locked => {
+                self.event("login_refused", user_id, client, "locked")
+                    .await?;
+                return Err(LoginError::InvalidCredentials);
+            }
+            Reservation::TooSoon { retry_after_secs } => {
+                self.event("login_refused", user_id, client, "progressive_delay")
+                    .await?;
+                return Err(LoginError::TooSoon { retry_after_secs });
+            }
+            Reservation::Counted { before, locks } => (before, locks),
+        };
         let verification = self
             .hasher
-            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
-            .await?;
-        let Some(user) = user else {
-            self.event("login_failed", None, client, "unknown_user")
-                .await?;
-            return Err(LoginError::InvalidCredentials);
-        };
-        if !verification.matches {
-            self.count_failure(&user, now, client, "bad_password")
-                .await?;
-            return Err(LoginError::InvalidCredentials);
-        }
-        if user.status != UserStatus::Active {
-            self.event(
-                "login_failed",
-                Some(user.id.0),
-                client,
-                "account_not_active",
+            .verify(
+                attempt.password,
+                user.as_ref().map(|u| u.password_hash.as_str()),
             )
             .await?;
+        let reason = match &user {
+            None => Some("unknown_user"),
+            Some(_) if !verification.matches => Some("bad_password"),
+            Some(user) if user.status != UserStatus::Active => Some("account_not_active"),
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            self.failed(user_id, client, reason, locks).await?;
             return Err(LoginError::InvalidCredentials);
         }
-        self.clear_failures(user.id).await?;
-        if verification.needs_rehash {
-            let rehashed = self.hasher.hash(password).await?;
+        let Some(user) = user else {
+            return Err(LoginError::InvalidCredentials);
+        };
+        let rehash = if verification.needs_rehash {
+            Some(self.hasher.hash(attempt.password).await?)
+        } else {
+            None
+        };
+        Ok(Verified {
+            user,
+            key,
+            rehash,
+            remember_me: attempt.remember_me,
+        })
+    }
+
+    /// Completes a password step that passed, in the caller's transaction: clears the failure
+    /// count, stores a rehash, and opens a session, or an MFA challenge when the account has a
+    /// second factor (a live trusted-device token of this user stands in for it, never for the
+    /// password).
+    pub async fn finish(
+        &self,
+        tx: &mut PgConnection,
+        verified: Verified,
+        device: Option<&SecretString>,
+        client: &ClientInfo,
+    ) -> Result<LoginOutcome, LoginError> {
+        let Verified {
+            user,
+            key,
+            rehash,
+            remember_me,
+        } = verified;
+        sqlx::query("DELETE FROM login_attempts WHERE username_key = $1")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(rehashed) = rehash {
             sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
                 .bind(user.id.0)
                 .bind(rehashed)
-                .execute(&self.db)
+                .execute(&mut *tx)
                 .await?;
         }
-        if user.mfa_enabled && !self.trusted(&user, device, client).await? {
-            return self.challenge(&user, remember_me, now).await;
+        if user.mfa_enabled && !self.trusted(tx, &user, device, client).await? {
+            return self.challenge(tx, &user, remember_me).await;
         }
-        let tokens = self.sessions.start(user.id, remember_me, client).await?;
+        let tokens = self
+            .sessions
+            .start_in(tx, user.id, remember_me, client)
+            .await?;
         Ok(LoginOutcome::LoggedIn(LoggedIn {
             user_id: user.id,
             tokens,
@@ -291,8 +397,96 @@ impl LoginService {
         }))
     }
 
+    /// The key of a username's row in `login_attempts`: a keyed hash of the username as
+    /// typed (trimmed, case folded), so the table holds no username in clear.
+    fn attempt_key(&self, username: &str) -> Vec<u8> {
+        self.tokens.username_key(&username.trim().to_lowercase())
+    }
+
+    /// The failure state of a username as it is now (all clear if it has none).
+    async fn peek(&self, key: &[u8]) -> Result<FailureState, LoginError> {
+        let state: Option<FailureState> = sqlx::query_as(
+            "SELECT failed_attempts, first_failed_at, last_failed_at, locked_until \
+             FROM login_attempts WHERE username_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.db)
+        .await?;
+        Ok(state.unwrap_or(FailureState {
+            failed_attempts: 0,
+            first_failed_at: None,
+            last_failed_at: None,
+            locked_until: None,
+        }))
+    }
+
+    /// Decides an attempt under the username's row lock and, unless it is refused, counts it as
+    /// a failure in advance (locking the username at the threshold). Committed at once.
+    async fn reserve(
+        &self,
+        key: &[u8],
+        user: Option<UserId>,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, LoginError> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO login_attempts (username_key, user_id) VALUES ($1, $2) \
+             ON CONFLICT (username_key) DO UPDATE SET user_id = coalesce(EXCLUDED.user_id, login_attempts.user_id)",
+        )
+        .bind(key)
+        .bind(user.map(|u| u.0))
+        .execute(&mut *tx)
+        .await?;
+        let state: FailureState = sqlx::query_as(
+            "SELECT failed_attempts, first_failed_at, last_failed_at, locked_until \
+             FROM login_attempts WHERE username_key = $1 FOR UPDATE",
+        )
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+        let decision = decide(&state, now);
+        if let Reservation::Counted { before, locks } = decision {
+            let window_start = if before == 0 {
+                now
+            } else {
+                state.first_failed_at.unwrap_or(now)
+            };
+            sqlx::query(
+                "UPDATE login_attempts SET failed_attempts = $2, first_failed_at = $3, last_failed_at = $4, \
+                 locked_until = $5 WHERE username_key = $1",
+            )
+            .bind(key)
+            .bind(before + 1)
+            .bind(window_start)
+            .bind(now)
+            .bind(locks.then(|| now + Duration::minutes(LOCK_MINUTES)))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(decision)
+    }
+
+    /// Records a failed attempt (already counted) and, if it reached the threshold, the lock.
+    async fn failed(
+        &self,
+        user: Option<UserId>,
+        client: &ClientInfo,
+        reason: &str,
+        locked: bool,
+    ) -> Result<(), LoginError> {
+        self.event("login_failed", user, client, reason).await?;
+        if locked {
+            self.event("account_locked", user, client, "too_many_failures")
+                .await?;
+            tracing::warn!(user_id = ?user.map(|u| u.0), "username locked after repeated login failures");
+        }
+        Ok(())
+    }
+
     async fn trusted(
         &self,
+        tx: &mut PgConnection,
         user: &UserRecord,
         device: Option<&SecretString>,
         client: &ClientInfo,
@@ -300,24 +494,31 @@ impl LoginService {
         let Some(token) = device else {
             return Ok(false);
         };
-        let recognised = self.devices.recognise(user.id, token).await?;
+        let recognised = self.devices.recognise(&mut *tx, user.id, token).await?;
         let reason = if recognised {
             "trusted_device"
         } else {
             "unknown_device"
         };
-        self.event("mfa_device_check", Some(user.id.0), client, reason)
-            .await?;
+        let event = SecurityEvent {
+            kind: "mfa_device_check",
+            user: Some(user.id.0),
+            session: None,
+            reason: Some(reason),
+            actor: None,
+        };
+        record_event(tx, self.clock.now(), event, client).await?;
         Ok(recognised)
     }
 
     /// A single-use, five-minute MFA challenge for a user who passed the password step.
     async fn challenge(
         &self,
+        tx: &mut PgConnection,
         user: &UserRecord,
         remember_me: bool,
-        now: DateTime<Utc>,
     ) -> Result<LoginOutcome, LoginError> {
+        let now = self.clock.now();
         let id = Uuid::now_v7();
         let ttl = Duration::minutes(MFA_CHALLENGE_MINUTES);
         sqlx::query("INSERT INTO mfa_challenges (id, user_id, remember_me, expires_at) VALUES ($1, $2, $3, $4)")
@@ -325,7 +526,7 @@ impl LoginService {
             .bind(user.id.0)
             .bind(remember_me)
             .bind(now + ttl)
-            .execute(&self.db)
+            .execute(&mut *tx)
             .await?;
         let std_ttl = ttl.to_std().unwrap_or_default();
         let (token, _) = self
@@ -338,32 +539,32 @@ impl LoginService {
         })
     }
 
-    /// The second step: a TOTP or backup code against a challenge from [`login`](Self::login).
-    /// The challenge is used up whatever the outcome; failures count towards the lockout.
-    pub async fn complete_mfa(
-        &self,
-        challenge_token: &str,
-        code: &str,
-        client: &ClientInfo,
-    ) -> Result<LoggedIn, LoginError> {
-        self.complete_mfa_and_trust(challenge_token, code, false, client)
-            .await
+    /// Whose MFA challenge this is, if the token is a valid one (signature and expiry only;
+    /// for keying the login rate limit before anything else is looked at).
+    pub fn challenge_user(&self, challenge_token: &str) -> Option<UserId> {
+        self.tokens
+            .validate(challenge_token, TokenType::MfaChallenge)
+            .ok()
+            .map(|claims| UserId(claims.sub))
     }
 
-    /// [`Self::complete_mfa`], and if `trust_device`, a trusted-device token for the next 30
-    /// days in [`LoggedIn::trusted_device`].
-    pub async fn complete_mfa_and_trust(
+    /// The second step's check: a TOTP, backup or sent code against a challenge from the
+    /// password step. Changes only defensive state, committed at once whatever becomes of the
+    /// request: the challenge is used up whatever the outcome, the code is used up (each TOTP
+    /// step and backup code works once), and a wrong code counts towards the lockout.
+    /// [`Self::finish_mfa`] then opens the session in the caller's transaction.
+    pub async fn check_mfa(
         &self,
         challenge_token: &str,
         code: &str,
-        trust_device: bool,
         client: &ClientInfo,
-    ) -> Result<LoggedIn, LoginError> {
+    ) -> Result<MfaVerified, LoginError> {
         let claims = self
             .tokens
             .validate(challenge_token, TokenType::MfaChallenge)
             .map_err(|_| LoginError::InvalidMfa)?;
         let now = self.clock.now();
+        let mut conn = self.db.acquire().await?;
         let challenge: Option<UsedChallenge> = sqlx::query_as(
             "UPDATE mfa_challenges SET used_at = $3 WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3 \
              RETURNING remember_me, otp_hash, otp_expires_at",
@@ -371,10 +572,9 @@ impl LoginService {
         .bind(claims.sid)
         .bind(claims.sub)
         .bind(now)
-        .fetch_optional(&self.db)
+        .fetch_optional(&mut *conn)
         .await?;
         let challenge = challenge.ok_or(LoginError::InvalidMfa)?;
-        let remember_me = challenge.remember_me;
         let user = users::find_by_id(&self.db, UserId(claims.sub))
             .await?
             .ok_or(LoginError::InvalidMfa)?;
@@ -387,37 +587,58 @@ impl LoginService {
         };
         let verified = match sent_code {
             Some(hash) if otp_hash(code.trim()) == hash => Ok(Factor::SentCode),
-            _ => self.mfa.verify(user.id, code).await,
+            _ => self.mfa.verify(&mut conn, user.id, code).await,
         };
+        drop(conn);
         match verified {
             Ok(Factor::Totp | Factor::SentCode) => {}
             Ok(Factor::BackupCode { remaining }) => {
                 let reason = format!("remaining={remaining}");
-                self.event("mfa_backup_code_used", Some(user.id.0), client, &reason)
+                self.event("mfa_backup_code_used", Some(user.id), client, &reason)
                     .await?;
             }
             Err(crate::mfa::MfaError::InvalidCode) => {
-                self.event("mfa_failed", Some(user.id.0), client, "invalid_code")
+                self.event("mfa_failed", Some(user.id), client, "invalid_code")
                     .await?;
-                self.count_failure(&user, now, client, "bad_mfa_code")
-                    .await?;
+                self.count_failure(&user, client, "bad_mfa_code").await?;
                 return Err(LoginError::InvalidMfa);
             }
             Err(other) => return Err(other.into()),
         }
-        let tokens = self.sessions.start(user.id, remember_me, client).await?;
+        Ok(MfaVerified {
+            user,
+            remember_me: challenge.remember_me,
+        })
+    }
+
+    /// Opens the session of an MFA step that passed, in the caller's transaction, and if
+    /// `trust_device`, a trusted-device token for the next 30 days in
+    /// [`LoggedIn::trusted_device`].
+    pub async fn finish_mfa(
+        &self,
+        tx: &mut PgConnection,
+        verified: MfaVerified,
+        trust_device: bool,
+        client: &ClientInfo,
+    ) -> Result<LoggedIn, LoginError> {
+        let MfaVerified { user, remember_me } = verified;
+        let tokens = self
+            .sessions
+            .start_in(tx, user.id, remember_me, client)
+            .await?;
         let trusted_device = if trust_device {
             let device = self
                 .devices
-                .trust(user.id, client.user_agent.as_deref())
+                .trust(&mut *tx, user.id, client.user_agent.as_deref())
                 .await?;
-            self.event(
-                "mfa_device_trusted",
-                Some(user.id.0),
-                client,
-                "user_request",
-            )
-            .await?;
+            let event = SecurityEvent {
+                kind: "mfa_device_trusted",
+                user: Some(user.id.0),
+                session: None,
+                reason: Some("user_request"),
+                actor: None,
+            };
+            record_event(tx, self.clock.now(), event, client).await?;
             Some(device)
         } else {
             None
@@ -430,10 +651,27 @@ impl LoginService {
         })
     }
 
-    /// Sends a one-time code for an MFA challenge through the configured out-of-band sender.
-    /// The code is bound to the challenge; at most [`MAX_SENDS_PER_CHALLENGE`] sends each.
+    /// The MFA step in a transaction of its own, for callers outside a request (tests).
+    pub async fn complete_mfa(
+        &self,
+        challenge_token: &str,
+        code: &str,
+        client: &ClientInfo,
+    ) -> Result<LoggedIn, LoginError> {
+        let verified = self.check_mfa(challenge_token, code, client).await?;
+        let mut tx = self.db.begin().await?;
+        let logged_in = self.finish_mfa(&mut tx, verified, false, client).await?;
+        tx.commit().await?;
+        Ok(logged_in)
+    }
+
+    /// Sends a one-time code for an MFA challenge through the configured out-of-band sender,
+    /// storing its hash in the caller's transaction (if that does not commit, the code sent is
+    /// worth nothing). The code is bound to the challenge; at most [`MAX_SENDS_PER_CHALLENGE`]
+    /// sends each.
     pub async fn send_fallback_code(
         &self,
+        tx: &mut PgConnection,
         challenge_token: &str,
         client: &ClientInfo,
     ) -> Result<&'static str, LoginError> {
@@ -458,26 +696,33 @@ impl LoginService {
         .bind(expires_at)
         .bind(now)
         .bind(crate::otp::MAX_SENDS_PER_CHALLENGE)
-        .execute(&self.db)
+        .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
             return Err(LoginError::InvalidMfa);
         }
-        let user = users::find_by_id(&self.db, UserId(claims.sub))
+        let user = users::find_in(&mut *tx, UserId(claims.sub))
             .await?
             .ok_or(LoginError::InvalidMfa)?;
         let message = OtpMessage {
             user_id: user.id.0,
             to: &user.email,
+            purpose: crate::otp::OtpPurpose::MfaCode,
             code: &code,
-            expires_at,
+            expires_at: Some(expires_at),
         };
         sender
             .send(&message)
             .await
             .map_err(|e| LoginError::FallbackUnavailableNow(e.to_string()))?;
-        self.event("mfa_code_sent", Some(user.id.0), client, sender.channel())
-            .await?;
+        let event = SecurityEvent {
+            kind: "mfa_code_sent",
+            user: Some(user.id.0),
+            session: None,
+            reason: Some(sender.channel()),
+            actor: None,
+        };
+        record_event(tx, now, event, client).await?;
         Ok(sender.channel())
     }
 
@@ -485,7 +730,7 @@ impl LoginService {
     /// reached refuses (fail closed).
     async fn require_challenge(
         &self,
-        user: &UserRecord,
+        user: Option<UserId>,
         response: Option<&str>,
         client: &ClientInfo,
     ) -> Result<(), LoginError> {
@@ -493,19 +738,14 @@ impl LoginService {
             return Ok(());
         };
         let Some(response) = response.filter(|r| !r.is_empty()) else {
-            self.event(
-                "login_refused",
-                Some(user.id.0),
-                client,
-                "challenge_missing",
-            )
-            .await?;
+            self.event("login_refused", user, client, "challenge_missing")
+                .await?;
             return Err(LoginError::ChallengeRequired);
         };
         match verifier.verify(response, client).await {
             Ok(true) => Ok(()),
             Ok(false) => {
-                self.event("login_refused", Some(user.id.0), client, "challenge_failed")
+                self.event("login_refused", user, client, "challenge_failed")
                     .await?;
                 Err(LoginError::ChallengeRequired)
             }
@@ -521,115 +761,55 @@ impl LoginService {
         self.challenge_verifier = Some(verifier);
     }
 
-    /// Locked accounts and attempts inside the progressive delay are refused before the
-    /// password is checked, so guessing during a lockout learns nothing. Returns the number of
-    /// failures in the current window.
-    async fn refuse_if_throttled(
-        &self,
-        user: &UserRecord,
-        now: DateTime<Utc>,
-        client: &ClientInfo,
-    ) -> Result<i32, LoginError> {
-        let state: FailureState = sqlx::query_as(
-            "SELECT failed_attempts, first_failed_at, last_failed_at, locked_until FROM users WHERE id = $1",
-        )
-        .bind(user.id.0)
-        .fetch_one(&self.db)
-        .await?;
-        let FailureState {
-            failed_attempts: failures,
-            first_failed_at: first_failed,
-            last_failed_at: last_failed,
-            locked_until,
-        } = state;
-        if locked_until.is_some_and(|until| now < until) {
-            self.event("login_refused", Some(user.id.0), client, "locked")
-                .await?;
-            return Err(LoginError::InvalidCredentials);
-        }
-        let in_window = first_failed
-            .is_some_and(|first| now - first < Duration::minutes(FAILURE_WINDOW_MINUTES));
-        if let (true, Some(last), Some(delay)) = (in_window, last_failed, delay_after(failures)) {
-            let ready_at = last + delay;
-            if now < ready_at {
-                self.event(
-                    "login_refused",
-                    Some(user.id.0),
-                    client,
-                    "progressive_delay",
-                )
-                .await?;
-                let wait = (ready_at - now).num_milliseconds().max(0);
-                return Err(LoginError::TooSoon {
-                    retry_after_secs: u64::try_from(wait).unwrap_or(0).div_ceil(1000).max(1),
-                });
-            }
-        }
-        Ok(if in_window { failures } else { 0 })
-    }
-
+    /// Counts a failure of a later step (a wrong second-factor code) against the username,
+    /// locking it at the threshold.
     async fn count_failure(
         &self,
         user: &UserRecord,
-        now: DateTime<Utc>,
         client: &ClientInfo,
         reason: &str,
     ) -> Result<(), LoginError> {
+        let now = self.clock.now();
+        let key = self.attempt_key(&user.username);
         // Restart the count when the window has passed; lock at the threshold.
         let (failures,): (i32,) = sqlx::query_as(
-            "UPDATE users SET \
-               failed_attempts = CASE WHEN first_failed_at IS NULL OR first_failed_at <= $2 - make_interval(mins => $3) \
-                                      THEN 1 ELSE failed_attempts + 1 END, \
-               first_failed_at = CASE WHEN first_failed_at IS NULL OR first_failed_at <= $2 - make_interval(mins => $3) \
-                                      THEN $2 ELSE first_failed_at END, \
-               last_failed_at = $2 \
-             WHERE id = $1 RETURNING failed_attempts",
+            "INSERT INTO login_attempts AS a (username_key, user_id, failed_attempts, first_failed_at, last_failed_at) \
+             VALUES ($1, $2, 1, $3, $3) \
+             ON CONFLICT (username_key) DO UPDATE SET \
+               failed_attempts = CASE WHEN a.first_failed_at IS NULL OR a.first_failed_at <= $3 - make_interval(mins => $4) \
+                                      THEN 1 ELSE a.failed_attempts + 1 END, \
+               first_failed_at = CASE WHEN a.first_failed_at IS NULL OR a.first_failed_at <= $3 - make_interval(mins => $4) \
+                                      THEN $3 ELSE a.first_failed_at END, \
+               last_failed_at = $3 \
+             RETURNING failed_attempts",
         )
+        .bind(&key)
         .bind(user.id.0)
         .bind(now)
         .bind(i32::try_from(FAILURE_WINDOW_MINUTES).unwrap_or(15))
         .fetch_one(&self.db)
         .await?;
-        self.event("login_failed", Some(user.id.0), client, reason)
-            .await?;
-        if failures >= LOCK_AFTER {
-            sqlx::query("UPDATE users SET locked_until = $2 WHERE id = $1")
-                .bind(user.id.0)
+        let locks = failures >= LOCK_AFTER;
+        if locks {
+            sqlx::query("UPDATE login_attempts SET locked_until = $2 WHERE username_key = $1")
+                .bind(&key)
                 .bind(now + Duration::minutes(LOCK_MINUTES))
                 .execute(&self.db)
                 .await?;
-            self.event(
-                "account_locked",
-                Some(user.id.0),
-                client,
-                "too_many_failures",
-            )
-            .await?;
-            tracing::warn!(user_id = %user.id, "account locked after repeated login failures");
         }
-        Ok(())
+        self.failed(Some(user.id), client, reason, locks).await
     }
 
-    async fn clear_failures(&self, user: UserId) -> Result<(), LoginError> {
-        sqlx::query(
-            "UPDATE users SET failed_attempts = 0, first_failed_at = NULL, last_failed_at = NULL, locked_until = NULL WHERE id = $1",
-        )
-        .bind(user.0)
-        .execute(&self.db)
-        .await?;
-        Ok(())
-    }
-
-    /// Changes a user's own password: the current one must be given, the new one must pass the
-    /// policy and differ from it. Every other session of the user is revoked; the forced-change
-    /// flag is cleared.
-    pub async fn change_password(
+    /// The checks of a user's own password change: the current password must be given (a
+    /// wrong one is recorded at once), the new one must pass the policy and differ from it.
+    /// Returns the new hash for [`Self::change_password`].
+    pub async fn check_password_change(
         &self,
         user: UserId,
         current_session: Uuid,
         current: &SecretString,
         new: &SecretString,
-    ) -> Result<(), ChangePasswordError> {
+    ) -> Result<NewPassword, ChangePasswordError> {
         let record = users::find_by_id(&self.db, user)
             .await?
             .ok_or(ChangePasswordError::WrongPassword)?;
@@ -660,17 +840,28 @@ impl LoginService {
         if normalized == crate::policy::normalize(current.expose_secret()) {
             return Err(ChangePasswordError::Unchanged);
         }
-        let hash = self.hasher.hash(new).await?;
+        Ok(NewPassword(self.hasher.hash(new).await?))
+    }
+
+    /// Stores a checked new password in the caller's transaction: every other session of the
+    /// user is revoked and the forced-change flag cleared.
+    pub async fn change_password(
+        &self,
+        tx: &mut PgConnection,
+        user: UserId,
+        current_session: Uuid,
+        new: NewPassword,
+    ) -> Result<(), ChangePasswordError> {
         sqlx::query(
             "UPDATE users SET password_hash = $2, must_change_password = false, password_changed_at = $3, updated_at = $3 WHERE id = $1",
         )
         .bind(user.0)
-        .bind(hash)
+        .bind(new.0)
         .bind(self.clock.now())
-        .execute(&self.db)
+        .execute(&mut *tx)
         .await?;
         self.sessions
-            .revoke_all(user, Some(current_session), "password_changed")
+            .revoke_all_in(tx, user, Some(current_session), "password_changed")
             .await?;
         let event = SecurityEvent {
             kind: "password_changed",
@@ -679,13 +870,7 @@ impl LoginService {
             reason: None,
             actor: None,
         };
-        record_event(
-            &mut *self.db.acquire().await?,
-            self.clock.now(),
-            event,
-            &ClientInfo::default(),
-        )
-        .await?;
+        record_event(tx, self.clock.now(), event, &ClientInfo::default()).await?;
         Ok(())
     }
 
@@ -694,39 +879,88 @@ impl LoginService {
         self.otp_sender = Some(sender);
     }
 
+    /// The out-of-band sender, if one is configured.
+    pub fn otp_sender(&self) -> Option<&Arc<dyn OtpSender>> {
+        self.otp_sender.as_ref()
+    }
+
     pub fn hasher(&self) -> &PasswordHasherPool {
         &self.hasher
     }
 
-    /// The administrator's unlock: clears the lock and the failure count.
-    pub async fn unlock(&self, user: UserId) -> Result<(), LoginError> {
-        self.clear_failures(user).await?;
-        self.event(
-            "account_unlocked",
-            Some(user.0),
-            &ClientInfo::default(),
-            "admin",
-        )
-        .await
+    /// Clears a lockout and the failure count, in the caller's transaction (an administrator's
+    /// unlock, or `clinicd admin unlock`).
+    pub async fn unlock(
+        &self,
+        tx: &mut PgConnection,
+        user: UserId,
+        actor: Option<UserId>,
+    ) -> Result<(), LoginError> {
+        let username: Option<String> =
+            sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
+                .bind(user.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let key = username.as_deref().map(|name| self.attempt_key(name));
+        sqlx::query("DELETE FROM login_attempts WHERE user_id = $1 OR username_key = $2")
+            .bind(user.0)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        let event = SecurityEvent {
+            kind: "account_unlocked",
+            user: Some(user.0),
+            session: None,
+            reason: Some(if actor.is_some() { "admin" } else { "cli" }),
+            actor: actor.map(|a| a.0),
+        };
+        record_event(tx, self.clock.now(), event, &ClientInfo::default()).await?;
+        Ok(())
     }
 
+    /// Records a security event at once, on a connection of its own.
     async fn event(
         &self,
         kind: &str,
-        user: Option<Uuid>,
+        user: Option<UserId>,
         client: &ClientInfo,
         reason: &str,
     ) -> Result<(), LoginError> {
         let mut conn = self.db.acquire().await?;
         let event = SecurityEvent {
             kind,
-            user,
+            user: user.map(|u| u.0),
             session: None,
             reason: Some(reason),
             actor: None,
         };
         record_event(&mut conn, self.clock.now(), event, client).await?;
         Ok(())
+    }
+}
+
+/// Whether an attempt may go ahead on this state at `now`, and what it counts.
+fn decide(state: &FailureState, now: DateTime<Utc>) -> Reservation {
+    if state.locked_until.is_some_and(|until| now < until) {
+        return Reservation::Locked;
+    }
+    let in_window = state
+        .first_failed_at
+        .is_some_and(|first| now - first < Duration::minutes(FAILURE_WINDOW_MINUTES));
+    let before = if in_window { state.failed_attempts } else { 0 };
+    if let (true, Some(last), Some(delay)) = (in_window, state.last_failed_at, delay_after(before))
+    {
+        let ready_at = last + delay;
+        if now < ready_at {
+            let wait = (ready_at - now).num_milliseconds().max(0);
+            return Reservation::TooSoon {
+                retry_after_secs: u64::try_from(wait).unwrap_or(0).div_ceil(1000).max(1),
+            };
+        }
+    }
+    Reservation::Counted {
+        before,
+        locks: before + 1 >= LOCK_AFTER,
     }
 }
 

@@ -13,7 +13,7 @@ use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use clinicd_crypto::{FieldLocation, Keyring, Owner, Purpose};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use totp_rs::{Builder, Secret, Totp};
 use zeroize::Zeroizing;
 
@@ -115,29 +115,36 @@ impl MfaService {
         u64::try_from(self.clock.now().timestamp()).unwrap_or(0)
     }
 
-    /// Starts (or restarts) TOTP enrolment with a fresh secret.
-    pub async fn begin(&self, user: UserId, account: &str) -> Result<Enrolment, MfaError> {
-        let confirmed: Option<bool> =
-            sqlx::query_scalar("SELECT confirmed_at IS NOT NULL FROM mfa_totp WHERE user_id = $1")
-                .bind(user.0)
-                .fetch_optional(&self.db)
-                .await?;
-        if confirmed == Some(true) {
-            return Err(MfaError::AlreadyEnrolled);
-        }
+    /// Starts (or restarts) TOTP enrolment with a fresh secret, in the caller's transaction.
+    pub async fn begin(
+        &self,
+        tx: &mut PgConnection,
+        user: UserId,
+        account: &str,
+    ) -> Result<Enrolment, MfaError> {
         let mut secret = Zeroizing::new(vec![0u8; SECRET_BYTES]);
         self.rng.fill(&mut secret).map_err(|_| MfaError::Random)?;
+        // Sealed before the transaction's first statement: key work may need a connection.
         let sealed = self
             .keyring
             .encrypt(Owner::Purpose(Purpose::Field), &location(user), &secret)
             .await?;
+        let confirmed: Option<bool> = sqlx::query_scalar(
+            "SELECT confirmed_at IS NOT NULL FROM mfa_totp WHERE user_id = $1 FOR UPDATE",
+        )
+        .bind(user.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if confirmed == Some(true) {
+            return Err(MfaError::AlreadyEnrolled);
+        }
         sqlx::query(
             "INSERT INTO mfa_totp (user_id, secret) VALUES ($1, $2) \
              ON CONFLICT (user_id) DO UPDATE SET secret = EXCLUDED.secret, created_at = now() WHERE mfa_totp.confirmed_at IS NULL",
         )
         .bind(user.0)
         .bind(sealed)
-        .execute(&self.db)
+        .execute(&mut *tx)
         .await?;
         let totp = totp(secret.to_vec(), account)?;
         Ok(Enrolment {
@@ -151,10 +158,15 @@ impl MfaService {
         })
     }
 
-    /// Confirms enrolment with a first code; returns the backup codes, to be shown once.
-    pub async fn confirm(&self, user: UserId, code: &str) -> Result<Vec<SecretString>, MfaError> {
+    /// Confirms enrolment with a first code, in the caller's transaction; returns the backup
+    /// codes, to be shown once.
+    pub async fn confirm(
+        &self,
+        tx: &mut PgConnection,
+        user: UserId,
+        code: &str,
+    ) -> Result<Vec<SecretString>, MfaError> {
         let step = self.check_totp(user, code, false).await?;
-        let mut tx = self.db.begin().await?;
         let confirmed = sqlx::query(
             "UPDATE mfa_totp SET confirmed_at = now(), last_step = $2 WHERE user_id = $1 AND confirmed_at IS NULL",
         )
@@ -169,13 +181,17 @@ impl MfaService {
             .bind(user.0)
             .execute(&mut *tx)
             .await?;
-        let codes = self.replace_backup_codes(&mut tx, user).await?;
-        tx.commit().await?;
-        Ok(codes)
+        self.replace_backup_codes(tx, user).await
     }
 
-    /// Checks a TOTP code (each time step once) or a backup code (each code once).
-    pub async fn verify(&self, user: UserId, code: &str) -> Result<Factor, MfaError> {
+    /// Checks a TOTP code (each time step once) or a backup code (each code once), using it up
+    /// in the caller's transaction.
+    pub async fn verify(
+        &self,
+        tx: &mut PgConnection,
+        user: UserId,
+        code: &str,
+    ) -> Result<Factor, MfaError> {
         if code.chars().filter(char::is_ascii_digit).count() == 6 && code.trim().len() <= 7 {
             let step = self.check_totp(user, code, true).await?;
             let accepted = sqlx::query(
@@ -184,7 +200,7 @@ impl MfaService {
             )
             .bind(user.0)
             .bind(step)
-            .execute(&self.db)
+            .execute(&mut *tx)
             .await?;
             return if accepted.rows_affected() == 1 {
                 Ok(Factor::Totp)
@@ -197,7 +213,7 @@ impl MfaService {
         )
         .bind(user.0)
         .bind(hash_code(code))
-        .execute(&self.db)
+        .execute(&mut *tx)
         .await?;
         if used.rows_affected() != 1 {
             return Err(MfaError::InvalidCode);
@@ -206,22 +222,9 @@ impl MfaService {
             "SELECT count(*) FROM mfa_backup_codes WHERE user_id = $1 AND used_at IS NULL",
         )
         .bind(user.0)
-        .fetch_one(&self.db)
+        .fetch_one(&mut *tx)
         .await?;
         Ok(Factor::BackupCode { remaining })
-    }
-
-    /// New backup codes (shown once) in place of the old ones, after a current code.
-    pub async fn regenerate_backup_codes(
-        &self,
-        user: UserId,
-        code: &str,
-    ) -> Result<Vec<SecretString>, MfaError> {
-        self.verify(user, code).await?;
-        let mut tx = self.db.begin().await?;
-        let codes = self.replace_backup_codes(&mut tx, user).await?;
-        tx.commit().await?;
-        Ok(codes)
     }
 
     /// Removes the user's second factor and backup codes (the caller checks who may).
@@ -267,7 +270,9 @@ impl MfaService {
         i64::try_from(step).map_err(|_| MfaError::InvalidCode)
     }
 
-    async fn replace_backup_codes(
+    /// Ten new backup codes (shown once) in place of the user's old ones, in the caller's
+    /// transaction.
+    pub async fn replace_backup_codes(
         &self,
         tx: &mut sqlx::PgConnection,
         user: UserId,

@@ -23,14 +23,36 @@ pub const CODE_TTL_SECS: i64 = 300;
 pub const MAX_SENDS_PER_CHALLENGE: i32 = 3;
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One code to deliver.
+/// What a delivered secret is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtpPurpose {
+    /// A second-factor code for one login.
+    MfaCode,
+    /// The one-time password of a new or reset account: in production it reaches only its
+    /// owner this way, never the administrator who made it.
+    OneTimePassword,
+}
+
+impl OtpPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MfaCode => "mfa_code",
+            Self::OneTimePassword => "one_time_password",
+        }
+    }
+}
+
+/// One secret to deliver.
 #[derive(Debug)]
 pub struct OtpMessage<'a> {
     pub user_id: Uuid,
     /// The user's e-mail address (the only address we hold today).
     pub to: &'a str,
+    pub purpose: OtpPurpose,
     pub code: &'a SecretString,
-    pub expires_at: DateTime<Utc>,
+    /// When the secret stops working (`None` for a one-time password, which lasts until its
+    /// owner replaces it at first login).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +79,12 @@ impl OtpSender for LogOtpSender {
     }
 
     async fn send(&self, message: &OtpMessage<'_>) -> Result<(), OtpError> {
-        tracing::info!(user_id = %message.user_id, channel = "email", "one-time code sent (development sender: not delivered)");
+        tracing::info!(user_id = %message.user_id, channel = "email", purpose = message.purpose.as_str(), "one-time code sent (development sender: not delivered)");
         Ok(())
     }
 }
 
-/// Posts `{"user_id", "channel", "to", "code", "expires_at"}` to the clinic's gateway with
+/// Posts `{"user_id", "channel", "purpose", "to", "code", "expires_at"}` to the clinic's gateway with
 /// `X-Clinicd-Timestamp` and `X-Clinicd-Signature: sha256=HEX(HMAC-SHA256(key, timestamp "." body))`.
 pub struct WebhookOtpSender {
     url: reqwest::Url,
@@ -120,6 +142,7 @@ impl OtpSender for WebhookOtpSender {
         let body = serde_json::json!({
             "user_id": message.user_id,
             "channel": self.channel(),
+            "purpose": message.purpose.as_str(),
             "to": message.to,
             "code": message.code.expose_secret(),
             "expires_at": message.expires_at,

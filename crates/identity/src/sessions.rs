@@ -15,7 +15,7 @@ use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -94,6 +94,8 @@ pub struct IssuedTokens {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: UserId,
+    /// For the audit trail's actor name (the id stays the reference).
+    pub username: String,
     pub session_id: Uuid,
     pub token_id: Uuid,
     /// The session may only be used to change the password.
@@ -173,6 +175,20 @@ impl SessionService {
         remember_me: bool,
         client: &ClientInfo,
     ) -> Result<IssuedTokens, SessionError> {
+        let mut tx = self.db.begin().await?;
+        let tokens = self.start_in(&mut tx, user, remember_me, client).await?;
+        tx.commit().await?;
+        Ok(tokens)
+    }
+
+    /// [`Self::start`] in the caller's transaction (which commits it with its audit event).
+    pub async fn start_in(
+        &self,
+        tx: &mut PgConnection,
+        user: UserId,
+        remember_me: bool,
+        client: &ClientInfo,
+    ) -> Result<IssuedTokens, SessionError> {
         let now = self.clock.now();
         let session = Uuid::now_v7();
         let lifetime = if remember_me {
@@ -180,7 +196,6 @@ impl SessionService {
         } else {
             self.policy.absolute_lifetime
         };
-        let mut tx = self.db.begin().await?;
         // Serialise logins of one user so the session limit holds under concurrency.
         sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
             .bind(user.0)
@@ -209,32 +224,44 @@ impl SessionService {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let refresh_token = self.new_refresh_token(&mut tx, session, now).await?;
-        tx.commit().await?;
+        let refresh_token = self.new_refresh_token(tx, session, now).await?;
         self.issue(user, session, now, now + chrono(lifetime), refresh_token)
     }
 
-    /// Rotates a refresh token: the presented one is used up and a new pair is issued.
+    /// [`Self::refresh_in`] in a transaction of its own, for callers outside a request (tests):
+    /// a request commits its change with its audit event instead.
     pub async fn refresh(
         &self,
         refresh_token: &SecretString,
         client: &ClientInfo,
     ) -> Result<IssuedTokens, SessionError> {
-        self.refresh_if(refresh_token, client, |_| true).await
+        let mut tx = self.db.begin().await?;
+        let result = self
+            .refresh_in(&mut tx, refresh_token, client, |_| true)
+            .await;
+        if matches!(result, Ok(_) | Err(SessionError::Reused)) {
+            tx.commit().await?;
+        }
+        result
     }
 
-    /// Like [`Self::refresh`], but only if `allowed(session id)` holds once the token's session is
+    /// Rotates a refresh token in the caller's transaction: the presented one is used up and a
+    /// new pair is issued, but only if `allowed(session id)` holds once the token's session is
     /// known (a cookie client's CSRF token is bound to the session); otherwise nothing changes
     /// and the answer is [`SessionError::Refused`].
-    pub async fn refresh_if(
+    ///
+    /// A token presented a second time revokes its session and records a security event: the
+    /// answer is then [`SessionError::Reused`], and the caller must still commit the
+    /// transaction (with its audit event) for the revocation to hold.
+    pub async fn refresh_in(
         &self,
+        tx: &mut PgConnection,
         refresh_token: &SecretString,
         client: &ClientInfo,
         allowed: impl FnOnce(Uuid) -> bool,
     ) -> Result<IssuedTokens, SessionError> {
         let now = self.clock.now();
         let hash = hash_token(refresh_token.expose_secret());
-        let mut tx = self.db.begin().await?;
         let row: Option<RefreshRow> = sqlx::query_as(
             "SELECT r.session_id, r.used_at, s.user_id, s.last_seen_at, s.absolute_expires_at, s.revoked_at, \
                     u.status = 'active' AS user_active \
@@ -272,8 +299,7 @@ impl SessionService {
                 reason: None,
                 actor: None,
             };
-            record_event(&mut tx, now, event, client).await?;
-            tx.commit().await?;
+            record_event(tx, now, event, client).await?;
             tracing::warn!(session_id = %session, "refresh token reused: session revoked");
             return Err(SessionError::Reused);
         }
@@ -291,8 +317,7 @@ impl SessionService {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let next = self.new_refresh_token(&mut tx, session, now).await?;
-        tx.commit().await?;
+        let next = self.new_refresh_token(tx, session, now).await?;
         self.issue(UserId(user), session, now, absolute_expiry, next)
     }
 
@@ -302,17 +327,20 @@ impl SessionService {
         let claims: Claims = self.tokens.validate(access_token, TokenType::Access)?;
         let now = self.clock.now();
         // A disabled or locked user's sessions stop with the account.
-        let live: Option<(DateTime<Utc>, bool)> = sqlx::query_as(
-            "SELECT s.last_seen_at, u.must_change_password FROM sessions s JOIN users u ON u.id = s.user_id \
+        // The idle timeout holds here too, not only at refresh: a session unused for longer
+        // is over even while an access token it issued has not expired.
+        let live: Option<(DateTime<Utc>, bool, String)> = sqlx::query_as(
+            "SELECT s.last_seen_at, u.must_change_password, u.username FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.absolute_expires_at > $3 \
-               AND u.status = 'active'",
+               AND s.last_seen_at > $4 AND u.status = 'active'",
         )
         .bind(claims.sid)
         .bind(claims.sub)
         .bind(now)
+        .bind(now - chrono(self.policy.idle_timeout))
         .fetch_optional(&self.db)
         .await?;
-        let Some((last_seen, must_change_password)) = live else {
+        let Some((last_seen, must_change_password, username)) = live else {
             return Err(SessionError::Invalid);
         };
         if now - last_seen > chrono::Duration::seconds(60) {
@@ -326,15 +354,18 @@ impl SessionService {
         }
         Ok(Principal {
             user_id: UserId(claims.sub),
+            username,
             session_id: claims.sid,
             token_id: claims.jti,
             must_change_password,
         })
     }
 
-    /// Revokes one session (logout, or the user's own choice in the session list).
-    pub async fn revoke(
+    /// Revokes one session (logout, or the user's own choice in the session list), in the
+    /// caller's transaction; `false` if it is not the user's or already over.
+    pub async fn revoke_in(
         &self,
+        tx: &mut PgConnection,
         user: UserId,
         session: Uuid,
         reason: &str,
@@ -346,15 +377,29 @@ impl SessionService {
         .bind(user.0)
         .bind(self.clock.now())
         .bind(reason)
-        .execute(&self.db)
+        .execute(tx)
         .await?;
         Ok(result.rows_affected() == 1)
     }
 
-    /// Revokes every session of a user (password change, disabling, admin action), except
-    /// `keep` if given (the session that changed the password).
+    /// [`Self::revoke_all_in`] in a transaction of its own, for callers outside a request.
     pub async fn revoke_all(
         &self,
+        user: UserId,
+        keep: Option<Uuid>,
+        reason: &str,
+    ) -> Result<u64, SessionError> {
+        let mut tx = self.db.begin().await?;
+        let revoked = self.revoke_all_in(&mut tx, user, keep, reason).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Revokes every session of a user (password change, disabling, admin action), except
+    /// `keep` if given (the session that changed the password), in the caller's transaction.
+    pub async fn revoke_all_in(
+        &self,
+        tx: &mut PgConnection,
         user: UserId,
         keep: Option<Uuid>,
         reason: &str,
@@ -367,7 +412,7 @@ impl SessionService {
         .bind(self.clock.now())
         .bind(reason)
         .bind(keep)
-        .execute(&self.db)
+        .execute(tx)
         .await?;
         Ok(result.rows_affected())
     }

@@ -62,6 +62,8 @@ pub enum TokenError {
 pub struct TokenService {
     /// Derives each session's CSRF token (cookie clients only; see [`TokenService::csrf_token`]).
     csrf: aws_lc_rs::hmac::Key,
+    /// Keys the login-attempt rows of usernames (see [`TokenService::username_key`]).
+    usernames: aws_lc_rs::hmac::Key,
     encoding: EncodingKey,
     decoding: DecodingKey,
     issuer: String,
@@ -88,8 +90,13 @@ impl TokenService {
         // A key of its own for CSRF tokens, so they can never be mistaken for a JWT signature.
         let root = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.expose_secret());
         let csrf_key = aws_lc_rs::hmac::sign(&root, b"clinicd csrf token key v1");
+        let username_key = aws_lc_rs::hmac::sign(&root, b"clinicd login attempt key v1");
         Self {
             csrf: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, csrf_key.as_ref()),
+            usernames: aws_lc_rs::hmac::Key::new(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                username_key.as_ref(),
+            ),
             encoding: EncodingKey::from_secret(key.expose_secret()),
             decoding: DecodingKey::from_secret(key.expose_secret()),
             issuer: issuer.into(),
@@ -104,6 +111,15 @@ impl TokenService {
         use base64::Engine as _;
         let tag = aws_lc_rs::hmac::sign(&self.csrf, session.as_bytes());
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    }
+
+    /// A keyed hash of a folded username, for the login-attempt counter that must not hold
+    /// usernames in clear (people type passwords into the username field). Derived from the
+    /// signing key like the CSRF key: a new signing key starts every count afresh, which a
+    /// lockout window of minutes tolerates.
+    pub fn username_key(&self, folded: &str) -> Vec<u8> {
+        let tag = aws_lc_rs::hmac::sign(&self.usernames, folded.as_bytes());
+        tag.as_ref()[..16].to_vec()
     }
 
     /// Whether `presented` is the CSRF token of `session`, compared in constant time.

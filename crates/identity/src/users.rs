@@ -260,6 +260,14 @@ impl From<UserRow> for UserRecord {
 }
 
 pub async fn find_by_id(db: &PgPool, id: UserId) -> Result<Option<UserRecord>, UserError> {
+    find_in(db, id).await
+}
+
+/// [`find_by_id`] on a connection of the caller's (inside a transaction).
+pub async fn find_in(
+    db: impl sqlx::PgExecutor<'_>,
+    id: UserId,
+) -> Result<Option<UserRecord>, UserError> {
     let row: Option<UserRow> = sqlx::query_as(
         "SELECT id, username, email, display_name, status, password_hash, must_change_password, mfa_enabled, created_at \
          FROM users WHERE id = $1",
@@ -319,7 +327,8 @@ pub struct UserSummary {
 }
 
 const SELECT_SUMMARY: &str = "SELECT u.id, u.username, u.email, u.display_name, u.status, \
-       CASE WHEN u.locked_until > now() THEN u.locked_until END AS locked_until, \
+       (SELECT max(a.locked_until) FROM login_attempts a WHERE a.user_id = u.id AND a.locked_until > now()) \
+         AS locked_until, \
        u.must_change_password, u.mfa_enabled, \
        ARRAY(SELECT ur.role_name FROM user_roles ur WHERE ur.user_id = u.id ORDER BY ur.role_name) AS roles, \
        u.created_at FROM users u";
@@ -354,7 +363,7 @@ pub async fn summary(
 
 /// Changes the e-mail address and/or display name; `Ok(false)` if there is no such user.
 pub async fn update_profile(
-    db: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     id: UserId,
     email: Option<&Email>,
     display_name: Option<&DisplayName>,

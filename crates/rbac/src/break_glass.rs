@@ -9,6 +9,7 @@ use clinicd_crypto::{FieldLocation, Owner, Purpose};
 use clinicd_identity::sessions::{ClientInfo, SecurityEvent, record_event};
 use clinicd_identity::users::UserId;
 use serde::Serialize;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::Rbac;
@@ -70,10 +71,11 @@ fn check_reason(reason: &str) -> Result<&str, RbacError> {
 }
 
 impl Rbac {
-    /// Grants `user` access to `patient` for the configured time. `NotFound` if there is no
-    /// such patient.
+    /// Grants `user` access to `patient` for the configured time, in the caller's transaction.
+    /// `NotFound` if there is no such patient.
     pub async fn break_glass(
         &self,
+        tx: &mut PgConnection,
         user: UserId,
         session: Option<Uuid>,
         patient: Uuid,
@@ -92,7 +94,6 @@ impl Rbac {
             .await?;
         let now = self.clock.now();
         let expires_at = now + self.break_glass_lifetime;
-        let mut tx = self.db.begin().await?;
         if !patient_exists(&mut *tx, patient).await? {
             return Err(RbacError::NotFound);
         }
@@ -117,8 +118,7 @@ impl Rbac {
             reason: Some(&grant_ref),
             actor: None,
         };
-        record_event(&mut tx, now, event, client).await?;
-        tx.commit().await?;
+        record_event(tx, now, event, client).await?;
         tracing::warn!(grant = %id, user = %user.0, "break-the-glass access granted");
         Ok(Grant {
             id,
@@ -167,12 +167,18 @@ impl Rbac {
         Ok(reviews)
     }
 
-    /// Marks a grant reviewed. No one reviews their own; a second review changes nothing.
-    pub async fn review_break_glass(&self, grant: Uuid, reviewer: UserId) -> Result<(), RbacError> {
+    /// Marks a grant reviewed, in the caller's transaction. No one reviews their own; a second
+    /// review changes nothing.
+    pub async fn review_break_glass(
+        &self,
+        tx: &mut PgConnection,
+        grant: Uuid,
+        reviewer: UserId,
+    ) -> Result<(), RbacError> {
         let holder: Option<Uuid> =
-            sqlx::query_scalar("SELECT user_id FROM break_glass_grants WHERE id = $1")
+            sqlx::query_scalar("SELECT user_id FROM break_glass_grants WHERE id = $1 FOR UPDATE")
                 .bind(grant)
-                .fetch_optional(&self.db)
+                .fetch_optional(&mut *tx)
                 .await?;
         match holder {
             None => Err(RbacError::NotFound),
@@ -185,7 +191,7 @@ impl Rbac {
                 .bind(grant)
                 .bind(reviewer.0)
                 .bind(self.clock.now())
-                .execute(&self.db)
+                .execute(&mut *tx)
                 .await?;
                 Ok(())
             }

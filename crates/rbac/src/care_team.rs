@@ -4,11 +4,13 @@
 //! way around, and each is recorded and reviewed.
 
 use chrono::{DateTime, Utc};
+use clinicd_crypto::{Encrypted, FieldLocation, Owner, Purpose};
 use clinicd_identity::users::UserId;
 use serde::Serialize;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::Rbac;
 use crate::error::RbacError;
 
 /// How a user reaches a patient, if at all.
@@ -64,13 +66,58 @@ pub fn reachable(patient: &str, user: &str, now: &str) -> String {
 }
 
 /// A member of a patient's care team.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Member {
     pub user_id: Uuid,
     pub username: String,
     pub display_name: String,
     pub assigned_by: Option<Uuid>,
     pub assigned_at: DateTime<Utc>,
+    /// Why they were assigned (`None` for the registrant of the patient, and for assignments
+    /// made before reasons were recorded).
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct MemberRow {
+    user_id: Uuid,
+    username: String,
+    display_name: String,
+    assigned_by: Option<Uuid>,
+    assigned_at: DateTime<Utc>,
+    reason: Option<Encrypted<String>>,
+}
+
+/// One assignment, as an audit before/after value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Assignment {
+    pub patient_id: Uuid,
+    pub user_id: Uuid,
+    pub assigned_by: Option<Uuid>,
+    pub reason: Option<String>,
+}
+
+pub const MIN_ASSIGNMENT_REASON_CHARS: usize = 10;
+pub const MAX_ASSIGNMENT_REASON_CHARS: usize = 500;
+
+fn reason_location(patient: Uuid, user: Uuid) -> FieldLocation<'static> {
+    // Bound to the pair: a reason copied onto another assignment does not open.
+    FieldLocation::new(
+        "patient_assignments",
+        "reason",
+        Uuid::new_v5(&patient, user.as_bytes()),
+    )
+}
+
+fn check_reason(reason: &str) -> Result<&str, RbacError> {
+    let reason = reason.trim();
+    let chars = reason.chars().count();
+    let printable = !reason.chars().any(|c| c.is_control());
+    if printable && (MIN_ASSIGNMENT_REASON_CHARS..=MAX_ASSIGNMENT_REASON_CHARS).contains(&chars) {
+        Ok(reason)
+    } else {
+        Err(RbacError::InvalidAssignmentReason)
+    }
 }
 
 pub async fn patient_exists(db: impl PgExecutor<'_>, patient: Uuid) -> Result<bool, RbacError> {
@@ -82,83 +129,148 @@ pub async fn patient_exists(db: impl PgExecutor<'_>, patient: Uuid) -> Result<bo
     )
 }
 
-pub async fn members(db: &PgPool, patient: Uuid) -> Result<Vec<Member>, RbacError> {
-    if !patient_exists(db, patient).await? {
-        return Err(RbacError::NotFound);
+impl Rbac {
+    /// The members of a patient's care team, by username.
+    pub async fn members(&self, patient: Uuid) -> Result<Vec<Member>, RbacError> {
+        if !patient_exists(&self.db, patient).await? {
+            return Err(RbacError::NotFound);
+        }
+        let rows: Vec<MemberRow> = sqlx::query_as(
+            "SELECT u.id AS user_id, u.username, u.display_name, pa.assigned_by, pa.assigned_at, pa.reason \
+             FROM patient_assignments pa JOIN users u ON u.id = pa.user_id \
+             WHERE pa.patient_id = $1 ORDER BY u.username",
+        )
+        .bind(patient)
+        .fetch_all(&self.db)
+        .await?;
+        let mut members = Vec::with_capacity(rows.len());
+        for row in rows {
+            let reason = match &row.reason {
+                Some(sealed) => Some(
+                    self.keyring
+                        .open(&reason_location(patient, row.user_id), sealed)
+                        .await?,
+                ),
+                None => None,
+            };
+            members.push(Member {
+                user_id: row.user_id,
+                username: row.username,
+                display_name: row.display_name,
+                assigned_by: row.assigned_by,
+                assigned_at: row.assigned_at,
+                reason,
+            });
+        }
+        Ok(members)
     }
-    Ok(sqlx::query_as(
-        "SELECT u.id AS user_id, u.username, u.display_name, pa.assigned_by, pa.assigned_at \
-         FROM patient_assignments pa JOIN users u ON u.id = pa.user_id \
-         WHERE pa.patient_id = $1 ORDER BY u.username",
-    )
-    .bind(patient)
-    .fetch_all(db)
-    .await?)
+
+    /// Puts an active user on a patient's care team, in the caller's transaction, for a stated
+    /// reason. Nobody assigns themselves: break-the-glass, recorded and reviewed, is the only
+    /// way to reach a patient one was not given. `Ok(None)` if they already were on the team.
+    pub async fn assign(
+        &self,
+        tx: &mut PgConnection,
+        patient: Uuid,
+        user: UserId,
+        by: UserId,
+        reason: &str,
+    ) -> Result<Option<Assignment>, RbacError> {
+        if user == by {
+            return Err(RbacError::SelfAssignment);
+        }
+        let reason = check_reason(reason)?;
+        let sealed = self
+            .keyring
+            .seal(
+                Owner::Purpose(Purpose::Field),
+                &reason_location(patient, user.0),
+                &reason.to_owned(),
+            )
+            .await?;
+        if !patient_exists(&mut *tx, patient).await? {
+            return Err(RbacError::NotFound);
+        }
+        let active: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND status = 'active')",
+        )
+        .bind(user.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !active {
+            return Err(RbacError::UnknownUser);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO patient_assignments (patient_id, user_id, assigned_by, reason) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(patient)
+        .bind(user.0)
+        .bind(by.0)
+        .bind(sealed)
+        .execute(&mut *tx)
+        .await?;
+        Ok((inserted.rows_affected() == 1).then(|| Assignment {
+            patient_id: patient,
+            user_id: user.0,
+            assigned_by: Some(by.0),
+            reason: Some(reason.to_owned()),
+        }))
+    }
+
+    /// Takes a user off a patient's care team, in the caller's transaction; returns the
+    /// assignment that ended (`None` if they were not on it).
+    pub async fn unassign(
+        &self,
+        tx: &mut PgConnection,
+        patient: Uuid,
+        user: UserId,
+    ) -> Result<Option<Assignment>, RbacError> {
+        if !patient_exists(&mut *tx, patient).await? {
+            return Err(RbacError::NotFound);
+        }
+        let removed: Option<(Option<Uuid>, Option<Encrypted<String>>)> = sqlx::query_as(
+            "DELETE FROM patient_assignments WHERE patient_id = $1 AND user_id = $2 \
+             RETURNING assigned_by, reason",
+        )
+        .bind(patient)
+        .bind(user.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((assigned_by, sealed)) = removed else {
+            return Ok(None);
+        };
+        let reason = match sealed {
+            Some(sealed) => Some(
+                self.keyring
+                    .open(&reason_location(patient, user.0), &sealed)
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(Some(Assignment {
+            patient_id: patient,
+            user_id: user.0,
+            assigned_by,
+            reason,
+        }))
+    }
 }
 
-/// Puts an active user on a patient's care team; `Ok(false)` if they already were.
-pub async fn assign(
-    db: &PgPool,
-    patient: Uuid,
-    user: UserId,
-    by: UserId,
-) -> Result<bool, RbacError> {
-    let mut tx = db.begin().await?;
-    if !patient_exists(&mut *tx, patient).await? {
-        return Err(RbacError::NotFound);
-    }
-    let active: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND status = 'active')",
-    )
-    .bind(user.0)
-    .fetch_one(&mut *tx)
-    .await?;
-    if !active {
-        return Err(RbacError::UnknownUser);
-    }
-    let inserted = sqlx::query(
-        "INSERT INTO patient_assignments (patient_id, user_id, assigned_by) VALUES ($1, $2, $3) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(patient)
-    .bind(user.0)
-    .bind(by.0)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(inserted.rows_affected() == 1)
-}
-
-/// Puts `user` on the team in the caller's transaction (the registering user joins the team of
-/// the patient they register, in the same transaction).
-pub async fn assign_in(
+/// Puts the registrant of a patient on the patient's team, in the registration's transaction:
+/// the one assignment that names no reason and needs no other person.
+pub async fn assign_registrant(
     tx: &mut sqlx::PgConnection,
     patient: Uuid,
     user: UserId,
-    by: UserId,
 ) -> Result<(), RbacError> {
     sqlx::query(
-        "INSERT INTO patient_assignments (patient_id, user_id, assigned_by) VALUES ($1, $2, $3) \
+        "INSERT INTO patient_assignments (patient_id, user_id, assigned_by) VALUES ($1, $2, $2) \
          ON CONFLICT DO NOTHING",
     )
     .bind(patient)
     .bind(user.0)
-    .bind(by.0)
     .execute(tx)
     .await?;
     Ok(())
-}
-
-/// Takes a user off a patient's care team; `Ok(false)` if they were not on it.
-pub async fn unassign(db: &PgPool, patient: Uuid, user: UserId) -> Result<bool, RbacError> {
-    if !patient_exists(db, patient).await? {
-        return Err(RbacError::NotFound);
-    }
-    let deleted =
-        sqlx::query("DELETE FROM patient_assignments WHERE patient_id = $1 AND user_id = $2")
-            .bind(patient)
-            .bind(user.0)
-            .execute(db)
-            .await?;
-    Ok(deleted.rows_affected() == 1)
 }

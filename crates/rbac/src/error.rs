@@ -29,10 +29,26 @@ pub enum RbacError {
     InvalidReason,
     #[error("an access cannot be reviewed by the person who made it")]
     OwnReview,
+    #[error(
+        "no one can put themselves on a care team: another member of staff assigns them, or they use break-the-glass"
+    )]
+    SelfAssignment,
+    #[error("the reason must be 10 to 500 printable characters")]
+    InvalidAssignmentReason,
+    #[error("the proposal has expired: propose the change again")]
+    ProposalExpired,
+    #[error("the proposal has already been decided")]
+    ProposalDecided,
+    #[error("a proposal is approved by another administrator than the one who made it")]
+    OwnProposal,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("encryption error: {0}")]
     Crypto(#[from] clinicd_crypto::CryptoError),
     #[error("security event not recorded: {0}")]
     Identity(#[from] clinicd_identity::sessions::SessionError),
+    #[error(transparent)]
+    User(clinicd_identity::users::UserError),
+    #[error("the account change failed: {0}")]
+    Account(String),
 }

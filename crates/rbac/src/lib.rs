@@ -1,18 +1,21 @@
 //! Role-based access control: the closed set of permissions, roles, role assignments,
 //! care-team assignments, break-the-glass grants and identifier masking.
 //!
-//! Owns: the permission columns of `roles`, `user_roles` changes, `patient_assignments` and
-//! `break_glass_grants`, and the decision "may this user do this to that patient".
+//! Owns: the permission columns of `roles`, `user_roles` changes, `patient_assignments`,
+//! `break_glass_grants` and `access_proposals` (dual control), and the decision "may this user
+//! do this to that patient".
 //!
 //! Must not: import actix; authenticate anyone (identity does); write audit rows itself
 //! (the API audits every request and attaches what this crate returns).
 
+pub mod administration;
 pub mod break_glass;
 pub mod care_team;
 pub mod error;
 pub mod grants;
 pub mod masking;
 pub mod permission;
+pub mod proposals;
 pub mod roles;
 
 use std::sync::Arc;

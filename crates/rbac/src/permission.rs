@@ -61,6 +61,25 @@ permissions! {
     Export => "export", "Export a patient's whole record (right of access).";
 }
 
+impl Permission {
+    /// Handing this out takes two administrators (docs/rbac.md, "Dual control"): it opens
+    /// clinical data, exports, emergency access or sealed audit values, puts others on care
+    /// teams, or administers users, roles or keys. Only reading the (sealed) trail and the
+    /// security reviews may be granted by one person.
+    pub fn needs_dual_control(self) -> bool {
+        !matches!(self, Permission::AuditRead | Permission::SecurityRead)
+    }
+
+    /// Permissions that administer the system itself: an account holding one is an
+    /// administrator, and actions against it (disable, resets) take two people.
+    pub fn administers(self) -> bool {
+        matches!(
+            self,
+            Permission::UserManage | Permission::RoleManage | Permission::KeysManage
+        )
+    }
+}
+
 impl fmt::Display for Permission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -124,6 +143,17 @@ impl Permissions {
 
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// The part of this set that only two administrators may hand out.
+    #[must_use]
+    pub fn dual_control(self) -> Self {
+        self.iter().filter(|p| p.needs_dual_control()).collect()
+    }
+
+    /// Whether the set administers the system (see [`Permission::administers`]).
+    pub fn administers(self) -> bool {
+        self.iter().any(Permission::administers)
     }
 
     pub fn iter(self) -> impl Iterator<Item = Permission> {

@@ -138,17 +138,17 @@ async fn lock(tx: &mut PgConnection) -> Result<(), RbacError> {
     Ok(())
 }
 
-/// Creates a custom role; the actor must hold (or be able to delegate) all it grants.
+/// Creates a custom role in the caller's transaction; the actor must hold (or be able to
+/// delegate) all it grants.
 pub async fn create(
-    db: &PgPool,
+    tx: &mut PgConnection,
     actor: &Grants,
     name: &str,
     spec: &RoleSpec,
 ) -> Result<Role, RbacError> {
     check_name(name)?;
     check_spec(actor, spec)?;
-    let mut tx = db.begin().await?;
-    lock(&mut tx).await?;
+    lock(tx).await?;
     let inserted = sqlx::query(
         "INSERT INTO roles (name, description, permissions, delegable, privileged, built_in) \
          VALUES ($1, $2, $3, $4, $5, false) ON CONFLICT DO NOTHING",
@@ -163,24 +163,37 @@ pub async fn create(
     if inserted.rows_affected() == 0 {
         return Err(RbacError::RoleExists(name.to_owned()));
     }
-    let role = get(&mut tx, name).await?.ok_or(RbacError::NotFound)?;
-    tx.commit().await?;
+    get(tx, name).await?.ok_or(RbacError::NotFound)
+}
+
+/// Checks that `actor` may replace a custom role's content with `spec` (see [`update`]),
+/// under the role lock; returns the role as it is.
+pub async fn check_update(
+    tx: &mut PgConnection,
+    actor: &Grants,
+    name: &str,
+    spec: &RoleSpec,
+) -> Result<Role, RbacError> {
+    check_spec(actor, spec)?;
+    lock(tx).await?;
+    let role = get(tx, name).await?.ok_or(RbacError::NotFound)?;
+    guard_custom(actor, &role)?;
     Ok(role)
 }
 
-/// Replaces a custom role's description, permissions and flags. The actor must be able to
-/// grant both what the role had and what it will have, and may not change a role they hold
-/// (that would change their own permissions). Returns the role before and after.
+/// Replaces a custom role's description, permissions and flags, in the caller's transaction.
+/// The actor must be able to grant both what the role had and what it will have, and may not
+/// change a role they hold (that would change their own permissions). Returns the role before
+/// and after.
 pub async fn update(
-    db: &PgPool,
+    tx: &mut PgConnection,
     actor: &Grants,
     name: &str,
     spec: &RoleSpec,
 ) -> Result<(Role, Role), RbacError> {
     check_spec(actor, spec)?;
-    let mut tx = db.begin().await?;
-    lock(&mut tx).await?;
-    let before = get(&mut tx, name).await?.ok_or(RbacError::NotFound)?;
+    lock(tx).await?;
+    let before = get(tx, name).await?.ok_or(RbacError::NotFound)?;
     guard_custom(actor, &before)?;
     sqlx::query(
         "UPDATE roles SET description = $2, permissions = $3, delegable = $4, privileged = $5, updated_at = now() \
@@ -193,16 +206,14 @@ pub async fn update(
     .bind(spec.privileged)
     .execute(&mut *tx)
     .await?;
-    let after = get(&mut tx, name).await?.ok_or(RbacError::NotFound)?;
-    tx.commit().await?;
+    let after = get(tx, name).await?.ok_or(RbacError::NotFound)?;
     Ok((before, after))
 }
 
-/// Deletes a custom role that no one holds.
-pub async fn delete(db: &PgPool, actor: &Grants, name: &str) -> Result<Role, RbacError> {
-    let mut tx = db.begin().await?;
-    lock(&mut tx).await?;
-    let role = get(&mut tx, name).await?.ok_or(RbacError::NotFound)?;
+/// Deletes a custom role that no one holds, in the caller's transaction.
+pub async fn delete(tx: &mut PgConnection, actor: &Grants, name: &str) -> Result<Role, RbacError> {
+    lock(tx).await?;
+    let role = get(tx, name).await?.ok_or(RbacError::NotFound)?;
     guard_custom(actor, &role)?;
     if role.members > 0 {
         return Err(RbacError::RoleInUse(role.members));
@@ -211,7 +222,6 @@ pub async fn delete(db: &PgPool, actor: &Grants, name: &str) -> Result<Role, Rba
         .bind(name)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(role)
 }
 
@@ -254,15 +264,36 @@ pub async fn assignments(db: &PgPool, user: UserId) -> Result<Vec<Assignment>, R
     .await?)
 }
 
-/// Sets the roles of `target` to exactly `wanted`. The actor may not change their own roles,
-/// must be able to grant every role added or removed, and may not take the last active
-/// administrator's Admin role away.
-pub async fn set_user_roles(
+/// A change of a user's roles, checked under the role lock but not yet applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolePlan {
+    pub target: UserId,
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+    /// What the roles being added reach (hold or delegate).
+    pub added: Permissions,
+}
+
+impl RolePlan {
+    /// Whether a second administrator must approve it (docs/rbac.md, "Dual control").
+    pub fn needs_dual_control(&self) -> bool {
+        !self.added.dual_control().is_empty()
+    }
+
+    pub fn changes_nothing(&self) -> bool {
+        self.before == self.after
+    }
+}
+
+/// Checks setting the roles of `target` to exactly `wanted`, under the role lock. The actor
+/// may not change their own roles, must be able to grant every role added or removed, and may
+/// not take the last active administrator's Admin role away.
+pub async fn plan_user_roles(
     tx: &mut PgConnection,
     actor: &Grants,
     target: UserId,
     wanted: &[String],
-) -> Result<RoleChange, RbacError> {
+) -> Result<RolePlan, RbacError> {
     if actor.user == target {
         return Err(RbacError::OwnRoles);
     }
@@ -284,18 +315,19 @@ pub async fn set_user_roles(
     let mut after = wanted.to_vec();
     after.sort();
     after.dedup();
-    let mut changed = Permissions::NONE;
-    for name in after
-        .iter()
-        .filter(|r| !before.contains(r))
-        .chain(before.iter().filter(|r| !after.contains(r)))
-    {
+    let (mut changed, mut added) = (Permissions::NONE, Permissions::NONE);
+    for name in after.iter().filter(|r| !before.contains(r)) {
         let role = get(tx, name)
             .await?
             .ok_or_else(|| RbacError::UnknownRole(name.clone()))?;
-        changed = changed.union(role.reach());
+        added = added.union(role.reach());
     }
-    let missing = changed.missing_from(actor.grantable());
+    for name in before.iter().filter(|r| !after.contains(r)) {
+        if let Some(role) = get(tx, name).await? {
+            changed = changed.union(role.reach());
+        }
+    }
+    let missing = changed.union(added).missing_from(actor.grantable());
     if !missing.is_empty() {
         return Err(RbacError::NotHeld(missing));
     }
@@ -303,21 +335,38 @@ pub async fn set_user_roles(
     if losing_admin && active && other_active_admins(tx, target).await? == 0 {
         return Err(RbacError::LastAdministrator);
     }
+    Ok(RolePlan {
+        target,
+        before,
+        after,
+        added,
+    })
+}
+
+/// Applies a checked plan in the caller's transaction (which still holds the role lock).
+pub async fn apply_user_roles(
+    tx: &mut PgConnection,
+    plan: &RolePlan,
+    assigned_by: Option<UserId>,
+) -> Result<RoleChange, RbacError> {
     sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND NOT (role_name = ANY($2))")
-        .bind(target.0)
-        .bind(&after)
+        .bind(plan.target.0)
+        .bind(&plan.after)
         .execute(&mut *tx)
         .await?;
     sqlx::query(
         "INSERT INTO user_roles (user_id, role_name, assigned_by) SELECT $1, unnest($2::text[]), $3 \
          ON CONFLICT DO NOTHING",
     )
-    .bind(target.0)
-    .bind(&after)
-    .bind(actor.user.0)
+    .bind(plan.target.0)
+    .bind(&plan.after)
+    .bind(assigned_by.map(|u| u.0))
     .execute(&mut *tx)
     .await?;
-    Ok(RoleChange { before, after })
+    Ok(RoleChange {
+        before: plan.before.clone(),
+        after: plan.after.clone(),
+    })
 }
 
 /// Takes the role lock and refuses if `target` is the last active administrator: called in

@@ -428,7 +428,9 @@ pub async fn member(app: &TestApp, username: &str, roles: &[&str]) -> (UserId, S
 pub async fn enrol_totp(app: &TestApp, user: UserId) {
     use secrecy::ExposeSecret;
     let mfa = &app.state.identity.mfa;
-    let enrolment = mfa.begin(user, "test").await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
+    let enrolment = mfa.begin(&mut tx, user, "test").await.unwrap();
+    tx.commit().await.unwrap();
     let totp = totp_rs::Builder::new()
         .with_secret(
             totp_rs::Secret::try_from_base32(enrolment.secret_base32.expose_secret()).unwrap(),
@@ -436,7 +438,9 @@ pub async fn enrol_totp(app: &TestApp, user: UserId) {
         .build()
         .unwrap();
     let code = totp.generate(u64::try_from(chrono::Utc::now().timestamp()).unwrap());
-    mfa.confirm(user, &code.to_string()).await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
+    mfa.confirm(&mut tx, user, &code.to_string()).await.unwrap();
+    tx.commit().await.unwrap();
 }
 
 /// An access token of a new session of `user`, as if they had just logged in.

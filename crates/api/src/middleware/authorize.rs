@@ -15,7 +15,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError};
 use clinicd_rbac::{Decision, Permission};
 
-use crate::audit::AuditNote;
+use crate::audit::{Attach, AuditNote};
 use crate::extract;
 use crate::problem::ApiError;
 use crate::rate_limit::{PolicyState, RateKey, Refusal};

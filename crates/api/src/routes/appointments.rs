@@ -2,17 +2,18 @@
 //! bookings. Every booking belongs to a patient, and the care-team rule applies through it: a
 //! booking of a patient the caller cannot reach is answered as if it did not exist.
 
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use clinicd_domain::Appointment;
 use clinicd_domain::Viewer;
 use clinicd_domain::appointment::{Change, Kind, Slot, Status};
 use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::audit::AuditNote;
+use crate::audit::{Attach, Audit, AuditNote};
 use crate::extract::Authenticated;
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
@@ -135,6 +136,7 @@ async fn reachable(
 pub async fn book(
     state: web::Data<ApiState>,
     caller: Authenticated,
+    audit: Audit,
     body: web::Json<BookingRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let slot = Slot::new(body.starts_at, body.ends_at)?;
@@ -145,9 +147,11 @@ pub async fn book(
             field: "patient_id",
             reason: "names no patient in your care".into(),
         })?;
+    let mut tx = audit.begin().await?;
     let appointment = state
         .appointments
         .book(
+            &mut tx,
             body.patient_id,
             body.provider_id,
             slot,
@@ -155,13 +159,38 @@ pub async fn book(
             caller.0.user_id.0,
         )
         .await?;
-    let response = HttpResponse::Created()
-        .insert_header((
-            header::LOCATION,
-            format!("/api/appointments/{}", appointment.id),
-        ))
-        .json(AppointmentView::from(&appointment));
-    Ok(one(response, &appointment))
+    committed(&audit, tx, StatusCode::CREATED, None, &appointment).await
+}
+
+/// The booking as an audit before/after value (sealed under the audit key).
+fn value(appointment: &Appointment) -> serde_json::Value {
+    serde_json::to_value(AppointmentView::from(appointment)).unwrap_or_default()
+}
+
+/// Commits a change to a booking with its event (the booking before and after) and answers it.
+async fn committed(
+    audit: &Audit,
+    tx: Transaction<'static, Postgres>,
+    status: StatusCode,
+    before: Option<&Appointment>,
+    after: &Appointment,
+) -> Result<HttpResponse, ApiError> {
+    let note = AuditNote {
+        patient_id: Some(after.patient_id),
+        resource_id: Some(after.id.to_string()),
+        values: Some((before.map(value).unwrap_or_default(), value(after))),
+        ..AuditNote::default()
+    };
+    audit.commit(tx, status, note).await?;
+    let mut response = HttpResponse::build(status);
+    if status == StatusCode::CREATED {
+        response.insert_header((header::LOCATION, format!("/api/appointments/{}", after.id)));
+    }
+    let mut response = response.json(AppointmentView::from(after));
+    if let Ok(value) = header::HeaderValue::from_str(&etag(after.version)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
 }
 
 /// One booking.
@@ -220,6 +249,7 @@ pub async fn change(
     req: HttpRequest,
     state: web::Data<ApiState>,
     caller: Authenticated,
+    audit: Audit,
     id: web::Path<Uuid>,
     body: web::Json<BookingChange>,
 ) -> Result<HttpResponse, ApiError> {
@@ -245,14 +275,12 @@ pub async fn change(
             .map(|s| Status::parse("status", s))
             .transpose()?,
     };
+    let mut tx = audit.begin().await?;
     let appointment = state
         .appointments
-        .change(&current, expected, &change)
+        .change(&mut tx, &current, expected, &change)
         .await?;
-    Ok(one(
-        HttpResponse::Ok().json(AppointmentView::from(&appointment)),
-        &appointment,
-    ))
+    committed(&audit, tx, StatusCode::OK, Some(&current), &appointment).await
 }
 
 /// A provider's day, or a patient's bookings, within the caller's care team.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::audit::AuditNote;
+use crate::audit::{Attach, AuditNote};
 
 use crate::extract::Authenticated;
 use crate::problem::{ApiError, Problem};

@@ -1,6 +1,7 @@
 //! Login, token refresh, logout and the current principal.
 
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::http::StatusCode;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use clinicd_identity::devices::NewDevice;
 use clinicd_identity::login::{LoginAttempt, LoginError, LoginOutcome};
 use clinicd_identity::sessions::{ClientInfo, IssuedTokens, SessionError};
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::audit::AuditNote;
+use crate::audit::{Audit, AuditNote};
 use crate::client_ip::ClientIp;
 use crate::cookies;
 use crate::extract::{Authenticated, Caller};
@@ -111,7 +112,6 @@ pub(crate) fn session_response(
     let expires_in = (tokens.access_expires_at - chrono::Utc::now())
         .num_seconds()
         .max(0);
-    let (user_id, session_id) = (tokens.user_id, tokens.session_id);
     let mut response = HttpResponse::Ok();
     let body = if as_cookies {
         let csrf_token = state.identity.sessions.csrf_token(tokens.session_id);
@@ -141,14 +141,17 @@ pub(crate) fn session_response(
             must_change_password,
         }
     };
-    let mut response = response.json(body);
+    response.json(body)
+}
+
+/// The audit note of a session opened or refreshed: its user and session.
+pub(crate) fn session_note(tokens: &IssuedTokens, username: Option<&str>) -> AuditNote {
     AuditNote {
-        actor: Some(user_id.0),
-        session: Some(session_id),
+        actor: Some(tokens.user_id.0),
+        actor_username: username.map(str::to_owned),
+        session: Some(tokens.session_id),
         ..AuditNote::default()
     }
-    .attach(&mut response);
-    response
 }
 
 /// Logs in with a username and password.
@@ -170,61 +173,98 @@ pub(crate) fn session_response(
 pub async fn login(
     req: HttpRequest,
     state: web::Data<ApiState>,
+    audit: Audit,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let client = client_info(&req);
-    // Keyed by address and username together, so one clinic's shared address does not lock
-    // every colleague out, and one username cannot be hammered from one address.
-    if let Some(ip) = client.ip {
-        let key = RateKey::IpAndUsername(ip, body.username.trim().to_lowercase());
-        if let Err(refusal) = state.limits.check(RateClass::Login, &key) {
-            state.metrics.count_rate_limited(refusal.policy);
-            return Err(ApiError::RateLimited {
-                retry_after: refusal.retry_after,
-            });
-        }
-    }
+    count_login_class(&state, &client, &body.username.trim().to_lowercase())?;
     let device = body
         .device_token
         .clone()
         .or_else(|| cookies::device_token(&req).map(SecretString::from));
-    match state
-        .identity
-        .login
-        .attempt(
-            &LoginAttempt {
-                username: &body.username,
-                password: &body.password,
-                remember_me: body.remember_me,
-                device: device.as_ref(),
-                challenge_response: body.challenge_response.as_deref(),
-            },
-            &client,
-        )
+    let login = &state.identity.login;
+    let attempt = LoginAttempt {
+        username: &body.username,
+        password: &body.password,
+        remember_me: body.remember_me,
+        challenge_response: body.challenge_response.as_deref(),
+    };
+    let verified = login.check(&attempt, &client).await.map_err(login_error)?;
+    let username = verified.username().to_owned();
+    let user = verified.user_id();
+    let mut tx = audit.begin().await?;
+    let outcome = login
+        .finish(&mut tx, verified, device.as_ref(), &client)
         .await
-    {
-        Ok(LoginOutcome::LoggedIn(ok)) => Ok(session_response(
-            &state,
-            ok.tokens,
-            ok.must_change_password,
-            body.cookies,
-            None,
-        )),
-        Ok(LoginOutcome::MfaRequired {
+        .map_err(login_error)?;
+    match outcome {
+        LoginOutcome::LoggedIn(ok) => {
+            let note = session_note(&ok.tokens, Some(&username));
+            audit.commit(tx, StatusCode::OK, note).await?;
+            Ok(session_response(
+                &state,
+                ok.tokens,
+                ok.must_change_password,
+                body.cookies,
+                None,
+            ))
+        }
+        LoginOutcome::MfaRequired {
             challenge_token,
             expires_in_secs,
-        }) => Ok(HttpResponse::Accepted().json(MfaChallengeResponse {
-            mfa_required: true,
-            challenge_token,
-            expires_in: expires_in_secs,
-        })),
-        Err(LoginError::InvalidCredentials) => Err(ApiError::InvalidCredentials),
-        Err(LoginError::ChallengeRequired) => Err(ApiError::ChallengeRequired),
-        Err(LoginError::ChallengeUnavailable) => Err(ApiError::Unavailable),
-        Err(LoginError::TooSoon { retry_after_secs }) => Err(ApiError::LoginThrottled {
+        } => {
+            let note = AuditNote {
+                actor: Some(user.0),
+                actor_username: Some(username),
+                ..AuditNote::default()
+            };
+            audit.commit(tx, StatusCode::ACCEPTED, note).await?;
+            Ok(HttpResponse::Accepted().json(MfaChallengeResponse {
+                mfa_required: true,
+                challenge_token,
+                expires_in: expires_in_secs,
+            }))
+        }
+    }
+}
+
+/// Counts a request of the `login` class (every step of logging in) against the limit of its
+/// client address and `subject` together: the username, or the user of an MFA challenge. By
+/// both, so one clinic's shared address does not lock every colleague out, and one account
+/// cannot be hammered from one address.
+pub(crate) fn count_login_class(
+    state: &ApiState,
+    client: &ClientInfo,
+    subject: &str,
+) -> Result<(), ApiError> {
+    let Some(ip) = client.ip else {
+        return Ok(());
+    };
+    let key = RateKey::IpAndUsername(ip, subject.to_owned());
+    state
+        .limits
+        .check(RateClass::Login, &key)
+        .map(|_| ())
+        .map_err(|refusal| {
+            state.metrics.count_rate_limited(refusal.policy);
+            tracing::warn!(policy = refusal.policy, "rate limit exceeded");
+            ApiError::RateLimited {
+                retry_after: refusal.retry_after,
+            }
+        })
+}
+
+/// The answer to a failed password step: every refusal that could tell whether the account
+/// exists is the same for known and unknown usernames.
+fn login_error(error: LoginError) -> ApiError {
+    match error {
+        LoginError::InvalidCredentials => ApiError::InvalidCredentials,
+        LoginError::ChallengeRequired => ApiError::ChallengeRequired,
+        LoginError::ChallengeUnavailable => ApiError::Unavailable,
+        LoginError::TooSoon { retry_after_secs } => ApiError::LoginThrottled {
             retry_after: std::time::Duration::from_secs(retry_after_secs),
-        }),
-        Err(other) => Err(ApiError::unexpected(other)),
+        },
+        other => ApiError::unexpected(other),
     }
 }
 
@@ -245,12 +285,17 @@ pub async fn login(
 pub async fn refresh(
     req: HttpRequest,
     state: web::Data<ApiState>,
+    audit: Audit,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let sessions = &state.identity.sessions;
     let client = client_info(&req);
+    let mut tx = audit.begin().await?;
     let (result, as_cookies) = match &body.refresh_token {
-        Some(token) => (sessions.refresh(token, &client).await, false),
+        Some(token) => (
+            sessions.refresh_in(&mut tx, token, &client, |_| true).await,
+            false,
+        ),
         None => {
             let token = cookies::refresh_token(&req).ok_or(ApiError::SessionInvalid)?;
             // The cookie came by itself; the CSRF token proves the page asked for it.
@@ -260,16 +305,21 @@ pub async fn refresh(
                     .is_some_and(|value| sessions.csrf_token_matches(session, value))
             };
             let token = SecretString::from(token);
-            (sessions.refresh_if(&token, &client, allowed).await, true)
+            (
+                sessions.refresh_in(&mut tx, &token, &client, allowed).await,
+                true,
+            )
         }
     };
     match result {
         Ok(tokens) => {
             // The forced-change flag is the user's, not the session's: read it afresh.
-            let must_change = users::find_by_id(&state.identity.db, tokens.user_id)
+            let user = users::find_in(&mut *tx, tokens.user_id)
                 .await
-                .map_err(ApiError::unexpected)?
-                .is_some_and(|user| user.must_change_password);
+                .map_err(ApiError::unexpected)?;
+            let must_change = user.as_ref().is_some_and(|u| u.must_change_password);
+            let note = session_note(&tokens, user.as_ref().map(|u| u.username.as_str()));
+            audit.commit(tx, StatusCode::OK, note).await?;
             Ok(session_response(
                 &state,
                 tokens,
@@ -278,8 +328,17 @@ pub async fn refresh(
                 None,
             ))
         }
+        Err(SessionError::Reused) => {
+            // The session is revoked: that change and its event stand together.
+            let revoked = ApiError::SessionRevoked;
+            let note = AuditNote {
+                reason: Some(revoked.code().to_owned()),
+                ..AuditNote::default()
+            };
+            audit.commit(tx, revoked.status_code(), note).await?;
+            Err(revoked)
+        }
         Err(SessionError::Refused) => Err(ApiError::CsrfTokenInvalid),
-        Err(SessionError::Reused) => Err(ApiError::SessionRevoked),
         Err(SessionError::Database(error)) => Err(ApiError::unexpected(error)),
         Err(_) => Err(ApiError::SessionInvalid),
     }
@@ -298,14 +357,22 @@ pub async fn refresh(
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn logout(caller: Caller, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+pub async fn logout(
+    caller: Caller,
+    state: web::Data<ApiState>,
+    audit: Audit,
+) -> Result<HttpResponse, ApiError> {
     let Caller(principal) = caller;
+    let mut tx = audit.begin().await?;
     state
         .identity
         .sessions
-        .revoke(principal.user_id, principal.session_id, "logout")
+        .revoke_in(&mut tx, principal.user_id, principal.session_id, "logout")
         .await
         .map_err(ApiError::unexpected)?;
+    audit
+        .commit(tx, StatusCode::NO_CONTENT, AuditNote::default())
+        .await?;
     let mut response = HttpResponse::NoContent();
     cookies::clear_session(&mut response);
     Ok(response.finish())
@@ -369,22 +436,31 @@ pub struct ChangePasswordRequest {
 pub async fn change_password(
     caller: Caller,
     state: web::Data<ApiState>,
+    audit: Audit,
     body: web::Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     use clinicd_identity::login::ChangePasswordError;
     let Caller(principal) = caller;
-    let result = state
-        .identity
-        .login
-        .change_password(
-            principal.user_id,
-            principal.session_id,
-            &body.current_password,
-            &body.new_password,
-        )
-        .await;
-    match result {
-        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+    let (user, session) = (principal.user_id, principal.session_id);
+    let login = &state.identity.login;
+    let changed = async {
+        let new = login
+            .check_password_change(user, session, &body.current_password, &body.new_password)
+            .await?;
+        let mut tx = audit
+            .begin()
+            .await
+            .map_err(|_| ChangePasswordError::Database("no connection for the change".into()))?;
+        login.change_password(&mut tx, user, session, new).await?;
+        Ok::<_, ChangePasswordError>(tx)
+    };
+    match changed.await {
+        Ok(tx) => {
+            audit
+                .commit(tx, StatusCode::NO_CONTENT, AuditNote::default())
+                .await?;
+            Ok(HttpResponse::NoContent().finish())
+        }
         Err(ChangePasswordError::WrongPassword) => Err(ApiError::CurrentPasswordIncorrect),
         Err(ChangePasswordError::Policy(violation)) => Err(ApiError::PasswordRejected(violation)),
         Err(ChangePasswordError::Unchanged) => Err(ApiError::PasswordUnchanged),
@@ -463,14 +539,25 @@ pub async fn list_sessions(
 pub async fn revoke_session(
     caller: Authenticated,
     state: web::Data<ApiState>,
+    audit: Audit,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let Authenticated(principal) = caller;
+    let session = id.into_inner();
+    let mut tx = audit.begin().await?;
     let revoked = state
         .identity
         .sessions
-        .revoke(principal.user_id, id.into_inner(), "revoked_by_user")
+        .revoke_in(&mut tx, principal.user_id, session, "revoked_by_user")
         .await
         .map_err(ApiError::unexpected)?;
-    super::deleted(revoked)
+    if !revoked {
+        return Err(ApiError::NotFound);
+    }
+    let note = AuditNote {
+        resource_id: Some(session.to_string()),
+        ..AuditNote::default()
+    };
+    audit.commit(tx, StatusCode::NO_CONTENT, note).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -3,17 +3,19 @@
 //!
 //! Clinical routes answer 404 for a patient outside the caller's care team, exactly as for a
 //! patient that does not exist. The care-team routes themselves serve those who manage teams
-//! across the clinic, so they tell the two apart.
+//! across the clinic, so they tell the two apart. Nobody puts themselves on a team; every
+//! assignment names its reason, and each assignment and removal is audited with the
+//! assignment before and after.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use clinicd_identity::users::UserId;
-use clinicd_rbac::care_team;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::audit::AuditNote;
+use crate::audit::{Attach, Audit, AuditNote};
 use crate::extract::Authenticated;
 use crate::problem::{ApiError, Problem};
 use crate::routes::auth::client_info;
@@ -26,12 +28,18 @@ pub struct CareTeamMember {
     pub display_name: String,
     pub assigned_by: Option<Uuid>,
     pub assigned_at: DateTime<Utc>,
+    /// Why they were assigned (absent for the patient's registrant and older assignments).
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignRequest {
+    /// Another active user: nobody puts themselves on a care team.
     pub user_id: Uuid,
+    /// Why they join the team: 10 to 500 printable characters. Stored encrypted.
+    #[schema(min_length = 10, max_length = 500)]
+    pub reason: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -107,7 +115,7 @@ pub async fn list(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let patient = id.into_inner();
-    let members = care_team::members(&state.db, patient).await?;
+    let members = state.rbac.members(patient).await?;
     let view: Vec<CareTeamMember> = members
         .into_iter()
         .map(|m| CareTeamMember {
@@ -116,6 +124,7 @@ pub async fn list(
             display_name: m.display_name,
             assigned_by: m.assigned_by,
             assigned_at: m.assigned_at,
+            reason: m.reason,
         })
         .collect();
     Ok(noted(HttpResponse::Ok().json(view), patient, None))
@@ -143,18 +152,42 @@ pub async fn list(
 pub async fn assign(
     state: web::Data<ApiState>,
     caller: Authenticated,
+    audit: Audit,
     id: web::Path<Uuid>,
     body: web::Json<AssignRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let patient = id.into_inner();
-    let added =
-        care_team::assign(&state.db, patient, UserId(body.user_id), caller.0.user_id).await?;
-    let response = if added {
-        HttpResponse::Created().finish()
-    } else {
-        HttpResponse::Ok().finish()
+    let mut tx = audit.begin().await?;
+    let added = state
+        .rbac
+        .assign(
+            &mut tx,
+            patient,
+            UserId(body.user_id),
+            caller.0.user_id,
+            &body.reason,
+        )
+        .await?;
+    let Some(added) = added else {
+        // Already on the team: nothing changed (the layer records the request).
+        drop(tx);
+        return Ok(noted(
+            HttpResponse::Ok().finish(),
+            patient,
+            Some(body.user_id.to_string()),
+        ));
     };
-    Ok(noted(response, patient, Some(body.user_id.to_string())))
+    let note = AuditNote {
+        patient_id: Some(patient),
+        resource_id: Some(body.user_id.to_string()),
+        values: Some((
+            serde_json::Value::Null,
+            serde_json::to_value(&added).unwrap_or_default(),
+        )),
+        ..AuditNote::default()
+    };
+    audit.commit(tx, StatusCode::CREATED, note).await?;
+    Ok(HttpResponse::Created().finish())
 }
 
 /// Takes a user off a patient's care team.
@@ -175,12 +208,27 @@ pub async fn assign(
 )]
 pub async fn unassign(
     state: web::Data<ApiState>,
+    audit: Audit,
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (patient, user) = path.into_inner();
-    let removed = care_team::unassign(&state.db, patient, UserId(user)).await?;
-    let response = crate::routes::deleted(removed)?;
-    Ok(noted(response, patient, Some(user.to_string())))
+    let mut tx = audit.begin().await?;
+    let removed = state
+        .rbac
+        .unassign(&mut tx, patient, UserId(user))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let note = AuditNote {
+        patient_id: Some(patient),
+        resource_id: Some(user.to_string()),
+        values: Some((
+            serde_json::to_value(&removed).unwrap_or_default(),
+            serde_json::Value::Null,
+        )),
+        ..AuditNote::default()
+    };
+    audit.commit(tx, StatusCode::NO_CONTENT, note).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Emergency access to a patient outside the caller's care team, for a limited time. Recorded
@@ -206,13 +254,16 @@ pub async fn break_glass(
     req: HttpRequest,
     state: web::Data<ApiState>,
     caller: Authenticated,
+    audit: Audit,
     id: web::Path<Uuid>,
     body: web::Json<BreakGlassRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let patient = id.into_inner();
+    let mut tx = audit.begin().await?;
     let grant = state
         .rbac
         .break_glass(
+            &mut tx,
             caller.0.user_id,
             Some(caller.0.session_id),
             patient,
@@ -220,20 +271,19 @@ pub async fn break_glass(
             &client_info(&req),
         )
         .await?;
-    let mut response = HttpResponse::Created().json(BreakGlassGrant {
-        id: grant.id,
-        patient_id: grant.patient_id,
-        granted_at: grant.granted_at,
-        expires_at: grant.expires_at,
-    });
-    AuditNote {
+    let note = AuditNote {
         patient_id: Some(patient),
         resource_id: Some(grant.id.to_string()),
         metadata: Some(serde_json::json!({ "expires_at": grant.expires_at })),
         ..AuditNote::default()
-    }
-    .attach(&mut response);
-    Ok(response)
+    };
+    audit.commit(tx, StatusCode::CREATED, note).await?;
+    Ok(HttpResponse::Created().json(BreakGlassGrant {
+        id: grant.id,
+        patient_id: grant.patient_id,
+        granted_at: grant.granted_at,
+        expires_at: grant.expires_at,
+    }))
 }
 
 /// Emergency accesses for review, newest first.
@@ -307,18 +357,19 @@ pub async fn reviews(
 pub async fn review(
     state: web::Data<ApiState>,
     caller: Authenticated,
+    audit: Audit,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let grant = id.into_inner();
+    let mut tx = audit.begin().await?;
     state
         .rbac
-        .review_break_glass(grant, caller.0.user_id)
+        .review_break_glass(&mut tx, grant, caller.0.user_id)
         .await?;
-    let mut response = HttpResponse::NoContent().finish();
-    AuditNote {
+    let note = AuditNote {
         resource_id: Some(grant.to_string()),
         ..AuditNote::default()
-    }
-    .attach(&mut response);
-    Ok(response)
+    };
+    audit.commit(tx, StatusCode::NO_CONTENT, note).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

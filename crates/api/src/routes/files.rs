@@ -4,11 +4,12 @@
 
 use actix_multipart::Multipart;
 use actix_web::body::SizedStream;
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use clinicd_files::service::Audited;
 use clinicd_files::{Category, Download, FileError, FileInfo, NewFile, StoredFile};
 use clinicd_identity::sessions::{ClientInfo, SecurityEvent, record_event};
 use clinicd_rbac::care_team::Reach;
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::audit::AuditNote;
+use crate::audit::{Attach, Audit, AuditNote};
 use crate::extract::Authenticated;
 use crate::problem::{ApiError, Problem};
 use crate::routes::auth::client_info;
@@ -124,6 +125,7 @@ async fn reachable(
 pub async fn upload(
     state: web::Data<ApiState>,
     caller: Authenticated,
+    audit: Audit,
     id: web::Path<Uuid>,
     req: HttpRequest,
     payload: web::Payload,
@@ -177,22 +179,30 @@ pub async fn upload(
         staged.abort().await;
         return Err(refused);
     }
-    let info = staged.commit().await?;
-    let mut response = HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/files/{}", info.id)))
-        .json(FileView::from(&info));
-    AuditNote {
+    let preview = staged.info();
+    let note = AuditNote {
         patient_id: Some(patient),
-        resource_id: Some(info.id.to_string()),
+        resource_id: Some(preview.id.to_string()),
         metadata: Some(serde_json::json!({
-            "category": info.category.as_str(),
-            "content_type": info.content_type.mime(),
-            "size": info.size,
+            "category": preview.category.as_str(),
+            "content_type": preview.content_type.mime(),
+            "size": preview.size,
         })),
         ..AuditNote::default()
-    }
-    .attach(&mut response);
-    Ok(response)
+    };
+    // The row and its event commit together in the recording task (see `Staged::commit`).
+    let recorded = Audited {
+        recorder: audit.recorder(),
+        status: Some(StatusCode::CREATED.as_u16()),
+        note,
+    };
+    let info = staged.commit(recorded).await.map_err(|error| match error {
+        FileError::Audit(error) => audit.failed(&error),
+        other => other.into(),
+    })?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/files/{}", info.id)))
+        .json(FileView::from(&info)))
 }
 
 /// `work`, or `upload_incomplete` if it makes no progress for `idle` (a stalled client).
@@ -503,22 +513,23 @@ fn disposition(info: &FileInfo) -> String {
 pub async fn delete(
     state: web::Data<ApiState>,
     caller: Authenticated,
+    audit: Audit,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let (file, _) = reachable(&state, &caller, id.into_inner()).await?;
+    let mut tx = audit.begin().await?;
     let deleted = state
         .files
-        .delete(file.id, caller.0.user_id.0, state.rbac.now())
+        .delete(&mut tx, file.id, caller.0.user_id.0, state.rbac.now())
         .await?;
     if !deleted {
         return Err(ApiError::NotFound);
     }
-    let mut response = HttpResponse::NoContent().finish();
-    AuditNote {
+    let note = AuditNote {
         patient_id: Some(file.patient_id),
         resource_id: Some(file.id.to_string()),
         ..AuditNote::default()
-    }
-    .attach(&mut response);
-    Ok(response)
+    };
+    audit.commit(tx, StatusCode::NO_CONTENT, note).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -1,6 +1,7 @@
 //! The second factor: completing a login, TOTP enrolment, turning MFA off, backup codes and
 //! trusted devices.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use clinicd_identity::account::AccountError;
 use clinicd_identity::login::LoginError;
@@ -11,9 +12,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::audit::{Audit, AuditNote};
 use crate::extract::Authenticated;
 use crate::problem::{ApiError, Problem};
-use crate::routes::auth::{TokenResponse, client_info, session_response};
+use crate::routes::auth::{
+    TokenResponse, client_info, count_login_class, session_note, session_response,
+};
 use crate::state::ApiState;
 
 /// The password step succeeded and the account has a second factor.
@@ -57,28 +61,50 @@ pub struct MfaRequest {
 pub async fn complete_mfa(
     req: HttpRequest,
     state: web::Data<ApiState>,
+    audit: Audit,
     body: web::Json<MfaRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    match state
-        .identity
-        .login
-        .complete_mfa_and_trust(
-            &body.challenge_token,
-            body.code.expose_secret(),
-            body.trust_device,
-            &client_info(&req),
-        )
+    let client = client_info(&req);
+    count_login_class(
+        &state,
+        &client,
+        &challenge_subject(&state, &body.challenge_token),
+    )?;
+    let login = &state.identity.login;
+    let verified = login
+        .check_mfa(&body.challenge_token, body.code.expose_secret(), &client)
         .await
-    {
-        Ok(ok) => Ok(session_response(
-            &state,
-            ok.tokens,
-            ok.must_change_password,
-            body.cookies,
-            ok.trusted_device,
-        )),
-        Err(LoginError::InvalidMfa) => Err(ApiError::InvalidMfa),
-        Err(other) => Err(ApiError::unexpected(other)),
+        .map_err(mfa_error)?;
+    let username = verified.username().to_owned();
+    let mut tx = audit.begin().await?;
+    let ok = login
+        .finish_mfa(&mut tx, verified, body.trust_device, &client)
+        .await
+        .map_err(mfa_error)?;
+    let note = session_note(&ok.tokens, Some(&username));
+    audit.commit(tx, StatusCode::OK, note).await?;
+    Ok(session_response(
+        &state,
+        ok.tokens,
+        ok.must_change_password,
+        body.cookies,
+        ok.trusted_device,
+    ))
+}
+
+/// The subject an MFA step counts against in the login class: the challenge's user, or one
+/// shared key for tokens that are not valid challenges.
+fn challenge_subject(state: &ApiState, token: &str) -> String {
+    match state.identity.login.challenge_user(token) {
+        Some(user) => format!("mfa:{}", user.0),
+        None => "mfa:invalid".to_owned(),
+    }
+}
+
+fn mfa_error(error: LoginError) -> ApiError {
+    match error {
+        LoginError::InvalidMfa => ApiError::InvalidMfa,
+        other => ApiError::unexpected(other),
     }
 }
 
@@ -109,18 +135,30 @@ pub struct TotpEnrolment {
 pub async fn begin_totp(
     caller: Authenticated,
     state: web::Data<ApiState>,
+    audit: Audit,
 ) -> Result<HttpResponse, ApiError> {
     let Authenticated(principal) = caller;
     let user = users::find_by_id(&state.identity.db, principal.user_id)
         .await
         .map_err(ApiError::unexpected)?
         .ok_or(ApiError::Unauthenticated)?;
-    match state.identity.mfa.begin(user.id, &user.username).await {
-        Ok(enrolment) => Ok(HttpResponse::Ok().json(TotpEnrolment {
-            secret: enrolment.secret_base32.expose_secret().to_owned(),
-            otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),
-            qr_png_base64: enrolment.qr_png_base64,
-        })),
+    let mut tx = audit.begin().await?;
+    match state
+        .identity
+        .mfa
+        .begin(&mut tx, user.id, &user.username)
+        .await
+    {
+        Ok(enrolment) => {
+            audit
+                .commit(tx, StatusCode::OK, AuditNote::default())
+                .await?;
+            Ok(HttpResponse::Ok().json(TotpEnrolment {
+                secret: enrolment.secret_base32.expose_secret().to_owned(),
+                otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),
+                qr_png_base64: enrolment.qr_png_base64,
+            }))
+        }
         Err(MfaError::AlreadyEnrolled) => Err(ApiError::MfaAlreadyEnrolled),
         Err(other) => Err(ApiError::unexpected(other)),
     }
@@ -159,18 +197,25 @@ pub struct BackupCodes {
 pub async fn confirm_totp(
     caller: Authenticated,
     state: web::Data<ApiState>,
+    audit: Audit,
     body: web::Json<ConfirmTotpRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let Authenticated(principal) = caller;
+    let mut tx = audit.begin().await?;
     match state
         .identity
         .mfa
-        .confirm(principal.user_id, &body.code)
+        .confirm(&mut tx, principal.user_id, &body.code)
         .await
     {
-        Ok(codes) => Ok(HttpResponse::Ok().json(BackupCodes {
-            backup_codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
-        })),
+        Ok(codes) => {
+            audit
+                .commit(tx, StatusCode::OK, AuditNote::default())
+                .await?;
+            Ok(HttpResponse::Ok().json(BackupCodes {
+                backup_codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
+            }))
+        }
         Err(MfaError::InvalidCode) => Err(ApiError::InvalidMfaCode),
         Err(MfaError::NotPending) => Err(ApiError::MfaNotPending),
         Err(other) => Err(ApiError::unexpected(other)),
@@ -208,19 +253,25 @@ pub struct DisableMfaRequest {
 pub async fn disable_mfa(
     caller: Authenticated,
     state: web::Data<ApiState>,
+    audit: Audit,
     body: web::Json<DisableMfaRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let Authenticated(principal) = caller;
+    let (user, session) = (principal.user_id, principal.session_id);
     state
         .identity
-        .disable_mfa(
-            principal.user_id,
-            principal.session_id,
-            &body.password,
-            body.code.expose_secret(),
-        )
+        .prove_for_mfa_disable(user, session, &body.password, body.code.expose_secret())
         .await
         .map_err(account_error)?;
+    let mut tx = audit.begin().await?;
+    state
+        .identity
+        .disable_mfa(&mut tx, user, session)
+        .await
+        .map_err(account_error)?;
+    audit
+        .commit(tx, StatusCode::NO_CONTENT, AuditNote::default())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -252,18 +303,30 @@ pub struct RegenerateBackupCodesRequest {
 pub async fn regenerate_backup_codes(
     caller: Authenticated,
     state: web::Data<ApiState>,
+    audit: Audit,
     body: web::Json<RegenerateBackupCodesRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let Authenticated(principal) = caller;
-    let codes = state
+    let (user, session) = (principal.user_id, principal.session_id);
+    state
         .identity
-        .regenerate_backup_codes(
-            principal.user_id,
-            principal.session_id,
+        .prove_code(
+            user,
+            session,
             body.code.expose_secret(),
+            "mfa_backup_codes_failed",
         )
         .await
         .map_err(account_error)?;
+    let mut tx = audit.begin().await?;
+    let codes = state
+        .identity
+        .regenerate_backup_codes(&mut tx, user, session)
+        .await
+        .map_err(account_error)?;
+    audit
+        .commit(tx, StatusCode::OK, AuditNote::default())
+        .await?;
     Ok(HttpResponse::Ok().json(BackupCodes {
         backup_codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
     }))
@@ -345,16 +408,27 @@ pub async fn list_devices(
 pub async fn revoke_device(
     caller: Authenticated,
     state: web::Data<ApiState>,
+    audit: Audit,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let Authenticated(principal) = caller;
+    let device = id.into_inner();
+    let mut tx = audit.begin().await?;
     let revoked = state
         .identity
         .devices
-        .revoke(principal.user_id, id.into_inner())
+        .revoke(&mut *tx, principal.user_id, device)
         .await
         .map_err(ApiError::unexpected)?;
-    super::deleted(revoked)
+    if !revoked {
+        return Err(ApiError::NotFound);
+    }
+    let note = AuditNote {
+        resource_id: Some(device.to_string()),
+        ..AuditNote::default()
+    };
+    audit.commit(tx, StatusCode::NO_CONTENT, note).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -391,18 +465,37 @@ pub struct CodeSent {
 pub async fn send_code(
     req: HttpRequest,
     state: web::Data<ApiState>,
+    audit: Audit,
     body: web::Json<SendCodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let client = client_info(&req);
+    count_login_class(
+        &state,
+        &client,
+        &challenge_subject(&state, &body.challenge_token),
+    )?;
+    let mut tx = audit.begin().await?;
     match state
         .identity
         .login
-        .send_fallback_code(&body.challenge_token, &client_info(&req))
+        .send_fallback_code(&mut tx, &body.challenge_token, &client)
         .await
     {
-        Ok(channel) => Ok(HttpResponse::Accepted().json(CodeSent {
-            channel: channel.to_owned(),
-            expires_in: clinicd_identity::otp::CODE_TTL_SECS,
-        })),
+        Ok(channel) => {
+            let note = AuditNote {
+                actor: state
+                    .identity
+                    .login
+                    .challenge_user(&body.challenge_token)
+                    .map(|u| u.0),
+                ..AuditNote::default()
+            };
+            audit.commit(tx, StatusCode::ACCEPTED, note).await?;
+            Ok(HttpResponse::Accepted().json(CodeSent {
+                channel: channel.to_owned(),
+                expires_in: clinicd_identity::otp::CODE_TTL_SECS,
+            }))
+        }
         Err(LoginError::InvalidMfa) => Err(ApiError::InvalidMfa),
         Err(LoginError::FallbackUnavailable) => Err(ApiError::MfaFallbackDisabled),
         Err(LoginError::FallbackUnavailableNow(reason)) => {

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod mfa;
 pub mod notes;
 pub mod patients;
+pub mod proposals;
 pub mod roles;
 
 use actix_web::http::Method;
@@ -42,8 +43,22 @@ pub struct RouteSpec {
     handler: fn() -> actix_web::Route,
 }
 
+/// A route that reads (or refuses): its event is committed before the response leaves.
 const fn audited(action: Action, resource: &'static str) -> Option<AuditDeclaration> {
-    Some(AuditDeclaration { action, resource })
+    Some(AuditDeclaration {
+        action,
+        resource,
+        changes: false,
+    })
+}
+
+/// A route that changes state: a success commits its event in the change's own transaction.
+const fn changes(action: Action, resource: &'static str) -> Option<AuditDeclaration> {
+    Some(AuditDeclaration {
+        action,
+        resource,
+        changes: true,
+    })
 }
 
 /// Who may call a route.
@@ -81,7 +96,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/auth/login",
         LOGIN,
-        audited(Action::Login, "session"),
+        changes(Action::Login, "session"),
         PUBLIC,
         || web::to(auth::login),
     ),
@@ -89,7 +104,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/auth/refresh",
         API,
-        audited(Action::Refresh, "session"),
+        changes(Action::Refresh, "session"),
         PUBLIC,
         || web::to(auth::refresh),
     ),
@@ -97,7 +112,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/auth/logout",
         API,
-        audited(Action::Logout, "session"),
+        changes(Action::Logout, "session"),
         SESSION,
         || web::to(auth::logout),
     ),
@@ -113,7 +128,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/auth/password",
         API,
-        audited(Action::PasswordChange, "user"),
+        changes(Action::PasswordChange, "user"),
         SESSION,
         || web::to(auth::change_password),
     ),
@@ -129,7 +144,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::DELETE,
         "/api/auth/sessions/{id}",
         API,
-        audited(Action::SessionRevoke, "session"),
+        changes(Action::SessionRevoke, "session"),
         SESSION,
         || web::to(auth::revoke_session),
     ),
@@ -137,7 +152,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/auth/mfa",
         LOGIN,
-        audited(Action::MfaVerify, "session"),
+        changes(Action::MfaVerify, "session"),
         PUBLIC,
         || web::to(mfa::complete_mfa),
     ),
@@ -145,7 +160,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/auth/mfa/send",
         LOGIN,
-        audited(Action::MfaSend, "mfa"),
+        changes(Action::MfaSend, "mfa"),
         PUBLIC,
         || web::to(mfa::send_code),
     ),
@@ -153,7 +168,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/auth/mfa/totp",
         API,
-        audited(Action::MfaEnrol, "mfa"),
+        changes(Action::MfaEnrol, "mfa"),
         SESSION,
         || web::to(mfa::begin_totp),
     ),
@@ -161,7 +176,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/auth/mfa/totp/confirm",
         API,
-        audited(Action::MfaEnrol, "mfa"),
+        changes(Action::MfaEnrol, "mfa"),
         SESSION,
         || web::to(mfa::confirm_totp),
     ),
@@ -169,7 +184,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/auth/mfa/disable",
         API,
-        audited(Action::MfaDisable, "mfa"),
+        changes(Action::MfaDisable, "mfa"),
         SESSION,
         || web::to(mfa::disable_mfa),
     ),
@@ -177,7 +192,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/auth/mfa/backup-codes",
         API,
-        audited(Action::MfaBackupCodes, "mfa"),
+        changes(Action::MfaBackupCodes, "mfa"),
         SESSION,
         || web::to(mfa::regenerate_backup_codes),
     ),
@@ -233,7 +248,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::DELETE,
         "/api/auth/devices/{id}",
         API,
-        audited(Action::DeviceRevoke, "device"),
+        changes(Action::DeviceRevoke, "device"),
         SESSION,
         || web::to(mfa::revoke_device),
     ),
@@ -257,7 +272,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/admin/users",
         API,
-        audited(Action::UserChange, "user"),
+        changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
         || web::to(admin::create_user),
     ),
@@ -273,7 +288,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::PATCH,
         "/api/admin/users/{id}",
         API,
-        audited(Action::UserChange, "user"),
+        changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
         || web::to(admin::update_user),
     ),
@@ -281,7 +296,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::PUT,
         "/api/admin/users/{id}/roles",
         API,
-        audited(Action::RoleChange, "user"),
+        changes(Action::RoleChange, "user"),
         needs(Permission::UserManage),
         || web::to(admin::set_roles),
     ),
@@ -289,7 +304,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/admin/users/{id}/disable",
         API,
-        audited(Action::UserChange, "user"),
+        changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
         || web::to(admin::disable_user),
     ),
@@ -297,7 +312,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/admin/users/{id}/enable",
         API,
-        audited(Action::UserChange, "user"),
+        changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
         || web::to(admin::enable_user),
     ),
@@ -305,7 +320,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/admin/users/{id}/unlock",
         API,
-        audited(Action::UserChange, "user"),
+        changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
         || web::to(admin::unlock_user),
     ),
@@ -313,7 +328,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/admin/users/{id}/reset-password",
         API,
-        audited(Action::UserChange, "user"),
+        changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
         || web::to(admin::reset_password),
     ),
@@ -321,7 +336,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/admin/users/{id}/reset-mfa",
         API,
-        audited(Action::UserChange, "user"),
+        changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
         || web::to(admin::reset_mfa),
     ),
@@ -329,9 +344,41 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/admin/users/{id}/revoke-sessions",
         API,
-        audited(Action::UserChange, "user"),
+        changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
         || web::to(admin::revoke_sessions),
+    ),
+    route(
+        Method::GET,
+        "/api/admin/proposals",
+        API,
+        audited(Action::View, "proposal"),
+        needs(Permission::UserManage),
+        || web::to(proposals::list),
+    ),
+    route(
+        Method::GET,
+        "/api/admin/proposals/{id}",
+        API,
+        audited(Action::View, "proposal"),
+        needs(Permission::UserManage),
+        || web::to(proposals::get),
+    ),
+    route(
+        Method::POST,
+        "/api/admin/proposals/{id}/approve",
+        API,
+        changes(Action::Approve, "proposal"),
+        needs(Permission::UserManage),
+        || web::to(proposals::approve),
+    ),
+    route(
+        Method::POST,
+        "/api/admin/proposals/{id}/reject",
+        API,
+        changes(Action::Reject, "proposal"),
+        needs(Permission::UserManage),
+        || web::to(proposals::reject),
     ),
     route(
         Method::GET,
@@ -353,7 +400,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/admin/roles",
         API,
-        audited(Action::RoleChange, "role"),
+        changes(Action::RoleChange, "role"),
         needs(Permission::RoleManage),
         || web::to(roles::create_role),
     ),
@@ -361,7 +408,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::PUT,
         "/api/admin/roles/{name}",
         API,
-        audited(Action::RoleChange, "role"),
+        changes(Action::RoleChange, "role"),
         needs(Permission::RoleManage),
         || web::to(roles::update_role),
     ),
@@ -369,7 +416,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::DELETE,
         "/api/admin/roles/{name}",
         API,
-        audited(Action::RoleChange, "role"),
+        changes(Action::RoleChange, "role"),
         needs(Permission::RoleManage),
         || web::to(roles::delete_role),
     ),
@@ -385,7 +432,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/patients",
         API,
-        audited(Action::Create, "patient"),
+        changes(Action::Create, "patient"),
         needs(Permission::PatientWrite),
         || web::to(patients::create),
     ),
@@ -409,7 +456,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::PATCH,
         "/api/patients/{id}",
         API,
-        audited(Action::Update, "patient"),
+        changes(Action::Update, "patient"),
         needs(Permission::PatientWrite),
         || web::to(patients::update),
     ),
@@ -417,7 +464,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/appointments",
         API,
-        audited(Action::Create, "appointment"),
+        changes(Action::Create, "appointment"),
         needs(Permission::AppointmentWrite),
         || web::to(appointments::book),
     ),
@@ -441,7 +488,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::PATCH,
         "/api/appointments/{id}",
         API,
-        audited(Action::Update, "appointment"),
+        changes(Action::Update, "appointment"),
         needs(Permission::AppointmentWrite),
         || web::to(appointments::change),
     ),
@@ -449,7 +496,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/patients/{id}/notes",
         API,
-        audited(Action::Create, "note"),
+        changes(Action::Create, "note"),
         needs(Permission::NoteWrite),
         || web::to(notes::create),
     ),
@@ -473,7 +520,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::PATCH,
         "/api/notes/{id}",
         API,
-        audited(Action::Update, "note"),
+        changes(Action::Update, "note"),
         needs(Permission::NoteWrite),
         || web::to(notes::edit),
     ),
@@ -481,7 +528,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/notes/{id}/sign",
         API,
-        audited(Action::Update, "note"),
+        changes(Action::Update, "note"),
         needs(Permission::NoteWrite),
         || web::to(notes::sign),
     ),
@@ -489,7 +536,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/notes/{id}/amendments",
         API,
-        audited(Action::Create, "note"),
+        changes(Action::Create, "note"),
         needs(Permission::NoteWrite),
         || web::to(notes::amend),
     ),
@@ -497,7 +544,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/patients/{id}/files",
         UPLOAD,
-        audited(Action::Upload, "file"),
+        changes(Action::Upload, "file"),
         needs(Permission::FileUpload),
         || web::to(files::upload),
     ),
@@ -521,7 +568,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::DELETE,
         "/api/files/{id}",
         API,
-        audited(Action::Delete, "file"),
+        changes(Action::Delete, "file"),
         needs(Permission::FileUpload),
         || web::to(files::delete),
     ),
@@ -553,7 +600,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/patients/{id}/care-team",
         API,
-        audited(Action::Create, "care_team"),
+        changes(Action::Create, "care_team"),
         needs(Permission::CareTeamManage),
         || web::to(care_team::assign),
     ),
@@ -561,7 +608,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::DELETE,
         "/api/patients/{id}/care-team/{user_id}",
         API,
-        audited(Action::Delete, "care_team"),
+        changes(Action::Delete, "care_team"),
         needs(Permission::CareTeamManage),
         || web::to(care_team::unassign),
     ),
@@ -569,7 +616,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/patients/{id}/break-glass",
         API,
-        audited(Action::BreakGlass, "patient"),
+        changes(Action::BreakGlass, "patient"),
         needs(Permission::BreakGlass),
         || web::to(care_team::break_glass),
     ),
@@ -585,7 +632,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Method::POST,
         "/api/security/break-glass/{id}/review",
         API,
-        audited(Action::Update, "break_glass"),
+        changes(Action::Update, "break_glass"),
         needs(Permission::SecurityRead),
         || web::to(care_team::review),
     ),
@@ -639,16 +686,6 @@ async fn method_not_allowed(allow: String) -> actix_web::HttpResponse {
         response.headers_mut().insert(header::ALLOW, value);
     }
     response
-}
-
-/// The answer to a DELETE of one of the caller's own things: 204, or 404 when it is not
-/// theirs or already gone (the two are not told apart).
-pub(crate) fn deleted(found: bool) -> Result<actix_web::HttpResponse, ApiError> {
-    if found {
-        Ok(actix_web::HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::NotFound)
-    }
 }
 
 /// The audit declaration of a matched route.

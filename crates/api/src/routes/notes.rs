@@ -2,16 +2,17 @@
 //! patient's notes and a note's history. A note is reached through its patient's care team;
 //! outside it a note id answers like one that does not exist.
 
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
 use clinicd_domain::Note;
 use clinicd_domain::note::{body as note_body, encounter_date};
 use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::audit::AuditNote;
+use crate::audit::{Attach, Audit, AuditNote};
 use crate::extract::Authenticated;
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
@@ -80,9 +81,7 @@ impl From<&Note> for NoteView {
 }
 
 fn one(mut response: HttpResponse, note: &Note) -> HttpResponse {
-    if let Ok(value) = header::HeaderValue::from_str(&etag(note.version)) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
+    set_etag(&mut response, note);
     AuditNote {
         patient_id: Some(note.patient_id),
         resource_id: Some(note.id.to_string()),
@@ -90,6 +89,44 @@ fn one(mut response: HttpResponse, note: &Note) -> HttpResponse {
     }
     .attach(&mut response);
     response
+}
+
+fn set_etag(response: &mut HttpResponse, note: &Note) {
+    if let Ok(value) = header::HeaderValue::from_str(&etag(note.version)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+}
+
+/// The note as an audit before/after value (sealed under the audit key).
+fn value(note: &Note) -> serde_json::Value {
+    serde_json::to_value(NoteView::from(note)).unwrap_or_default()
+}
+
+/// Commits a change to a note with its event (the note before and after) and answers it.
+async fn committed(
+    audit: &Audit,
+    tx: Transaction<'static, Postgres>,
+    status: StatusCode,
+    before: Option<&Note>,
+    after: &Note,
+) -> Result<HttpResponse, ApiError> {
+    let note = AuditNote {
+        patient_id: Some(after.patient_id),
+        resource_id: Some(after.id.to_string()),
+        metadata: after
+            .amends
+            .map(|original| serde_json::json!({ "amends": original })),
+        values: Some((before.map(value).unwrap_or_default(), value(after))),
+        ..AuditNote::default()
+    };
+    audit.commit(tx, status, note).await?;
+    let mut response = HttpResponse::build(status);
+    if status == StatusCode::CREATED {
+        response.insert_header((header::LOCATION, format!("/api/notes/{}", after.id)));
+    }
+    let mut response = response.json(NoteView::from(after));
+    set_etag(&mut response, after);
+    Ok(response)
 }
 
 fn many(notes: &[Note], patient: Uuid) -> HttpResponse {
@@ -137,6 +174,7 @@ fn today(state: &ApiState) -> NaiveDate {
 pub async fn create(
     state: web::Data<ApiState>,
     caller: Authenticated,
+    audit: Audit,
     id: web::Path<Uuid>,
     body: web::Json<NoteRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -144,14 +182,12 @@ pub async fn create(
     reach(&state, caller.0.user_id, patient).await?;
     let date = encounter_date(&body.encounter_date, today(&state))?;
     let text = note_body(&body.body)?;
+    let mut tx = audit.begin().await?;
     let note = state
         .notes
-        .create(patient, caller.0.user_id.0, date, &text, None)
+        .create(&mut tx, patient, caller.0.user_id.0, date, &text, None)
         .await?;
-    let response = HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/notes/{}", note.id)))
-        .json(NoteView::from(&note));
-    Ok(one(response, &note))
+    committed(&audit, tx, StatusCode::CREATED, None, &note).await
 }
 
 /// A patient's notes, newest encounter first.
@@ -234,6 +270,7 @@ pub async fn edit(
     req: HttpRequest,
     state: web::Data<ApiState>,
     caller: Authenticated,
+    audit: Audit,
     id: web::Path<Uuid>,
     body: web::Json<NoteEdit>,
 ) -> Result<HttpResponse, ApiError> {
@@ -245,14 +282,19 @@ pub async fn edit(
         .map(|d| encounter_date(d, today(&state)))
         .transpose()?;
     let text = body.body.as_deref().map(note_body).transpose()?;
+    let mut tx = audit.begin().await?;
     let edited = state
         .notes
-        .edit(&note, caller.0.user_id.0, expected, date, text.as_deref())
+        .edit(
+            &mut tx,
+            &note,
+            caller.0.user_id.0,
+            expected,
+            date,
+            text.as_deref(),
+        )
         .await?;
-    Ok(one(
-        HttpResponse::Ok().json(NoteView::from(&edited)),
-        &edited,
-    ))
+    committed(&audit, tx, StatusCode::OK, Some(&note), &edited).await
 }
 
 /// Signs a draft (its author only): from then on it never changes. Needs `If-Match`.
@@ -281,18 +323,17 @@ pub async fn sign(
     req: HttpRequest,
     state: web::Data<ApiState>,
     caller: Authenticated,
+    audit: Audit,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let note = reachable(&state, &caller, id.into_inner()).await?;
     let expected = if_match(&req)?;
+    let mut tx = audit.begin().await?;
     let signed = state
         .notes
-        .sign(&note, caller.0.user_id.0, expected)
+        .sign(&mut tx, &note, caller.0.user_id.0, expected)
         .await?;
-    Ok(one(
-        HttpResponse::Ok().json(NoteView::from(&signed)),
-        &signed,
-    ))
+    committed(&audit, tx, StatusCode::OK, Some(&note), &signed).await
 }
 
 /// Amends a signed note: a new draft linked to the original, which stays as it was.
@@ -317,6 +358,7 @@ pub async fn sign(
 pub async fn amend(
     state: web::Data<ApiState>,
     caller: Authenticated,
+    audit: Audit,
     id: web::Path<Uuid>,
     body: web::Json<AmendmentRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -326,9 +368,11 @@ pub async fn amend(
         None => original.encounter_date,
     };
     let text = note_body(&body.body)?;
+    let mut tx = audit.begin().await?;
     let amendment = state
         .notes
         .create(
+            &mut tx,
             original.patient_id,
             caller.0.user_id.0,
             date,
@@ -336,10 +380,7 @@ pub async fn amend(
             Some(&original),
         )
         .await?;
-    let response = HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/notes/{}", amendment.id)))
-        .json(NoteView::from(&amendment));
-    Ok(one(response, &amendment))
+    committed(&audit, tx, StatusCode::CREATED, None, &amendment).await
 }
 
 /// The original note and its amendments, oldest first.

@@ -7,7 +7,7 @@
 //! identifiers never appear in a URL (proxies and access logs keep URLs); the audit event of
 //! a search names the ids it returned, never the criteria.
 
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
 use clinicd_domain::patient::mrn_is_well_formed;
@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::audit::AuditNote;
+use crate::audit::{Attach, Audit, AuditNote};
 use crate::extract::{Authenticated, Granted};
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
@@ -427,18 +427,33 @@ pub async fn reach(state: &ApiState, user: UserId, patient: Uuid) -> Result<Reac
     }
 }
 
-/// Sets the ETag and the audit note of a one-patient response; `access` is how the caller
-/// reached the patient (`care_team` or `break_glass`).
+/// Sets the ETag and the audit note of a one-patient response.
 fn with_patient(
-    mut response: HttpResponse,
+    response: HttpResponse,
+    patient: &Patient,
+    access: &'static str,
+    identifiers: Identifiers,
+) -> HttpResponse {
+    let mut response = with_etag(response, patient);
+    patient_note(patient, access, identifiers, None).attach(&mut response);
+    response
+}
+
+fn with_etag(mut response: HttpResponse, patient: &Patient) -> HttpResponse {
+    if let Ok(value) = header::HeaderValue::from_str(&etag(patient.version)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// The audit note of a one-patient request; `access` is how the caller reached the patient
+/// (`care_team` or `break_glass`).
+fn patient_note(
     patient: &Patient,
     access: &'static str,
     identifiers: Identifiers,
     values: Option<(serde_json::Value, serde_json::Value)>,
-) -> HttpResponse {
-    if let Ok(value) = header::HeaderValue::from_str(&etag(patient.version)) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
+) -> AuditNote {
     AuditNote {
         patient_id: Some(patient.id),
         resource_id: Some(patient.id.to_string()),
@@ -449,8 +464,6 @@ fn with_patient(
         values,
         ..AuditNote::default()
     }
-    .attach(&mut response);
-    response
 }
 
 /// The record as an audit before/after value (sealed under the audit key by the audit layer).
@@ -480,29 +493,30 @@ pub async fn create(
     state: web::Data<ApiState>,
     caller: Authenticated,
     granted: Granted,
+    audit: Audit,
     body: web::Json<PatientBody>,
 ) -> Result<HttpResponse, ApiError> {
     let data = parse(&body, state.rbac.now().date_naive())?;
     let user = caller.0.user_id;
     let prepared = state.patients.prepare(&data).await?;
-    let mut tx = state.db.begin().await.map_err(ApiError::unexpected)?;
+    let mut tx = audit.begin().await?;
     let patient = state
         .patients
         .create(&mut tx, &prepared, Some(user.0))
         .await?;
-    clinicd_rbac::care_team::assign_in(&mut tx, patient.id, user, user).await?;
-    tx.commit().await.map_err(ApiError::unexpected)?;
+    clinicd_rbac::care_team::assign_registrant(&mut tx, patient.id, user).await?;
     let identifiers = Identifiers::for_caller(&granted.0);
-    let response = HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/patients/{}", patient.id)))
-        .json(view(&patient, identifiers));
-    Ok(with_patient(
-        response,
+    let note = patient_note(
         &patient,
         "care_team",
         identifiers,
         Some((serde_json::Value::Null, sealed_value(&data))),
-    ))
+    );
+    audit.commit(tx, StatusCode::CREATED, note).await?;
+    let response = HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/patients/{}", patient.id)))
+        .json(view(&patient, identifiers));
+    Ok(with_etag(response, &patient))
 }
 
 /// One patient, with identifiers masked unless the caller holds `patient:read_identifiers`.
@@ -540,7 +554,7 @@ pub async fn read(
     let access = if on_team { "care_team" } else { "break_glass" };
     let identifiers = Identifiers::for_caller(&granted.0);
     let response = HttpResponse::Ok().json(view(&patient, identifiers));
-    Ok(with_patient(response, &patient, access, identifiers, None))
+    Ok(with_patient(response, &patient, access, identifiers))
 }
 
 /// Changes a patient: fields left out stay, `null` clears an optional one. Needs `If-Match`.
@@ -571,6 +585,7 @@ pub async fn update(
     state: web::Data<ApiState>,
     caller: Authenticated,
     granted: Granted,
+    audit: Audit,
     id: web::Path<Uuid>,
     patch: web::Json<PatientPatch>,
 ) -> Result<HttpResponse, ApiError> {
@@ -585,16 +600,19 @@ pub async fn update(
         &apply(body_of(&current.data), patch.into_inner())?,
         state.rbac.now().date_naive(),
     )?;
-    let patient = state.patients.update(id, expected, &data).await?;
+    let change = state.patients.prepare_change(id, &data).await?;
+    let mut tx = audit.begin().await?;
+    let patient = state.patients.update(&mut tx, &change, expected).await?;
     let identifiers = Identifiers::for_caller(&granted.0);
-    let response = HttpResponse::Ok().json(view(&patient, identifiers));
-    Ok(with_patient(
-        response,
+    let note = patient_note(
         &patient,
         reach_name(reach),
         identifiers,
         Some((sealed_value(&current.data), sealed_value(&data))),
-    ))
+    );
+    audit.commit(tx, StatusCode::OK, note).await?;
+    let response = HttpResponse::Ok().json(view(&patient, identifiers));
+    Ok(with_etag(response, &patient))
 }
 
 fn search_mode(body: &SearchRequest, today: NaiveDate) -> Result<Search, ApiError> {

@@ -1,17 +1,21 @@
 //! Role administration (`role:manage`): the permission catalogue, roles with their permission
 //! sets, and custom roles. Built-in roles are fixed (docs/rbac.md documents them, and a test
 //! holds the database to that table). No one creates or changes a role to hand out permissions
-//! they could not grant themselves, or changes a role they hold.
+//! they could not grant themselves, or changes a role they hold; widening a role by a
+//! permission under dual control waits for a second administrator.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
+use clinicd_rbac::administration::{self, Change, Outcome};
 use clinicd_rbac::roles::{self, Role, RoleSpec};
 use clinicd_rbac::{Permission, Permissions};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::audit::AuditNote;
+use crate::audit::{Audit, AuditNote};
 use crate::extract::Granted;
 use crate::problem::{ApiError, Problem};
+use crate::routes::admin::{actor, proposed};
 use crate::state::ApiState;
 
 /// One permission of the closed set.
@@ -103,20 +107,13 @@ fn spec(
     })
 }
 
-fn audited(
-    mut response: HttpResponse,
-    name: &str,
-    before: Option<&Role>,
-    after: Option<&Role>,
-) -> HttpResponse {
+fn audited(name: &str, before: Option<&Role>, after: Option<&Role>) -> AuditNote {
     let value = |r: Option<&Role>| r.map(Role::audit_value).unwrap_or_default();
     AuditNote {
         resource_id: Some(name.to_owned()),
         values: Some((value(before), value(after))),
         ..AuditNote::default()
     }
-    .attach(&mut response);
-    response
 }
 
 /// The closed set of permissions.
@@ -180,8 +177,8 @@ pub async fn list_roles(state: web::Data<ApiState>) -> Result<HttpResponse, ApiE
     )
 )]
 pub async fn create_role(
-    state: web::Data<ApiState>,
     granted: Granted,
+    audit: Audit,
     body: web::Json<CreateRoleRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let spec = spec(
@@ -190,10 +187,11 @@ pub async fn create_role(
         &body.delegable,
         body.privileged,
     )?;
-    let role = roles::create(&state.db, &granted.0, body.name.trim(), &spec).await?;
-    let name = role.name.clone();
-    let response = HttpResponse::Created().json(RoleView::from(role.clone()));
-    Ok(audited(response, &name, None, Some(&role)))
+    let mut tx = audit.begin().await?;
+    let role = roles::create(&mut tx, &granted.0, body.name.trim(), &spec).await?;
+    let note = audited(&role.name, None, Some(&role));
+    audit.commit(tx, StatusCode::CREATED, note).await?;
+    Ok(HttpResponse::Created().json(RoleView::from(role)))
 }
 
 /// Replaces a custom role's description, permissions and flags.
@@ -206,6 +204,7 @@ pub async fn create_role(
     request_body = RoleBody,
     responses(
         (status = 200, description = "The role after the change", body = RoleView),
+        (status = 202, description = "It widens the role by permissions that need a second administrator: waiting in a proposal", body = crate::routes::proposals::ProposalView),
         (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
@@ -218,18 +217,43 @@ pub async fn create_role(
 pub async fn update_role(
     state: web::Data<ApiState>,
     granted: Granted,
+    audit: Audit,
     name: web::Path<String>,
     body: web::Json<RoleBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
     let spec = spec(
         &body.description,
         &body.permissions,
         &body.delegable,
         body.privileged,
     )?;
-    let (before, after) = roles::update(&state.db, &granted.0, &name, &spec).await?;
-    let response = HttpResponse::Ok().json(RoleView::from(after.clone()));
-    Ok(audited(response, &name, Some(&before), Some(&after)))
+    let mut tx = audit.begin().await?;
+    let change = Change::Role {
+        name: name.clone(),
+        spec,
+    };
+    let outcome =
+        administration::request(&mut tx, &state.identity, actor(&state, &granted), change).await?;
+    match outcome {
+        Outcome::Applied(applied) => {
+            let after = roles::get(&mut tx, &name)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            let note = AuditNote {
+                resource_id: Some(name),
+                values: Some((applied.before, applied.after)),
+                ..AuditNote::default()
+            };
+            audit.commit(tx, StatusCode::OK, note).await?;
+            Ok(HttpResponse::Ok().json(RoleView::from(after)))
+        }
+        Outcome::Proposed {
+            proposal,
+            before,
+            after,
+        } => proposed(&audit, tx, &name, proposal, before, after).await,
+    }
 }
 
 /// Deletes a custom role no one holds.
@@ -249,15 +273,13 @@ pub async fn update_role(
     )
 )]
 pub async fn delete_role(
-    state: web::Data<ApiState>,
     granted: Granted,
+    audit: Audit,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let role = roles::delete(&state.db, &granted.0, &name).await?;
-    Ok(audited(
-        HttpResponse::NoContent().finish(),
-        &name,
-        Some(&role),
-        None,
-    ))
+    let mut tx = audit.begin().await?;
+    let role = roles::delete(&mut tx, &granted.0, &name).await?;
+    let note = audited(&name, Some(&role), None);
+    audit.commit(tx, StatusCode::NO_CONTENT, note).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

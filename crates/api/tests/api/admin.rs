@@ -18,6 +18,7 @@ async fn roles_of(pool: &PgPool, user: uuid::Uuid) -> Vec<String> {
 async fn an_administrator_staffs_the_clinic(pool: PgPool) {
     let app = TestApp::with_pool(settings(), pool.clone());
     let (_, admin) = member(&app, "chief.admin", &["Admin"]).await;
+    let (_, second) = member(&app, "second.admin", &["Admin"]).await;
 
     let created = app
         .call(send(
@@ -29,11 +30,29 @@ async fn an_administrator_staffs_the_clinic(pool: PgPool) {
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let created = created.json();
-    assert_eq!(created["user"]["roles"], json!(["Provider"]));
+    // A clinical role waits for a second administrator; the account exists meanwhile.
+    assert_eq!(created["user"]["roles"], json!([]));
+    assert_eq!(created["proposal"]["kind"], "user_roles");
+    assert_eq!(created["proposal"]["status"], "pending");
+    assert_eq!(created["proposal"]["payload"]["roles"], json!(["Provider"]));
     assert_eq!(created["user"]["must_change_password"], true);
+    assert_eq!(created["credential_delivery"], "shown", "development mode");
     assert!(created["one_time_password"].as_str().unwrap().len() >= 20);
     assert!(created["user"].get("password_hash").is_none());
     let id = created["user"]["id"].as_str().unwrap().to_owned();
+    let user = uuid::Uuid::parse_str(&id).unwrap();
+    let proposal = created["proposal"]["id"].as_str().unwrap().to_owned();
+    approve(&app, &admin, &proposal)
+        .await
+        .assert_problem(403, "own_proposal");
+    assert!(roles_of(&pool, user).await.is_empty());
+    let approved = approve(&app, &second, &proposal).await;
+    assert_eq!(approved.status, 200, "{:?}", approved.body);
+    assert_eq!(approved.json()["proposal"]["status"], "approved");
+    assert_eq!(roles_of(&pool, user).await, vec!["Provider"]);
+    approve(&app, &second, &proposal)
+        .await
+        .assert_problem(409, "proposal_decided");
 
     // The one-time password works once, and must be changed first.
     let login = app
@@ -61,7 +80,6 @@ async fn an_administrator_staffs_the_clinic(pool: PgPool) {
         .await
         .json();
     assert_eq!(rest["users"][0]["username"], "dr.grey");
-    assert!(rest["next"].is_null());
 
     let staffed = app
         .call(send(
@@ -71,8 +89,10 @@ async fn an_administrator_staffs_the_clinic(pool: PgPool) {
             Some(json!({"roles": ["Provider", "ReadOnly"]})),
         ))
         .await;
-    assert_eq!(staffed.status, 200);
-    assert_eq!(staffed.json()["roles"], json!(["Provider", "ReadOnly"]));
+    assert_eq!(staffed.status, 202);
+    let proposal = staffed.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(approve(&app, &second, &proposal).await.status, 200);
+    assert_eq!(roles_of(&pool, user).await, vec!["Provider", "ReadOnly"]);
 
     let renamed = app
         .call(send(
@@ -84,10 +104,30 @@ async fn an_administrator_staffs_the_clinic(pool: PgPool) {
         .await;
     assert_eq!(renamed.json()["display_name"], "Dr Meredith Grey");
 
+    let disabled = app
+        .call(send(
+            "POST",
+            &format!("/api/admin/users/{id}/disable"),
+            &admin,
+            None,
+        ))
+        .await;
+    assert_eq!(disabled.status, 200);
+    assert_eq!(disabled.json()["status"], "disabled");
+    // Enabling an account that reaches clinical data gives access back: two people.
+    let enabled = app
+        .call(send(
+            "POST",
+            &format!("/api/admin/users/{id}/enable"),
+            &admin,
+            None,
+        ))
+        .await;
+    assert_eq!(enabled.status, 202);
+    let proposal = enabled.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(approve(&app, &second, &proposal).await.status, 200);
     for (action, field, value) in [
-        ("disable", "status", json!("disabled")),
-        ("enable", "status", json!("active")),
-        ("unlock", "locked_until", Value::Null),
+        ("unlock", "status", json!("active")),
         ("revoke-sessions", "status", json!("active")),
         ("reset-mfa", "mfa_enabled", json!(false)),
     ] {
@@ -111,7 +151,18 @@ async fn an_administrator_staffs_the_clinic(pool: PgPool) {
         ))
         .await;
     assert_eq!(reset.status, 200);
+    assert_eq!(reset.json()["credential_delivery"], "shown");
     assert!(reset.json()["one_time_password"].as_str().unwrap().len() >= 20);
+}
+
+async fn approve(app: &TestApp, token: &str, proposal: &str) -> clinicd_test_support::TestResponse {
+    app.call(send(
+        "POST",
+        &format!("/api/admin/proposals/{proposal}/approve"),
+        token,
+        None,
+    ))
+    .await
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -545,8 +596,9 @@ async fn every_change_is_audited_with_before_and_after(pool: PgPool) {
     let app = TestApp::with_pool(settings(), pool.clone());
     let (admin_id, admin) = member(&app, "chief.admin", &["Admin"]).await;
     let (_, officer) = member(&app, "privacy.officer", &["PrivacyOfficer"]).await;
+    let (second_id, second) = member(&app, "second.admin", &["Admin"]).await;
     let (desk, _) = member(&app, "front.desk", &["Staff"]).await;
-    let changed = app
+    let proposed = app
         .call(send(
             "PUT",
             &format!("/api/admin/users/{}/roles", desk.0),
@@ -554,7 +606,22 @@ async fn every_change_is_audited_with_before_and_after(pool: PgPool) {
             Some(json!({"roles": ["Staff", "ReadOnly"]})),
         ))
         .await;
-    assert_eq!(changed.status, 200);
+    assert_eq!(proposed.status, 202);
+    let proposal = proposed.json()["id"].as_str().unwrap().to_owned();
+    // The proposal is audited with the state now and the state it would make...
+    let (action, actor, metadata): (String, Option<uuid::Uuid>, Value) = sqlx::query_as(
+        "SELECT action, actor_user_id, metadata FROM audit_events \
+         WHERE route = '/api/admin/users/{id}/roles' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(action, "role_change");
+    assert_eq!(actor, Some(admin_id.0));
+    assert_eq!(metadata["pending"], true);
+    assert_eq!(metadata["changed"], json!(["roles"]));
+    // ...and so is the approval, which made the change.
+    assert_eq!(approve(&app, &second, &proposal).await.status, 200);
 
     let (seq, action, actor, resource, metadata, sealed): (
         i64,
@@ -565,14 +632,15 @@ async fn every_change_is_audited_with_before_and_after(pool: PgPool) {
         Option<Vec<u8>>,
     ) = sqlx::query_as(
         "SELECT seq, action, actor_user_id, resource_id, metadata, sealed_values FROM audit_events \
-         WHERE route = '/api/admin/users/{id}/roles' ORDER BY seq DESC LIMIT 1",
+         WHERE route = '/api/admin/proposals/{id}/approve' ORDER BY seq DESC LIMIT 1",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(action, "role_change");
-    assert_eq!(actor, Some(admin_id.0));
-    assert_eq!(resource, Some(desk.0.to_string()));
+    assert_eq!(action, "approve");
+    assert_eq!(actor, Some(second_id.0));
+    assert_eq!(resource, Some(proposal.clone()));
+    assert_eq!(metadata["target"], desk.0.to_string());
     assert_eq!(metadata["changed"], json!(["roles"]));
     let sealed = sealed.unwrap();
     assert!(

@@ -164,10 +164,11 @@ async fn when_the_trail_cannot_take_the_event_the_response_is_withheld(pool: PgP
         .unwrap()
         .to_owned();
 
-    // Same database for everything else; the audit writer's store is gone.
+    // Same database for everything else; the audit writer's store and its keys are gone (a
+    // change appends its event in its own transaction, and needs the chain key to do it).
     let broken_audit = AuditWriter::start(
         clinicd_test_support::dead_pool(),
-        clinicd_test_support::keyring(pool.clone()),
+        clinicd_test_support::keyring(clinicd_test_support::dead_pool()),
         WriterSettings::default(),
     );
     let app = TestApp {

@@ -47,7 +47,7 @@ async fn staff_manage_care_teams_and_only_the_team_reaches_the_patient(pool: PgP
             "POST",
             &team(mine),
             &desk,
-            Some(json!({"user_id": doctor.0})),
+            Some(json!({"user_id": doctor.0, "reason": "covering this patient's care"})),
         ))
         .await;
     assert_eq!(assigned.status, 201);
@@ -56,7 +56,7 @@ async fn staff_manage_care_teams_and_only_the_team_reaches_the_patient(pool: PgP
             "POST",
             &team(mine),
             &desk,
-            Some(json!({"user_id": doctor.0})),
+            Some(json!({"user_id": doctor.0, "reason": "covering this patient's care"})),
         ))
         .await;
     assert_eq!(again.status, 200, "assigning twice changes nothing");
@@ -64,7 +64,7 @@ async fn staff_manage_care_teams_and_only_the_team_reaches_the_patient(pool: PgP
         "POST",
         &team(theirs),
         &desk,
-        Some(json!({"user_id": other.0})),
+        Some(json!({"user_id": other.0, "reason": "covering this patient's care"})),
     ))
     .await;
 
@@ -98,7 +98,7 @@ async fn staff_manage_care_teams_and_only_the_team_reaches_the_patient(pool: PgP
         "POST",
         &team(theirs),
         &doctor_token,
-        Some(json!({"user_id": doctor.0})),
+        Some(json!({"user_id": doctor.0, "reason": "covering this patient's care"})),
     ))
     .await
     .assert_problem(403, "permission_denied");
@@ -109,7 +109,7 @@ async fn staff_manage_care_teams_and_only_the_team_reaches_the_patient(pool: PgP
         "POST",
         &team(missing),
         &desk,
-        Some(json!({"user_id": doctor.0})),
+        Some(json!({"user_id": doctor.0, "reason": "covering this patient's care"})),
     ))
     .await
     .assert_problem(404, "not_found");
@@ -121,7 +121,7 @@ async fn staff_manage_care_teams_and_only_the_team_reaches_the_patient(pool: PgP
             "POST",
             &team(mine),
             &desk,
-            Some(json!({"user_id": Uuid::now_v7()})),
+            Some(json!({"user_id": Uuid::now_v7(), "reason": "covering this patient's care"})),
         ))
         .await
         .assert_problem(422, "invalid_field");
@@ -130,7 +130,7 @@ async fn staff_manage_care_teams_and_only_the_team_reaches_the_patient(pool: PgP
         "POST",
         &team(mine),
         &desk,
-        Some(json!({"user_id": "dr.grey"})),
+        Some(json!({"user_id": "dr.grey", "reason": "covering this patient's care"})),
     ))
     .await
     .assert_problem(400, "invalid_body");
@@ -138,7 +138,9 @@ async fn staff_manage_care_teams_and_only_the_team_reaches_the_patient(pool: PgP
         "POST",
         &team(mine),
         &desk,
-        Some(json!({"user_id": doctor.0, "role": "lead"})),
+        Some(
+            json!({"user_id": doctor.0, "role": "lead", "reason": "covering this patient's care"}),
+        ),
     ))
     .await
     .assert_problem(400, "unknown_field");
@@ -278,7 +280,7 @@ async fn breaking_the_glass_grants_time_limited_access_that_is_audited_and_revie
             .await
             .unwrap();
     assert_eq!((kind.as_str(), user), ("break_glass", Some(doctor.0)));
-    let forwarded = clinicd_audit::forward(&pool, &app.state.identity.keyring)
+    let forwarded = clinicd_identity::security_events::forward(&pool, &app.state.identity.keyring)
         .await
         .unwrap();
     assert!(forwarded >= 1);

@@ -27,10 +27,19 @@ async fn app(pool: PgPool, verify_url: &str) -> TestApp {
 }
 
 /// Three recent failures, the last one long enough ago that the progressive delay is over.
-async fn after_three_failures(pool: &PgPool) {
+async fn after_three_failures(app: &TestApp, pool: &PgPool) {
+    for _ in 0..3 {
+        app.call(clinicd_test_support::post(
+            "/api/auth/login",
+            &json!({ "username": "dr.guarded", "password": "not the password" }),
+        ))
+        .await
+        .assert_problem(401, "invalid_credentials");
+    }
     sqlx::query(
-        "UPDATE users SET failed_attempts = 3, first_failed_at = now() - interval '2 minutes', \
-         last_failed_at = now() - interval '1 minute' WHERE username = 'dr.guarded'",
+        "UPDATE login_attempts SET first_failed_at = now() - interval '2 minutes', \
+         last_failed_at = now() - interval '1 minute' \
+         WHERE user_id = (SELECT id FROM users WHERE username = 'dr.guarded')",
     )
     .execute(pool)
     .await
@@ -57,7 +66,7 @@ async fn no_challenge_before_repeated_failures(pool: PgPool) {
 async fn after_repeated_failures_a_solved_challenge_is_required(pool: PgPool) {
     let verifier = FakeHttpServer::start(200, r#"{"success":true}"#).await;
     let app = app(pool.clone(), &verifier.url).await;
-    after_three_failures(&pool).await;
+    after_three_failures(&app, &pool).await;
 
     app.call(login(json!({})))
         .await
@@ -78,12 +87,12 @@ async fn after_repeated_failures_a_solved_challenge_is_required(pool: PgPool) {
 async fn a_refused_challenge_is_refused_and_does_not_reach_the_password(pool: PgPool) {
     let verifier = FakeHttpServer::start(200, r#"{"success":false}"#).await;
     let app = app(pool.clone(), &verifier.url).await;
-    after_three_failures(&pool).await;
+    after_three_failures(&app, &pool).await;
     app.call(login(json!({ "challenge_response": "bot" })))
         .await
         .assert_problem(401, "challenge_required");
     let failures: i32 =
-        sqlx::query_scalar("SELECT failed_attempts FROM users WHERE username = 'dr.guarded'")
+        sqlx::query_scalar("SELECT failed_attempts FROM login_attempts WHERE user_id = (SELECT id FROM users WHERE username = 'dr.guarded')")
             .fetch_one(&pool)
             .await
             .unwrap();
@@ -100,7 +109,7 @@ async fn a_refused_challenge_is_refused_and_does_not_reach_the_password(pool: Pg
 #[sqlx::test(migrations = "../../migrations")]
 async fn an_unreachable_verifier_fails_closed(pool: PgPool) {
     let app = app(pool.clone(), "http://127.0.0.1:1/siteverify").await;
-    after_three_failures(&pool).await;
+    after_three_failures(&app, &pool).await;
     app.call(login(json!({ "challenge_response": "anything" })))
         .await
         .assert_problem(503, "service_unavailable");

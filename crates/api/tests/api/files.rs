@@ -169,7 +169,7 @@ async fn new_patient(
                 "POST",
                 &format!("/api/patients/{id}/care-team"),
                 &desk,
-                Some(json!({"user_id": user.0})),
+                Some(json!({"user_id": user.0, "reason": "covering this patient's care"})),
             ))
             .await;
         assert_eq!(added.status, 201);

@@ -42,7 +42,7 @@ async fn assign(app: &TestApp, desk: &str, patient: &str, user: Uuid) {
             "POST",
             &format!("/api/patients/{patient}/care-team"),
             desk,
-            Some(json!({"user_id": user})),
+            Some(json!({"user_id": user, "reason": "covering this patient's care"})),
         ))
         .await;
     assert!(response.status == 201 || response.status == 200);

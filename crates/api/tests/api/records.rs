@@ -46,7 +46,7 @@ async fn clinic(app: TestApp) -> Clinic {
                 "POST",
                 &format!("/api/patients/{id}/care-team"),
                 &desk,
-                Some(json!({"user_id": provider.0})),
+                Some(json!({"user_id": provider.0, "reason": "covering this patient's care"})),
             ))
             .await;
         assert_eq!(assigned.status, 201);
@@ -393,7 +393,7 @@ async fn notes_are_drafted_signed_and_amended_never_overwritten(pool: PgPool) {
         "POST",
         &format!("/api/patients/{}/care-team", c.greys_patient),
         &c.desk,
-        Some(json!({"user_id": bailey})),
+        Some(json!({"user_id": bailey, "reason": "covering this patient's care"})),
     ))
     .await;
     app.call(if_match(

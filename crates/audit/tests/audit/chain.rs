@@ -215,11 +215,16 @@ async fn security_events_are_forwarded_once_with_their_reason(db: PgPool) {
     writer.record(event(1)).await.unwrap();
     // Two forwarders at once (two instances): each event lands once.
     let (a, b) = tokio::join!(
-        clinicd_audit::forward(&db, &keyring),
-        clinicd_audit::forward(&db, &keyring)
+        clinicd_identity::security_events::forward(&db, &keyring),
+        clinicd_identity::security_events::forward(&db, &keyring)
     );
     assert_eq!(a.unwrap() + b.unwrap(), 2);
-    assert_eq!(clinicd_audit::forward(&db, &keyring).await.unwrap(), 0);
+    assert_eq!(
+        clinicd_identity::security_events::forward(&db, &keyring)
+            .await
+            .unwrap(),
+        0
+    );
     let forwarded: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT action, reason, client_ip FROM audit_events WHERE resource_type = 'security_event' ORDER BY seq",
     )

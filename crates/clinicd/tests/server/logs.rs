@@ -111,8 +111,9 @@ async fn the_development_otp_sender_logs_that_a_code_was_sent_and_never_the_code
         .send(&OtpMessage {
             user_id,
             to: "dr.quinn@clinic.example",
+            purpose: clinicd_identity::otp::OtpPurpose::MfaCode,
             code: &code,
-            expires_at: chrono::Utc::now(),
+            expires_at: Some(chrono::Utc::now()),
         })
         .await
         .unwrap();

@@ -22,11 +22,15 @@ async fn a_reset_forces_a_change_ends_sessions_and_records_who_did_it(db: PgPool
         panic!("no MFA")
     };
     let admin = UserId(uuid::Uuid::now_v7());
-    let one_time = f
-        .identity
-        .admin_reset_password(f.user, Some(admin))
-        .await
-        .unwrap();
+    let one_time = in_tx!(f.db, |tx| f.identity.admin_reset_password(
+        tx,
+        f.user,
+        clinicd_identity::admin::AdminAct {
+            actor: Some(admin),
+            sensitive_target: false
+        }
+    ))
+    .unwrap();
 
     assert!(
         f.identity
@@ -72,7 +76,7 @@ async fn a_reset_forces_a_change_ends_sessions_and_records_who_did_it(db: PgPool
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_reset_does_not_skip_the_second_factor(db: PgPool) {
     let f = fixture(db, "dr.reset", HashParams::default(), false).await;
-    let enrolment = f.identity.mfa.begin(f.user, "dr.reset").await.unwrap();
+    let enrolment = in_tx!(f.db, |tx| f.identity.mfa.begin(tx, f.user, "dr.reset")).unwrap();
     let totp = Builder::new()
         .with_secret(Secret::try_from_base32(enrolment.secret_base32.expose_secret()).unwrap())
         .build()
@@ -80,13 +84,22 @@ async fn a_reset_does_not_skip_the_second_factor(db: PgPool) {
     let code = totp.generate(
         u64::try_from(clinicd_identity::clock::Clock::now(&*f.clock).timestamp()).unwrap(),
     );
-    f.identity
-        .mfa
-        .confirm(f.user, &code.to_string())
-        .await
-        .unwrap();
+    in_tx!(f.db, |tx| f.identity.mfa.confirm(
+        tx,
+        f.user,
+        &code.to_string()
+    ))
+    .unwrap();
 
-    let one_time = f.identity.admin_reset_password(f.user, None).await.unwrap();
+    let one_time = in_tx!(f.db, |tx| f.identity.admin_reset_password(
+        tx,
+        f.user,
+        clinicd_identity::admin::AdminAct {
+            actor: None,
+            sensitive_target: false
+        }
+    ))
+    .unwrap();
     let outcome = f
         .identity
         .login
@@ -116,7 +129,15 @@ async fn disabling_ends_sessions_and_refuses_login_until_enabled(db: PgPool) {
     else {
         panic!("no MFA")
     };
-    f.identity.disable_user(f.user, None).await.unwrap();
+    in_tx!(f.db, |tx| f.identity.disable_user(
+        tx,
+        f.user,
+        clinicd_identity::admin::AdminAct {
+            actor: None,
+            sensitive_target: false
+        }
+    ))
+    .unwrap();
     assert!(
         f.identity
             .sessions
@@ -138,7 +159,15 @@ async fn disabling_ends_sessions_and_refuses_login_until_enabled(db: PgPool) {
             .await,
         Err(LoginError::InvalidCredentials)
     ));
-    f.identity.enable_user(f.user, None).await.unwrap();
+    in_tx!(f.db, |tx| f.identity.enable_user(
+        tx,
+        f.user,
+        clinicd_identity::admin::AdminAct {
+            actor: None,
+            sensitive_target: false
+        }
+    ))
+    .unwrap();
     assert!(
         f.identity
             .login
@@ -147,10 +176,15 @@ async fn disabling_ends_sessions_and_refuses_login_until_enabled(db: PgPool) {
             .is_ok()
     );
     assert!(
-        f.identity
-            .disable_user(UserId(uuid::Uuid::now_v7()), None)
-            .await
-            .is_err(),
+        in_tx!(f.db, |tx| f.identity.disable_user(
+            tx,
+            UserId(uuid::Uuid::now_v7()),
+            clinicd_identity::admin::AdminAct {
+                actor: None,
+                sensitive_target: false
+            }
+        ))
+        .is_err(),
         "unknown users are an error"
     );
 }

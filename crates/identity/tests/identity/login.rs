@@ -128,7 +128,7 @@ async fn an_administrator_can_unlock_at_once(db: PgPool) {
         f.clock.advance(Duration::seconds(10));
     }
     assert!(attempt(&f, "dr.quinn", PASSWORD).await.is_err());
-    f.identity.login.unlock(f.user).await.unwrap();
+    in_tx!(f.db, |tx| f.identity.login.unlock(tx, f.user, None)).unwrap();
     assert_eq!(attempt(&f, "dr.quinn", PASSWORD).await.unwrap(), f.user);
 }
 

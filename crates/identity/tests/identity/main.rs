@@ -2,6 +2,22 @@
 
 #![allow(clippy::unwrap_used)]
 
+/// Runs `$body` (an expression using `$tx`, a `&mut PgConnection`) in a transaction and commits
+/// it if the result is `Ok`: what a request does with a change, less its audit event.
+macro_rules! in_tx {
+    ($db:expr, |$tx:ident| $body:expr) => {{
+        let mut transaction = $db.begin().await.unwrap();
+        let result = {
+            let $tx: &mut sqlx::PgConnection = &mut transaction;
+            $body.await
+        };
+        if result.is_ok() {
+            transaction.commit().await.unwrap();
+        }
+        result
+    }};
+}
+
 mod admin;
 mod login;
 mod mfa;

@@ -21,14 +21,14 @@ pub fn code(secret_base32: &str, clock: &ManualClock) -> String {
 }
 
 pub async fn enrol(f: &Fixture) -> (String, Vec<SecretString>) {
-    let enrolment = f.identity.mfa.begin(f.user, "dr.mfa").await.unwrap();
+    let enrolment = in_tx!(f.db, |tx| f.identity.mfa.begin(tx, f.user, "dr.mfa")).unwrap();
     let secret = enrolment.secret_base32.expose_secret().to_owned();
-    let codes = f
-        .identity
-        .mfa
-        .confirm(f.user, &code(&secret, &f.clock))
-        .await
-        .unwrap();
+    let codes = in_tx!(f.db, |tx| f.identity.mfa.confirm(
+        tx,
+        f.user,
+        &code(&secret, &f.clock)
+    ))
+    .unwrap();
     (secret, codes)
 }
 
@@ -59,7 +59,7 @@ pub async fn password_step(f: &Fixture) -> String {
 #[sqlx::test(migrations = "../../migrations")]
 async fn enrolment_returns_the_secret_once_and_stores_it_encrypted(db: PgPool) {
     let f = fixture(db, "dr.mfa", HashParams::default(), false).await;
-    let enrolment = f.identity.mfa.begin(f.user, "dr.mfa").await.unwrap();
+    let enrolment = in_tx!(f.db, |tx| f.identity.mfa.begin(tx, f.user, "dr.mfa")).unwrap();
     let uri = enrolment.otpauth_uri.expose_secret();
     assert!(uri.starts_with("otpauth://totp/clinicd:dr.mfa?"), "{uri}");
     assert!(uri.contains(enrolment.secret_base32.expose_secret()));
@@ -79,21 +79,18 @@ async fn enrolment_returns_the_secret_once_and_stores_it_encrypted(db: PgPool) {
     );
 
     assert!(matches!(
-        f.identity.mfa.confirm(f.user, "000000").await,
+        in_tx!(f.db, |tx| f.identity.mfa.confirm(tx, f.user, "000000")),
         Err(MfaError::InvalidCode)
     ));
-    let codes = f
-        .identity
-        .mfa
-        .confirm(
-            f.user,
-            &code(enrolment.secret_base32.expose_secret(), &f.clock),
-        )
-        .await
-        .unwrap();
+    let codes = in_tx!(f.db, |tx| f.identity.mfa.confirm(
+        tx,
+        f.user,
+        &code(enrolment.secret_base32.expose_secret(), &f.clock),
+    ))
+    .unwrap();
     assert_eq!(codes.len(), 10);
     assert!(matches!(
-        f.identity.mfa.begin(f.user, "dr.mfa").await,
+        in_tx!(f.db, |tx| f.identity.mfa.begin(tx, f.user, "dr.mfa")),
         Err(MfaError::AlreadyEnrolled)
     ));
 }
@@ -238,7 +235,7 @@ async fn wrong_codes_are_recorded_and_count_towards_the_lockout(db: PgPool) {
             ("login_failed".into(), Some("bad_mfa_code".into()))
         ]
     );
-    let failures: i32 = sqlx::query_scalar("SELECT failed_attempts FROM users")
+    let failures: i32 = sqlx::query_scalar("SELECT failed_attempts FROM login_attempts")
         .fetch_one(&f.db)
         .await
         .unwrap();

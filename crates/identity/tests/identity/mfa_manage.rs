@@ -4,7 +4,7 @@
 use chrono::Duration;
 use clinicd_identity::account::AccountError;
 use clinicd_identity::clock::Clock;
-use clinicd_identity::login::{LoggedIn, LoginAttempt, LoginOutcome};
+use clinicd_identity::login::{LoggedIn, LoginAttempt, LoginError, LoginOutcome};
 use clinicd_identity::password::HashParams;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
@@ -20,33 +20,65 @@ async fn events(f: &Fixture, kind: &str) -> Vec<serde_json::Value> {
         .unwrap()
 }
 
+/// Turning MFA off as the API does: the proof, then the change in a transaction.
+async fn disable(
+    f: &Fixture,
+    session: uuid::Uuid,
+    password: &SecretString,
+    code: &str,
+) -> Result<(), AccountError> {
+    f.identity
+        .prove_for_mfa_disable(f.user, session, password, code)
+        .await?;
+    in_tx!(f.db, |tx| f.identity.disable_mfa(tx, f.user, session))
+}
+
+/// New backup codes as the API makes them: the proof, then the change in a transaction.
+async fn regenerate(
+    f: &Fixture,
+    session: uuid::Uuid,
+    code: &str,
+) -> Result<Vec<SecretString>, AccountError> {
+    f.identity
+        .prove_code(f.user, session, code, "mfa_backup_codes_failed")
+        .await?;
+    in_tx!(f.db, |tx| f
+        .identity
+        .regenerate_backup_codes(tx, f.user, session))
+}
+
 /// Password step then the code, asking to trust the device.
 async fn login_trusting_device(f: &Fixture, secret_base32: &str) -> LoggedIn {
     let challenge = password_step(f).await;
-    f.identity
-        .login
-        .complete_mfa_and_trust(&challenge, &code(secret_base32, &f.clock), true, &client())
-        .await
-        .unwrap()
+    let login = &f.identity.login;
+    in_tx!(f.db, |tx| async {
+        let verified = login
+            .check_mfa(&challenge, &code(secret_base32, &f.clock), &client())
+            .await?;
+        login.finish_mfa(&mut *tx, verified, true, &client()).await
+    })
+    .unwrap()
 }
 
-fn attempt<'a>(password: &'a SecretString, device: Option<&'a SecretString>) -> LoginAttempt<'a> {
-    LoginAttempt {
+/// The password step and its completion, presenting a trusted-device token.
+async fn attempt(
+    f: &Fixture,
+    password: &SecretString,
+    device: Option<&SecretString>,
+) -> Result<LoginOutcome, LoginError> {
+    let login = &f.identity.login;
+    let attempt = LoginAttempt {
         username: "dr.mfa",
         password,
         remember_me: false,
-        device,
         challenge_response: None,
-    }
+    };
+    let verified = login.check(&attempt, &client()).await?;
+    in_tx!(f.db, |tx| login.finish(tx, verified, device, &client()))
 }
 
 async fn login_from(f: &Fixture, device: Option<&SecretString>) -> LoginOutcome {
-    let password = secret(PASSWORD);
-    f.identity
-        .login
-        .attempt(&attempt(&password, device), &client())
-        .await
-        .unwrap()
+    attempt(f, &secret(PASSWORD), device).await.unwrap()
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -62,26 +94,20 @@ async fn turning_mfa_off_needs_the_password_and_a_code(db: PgPool) {
     f.clock.advance(Duration::seconds(30));
     let now_code = code(&secret_base32, &f.clock);
 
-    let wrong_password = f
-        .identity
-        .disable_mfa(
-            f.user,
-            session.session_id,
-            &secret("not the password!!"),
-            &now_code,
-        )
-        .await;
+    let wrong_password = disable(
+        &f,
+        session.session_id,
+        &secret("not the password!!"),
+        &now_code,
+    )
+    .await;
     assert!(matches!(wrong_password, Err(AccountError::WrongPassword)));
-    let wrong_code = f
-        .identity
-        .disable_mfa(f.user, session.session_id, &secret(PASSWORD), "000000")
-        .await;
+    let wrong_code = disable(&f, session.session_id, &secret(PASSWORD), "000000").await;
     assert!(matches!(wrong_code, Err(AccountError::InvalidCode)));
     assert!(f.identity.mfa.enrolled(f.user).await.unwrap(), "still on");
     assert_eq!(events(&f, "mfa_disable_failed").await.len(), 2);
 
-    f.identity
-        .disable_mfa(f.user, session.session_id, &secret(PASSWORD), &now_code)
+    disable(&f, session.session_id, &secret(PASSWORD), &now_code)
         .await
         .unwrap();
     assert!(!f.identity.mfa.enrolled(f.user).await.unwrap());
@@ -90,10 +116,7 @@ async fn turning_mfa_off_needs_the_password_and_a_code(db: PgPool) {
         LoginOutcome::LoggedIn(_)
     ));
     assert_eq!(events(&f, "mfa_disabled").await.len(), 1);
-    let again = f
-        .identity
-        .disable_mfa(f.user, session.session_id, &secret(PASSWORD), &now_code)
-        .await;
+    let again = disable(&f, session.session_id, &secret(PASSWORD), &now_code).await;
     assert!(matches!(again, Err(AccountError::NotEnrolled)));
 }
 
@@ -103,15 +126,10 @@ async fn new_backup_codes_replace_the_old_ones_and_each_use_is_recorded(db: PgPo
     let (secret_base32, old_codes) = enrol(&f).await;
     let session = uuid::Uuid::now_v7();
 
-    let refused = f
-        .identity
-        .regenerate_backup_codes(f.user, session, "AAAA-BBBB-CCCC-DDDD")
-        .await;
+    let refused = regenerate(&f, session, "AAAA-BBBB-CCCC-DDDD").await;
     assert!(matches!(refused, Err(AccountError::InvalidCode)));
     f.clock.advance(Duration::seconds(30));
-    let new_codes = f
-        .identity
-        .regenerate_backup_codes(f.user, session, &code(&secret_base32, &f.clock))
+    let new_codes = regenerate(&f, session, &code(&secret_base32, &f.clock))
         .await
         .unwrap();
     assert_eq!(new_codes.len(), 10);
@@ -143,7 +161,15 @@ async fn an_administrators_mfa_reset_ends_sessions_and_devices(db: PgPool) {
     let logged_in = login_trusting_device(&f, &secret_base32).await;
     let device = logged_in.trusted_device.unwrap();
 
-    f.identity.admin_reset_mfa(f.user, None).await.unwrap();
+    in_tx!(f.db, |tx| f.identity.admin_reset_mfa(
+        tx,
+        f.user,
+        clinicd_identity::admin::AdminAct {
+            actor: None,
+            sensitive_target: false
+        }
+    ))
+    .unwrap();
     assert!(
         f.identity
             .sessions
@@ -193,11 +219,7 @@ async fn a_trusted_device_stands_in_for_the_code_for_thirty_days(db: PgPool) {
     );
     // Still the password first: a device token with a wrong password gets nowhere.
     let wrong_password = secret("wrong password here");
-    let wrong = f
-        .identity
-        .login
-        .attempt(&attempt(&wrong_password, Some(&device.token)), &client())
-        .await;
+    let wrong = attempt(&f, &wrong_password, Some(&device.token)).await;
     assert!(wrong.is_err());
 
     f.clock.advance(Duration::days(30) + Duration::seconds(1));
@@ -222,14 +244,24 @@ async fn a_revoked_device_needs_the_code_again_and_only_its_owner_can_revoke_it(
         .trusted_device
         .unwrap();
     assert!(
-        !f.identity.devices.revoke(other, device.id).await.unwrap(),
+        !f.identity
+            .devices
+            .revoke(&f.db, other, device.id)
+            .await
+            .unwrap(),
         "not theirs"
     );
     assert!(matches!(
         login_from(&f, Some(&device.token)).await,
         LoginOutcome::LoggedIn(_)
     ));
-    assert!(f.identity.devices.revoke(f.user, device.id).await.unwrap());
+    assert!(
+        f.identity
+            .devices
+            .revoke(&f.db, f.user, device.id)
+            .await
+            .unwrap()
+    );
     assert!(matches!(
         login_from(&f, Some(&device.token)).await,
         LoginOutcome::MfaRequired { .. }
@@ -239,7 +271,15 @@ async fn a_revoked_device_needs_the_code_again_and_only_its_owner_can_revoke_it(
     f.clock.advance(Duration::seconds(30));
     login_trusting_device(&f, &secret_base32).await;
     assert_eq!(f.identity.devices.list(f.user).await.unwrap().len(), 1);
-    f.identity.admin_reset_password(f.user, None).await.unwrap();
+    in_tx!(f.db, |tx| f.identity.admin_reset_password(
+        tx,
+        f.user,
+        clinicd_identity::admin::AdminAct {
+            actor: None,
+            sensitive_target: false
+        }
+    ))
+    .unwrap();
     assert!(f.identity.devices.list(f.user).await.unwrap().is_empty());
     assert!(f.identity.mfa.enrolled(f.user).await.unwrap());
 }

@@ -210,11 +210,13 @@ async fn a_revoked_sessions_access_token_stops_working_at_once(db: PgPool) {
         .await
         .unwrap();
     assert!(
-        f.identity
-            .sessions
-            .revoke(f.user, ended.session_id, "logout")
-            .await
-            .unwrap()
+        in_tx!(f.db, |tx| f.identity.sessions.revoke_in(
+            tx,
+            f.user,
+            ended.session_id,
+            "logout"
+        ))
+        .unwrap()
     );
     assert_eq!(
         f.identity

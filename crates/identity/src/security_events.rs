@@ -2,23 +2,21 @@
 //! reuse, MFA failures, password and MFA changes, administrator actions) into the trail.
 //!
 //! Identity records them in `security_events` as they happen, inside its own transactions, and
-//! owns the SQL that claims and marks them. A task on each instance moves unforwarded rows into
-//! the chain; the append and the mark on the
-//! source rows share one transaction, and rows are claimed with `SKIP LOCKED`, so each event
+//! owns the SQL that claims and marks them. A task moves unforwarded rows into the chain; the
+//! append and the mark on the source rows share one transaction, and rows are claimed with `SKIP LOCKED`, so each event
 //! lands exactly once whichever instance moves it. They are system events: the request that
 //! caused one has its own event (route, status) from the audit layer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use clinicd_audit::writer::{AuditError, append_in};
+use clinicd_audit::{Action, NewEvent, Outcome};
 use clinicd_crypto::Keyring;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use clinicd_identity::sessions::{self, RecordedEvent};
-
-use crate::event::{Action, NewEvent, Outcome};
-use crate::writer::{AuditError, append_in};
+use crate::sessions::{self, RecordedEvent};
 
 const BATCH: i64 = 500;
 
