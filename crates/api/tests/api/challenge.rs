@@ -114,3 +114,30 @@ async fn an_unreachable_verifier_fails_closed(pool: PgPool) {
         .await
         .assert_problem(503, "service_unavailable");
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_unknown_username_is_challenged_like_a_known_one(pool: PgPool) {
+    let verifier = FakeHttpServer::start(200, r#"{"success":false}"#).await;
+    let app = app(pool.clone(), &verifier.url).await;
+    let attempt = || {
+        clinicd_test_support::post(
+            "/api/auth/login",
+            &json!({ "username": "nobody.here", "password": PASSWORD }),
+        )
+    };
+    for _ in 0..3 {
+        app.call(attempt())
+            .await
+            .assert_problem(401, "invalid_credentials");
+    }
+    sqlx::query(
+        "UPDATE login_attempts SET first_failed_at = now() - interval '2 minutes', \
+         last_failed_at = now() - interval '1 minute' WHERE user_id IS NULL",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    app.call(attempt())
+        .await
+        .assert_problem(401, "challenge_required");
+}

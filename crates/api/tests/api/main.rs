@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::type_complexity)]
 
 mod admin;
+mod atomic;
 mod audit;
 mod auth;
 mod care_team;
@@ -12,6 +13,7 @@ mod cors;
 mod files;
 mod headers;
 mod health;
+mod login_throttle;
 mod mfa;
 mod openapi;
 mod patients;
@@ -20,3 +22,4 @@ mod rate_limits;
 mod rbac;
 mod records;
 mod request_ids;
+mod separation;

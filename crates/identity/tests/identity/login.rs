@@ -168,3 +168,90 @@ async fn a_hash_with_old_parameters_is_replaced_at_login(db: PgPool) {
     );
     assert_eq!(attempt(&f, "dr.quinn", PASSWORD).await.unwrap(), f.user);
 }
+
+/// Each attempt counts before its password is checked, under the username's row lock: parallel
+/// guesses cannot all pass the throttle on the same count.
+#[sqlx::test(migrations = "../../migrations")]
+async fn parallel_wrong_guesses_verify_at_most_the_threshold(db: PgPool) {
+    let f = fixture(db, "dr.quinn", HashParams::default(), false).await;
+    let guesses = (0..50).map(|i| {
+        let f = &f;
+        async move { attempt(f, "dr.quinn", &format!("wrong guess number {i}")).await }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    assert!(answers.iter().all(Result::is_err));
+    // Every guess whose password was verified left a `bad_password` event.
+    let verified: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM security_events WHERE kind = 'login_failed' AND detail->>'reason' = 'bad_password'",
+    )
+    .fetch_one(&f.db)
+    .await
+    .unwrap();
+    assert!(
+        (1..=i64::from(clinicd_identity::login::LOCK_AFTER)).contains(&verified),
+        "{verified} of 50 parallel guesses reached the password check"
+    );
+    let refused = answers
+        .iter()
+        .filter(|a| matches!(a, Err(LoginError::TooSoon { .. })))
+        .count();
+    assert_eq!(
+        refused,
+        50 - usize::try_from(verified).unwrap(),
+        "the rest waited out the delay without a check"
+    );
+}
+
+/// An unknown username meets the same delay and lockout as a real one: the answers cannot
+/// tell which exists.
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_unknown_username_is_throttled_and_locked_like_a_real_one(db: PgPool) {
+    let f = fixture(db, "dr.quinn", HashParams::default(), false).await;
+    for username in ["dr.quinn", "nobody.here"] {
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            answers.push(attempt(&f, username, "not the password").await.unwrap_err());
+            // Past each delay, so every attempt is checked.
+            f.clock.advance(Duration::seconds(61));
+        }
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, LoginError::InvalidCredentials)),
+            "{username}: {answers:?}"
+        );
+        // Now locked: even the right password is refused without a check, with the same
+        // answer as a wrong one.
+        let locked = attempt(&f, username, PASSWORD).await.unwrap_err();
+        assert!(
+            matches!(locked, LoginError::InvalidCredentials),
+            "{username}"
+        );
+        f.clock.advance(Duration::minutes(16));
+    }
+    let count = |kind: &'static str, reason: &'static str| {
+        let db = f.db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM security_events WHERE kind = $1 AND detail->>'reason' = $2",
+            )
+            .bind(kind)
+            .bind(reason)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        count("account_locked", "too_many_failures").await,
+        2,
+        "one lock each"
+    );
+    assert_eq!(
+        count("login_refused", "locked").await,
+        2,
+        "refused unchecked, each"
+    );
+    assert_eq!(count("login_failed", "bad_password").await, 5);
+    assert_eq!(count("login_failed", "unknown_user").await, 5);
+}
