@@ -21,7 +21,7 @@ use clinicd_identity::sessions::SessionPolicy;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use sqlx::ConnectOptions;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::tls;
 
@@ -255,7 +255,7 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
             _ => Err("must be a whole number of days from 1 to 3650".into()),
         }),
     };
-    let keys = read_keys(r, &data_dir);
+    let keys = read_keys(r, &data_dir, production);
     let storage = read_storage(r, &data_dir);
     let log_filter = r.optional("CLINICD_LOG").unwrap_or("info").to_owned();
     if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
@@ -332,8 +332,15 @@ fn read_database(r: &mut Reader<'_>, production: bool) -> Option<DatabaseSetting
         return None;
     }
     // The error text of a URL parse can quote the URL (and its password): report the kind only.
-    if PgConnectOptions::from_str(&url).is_err() {
+    let Ok(options) = PgConnectOptions::from_str(&url) else {
         r.problem("DATABASE_URL", "is not a valid Postgres connection URL");
+        return None;
+    };
+    if production && !local_database(&options) && !verifies_server(&options) {
+        r.problem(
+            "DATABASE_URL",
+            "reaches a database over the network without TLS and certificate verification: add              `sslmode=verify-full` (and `sslrootcert=` unless the system's roots sign it)",
+        );
         return None;
     }
     Some(DatabaseSettings {
@@ -450,8 +457,45 @@ fn read_file_settings(r: &mut Reader<'_>) -> FileSettings {
     }
 }
 
-fn read_keys(r: &mut Reader<'_>, data_dir: &Path) -> Option<KeyProviderSettings> {
-    match r.optional("CLINICD_KEY_PROVIDER").unwrap_or("local") {
+/// A Unix socket, or a loopback address: traffic that never leaves the host.
+fn local_database(options: &PgConnectOptions) -> bool {
+    if options.get_socket().is_some() {
+        return true;
+    }
+    let host = options.get_host();
+    host.starts_with('/')
+        || host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// TLS with the server's certificate checked against trusted roots (and its name, or at least
+/// its issuer): `verify-full` or `verify-ca`.
+fn verifies_server(options: &PgConnectOptions) -> bool {
+    matches!(
+        options.get_ssl_mode(),
+        PgSslMode::VerifyFull | PgSslMode::VerifyCa
+    )
+}
+
+fn read_keys(r: &mut Reader<'_>, data_dir: &Path, production: bool) -> Option<KeyProviderSettings> {
+    // Production names its key provider: a default would put the one key that opens every
+    // record in a file beside the data without anyone having decided so.
+    let provider = match r.optional("CLINICD_KEY_PROVIDER") {
+        Some(provider) => provider,
+        None if production => {
+            r.problem(
+                "CLINICD_KEY_PROVIDER",
+                "is required in production: `aws-kms`, or `local` with a master key file you have decided to keep (docs/field-encryption.md)",
+            );
+            return None;
+        }
+        None => "local",
+    };
+    match provider {
         "local" => {
             let file = r
                 .optional("CLINICD_MASTER_KEY_FILE")
@@ -658,6 +702,14 @@ fn read_identity(r: &mut Reader<'_>) -> IdentitySettings {
         )),
         max_sessions: r.number("CLINICD_SESSION_MAX_PER_USER", p.max_sessions, 1..=100),
     };
+    // An access token outliving the idle timeout would keep an idle session's door open for
+    // the difference (the session row is checked on every request, but say it plainly here).
+    if sessions.access_ttl > sessions.idle_timeout {
+        r.problem(
+            "CLINICD_ACCESS_TOKEN_TTL_SECS",
+            "must not be longer than CLINICD_SESSION_IDLE_TIMEOUT_SECS",
+        );
+    }
     let device_days = r.number(
         "CLINICD_TRUSTED_DEVICE_DAYS",
         defaults.trusted_device_lifetime.as_secs() / 86_400,

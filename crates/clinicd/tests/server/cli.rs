@@ -33,7 +33,8 @@ fn an_empty_environment_lists_every_missing_variable() {
         "CLINICD_TLS_CERT_FILE",
         "DATABASE_URL",
         "CLINICD_TOKEN_SIGNING_KEY",
-        "CLINICD_MASTER_KEY_FILE",
+        // Production names its key provider rather than defaulting to a local key file.
+        "CLINICD_KEY_PROVIDER",
     ] {
         assert!(
             stderr.contains(variable),

@@ -62,7 +62,10 @@ fn production_is_the_default_mode_and_requires_tls_files() {
     let dir = tempfile::tempdir().unwrap();
     let vars = without(dev_vars(dir.path()), &["CLINICD_MODE"]);
     let error = problems(&vars);
-    assert_eq!(error.variables(), ["CLINICD_TLS_CERT_FILE"]);
+    assert_eq!(
+        error.variables(),
+        ["CLINICD_TLS_CERT_FILE", "CLINICD_KEY_PROVIDER"]
+    );
     assert!(
         error.to_string().contains("required in production"),
         "{error}"
@@ -228,7 +231,14 @@ fn bad_ports_and_addresses_are_named() {
     }
     // An unknown mode is named, and the rest is checked as production: fail closed.
     let error = problems(&with(dev_vars(dir.path()), &[("CLINICD_MODE", "prod")]));
-    assert_eq!(error.variables(), ["CLINICD_MODE", "CLINICD_TLS_CERT_FILE"]);
+    assert_eq!(
+        error.variables(),
+        [
+            "CLINICD_MODE",
+            "CLINICD_TLS_CERT_FILE",
+            "CLINICD_KEY_PROVIDER"
+        ]
+    );
 }
 
 #[test]
@@ -377,4 +387,69 @@ fn every_variable_is_documented_and_in_the_example() {
             "{variable} is not in .env.example"
         );
     }
+}
+
+#[test]
+fn production_names_its_key_provider_and_reaches_a_remote_database_only_over_verified_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let production = production_vars(dir.path());
+    let error = problems(&without(production.clone(), &["CLINICD_KEY_PROVIDER"]));
+    assert_eq!(error.variables(), ["CLINICD_KEY_PROVIDER"]);
+    let remote = |url: &str| with(production.clone(), &[("DATABASE_URL", url)]);
+    for refused in [
+        "postgres://clinicd@db.clinic.internal/clinicd",
+        "postgres://clinicd@db.clinic.internal/clinicd?sslmode=require",
+        "postgres://clinicd@10.0.0.5:5432/clinicd?sslmode=prefer",
+    ] {
+        let error = problems(&remote(refused));
+        assert_eq!(error.variables(), ["DATABASE_URL"], "{refused}");
+        assert!(error.to_string().contains("verify-full"), "{error}");
+        assert!(
+            !error.to_string().contains("db.clinic.internal"),
+            "the URL is not echoed: {error}"
+        );
+    }
+    for accepted in [
+        "postgres://clinicd@db.clinic.internal/clinicd?sslmode=verify-full",
+        "postgres://clinicd@db.clinic.internal/clinicd?sslmode=verify-ca",
+        "postgres://clinicd@127.0.0.1/clinicd",
+        "postgres://clinicd@[::1]:5432/clinicd",
+        "postgres://clinicd@localhost/clinicd",
+        "postgres://clinicd@localhost/clinicd?host=/run/postgresql",
+    ] {
+        assert!(Settings::from_vars(&remote(accepted)).is_ok(), "{accepted}");
+    }
+    // Development does not insist.
+    let dev = with(
+        dev_vars(dir.path()),
+        &[(
+            "DATABASE_URL",
+            "postgres://clinicd@db.clinic.internal/clinicd",
+        )],
+    );
+    assert!(Settings::from_vars(&dev).is_ok());
+}
+
+#[test]
+fn an_access_token_may_not_outlive_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = with(
+        dev_vars(dir.path()),
+        &[
+            ("CLINICD_ACCESS_TOKEN_TTL_SECS", "1800"),
+            ("CLINICD_SESSION_IDLE_TIMEOUT_SECS", "900"),
+        ],
+    );
+    assert_eq!(
+        problems(&vars).variables(),
+        ["CLINICD_ACCESS_TOKEN_TTL_SECS"]
+    );
+    let equal = with(
+        dev_vars(dir.path()),
+        &[
+            ("CLINICD_ACCESS_TOKEN_TTL_SECS", "900"),
+            ("CLINICD_SESSION_IDLE_TIMEOUT_SECS", "900"),
+        ],
+    );
+    assert!(Settings::from_vars(&equal).is_ok());
 }

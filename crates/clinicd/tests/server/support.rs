@@ -39,6 +39,7 @@ pub fn production_vars(dir: &Path) -> HashMap<String, String> {
     vars.insert("CLINICD_MODE".into(), "production".into());
     vars.insert("CLINICD_TLS_CERT_FILE".into(), cert.display().to_string());
     vars.insert("CLINICD_TLS_KEY_FILE".into(), key.display().to_string());
+    vars.insert("CLINICD_KEY_PROVIDER".into(), "local".into());
     vars
 }
 
