@@ -492,6 +492,8 @@ impl From<clinicd_domain::StoreError> for ApiError {
         match error {
             E::NotFound => Self::NotFound,
             E::VersionMismatch(_) => Self::PreconditionFailed,
+            // Crypto-shredded: the record is gone for good, and says so.
+            E::Crypto(clinicd_crypto::CryptoError::KeyDestroyed) => Self::DataDestroyed,
             E::Corrupt | E::Database(_) | E::Crypto(_) => Self::unexpected(error),
         }
     }

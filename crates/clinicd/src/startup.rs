@@ -115,6 +115,8 @@ impl Application {
             .bootstrap()
             .await
             .map_err(|e| StartupError::Keys(e.into()))?;
+        // Another instance's crypto-shredding reaches this one's key cache within a second.
+        tokio::spawn(keyring.clone().follow_destroyed_keys());
         let audit = AuditWriter::start(pool.clone(), keyring.clone(), WriterSettings::default())
             .with_checkpoints(
                 checkpoint_store(&settings).await,

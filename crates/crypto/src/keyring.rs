@@ -70,8 +70,13 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
-/// Connections of the keyring's own pool (see [`Keyring::new`]).
-const KEY_POOL_CONNECTIONS: u32 = 4;
+/// The channel on which a destroyed subject key is announced to every instance.
+pub const DESTROYED_CHANNEL: &str = "clinicd_subject_key_destroyed";
+
+/// Connections of the keyring's own pool (see [`Keyring::new`]); one of them follows
+/// key destruction ([`Keyring::follow_destroyed_keys`]) on a server.
+
+const KEY_POOL_CONNECTIONS: u32 = 5;
 
 impl Keyring {
     /// A keyring over the database of `db`. Key lookups get a small pool of their own: they
@@ -381,10 +386,50 @@ impl Keyring {
         conn: &mut PgConnection,
         subject: SubjectId,
     ) -> Result<u64, CryptoError> {
-        let destroyed = store::destroy_subject_keys(conn, subject).await?;
+        let destroyed = store::destroy_subject_keys(&mut *conn, subject).await?;
+        // Every instance drops its cached copy when this commits (see `follow_destroyed_keys`).
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(DESTROYED_CHANNEL)
+            .bind(subject.0.to_string())
+            .execute(&mut *conn)
+            .await?;
         self.forget_subject(subject);
         tracing::warn!(subject_id = %subject, keys = destroyed, "subject keys destroyed");
         Ok(destroyed)
+    }
+
+    /// Follows other instances' crypto-shredding: on each notice of a destroyed subject key
+    /// (sent in the transaction that destroys it, so it arrives once that commits), the cached
+    /// copy is dropped at once rather than when its cache entry would have expired. If the
+    /// listening connection drops, every cached subject key is dropped (a notice may have been
+    /// missed) and listening resumes. Runs until the process ends.
+    pub async fn follow_destroyed_keys(self: std::sync::Arc<Self>) {
+        loop {
+            if let Err(error) = self.listen_for_destroyed().await {
+                tracing::warn!(error = %error, "lost the key-destruction channel: dropping cached subject keys");
+            }
+            self.subject_keys.clear();
+            self.active_subject.clear();
+            self.column_keys
+                .remove_where(|(key, _, _)| matches!(key, KeyRef::Subject(..)));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn listen_for_destroyed(&self) -> Result<(), CryptoError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.db).await?;
+        listener.ignore_pool_close_event(false);
+        listener.listen(DESTROYED_CHANNEL).await?;
+        loop {
+            // `try_recv` reports a dropped connection instead of reconnecting silently.
+            let Some(notice) = listener.try_recv().await? else {
+                return Ok(());
+            };
+            match notice.payload().parse() {
+                Ok(subject) => self.forget_subject(SubjectId(subject)),
+                Err(_) => tracing::warn!("a key-destruction notice without a subject id"),
+            }
+        }
     }
 
     fn forget_subject(&self, subject: SubjectId) {

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use clinicd_crypto::{
-    Batch, BlindIndexSpec, CryptoError, DerivedIndex, Keyring, blind_index::name_tokens,
+    Batch, BlindIndexSpec, CryptoError, DerivedIndex, Keyring, SubjectId, blind_index::name_tokens,
 };
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -391,6 +391,26 @@ impl PatientStore {
         })
     }
 
+    /// Crypto-shreds a patient in the caller's transaction: destroys their subject keys (every
+    /// field, note and file key under them becomes unreadable, on every instance once this
+    /// commits) and removes the blind indexes and name tokens that would still let someone
+    /// find the row by a known value. The row stays as a tombstone for the lifecycle to reduce.
+    pub async fn shred(&self, tx: &mut PgConnection, id: Uuid) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE patients SET ssn_bidx = NULL, ssn_bidx_version = NULL, date_of_birth_bidx = NULL, \
+               date_of_birth_bidx_version = NULL, family_name_bidx = NULL, family_name_bidx_version = NULL \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM patient_name_tokens WHERE patient_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(self.keyring.destroy_subject(tx, SubjectId(id)).await?)
+    }
+
     /// One page of the patients `viewer` may reach that match `search`, ordered by id, after
     /// `cursor`. Candidates come from the truncated blind indexes and are decrypted and compared
     /// exactly; the second value is the cursor for the next page, if there may be one.
@@ -429,7 +449,11 @@ impl PatientStore {
             let exhausted = (rows.len() as i64) < batch;
             for row in rows {
                 after = Some(row.id);
-                let patient = self.open(row).await?;
+                // A crypto-shredded patient is skipped: there is nothing left to match.
+                let patient = match self.open(row).await {
+                    Err(StoreError::Crypto(CryptoError::KeyDestroyed)) => continue,
+                    opened => opened?,
+                };
                 if matches(search, &patient) {
                     found.push(patient);
                     if found.len() == limit {

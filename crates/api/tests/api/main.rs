@@ -23,3 +23,4 @@ mod rbac;
 mod records;
 mod request_ids;
 mod separation;
+mod shredding;
