@@ -75,7 +75,6 @@ pub const DESTROYED_CHANNEL: &str = "clinicd_subject_key_destroyed";
 
 /// Connections of the keyring's own pool (see [`Keyring::new`]); one of them follows
 /// key destruction ([`Keyring::follow_destroyed_keys`]) on a server.
-
 const KEY_POOL_CONNECTIONS: u32 = 5;
 
 impl Keyring {
