@@ -3,9 +3,13 @@
 //! Body, query and path failures are mapped to [`ApiError`] here, once, so every endpoint
 //! answers them the same way. Request DTOs use `#[serde(deny_unknown_fields)]`.
 
+use std::ops::Deref;
+
 use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use clinicd_identity::sessions::{Principal, SessionError};
 use clinicd_rbac::Grants;
@@ -66,14 +70,96 @@ fn json_error(error: JsonPayloadError, limit: usize) -> ApiError {
     }
 }
 
+/// A JSON request body. Content type, size limit and syntax are checked as for `web::Json`
+/// (its configuration above); then the body must be an object (a positional array or a bare
+/// value is refused, 400 `invalid_body`), and no string in it may hold a NUL or another control
+/// character but tab and line breaks (422 `invalid_field` naming where): Postgres refuses NUL
+/// in text, and a control character in a stored value only deceives whoever reads it later.
+/// Only then is it deserialized into `T`.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Json<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = web::Json::<Value>::from_request(req, payload);
+        Box::pin(async move {
+            let web::Json(value) = body.await?;
+            Ok(Self(body_of(value)?))
+        })
+    }
+}
+
+fn body_of<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::NotAnObject);
+    }
+    if let Some(field) = unprintable(&value, String::new()) {
+        return Err(ApiError::UnprintableText { field });
+    }
+    serde_json::from_value(value).map_err(|err| match unknown_field(&err) {
+        Some(field) => ApiError::UnknownField { field },
+        None => ApiError::InvalidBody { line: 0, column: 0 },
+    })
+}
+
+/// Where in `value` a string (or an object's key) holds a character no text field takes.
+fn unprintable(value: &Value, at: String) -> Option<String> {
+    let bad = |s: &str| {
+        s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    };
+    let join = |at: &str, name: &str| {
+        if at.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{at}.{name}")
+        }
+    };
+    match value {
+        Value::String(s) if bad(s) => Some(if at.is_empty() { "body".into() } else { at }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| unprintable(item, format!("{at}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(name, item)| {
+            let here = join(&at, if plausible(name) { name } else { "?" });
+            if bad(name) {
+                return Some(here);
+            }
+            unprintable(item, here)
+        }),
+        _ => None,
+    }
+}
+
+/// A field name worth reflecting in a problem: an identifier.
+fn plausible(name: &str) -> bool {
+    name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 fn unknown_field(err: &serde_json::Error) -> Option<String> {
     let message = err.to_string();
     let rest = message.strip_prefix("unknown field `")?;
-    let name = &rest[..rest.find('`')?];
+    let name = rest.get(..rest.find('`')?)?;
     // Field names are identifiers; anything else is not worth reflecting.
-    let plausible =
-        name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    Some(if plausible {
+    Some(if plausible(name) {
         name.to_owned()
     } else {
         "?".to_owned()

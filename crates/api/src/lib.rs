@@ -73,6 +73,7 @@ pub fn app_with(
         .configure(docs::register)
         .configure(extra)
         .default_service(web::to(not_found))
+        .wrap(from_fn(middleware::hygiene::hygiene))
         .wrap(from_fn(middleware::authorize::authorize))
         .wrap(from_fn(middleware::audit::audit))
         .wrap(from_fn(throttle::throttle))

@@ -28,6 +28,10 @@ pub enum ApiError {
     UnknownField { field: String },
     #[error("the request body does not have the expected shape")]
     InvalidBody { line: usize, column: usize },
+    #[error("the request body must be a JSON object")]
+    NotAnObject,
+    #[error("`{field}` holds a NUL or another control character, which no text field takes")]
+    UnprintableText { field: String },
     #[error("the query string or path parameters are not valid")]
     InvalidParameters,
     #[error("the request body exceeds the limit of {limit} bytes")]
@@ -166,7 +170,8 @@ impl ApiError {
         match self {
             Self::MalformedJson { .. } => "malformed_json",
             Self::UnknownField { .. } => "unknown_field",
-            Self::InvalidBody { .. } => "invalid_body",
+            Self::InvalidBody { .. } | Self::NotAnObject => "invalid_body",
+            Self::UnprintableText { .. } => "invalid_field",
             Self::InvalidParameters => "invalid_parameters",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
@@ -251,6 +256,7 @@ impl ApiError {
             code: code.to_owned(),
             field: match self {
                 Self::InvalidField { field, .. } => Some((*field).to_owned()),
+                Self::UnprintableText { field } => Some(field.clone()),
                 _ => None,
             },
             request_id: request_id::current().map(|id| id.to_string()),
@@ -272,6 +278,7 @@ impl ResponseError for ApiError {
             Self::MalformedJson { .. }
             | Self::UnknownField { .. }
             | Self::InvalidBody { .. }
+            | Self::NotAnObject
             | Self::InvalidParameters => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -306,7 +313,9 @@ impl ResponseError for ApiError {
             Self::LastAdministrator | Self::BuiltInRole | Self::RoleInUse | Self::Conflict(_) => {
                 StatusCode::CONFLICT
             }
-            Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidField { .. } | Self::UnprintableText { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Self::AppointmentOverlap
             | Self::InvalidTransition(_)

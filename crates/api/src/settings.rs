@@ -20,6 +20,8 @@ pub struct HttpSettings {
     pub break_glass_minutes: u32,
     /// How long a dual-control proposal waits for a second administrator.
     pub proposal_ttl_hours: u32,
+    /// How far back and ahead a booking may start.
+    pub booking: clinicd_domain::appointment::BookingWindow,
     /// Uploads: size limit, allowed types, retention of deleted files.
     pub files: clinicd_files::FileSettings,
 }
@@ -34,6 +36,7 @@ impl Default for HttpSettings {
             json_limit: DEFAULT_JSON_LIMIT,
             break_glass_minutes: clinicd_rbac::DEFAULT_BREAK_GLASS_MINUTES,
             proposal_ttl_hours: clinicd_rbac::proposals::DEFAULT_TTL_HOURS,
+            booking: clinicd_domain::appointment::BookingWindow::default(),
             files: clinicd_files::FileSettings::default(),
         }
     }

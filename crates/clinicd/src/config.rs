@@ -417,6 +417,11 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
             _ => Err("must be a number of hours from 1 to 720".into()),
         },
     );
+    let window = clinicd_domain::appointment::BookingWindow::default();
+    let booking = clinicd_domain::appointment::BookingWindow {
+        past_days: r.number("CLINICD_BOOKING_PAST_DAYS", window.past_days, 0..=3650),
+        future_days: r.number("CLINICD_BOOKING_FUTURE_DAYS", window.future_days, 1..=3650),
+    };
     let files = read_file_settings(r);
     Some(HttpSettings {
         production,
@@ -426,6 +431,7 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
         json_limit,
         break_glass_minutes,
         proposal_ttl_hours,
+        booking,
         files,
     })
 }

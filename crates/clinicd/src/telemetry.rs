@@ -58,9 +58,22 @@ where
     Registry::default().with(filter).with(layer)
 }
 
-/// Installs the process-wide subscriber writing to stdout.
+/// Installs the process-wide subscriber writing to stdout, and the panic hook.
 pub fn init(filter: &str) -> Result<(), tracing::subscriber::SetGlobalDefaultError> {
-    tracing::subscriber::set_global_default(subscriber(filter, io::stdout))
+    tracing::subscriber::set_global_default(subscriber(filter, io::stdout))?;
+    std::panic::set_hook(Box::new(log_panic));
+    Ok(())
+}
+
+/// A panic goes to the log like any other error, through the redacting writer, with where it
+/// happened but not its message (which can quote a value) and without a backtrace; the default
+/// hook would print both to stderr, past the redaction.
+pub fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    tracing::error!(location = %location, "panic");
 }
 
 /// Wraps a writer so that each line is redacted before it is written.

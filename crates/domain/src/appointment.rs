@@ -3,6 +3,8 @@
 //! same slot at the same moment cannot both succeed. Status moves forward only.
 
 use chrono::{DateTime, Duration, Utc};
+use clinicd_identity::users::UserId;
+use clinicd_rbac::Permission;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -113,6 +115,39 @@ impl Status {
     }
 }
 
+/// How far from now a booking may start: back-dated by at most `past_days` (a walk-in recorded
+/// later), ahead by at most `future_days`. Dates outside it are mistakes or probes, and far
+/// enough out they break date arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookingWindow {
+    pub past_days: u32,
+    pub future_days: u32,
+}
+
+impl Default for BookingWindow {
+    fn default() -> Self {
+        Self {
+            past_days: 365,
+            future_days: 3 * 366,
+        }
+    }
+}
+
+impl BookingWindow {
+    /// Refuses a slot that starts outside the window around `now`.
+    pub fn check(self, slot: Slot, now: DateTime<Utc>) -> Result<Slot, FieldError> {
+        let earliest = now - Duration::days(i64::from(self.past_days));
+        let latest = now + Duration::days(i64::from(self.future_days));
+        if slot.starts_at < earliest || slot.starts_at > latest {
+            return refuse(
+                "starts_at",
+                "is outside the booking window (CLINICD_BOOKING_PAST_DAYS, CLINICD_BOOKING_FUTURE_DAYS)",
+            );
+        }
+        Ok(slot)
+    }
+}
+
 /// A time slot: starts before it ends, at most 12 hours long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
@@ -150,7 +185,7 @@ pub struct Appointment {
 pub enum BookingError {
     #[error("the provider is already booked at that time")]
     Overlap,
-    #[error("no such active user to book")]
+    #[error("no such active clinician to book")]
     UnknownProvider,
     #[error("a booking cannot go from {from} to {to}")]
     Transition { from: String, to: String },
@@ -204,7 +239,13 @@ impl AppointmentStore {
         .bind(provider)
         .fetch_one(&mut *tx)
         .await?;
-        if !active {
+        // A clinician is someone who writes clinical notes: a reader or the front desk is not
+        // booked to see patients.
+        let clinician = clinicd_rbac::grants::load(&mut *tx, UserId(provider))
+            .await?
+            .permissions
+            .contains(Permission::NoteWrite);
+        if !active || !clinician {
             return Err(BookingError::UnknownProvider);
         }
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -23,7 +23,9 @@ pub enum UserError {
     InvalidUsername,
     #[error("not a valid e-mail address")]
     InvalidEmail,
-    #[error("a display name is 1 to 100 characters with no control characters")]
+    #[error(
+        "a display name is 1 to 100 characters, with no control, invisible, direction-changing or line-breaking characters"
+    )]
     InvalidDisplayName,
     #[error("that username is taken")]
     UsernameTaken,
@@ -95,11 +97,40 @@ impl Email {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
+/// Characters that change how the text around them is shown without being seen themselves:
+/// controls, bidirectional overrides and isolates (which can make one name read as another),
+/// zero-width and other invisible format characters, and line or paragraph separators. Refused
+/// wherever a person's name is taken: names appear in listings and in the audit trail.
+pub fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || (c.is_whitespace() && c != ' ')
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
+        )
+}
+
 impl DisplayName {
     pub fn parse(value: &str) -> Result<Self, UserError> {
         let value = value.trim();
-        let valid =
-            (1..=100).contains(&value.chars().count()) && !value.chars().any(char::is_control);
+        let valid = (1..=100).contains(&value.chars().count()) && !value.chars().any(is_deceptive);
         valid
             .then(|| Self(value.to_owned()))
             .ok_or(UserError::InvalidDisplayName)
@@ -426,5 +457,18 @@ mod tests {
         assert!(DisplayName::parse("Dr. Gregory House").is_ok());
         assert!(DisplayName::parse("").is_err());
         assert!(DisplayName::parse("bell\u{7}").is_err());
+        // Names that would read as another, or break a listing's lines.
+        for spoof in [
+            "Dr \u{202E}esuoH",
+            "Dr\u{2066} House",
+            "Dr\u{200B}House",
+            "Dr House\u{2028}Admin",
+            "Dr\u{00A0}House",
+            "Dr\u{FEFF}House",
+        ] {
+            assert!(DisplayName::parse(spoof).is_err(), "{spoof:?}");
+        }
+        assert!(DisplayName::parse("Dr. María-José O'Neil").is_ok());
+        assert!(DisplayName::parse("Dr 张伟").is_ok());
     }
 }

@@ -16,7 +16,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::test::{self, TestRequest};
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
-use clinicd_api::extract::Authenticated;
+use clinicd_api::extract::{Authenticated, Json};
 use clinicd_api::{ApiError, ApiState, HttpSettings, Metrics};
 use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_crypto::{Keyring, LocalKeyProvider, SecretKey};
@@ -240,10 +240,24 @@ pub fn probe_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/test/echo", web::post().to(echo))
         .route("/test/items/{id}", web::get().to(item))
         .route("/test/private", web::get().to(private))
-        .route("/test/boom", web::get().to(boom));
+        .route("/test/boom", web::get().to(boom))
+        .service(
+            web::resource("/test/panic")
+                .route(web::get().to(panics))
+                .wrap(actix_web::middleware::from_fn(
+                    clinicd_api::middleware::panics::catch_panic,
+                )),
+        );
 }
 
-async fn echo(body: web::Json<EchoBody>) -> HttpResponse {
+/// A handler with a bug, wrapped as the route table wraps each of its resources.
+async fn panics() -> HttpResponse {
+    let values: Vec<u8> = Vec::new();
+    let secret = "123-45-6789";
+    panic!("{secret} {}", values.len());
+}
+
+async fn echo(body: Json<EchoBody>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "count": body.count }))
 }
 

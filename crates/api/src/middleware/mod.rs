@@ -1,7 +1,8 @@
 //! The middleware stack, outermost first: request context (id, client IP, log span, access
 //! log), security headers (and problem+json for every error), metrics, CORS, rate limits,
-//! audit (it sees exactly what the caller was answered), authorisation (innermost: deny by
-//! default, before any extractor or handler runs).
+//! audit (it sees exactly what the caller was answered), authorisation (deny by default,
+//! before any extractor or handler runs), input hygiene (no control characters in a path or
+//! query). Each route's resource is wrapped once more, to turn a panic into a 500.
 //!
 //! None of these layers returns `Err`: they answer refusals with responses. Handlers and
 //! extractors turn their errors into responses inside actix too, so every error response
@@ -13,7 +14,9 @@ pub mod audit;
 pub mod authorize;
 pub mod context;
 pub mod cors;
+pub mod hygiene;
 pub mod observe;
+pub mod panics;
 pub mod security_headers;
 pub mod throttle;
 

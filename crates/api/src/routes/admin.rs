@@ -27,7 +27,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
-use crate::extract::Granted;
+use crate::extract::{Granted, Json};
 use crate::problem::{ApiError, Problem};
 use crate::routes::proposals::ProposalView;
 use crate::state::ApiState;
@@ -337,7 +337,7 @@ pub async fn create_user(
     state: web::Data<ApiState>,
     granted: Granted,
     audit: Audit,
-    body: web::Json<CreateUserRequest>,
+    body: Json<CreateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let username = Username::parse(&body.username)?;
@@ -425,7 +425,7 @@ pub async fn update_user(
     granted: Granted,
     audit: Audit,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateUserRequest>,
+    body: Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId(id.into_inner());
     let email = body.email.as_deref().map(Email::parse).transpose()?;
@@ -496,7 +496,7 @@ pub async fn set_roles(
     granted: Granted,
     audit: Audit,
     id: web::Path<Uuid>,
-    body: web::Json<SetRolesRequest>,
+    body: Json<SetRolesRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId(id.into_inner());
     let change = Change::Roles {

@@ -4,7 +4,7 @@
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use clinicd_domain::Appointment;
 use clinicd_domain::Viewer;
 use clinicd_domain::appointment::{Change, Kind, Slot, Status};
@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
-use crate::extract::Authenticated;
+use crate::extract::{Authenticated, Json};
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
 use crate::routes::patients::reach;
@@ -101,6 +101,17 @@ fn one(mut response: HttpResponse, appointment: &Appointment) -> HttpResponse {
     response
 }
 
+/// The UTC span of `date` in the clinic's local time (`offset` minutes from UTC, within ±14
+/// hours), for a date from 1900 to 9999: `None` otherwise, never an overflow.
+fn clinic_day(date: NaiveDate, offset: i32) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    if !(-14 * 60..=14 * 60).contains(&offset) || !(1900..=9999).contains(&date.year()) {
+        return None;
+    }
+    let midnight = date.and_hms_opt(0, 0, 0)?.and_utc();
+    let from = midnight.checked_sub_signed(Duration::minutes(i64::from(offset)))?;
+    Some((from, from.checked_add_signed(Duration::days(1))?))
+}
+
 /// The booking if the caller may reach its patient; 404 otherwise.
 async fn reachable(
     state: &ApiState,
@@ -137,9 +148,12 @@ pub async fn book(
     state: web::Data<ApiState>,
     caller: Authenticated,
     audit: Audit,
-    body: web::Json<BookingRequest>,
+    body: Json<BookingRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let slot = Slot::new(body.starts_at, body.ends_at)?;
+    let slot = state
+        .settings
+        .booking
+        .check(Slot::new(body.starts_at, body.ends_at)?, state.rbac.now())?;
     let kind = Kind::parse("kind", &body.kind)?;
     reach(&state, caller.0.user_id, body.patient_id)
         .await
@@ -251,15 +265,18 @@ pub async fn change(
     caller: Authenticated,
     audit: Audit,
     id: web::Path<Uuid>,
-    body: web::Json<BookingChange>,
+    body: Json<BookingChange>,
 ) -> Result<HttpResponse, ApiError> {
     let current = reachable(&state, &caller, id.into_inner()).await?;
     let expected = if_match(&req)?;
     let slot = match (body.starts_at, body.ends_at) {
         (None, None) => None,
-        (starts, ends) => Some(Slot::new(
-            starts.unwrap_or(current.starts_at),
-            ends.unwrap_or(current.ends_at),
+        (starts, ends) => Some(state.settings.booking.check(
+            Slot::new(
+                starts.unwrap_or(current.starts_at),
+                ends.unwrap_or(current.ends_at),
+            )?,
+            state.rbac.now(),
         )?),
     };
     let change = Change {
@@ -314,22 +331,15 @@ pub async fn list(
             },
             _,
         ) => {
-            let offset = query.utc_offset_minutes.unwrap_or(0);
-            if !(-14 * 60..=14 * 60).contains(&offset) {
-                return Err(ApiError::InvalidParameters);
-            }
-            let from = date
-                .and_hms_opt(0, 0, 0)
-                .ok_or(ApiError::InvalidParameters)?
-                .and_utc()
-                - Duration::minutes(i64::from(offset));
+            let (from, to) = clinic_day(*date, query.utc_offset_minutes.unwrap_or(0))
+                .ok_or(ApiError::InvalidParameters)?;
             let viewer = Viewer {
                 user: caller.0.user_id.0,
                 now: state.rbac.now(),
             };
             let found = state
                 .appointments
-                .for_provider(*provider, from, from + Duration::days(1), viewer)
+                .for_provider(*provider, from, to, viewer)
                 .await?;
             (found, None)
         }

@@ -151,6 +151,23 @@ pub struct EventPage {
     pub next_cursor: Option<i64>,
 }
 
+/// A period's bounds must lie from 1900 to 9999: beyond them a timestamp is a mistake or a
+/// probe, and Postgres refuses parts of chrono's range.
+fn period(
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), ApiError> {
+    use chrono::Datelike;
+    let sane = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.is_none_or(|t| (1900..=9999).contains(&t.year()))
+    };
+    if sane(from) && sane(to) {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidParameters)
+    }
+}
+
 fn unavailable(error: clinicd_audit::AuditError) -> ApiError {
     tracing::error!(error = %error, "the audit trail cannot be read");
     ApiError::Unavailable
@@ -186,7 +203,11 @@ pub async fn events(
     state: web::Data<ApiState>,
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(100).clamp(1, query::MAX_PAGE);
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=query::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidParameters);
+    }
+    period(query.from, query.to)?;
     let rows = query::page(&state.db, &query.filter(), query.cursor, limit)
         .await
         .map_err(unavailable)?;
@@ -243,6 +264,7 @@ pub async fn stats(
     state: web::Data<ApiState>,
     period: web::Query<PeriodQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    self::period(period.from, period.to)?;
     let s = query::stats(&state.db, period.from, period.to)
         .await
         .map_err(unavailable)?;
@@ -281,6 +303,7 @@ pub async fn disclosures(
     period: web::Query<PeriodQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let patient = id.into_inner();
+    self::period(period.from, period.to)?;
     let rows = query::disclosures(&state.db, patient, period.from, period.to)
         .await
         .map_err(unavailable)?;
@@ -348,6 +371,7 @@ pub async fn export(
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let format = format.into_inner();
+    period(query.from, query.to)?;
     let db = state.db.clone();
     let filter = query.filter();
     let header = match format {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::audit::{Audit, AuditNote};
 use crate::client_ip::ClientIp;
 use crate::cookies;
-use crate::extract::{Authenticated, Caller};
+use crate::extract::{Authenticated, Caller, Json};
 use crate::problem::{ApiError, Problem};
 use crate::rate_limit::{RateClass, RateKey};
 use crate::routes::mfa::MfaChallengeResponse;
@@ -174,7 +174,7 @@ pub async fn login(
     req: HttpRequest,
     state: web::Data<ApiState>,
     audit: Audit,
-    body: web::Json<LoginRequest>,
+    body: Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let client = client_info(&req);
     count_login_class(&state, &client, &body.username.trim().to_lowercase())?;
@@ -286,7 +286,7 @@ pub async fn refresh(
     req: HttpRequest,
     state: web::Data<ApiState>,
     audit: Audit,
-    body: web::Json<RefreshRequest>,
+    body: Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let sessions = &state.identity.sessions;
     let client = client_info(&req);
@@ -437,7 +437,7 @@ pub async fn change_password(
     caller: Caller,
     state: web::Data<ApiState>,
     audit: Audit,
-    body: web::Json<ChangePasswordRequest>,
+    body: Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     use clinicd_identity::login::ChangePasswordError;
     let Caller(principal) = caller;

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
-use crate::extract::Authenticated;
+use crate::extract::{Authenticated, Json};
 use crate::problem::{ApiError, Problem};
 use crate::routes::auth::client_info;
 use crate::state::ApiState;
@@ -154,7 +154,7 @@ pub async fn assign(
     caller: Authenticated,
     audit: Audit,
     id: web::Path<Uuid>,
-    body: web::Json<AssignRequest>,
+    body: Json<AssignRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let patient = id.into_inner();
     let mut tx = audit.begin().await?;
@@ -256,7 +256,7 @@ pub async fn break_glass(
     caller: Authenticated,
     audit: Audit,
     id: web::Path<Uuid>,
-    body: web::Json<BreakGlassRequest>,
+    body: Json<BreakGlassRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let patient = id.into_inner();
     let mut tx = audit.begin().await?;

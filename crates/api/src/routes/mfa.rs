@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{Audit, AuditNote};
-use crate::extract::Authenticated;
+use crate::extract::{Authenticated, Json};
 use crate::problem::{ApiError, Problem};
 use crate::routes::auth::{
     TokenResponse, client_info, count_login_class, session_note, session_response,
@@ -62,7 +62,7 @@ pub async fn complete_mfa(
     req: HttpRequest,
     state: web::Data<ApiState>,
     audit: Audit,
-    body: web::Json<MfaRequest>,
+    body: Json<MfaRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let client = client_info(&req);
     count_login_class(
@@ -198,7 +198,7 @@ pub async fn confirm_totp(
     caller: Authenticated,
     state: web::Data<ApiState>,
     audit: Audit,
-    body: web::Json<ConfirmTotpRequest>,
+    body: Json<ConfirmTotpRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let Authenticated(principal) = caller;
     let mut tx = audit.begin().await?;
@@ -254,7 +254,7 @@ pub async fn disable_mfa(
     caller: Authenticated,
     state: web::Data<ApiState>,
     audit: Audit,
-    body: web::Json<DisableMfaRequest>,
+    body: Json<DisableMfaRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let Authenticated(principal) = caller;
     let (user, session) = (principal.user_id, principal.session_id);
@@ -304,7 +304,7 @@ pub async fn regenerate_backup_codes(
     caller: Authenticated,
     state: web::Data<ApiState>,
     audit: Audit,
-    body: web::Json<RegenerateBackupCodesRequest>,
+    body: Json<RegenerateBackupCodesRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let Authenticated(principal) = caller;
     let (user, session) = (principal.user_id, principal.session_id);
@@ -466,7 +466,7 @@ pub async fn send_code(
     req: HttpRequest,
     state: web::Data<ApiState>,
     audit: Audit,
-    body: web::Json<SendCodeRequest>,
+    body: Json<SendCodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let client = client_info(&req);
     count_login_class(

@@ -18,6 +18,7 @@ pub mod roles;
 
 use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::from_fn;
 use actix_web::{ResponseError, web};
 
 use clinicd_audit::Action;
@@ -676,7 +677,11 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         for spec in specs {
             resource = resource.route((spec.handler)().method(spec.method.clone()));
         }
-        cfg.service(resource.default_service(web::to(move || method_not_allowed(allow.clone()))));
+        cfg.service(
+            resource
+                .default_service(web::to(move || method_not_allowed(allow.clone())))
+                .wrap(from_fn(crate::middleware::panics::catch_panic)),
+        );
     }
 }
 

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
-use crate::extract::Authenticated;
+use crate::extract::{Authenticated, Json};
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
 use crate::routes::patients::reach;
@@ -176,7 +176,7 @@ pub async fn create(
     caller: Authenticated,
     audit: Audit,
     id: web::Path<Uuid>,
-    body: web::Json<NoteRequest>,
+    body: Json<NoteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let patient = id.into_inner();
     reach(&state, caller.0.user_id, patient).await?;
@@ -272,7 +272,7 @@ pub async fn edit(
     caller: Authenticated,
     audit: Audit,
     id: web::Path<Uuid>,
-    body: web::Json<NoteEdit>,
+    body: Json<NoteEdit>,
 ) -> Result<HttpResponse, ApiError> {
     let note = reachable(&state, &caller, id.into_inner()).await?;
     let expected = if_match(&req)?;
@@ -360,7 +360,7 @@ pub async fn amend(
     caller: Authenticated,
     audit: Audit,
     id: web::Path<Uuid>,
-    body: web::Json<AmendmentRequest>,
+    body: Json<AmendmentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let original = reachable(&state, &caller, id.into_inner()).await?;
     let date = match body.encounter_date.as_deref() {

@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
-use crate::extract::{Authenticated, Granted};
+use crate::extract::{Authenticated, Granted, Json};
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
 use crate::state::ApiState;
@@ -494,7 +494,7 @@ pub async fn create(
     caller: Authenticated,
     granted: Granted,
     audit: Audit,
-    body: web::Json<PatientBody>,
+    body: Json<PatientBody>,
 ) -> Result<HttpResponse, ApiError> {
     let data = parse(&body, state.rbac.now().date_naive())?;
     let user = caller.0.user_id;
@@ -587,7 +587,7 @@ pub async fn update(
     granted: Granted,
     audit: Audit,
     id: web::Path<Uuid>,
-    patch: web::Json<PatientPatch>,
+    patch: Json<PatientPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let reach = reach(&state, caller.0.user_id, id).await?;
@@ -708,7 +708,7 @@ pub async fn search(
     state: web::Data<ApiState>,
     caller: Authenticated,
     granted: Granted,
-    body: web::Json<SearchRequest>,
+    body: Json<SearchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = body.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {

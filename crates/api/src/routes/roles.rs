@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::{Audit, AuditNote};
-use crate::extract::Granted;
+use crate::extract::{Granted, Json};
 use crate::problem::{ApiError, Problem};
 use crate::routes::admin::{actor, proposed};
 use crate::state::ApiState;
@@ -179,7 +179,7 @@ pub async fn list_roles(state: web::Data<ApiState>) -> Result<HttpResponse, ApiE
 pub async fn create_role(
     granted: Granted,
     audit: Audit,
-    body: web::Json<CreateRoleRequest>,
+    body: Json<CreateRoleRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let spec = spec(
         &body.description,
@@ -219,7 +219,7 @@ pub async fn update_role(
     granted: Granted,
     audit: Audit,
     name: web::Path<String>,
-    body: web::Json<RoleBody>,
+    body: Json<RoleBody>,
 ) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
     let spec = spec(

@@ -6,6 +6,7 @@ mod admin;
 mod atomic;
 mod audit;
 mod auth;
+mod bad_input;
 mod care_team;
 mod challenge;
 mod cookies;

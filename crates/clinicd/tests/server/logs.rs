@@ -126,3 +126,19 @@ async fn the_development_otp_sender_logs_that_a_code_was_sent_and_never_the_code
         "no address either: {logs}"
     );
 }
+
+#[test]
+fn a_panic_is_logged_where_it_happened_without_its_message() {
+    let capture = LogCapture::default();
+    let _guard = tracing::subscriber::set_default(telemetry::subscriber("info", capture.clone()));
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(telemetry::log_panic));
+    let secret = "123-45-6789";
+    let caught = std::panic::catch_unwind(|| panic!("the SSN was {secret}"));
+    std::panic::set_hook(previous);
+    assert!(caught.is_err());
+    let logs = capture.contents();
+    assert!(logs.contains("\"panic\""), "{logs}");
+    assert!(logs.contains("logs.rs:"), "where: {logs}");
+    assert!(!logs.contains(secret), "{logs}");
+}
