@@ -96,22 +96,34 @@ pub async fn stats(
     .await?)
 }
 
-/// Everything done to one patient's records in `[from, to)`, oldest first: who, what, when
-/// and why. Audit rows outlive the records: this works for a deleted or shredded patient.
+/// The largest page of an accounting of disclosures.
+pub const MAX_DISCLOSURES_PAGE: i64 = 1000;
+
+/// Every event that disclosed one patient's data in `[from, to)`, oldest first, after sequence
+/// number `after`: the events naming the patient, and those whose answer listed them (a search,
+/// a list); not the trail's own reads by the privacy office, which disclose nothing new. Audit
+/// rows outlive the records: this works for a deleted or shredded patient.
 pub async fn disclosures(
     db: &PgPool,
     patient: Uuid,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    after: Option<i64>,
+    limit: i64,
 ) -> Result<Vec<StoredEvent>, AuditError> {
     Ok(sqlx::query_as(
-        "SELECT * FROM audit_events WHERE patient_id = $1 \
-           AND ($2::timestamptz IS NULL OR occurred_at >= $2) AND ($3::timestamptz IS NULL OR occurred_at < $3) \
-         ORDER BY seq LIMIT 10000",
+        "SELECT e.* FROM audit_disclosures d \
+         JOIN audit_events e ON e.seq = d.seq AND e.occurred_at = d.occurred_at \
+         WHERE d.patient_id = $1 AND e.action NOT IN ('audit_read', 'audit_verify') \
+           AND ($2::timestamptz IS NULL OR d.occurred_at >= $2) AND ($3::timestamptz IS NULL OR d.occurred_at < $3) \
+           AND ($4::bigint IS NULL OR d.seq > $4) \
+         ORDER BY d.seq LIMIT $5",
     )
     .bind(patient)
     .bind(from)
     .bind(to)
+    .bind(after)
+    .bind(limit.clamp(1, MAX_DISCLOSURES_PAGE))
     .fetch_all(db)
     .await?)
 }

@@ -30,6 +30,9 @@ pub struct Note {
     pub session: Option<Uuid>,
     pub resource_id: Option<String>,
     pub patient_id: Option<Uuid>,
+    /// Other patients whose data the answer disclosed (each one a search or a list returned),
+    /// for their accounting of disclosures: kept in `metadata.patients`.
+    pub patients: Vec<Uuid>,
     /// Counts, ids, names of fields: never values.
     pub metadata: Option<Value>,
     /// A short reason code (for a refusal that still changed something, such as a reused
@@ -60,6 +63,14 @@ impl Note {
         }
         if let Some(metadata) = &self.metadata {
             event.metadata = metadata.clone();
+        }
+        if !self.patients.is_empty()
+            && let Value::Object(fields) = &mut event.metadata
+        {
+            let mut patients = self.patients.clone();
+            patients.sort_unstable();
+            patients.dedup();
+            fields.insert("patients".into(), serde_json::json!(patients));
         }
         if self.reason.is_some() {
             event.reason.clone_from(&self.reason);

@@ -306,6 +306,45 @@ async fn insert(tx: &mut sqlx::PgConnection, rows: &[StoredEvent]) -> Result<(),
     .bind(col(rows, |r| r.sealed_values.clone()))
     .bind(col(rows, |r| r.prev_hash.clone()))
     .bind(col(rows, |r| r.hash.clone()))
+    .execute(&mut *tx)
+    .await?;
+    insert_disclosures(tx, rows).await
+}
+
+/// Each patient an event disclosed, for the accounting of disclosures: its own patient and
+/// those listed in `metadata.patients`.
+async fn insert_disclosures(
+    tx: &mut sqlx::PgConnection,
+    rows: &[StoredEvent],
+) -> Result<(), sqlx::Error> {
+    let (mut patients, mut seqs, mut times) = (Vec::new(), Vec::new(), Vec::new());
+    for row in rows {
+        let listed = row
+            .metadata
+            .get("patients")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str()?.parse::<uuid::Uuid>().ok());
+        let mut disclosed: Vec<uuid::Uuid> = row.patient_id.into_iter().chain(listed).collect();
+        disclosed.sort_unstable();
+        disclosed.dedup();
+        for patient in disclosed {
+            patients.push(patient);
+            seqs.push(row.seq);
+            times.push(row.occurred_at);
+        }
+    }
+    if patients.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO audit_disclosures (patient_id, seq, occurred_at) \
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::timestamptz[])",
+    )
+    .bind(patients)
+    .bind(seqs)
+    .bind(times)
     .execute(tx)
     .await?;
     Ok(())

@@ -59,6 +59,7 @@ fn to_event(row: &RecordedEvent) -> NewEvent {
         .and_then(|a| a.as_str())
         .and_then(|a| a.parse().ok())
         .or(row.user_id);
+    event.actor_username.clone_from(&row.actor_username);
     event.session_id = row.session_id;
     event.resource_type = Some("security_event".into());
     event.resource_id = row.user_id.map(|u| u.to_string());

@@ -524,6 +524,8 @@ pub struct RecordedEvent {
     pub client_ip: Option<String>,
     /// `reason` and `actor`.
     pub detail: serde_json::Value,
+    /// The username of the actor (the administrator if one acted, else the user).
+    pub actor_username: Option<String>,
 }
 
 /// Claims up to `limit` events not yet forwarded to the audit trail, oldest first, locked in
@@ -533,8 +535,11 @@ pub async fn claim_unforwarded(
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, occurred_at, kind, user_id, session_id, host(client_ip) AS client_ip, detail \
-         FROM security_events WHERE forwarded_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        "SELECT e.id, e.occurred_at, e.kind, e.user_id, e.session_id, host(e.client_ip) AS client_ip, e.detail, \
+                u.username AS actor_username \
+         FROM security_events e \
+         LEFT JOIN users u ON u.id = coalesce((e.detail->>'actor')::uuid, e.user_id) \
+         WHERE e.forwarded_at IS NULL ORDER BY e.id LIMIT $1 FOR UPDATE OF e SKIP LOCKED",
     )
     .bind(limit)
     .fetch_all(tx)

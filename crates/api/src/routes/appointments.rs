@@ -373,9 +373,8 @@ pub async fn list(
     );
     AuditNote {
         patient_id: patient,
-        metadata: Some(
-            serde_json::json!({ "returned": ids.len(), "ids": ids, "patients": patients }),
-        ),
+        metadata: Some(serde_json::json!({ "returned": ids.len(), "ids": ids })),
+        patients,
         ..AuditNote::default()
     }
     .attach(&mut response);

@@ -279,16 +279,17 @@ pub async fn stats(
     }))
 }
 
-/// The accounting of disclosures for one patient: who saw or changed what, when and why,
-/// oldest first. It outlives the patient's records.
+/// The accounting of disclosures for one patient: who saw or changed what, when, to whom and
+/// why, oldest first, a page at a time. It counts every event that named the patient and every
+/// answer that listed them (a search, a list), and it outlives the patient's records.
 #[utoipa::path(
     get,
     path = "/api/audit/patients/{id}/disclosures",
     tag = "audit",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Patient id"), PeriodQuery),
+    params(("id" = Uuid, Path, description = "Patient id"), AccountingQuery),
     responses(
-        (status = 200, description = "The patient's accounting", body = [AuditEventView]),
+        (status = 200, description = "The patient's accounting, one page; `Link: rel=\"next\"` names the next", body = [DisclosureView]),
         (status = 400, description = "A malformed id or period", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `audit:read` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
@@ -300,17 +301,35 @@ pub async fn disclosures(
     _caller: Authenticated,
     state: web::Data<ApiState>,
     id: web::Path<Uuid>,
-    period: web::Query<PeriodQuery>,
+    query: web::Query<AccountingQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let patient = id.into_inner();
-    self::period(period.from, period.to)?;
-    let rows = query::disclosures(&state.db, patient, period.from, period.to)
+    self::period(query.from, query.to)?;
+    let limit = query.limit.unwrap_or(query::MAX_DISCLOSURES_PAGE);
+    if !(1..=query::MAX_DISCLOSURES_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidParameters);
+    }
+    let rows = query::disclosures(&state.db, patient, query.from, query.to, query.after, limit)
         .await
         .map_err(unavailable)?;
     let returned = rows.len();
-    let views: Vec<AuditEventView> = rows.into_iter().map(AuditEventView::from).collect();
+    let next = (i64::try_from(returned).unwrap_or(0) == limit)
+        .then(|| rows.last().map(|e| e.seq))
+        .flatten();
+    let views: Vec<DisclosureView> = rows
+        .into_iter()
+        .map(|e| DisclosureView::of(e, patient))
+        .collect();
+    let mut response = HttpResponse::Ok();
+    if let Some(next) = next {
+        // RFC 8288: the next page, as its query string (the path is this one's).
+        response.insert_header((
+            actix_web::http::header::LINK,
+            format!("<?after={next}&limit={limit}>; rel=\"next\""),
+        ));
+    }
+    let mut response = response.json(views);
     // One note: the patient and the count (a second attach would replace the first).
-    let mut response = HttpResponse::Ok().json(views);
     AuditNote {
         patient_id: Some(patient),
         metadata: Some(serde_json::json!({ "returned": returned })),
@@ -318,6 +337,67 @@ pub async fn disclosures(
     }
     .attach(&mut response);
     Ok(response)
+}
+
+/// The period and page of an accounting of disclosures.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AccountingQuery {
+    /// RFC 3339, from 1900 to 9999; inclusive
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// RFC 3339, from 1900 to 9999; exclusive
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// The sequence number of the last entry of the previous page (its `Link: rel="next"`).
+    pub after: Option<i64>,
+    /// 1 to 1000 (default 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+/// One entry of a patient's accounting of disclosures (HIPAA §164.528): the event, when, who,
+/// what was disclosed, to whom and why.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DisclosureView {
+    #[serde(flatten)]
+    pub event: AuditEventView,
+    /// What was disclosed, in words: `view patient`, `search patient (listed among the
+    /// results)`, `export patient`...
+    pub description: String,
+    /// Who received it: the recipient named at an export or release; `null` inside the clinic
+    /// (the acting user, `actor_username`, is the recipient then).
+    pub recipient: Option<String>,
+    /// Why: the purpose named at an export or release (`individual`, `treatment`, `payment`,
+    /// `operations`, `legal`, `public_health`, `research`, `other`); `null` otherwise.
+    pub purpose: Option<String>,
+}
+
+impl DisclosureView {
+    fn of(event: StoredEvent, patient: Uuid) -> Self {
+        let listed = event.patient_id != Some(patient);
+        let mut description = format!(
+            "{} {}",
+            event.action,
+            event.resource_type.as_deref().unwrap_or("record")
+        )
+        .replace('_', " ");
+        if listed {
+            description.push_str(" (listed among the results)");
+        }
+        let text = |name: &str| {
+            event
+                .metadata
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        Self {
+            recipient: text("recipient"),
+            purpose: text("purpose"),
+            description,
+            event: AuditEventView::from(event),
+        }
+    }
 }
 
 /// The formats the trail exports to.

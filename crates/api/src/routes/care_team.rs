@@ -314,6 +314,7 @@ pub async fn reviews(
         .break_glass_reviews(query.pending.unwrap_or(true), limit)
         .await?;
     let ids: Vec<Uuid> = grants.iter().map(|g| g.id).collect();
+    let patients: Vec<Uuid> = grants.iter().map(|g| g.patient_id).collect();
     let view: Vec<BreakGlassReview> = grants
         .into_iter()
         .map(|g| BreakGlassReview {
@@ -332,6 +333,7 @@ pub async fn reviews(
     let mut response = HttpResponse::Ok().json(view);
     AuditNote {
         metadata: Some(serde_json::json!({ "returned": ids.len(), "ids": ids })),
+        patients,
         ..AuditNote::default()
     }
     .attach(&mut response);

@@ -19,7 +19,7 @@ use clinicd_domain::{Address, EmergencyContact, Insurance, Patient, PatientData,
 use clinicd_identity::users::UserId;
 use clinicd_rbac::{Identifiers, Permission, Reach};
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
@@ -744,10 +744,69 @@ pub async fn search(
             "ids": ids,
             "identifiers": identifiers_name(identifiers),
         })),
+        // Each patient returned is disclosed to the caller: in their accounting too.
+        patients: ids.clone(),
         ..AuditNote::default()
     }
     .attach(&mut response);
     Ok(response)
+}
+
+/// To whom a record goes out, and why: both are kept in the patient's accounting of
+/// disclosures (HIPAA §164.528).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct Release {
+    /// Who receives the record (the patient, their representative, an organisation): 1 to
+    /// 200 characters.
+    #[param(min_length = 1, max_length = 200)]
+    pub recipient: String,
+    pub purpose: Purpose,
+}
+
+/// Why a record goes out.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// The patient's own right of access.
+    Individual,
+    Treatment,
+    Payment,
+    Operations,
+    /// Required by law, a court order or a subpoena.
+    Legal,
+    PublicHealth,
+    Research,
+    Other,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Individual => "individual",
+            Self::Treatment => "treatment",
+            Self::Payment => "payment",
+            Self::Operations => "operations",
+            Self::Legal => "legal",
+            Self::PublicHealth => "public_health",
+            Self::Research => "research",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl Release {
+    fn recipient(&self) -> Result<String, ApiError> {
+        let recipient = self.recipient.trim();
+        let valid = (1..=200).contains(&recipient.chars().count())
+            && !recipient.chars().any(clinicd_identity::users::is_deceptive);
+        if valid {
+            Ok(recipient.to_owned())
+        } else {
+            Err(ApiError::InvalidParameters)
+        }
+    }
 }
 
 /// A patient's whole record, for a right-of-access request (HIPAA §164.524).
@@ -771,7 +830,7 @@ pub struct PatientExport {
     path = "/api/patients/{id}/export",
     tag = "patients",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Patient id")),
+    params(("id" = Uuid, Path, description = "Patient id"), Release),
     responses(
         (status = 200, description = "The whole record", body = PatientExport),
         (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
@@ -784,8 +843,10 @@ pub struct PatientExport {
 pub async fn export(
     state: web::Data<ApiState>,
     id: web::Path<Uuid>,
+    release: web::Query<Release>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    let recipient = release.recipient()?;
     let patient = state.patients.get(id).await?.ok_or(ApiError::NotFound)?;
     let appointments = state.appointments.for_patient(id).await?;
     let notes = state.notes.for_patient(id).await?;
@@ -810,6 +871,9 @@ pub async fn export(
             "appointments": appointments.len(),
             "notes": notes.len(),
             "files": files.len(),
+            "disclosure": "external",
+            "recipient": recipient,
+            "purpose": release.purpose.as_str(),
         })),
         ..AuditNote::default()
     }

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::type_complexity)]
 
+mod accounting;
 mod admin;
 mod atomic;
 mod audit;

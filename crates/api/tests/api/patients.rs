@@ -402,11 +402,13 @@ async fn the_tables_hold_no_identifier_in_clear(pool: PgPool) {
     let app = TestApp::with_pool(settings(), pool.clone());
     let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
     register(&app, &desk, jane()).await;
-    let dump: String =
-        sqlx::query_scalar("SELECT string_agg(row_to_json(p)::text, ' ') FROM patients p")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    // Timestamps left out: their microseconds are digits that can spell "1984" by chance.
+    let dump: String = sqlx::query_scalar(
+        "SELECT string_agg((to_jsonb(p) - 'created_at' - 'updated_at')::text, ' ') FROM patients p",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     let tokens: String = sqlx::query_scalar(
         "SELECT string_agg(row_to_json(t)::text, ' ') FROM patient_name_tokens t",
     )

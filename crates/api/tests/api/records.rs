@@ -698,7 +698,7 @@ async fn the_privacy_office_exports_a_whole_record(pool: PgPool) {
     let export = app
         .call(send(
             "GET",
-            &format!("/api/patients/{p}/export"),
+            &format!("/api/patients/{p}/export?recipient=the%20patient&purpose=individual"),
             &officer,
             None,
         ))
@@ -722,7 +722,7 @@ async fn the_privacy_office_exports_a_whole_record(pool: PgPool) {
     // Providers do not export; a missing patient is 404.
     app.call(send(
         "GET",
-        &format!("/api/patients/{p}/export"),
+        &format!("/api/patients/{p}/export?recipient=the%20patient&purpose=individual"),
         grey,
         None,
     ))
@@ -730,7 +730,10 @@ async fn the_privacy_office_exports_a_whole_record(pool: PgPool) {
     .assert_problem(403, "permission_denied");
     app.call(send(
         "GET",
-        &format!("/api/patients/{}/export", Uuid::now_v7()),
+        &format!(
+            "/api/patients/{}/export?recipient=the%20patient&purpose=individual",
+            Uuid::now_v7()
+        ),
         &officer,
         None,
     ))
