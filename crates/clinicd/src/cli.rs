@@ -87,6 +87,17 @@ pub enum AdminCommand {
         #[arg(long)]
         email: Option<String>,
     },
+    /// Clear a lockout after failed logins (a locked-out sole administrator's way back).
+    Unlock {
+        #[arg(long)]
+        username: String,
+    },
+    /// Approve a change waiting for a second administrator, as the server's operator: the
+    /// second person of a clinic with a single administrator (docs/rbac.md).
+    Approve {
+        /// The proposal's id.
+        proposal: uuid::Uuid,
+    },
 }
 
 #[derive(Debug, Subcommand)]

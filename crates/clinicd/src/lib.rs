@@ -6,6 +6,7 @@
 //! Must not: hold business rules, SQL or HTTP handlers (those live in the concern crates and
 //! the API crate).
 
+pub mod admin;
 pub mod cli;
 pub mod cli_audit;
 pub mod config;

@@ -148,6 +148,10 @@ async fn audit_maintain(
     )
     .await?;
     let summary = serde_json::json!({ "partitions_created": created, "archived": archived });
+    // Partitions made and archived: a change to the trail's own storage, in the trail.
+    CliAudit::start(pool, keyring, "audit maintain")
+        .record(Action::ConfigChange, "audit_partitions", summary.clone())
+        .await?;
     let text = format!("{summary}\n");
     std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
     Ok(())
@@ -196,6 +200,7 @@ async fn files_command(settings: Settings, command: FilesCommand) -> anyhow::Res
     keyring.bootstrap().await?;
     let patients = clinicd_domain::PatientStore::new(pool.clone(), keyring.clone());
     let audit = CliAudit::start(pool.clone(), keyring.clone(), "files import");
+    let keyring_for_audit = keyring.clone();
     let files = clinicd_files::Files::new(
         pool.clone(),
         keyring,
@@ -222,7 +227,20 @@ async fn files_command(settings: Settings, command: FilesCommand) -> anyhow::Res
             summary.failed
         }
         FilesCommand::Purge => {
-            let purged = files.purge(chrono::Utc::now()).await?;
+            let audit = CliAudit::start(pool.clone(), keyring_for_audit.clone(), "files purge");
+            let purged = files
+                .purge(chrono::Utc::now(), &|file, patient| {
+                    clinicd_files::service::Audited {
+                        recorder: audit.recorder(Action::Delete, "file"),
+                        status: None,
+                        note: audit.note(
+                            file,
+                            Some(patient),
+                            serde_json::json!({ "purged": true }),
+                        ),
+                    }
+                })
+                .await?;
             writeln!(out, "{}", serde_json::json!({ "purged": purged }))?;
             0
         }
@@ -235,21 +253,26 @@ async fn files_command(settings: Settings, command: FilesCommand) -> anyhow::Res
 }
 
 async fn admin_command(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
-    use secrecy::ExposeSecret;
     let pool = connect(&settings).await?;
     if settings.database.migrate_on_start {
         startup::MIGRATOR.run(&pool).await?;
     }
-    let AdminCommand::Create { username, email } = command;
-    let hasher = clinicd_identity::password::PasswordHasherPool::new(settings.identity.hash, 1)?;
-    let (_, password) =
-        clinicd_identity::bootstrap::create_admin(&pool, &hasher, &username, email.as_deref())
-            .await?;
-    // The one place a password is printed: once, to the operator who ran the command.
-    let text = format!(
-        "Created administrator `{username}`.\nOne-time password (shown once; it must be changed at first login):\n\n    {}\n\n",
-        password.expose_secret()
-    );
-    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
-    Ok(())
+    let keyring = std::sync::Arc::new(keys::keyring(&settings.keys, pool.clone()).await?);
+    keyring.bootstrap().await?;
+    match command {
+        AdminCommand::Create { username, email } => {
+            let audit = CliAudit::start(pool.clone(), keyring, "admin create");
+            clinicd::admin::create(&settings, &pool, &audit, &username, email.as_deref()).await
+        }
+        AdminCommand::Unlock { username } => {
+            let audit = CliAudit::start(pool.clone(), keyring.clone(), "admin unlock");
+            let identity = startup::identity(&settings, pool.clone(), keyring)?;
+            clinicd::admin::unlock(&identity, &audit, &username).await
+        }
+        AdminCommand::Approve { proposal } => {
+            let audit = CliAudit::start(pool.clone(), keyring.clone(), "admin approve");
+            let identity = startup::identity(&settings, pool.clone(), keyring)?;
+            clinicd::admin::approve(&settings, &identity, &audit, proposal).await
+        }
+    }
 }

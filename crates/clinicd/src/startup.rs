@@ -127,15 +127,7 @@ impl Application {
             keyring.clone(),
             SECURITY_EVENT_FORWARDING,
         );
-        let identity = Identity::new(
-            pool.clone(),
-            &settings.token_signing_key,
-            keyring,
-            settings.identity,
-            Arc::new(SystemClock),
-        )
-        .map_err(|e| StartupError::Identity(e.to_string()))?;
-        let identity = with_login_extras(identity, &settings)?;
+        let identity = identity(&settings, pool.clone(), keyring)?;
         let state = ApiState::new(
             pool,
             settings.http.clone(),
@@ -216,6 +208,24 @@ impl Application {
         pruner.abort();
         result
     }
+}
+
+/// The identity services as configured: sessions, login, MFA, with the out-of-band sender and
+/// the login challenge when they are set.
+pub fn identity(
+    settings: &Settings,
+    pool: PgPool,
+    keyring: Arc<clinicd_crypto::Keyring>,
+) -> Result<Identity, StartupError> {
+    let identity = Identity::new(
+        pool,
+        &settings.token_signing_key,
+        keyring,
+        settings.identity,
+        Arc::new(SystemClock),
+    )
+    .map_err(|e| StartupError::Identity(e.to_string()))?;
+    with_login_extras(identity, settings)
 }
 
 /// The optional out-of-band code sender and login challenge verifier.

@@ -214,14 +214,14 @@ pub async fn soft_delete(
     Ok(done.rows_affected() == 1)
 }
 
-/// Deleted files whose retention has run out: `(id, object key)`.
+/// Deleted files whose retention has run out: `(id, patient, object key)`.
 pub async fn due_for_purge(
     db: impl PgExecutor<'_>,
     now: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, object_key FROM files WHERE purge_after <= $1 ORDER BY purge_after LIMIT $2",
+        "SELECT id, patient_id, object_key FROM files WHERE purge_after <= $1 ORDER BY purge_after LIMIT $2",
     )
     .bind(now)
     .bind(limit)

@@ -677,19 +677,31 @@ impl Files {
 
     /// Removes deleted files whose retention has ended: the object first, then the row (a
     /// crash in between leaves a row whose object is gone, which the next run removes).
-    pub async fn purge(&self, now: DateTime<Utc>) -> Result<u64, FileError> {
+    /// Each file's row goes with its audit event, `audit(file, patient)`, in one transaction.
+    pub async fn purge(
+        &self,
+        now: DateTime<Utc>,
+        audit: &(dyn Fn(Uuid, Uuid) -> Audited + Sync),
+    ) -> Result<u64, FileError> {
         let mut purged = 0;
         loop {
             let due = record::due_for_purge(&self.db, now, 100).await?;
             if due.is_empty() {
                 return Ok(purged);
             }
-            for (id, object_key) in due {
+            for (id, patient, object_key) in due {
                 match self.store.delete(&object_key).await {
                     Ok(()) | Err(ObjectStoreError::NotFound) => {}
                     Err(e) => return Err(e.into()),
                 }
-                record::remove(&self.db, id).await?;
+                let mut tx = self.db.begin().await?;
+                record::remove(&mut *tx, id).await?;
+                let Audited {
+                    recorder,
+                    status,
+                    note,
+                } = audit(id, patient);
+                recorder.commit(tx, status, note).await?;
                 purged += 1;
             }
         }

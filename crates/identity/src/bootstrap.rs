@@ -3,7 +3,7 @@
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use secrecy::SecretString;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use crate::password::{HashError, PasswordHasherPool};
 use crate::users::{self, DisplayName, Email, NewUser, UserError, UserId, Username};
@@ -41,8 +41,10 @@ pub fn one_time_password() -> Result<SecretString, BootstrapError> {
 
 /// Creates an administrator account with a one-time password that must be changed at first
 /// login. Returns the id and the password (to be shown once, never stored in clear).
+/// Creates an administrator in the caller's transaction (which commits it with its audit
+/// event), with a one-time password returned once.
 pub async fn create_admin(
-    db: &PgPool,
+    tx: &mut PgConnection,
     hasher: &PasswordHasherPool,
     username: &str,
     email: Option<&str>,
@@ -52,7 +54,6 @@ pub async fn create_admin(
         Email::parse(email.unwrap_or(&format!("{}@localhost.localdomain", username.as_str())))?;
     let password = one_time_password()?;
     let password_hash = hasher.hash(&password).await?;
-    let mut tx = db.begin().await.map_err(UserError::from)?;
     let id = users::create(
         &mut *tx,
         NewUser {
@@ -65,7 +66,6 @@ pub async fn create_admin(
     )
     .await?;
     users::assign_role(&mut *tx, id, ADMIN_ROLE, None).await?;
-    tx.commit().await.map_err(UserError::from)?;
     tracing::info!(user_id = %id, "administrator account created");
     Ok((id, password))
 }

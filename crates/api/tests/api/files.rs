@@ -796,9 +796,36 @@ async fn uploads_and_downloads_are_audited_and_deletes_are_soft(pool: PgPool) {
 
     // After retention, a purge removes object and row.
     let later = chrono::Utc::now() + chrono::Duration::days(7 * 366);
-    assert_eq!(app.state.files.purge(later).await.unwrap(), 1);
+    let audit = |file: uuid::Uuid, patient: uuid::Uuid| clinicd_files::service::Audited {
+        recorder: clinicd_audit::Recorder::new(
+            app.state.audit.clone(),
+            clinicd_audit::NewEvent::new(
+                clinicd_audit::Action::Delete,
+                clinicd_audit::Outcome::Success,
+            ),
+            Default::default(),
+        ),
+        status: None,
+        note: clinicd_audit::Note {
+            resource_id: Some(file.to_string()),
+            patient_id: Some(patient),
+            ..Default::default()
+        },
+    };
+    assert_eq!(app.state.files.purge(later, &audit).await.unwrap(), 1);
     assert!(!object_path(dir.path(), &id).exists());
     assert_eq!(file_rows(&pool).await, 0);
+    let purged: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'delete' AND resource_id = $1 AND route IS NULL",
+    )
+    .bind(id.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        purged, 1,
+        "the purge is in the trail with the row's removal"
+    );
 }
 
 #[sqlx::test(migrations = "../../migrations")]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin_cli;
+mod admin_commands;
 mod audit_cli;
 mod cli;
 mod config;
