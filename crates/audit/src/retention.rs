@@ -1,7 +1,13 @@
 //! Retention: monthly partitions are created ahead, and partitions whose month ended more than
 //! the retention period ago (default 7 years; never under 6) are archived and detached. This is
-//! the only way rows leave the trail, and it is a maintenance command run with the database
-//! owner's role (`clinicd audit maintain`), never something the server does.
+//! the only way rows leave the trail. The server keeps partitions ahead by itself (a daily job,
+//! once across instances); archiving runs the same way, or as `clinicd audit maintain`.
+//!
+//! Rows whose month had no partition yet (upkeep lapsed) land in the default partition, and
+//! Postgres then refuses to create that month's partition. Upkeep re-homes them: in one
+//! transaction it detaches the default partition, creates every month it holds, copies its rows
+//! through the parent into their own partitions (unchanged: the chain covers content, not
+//! place) and puts a fresh, empty default partition in its place.
 //!
 //! An archive is the partition's events as NDJSON, in chunks of 10,000, each chunk a field
 //! ciphertext under the audit key (bound to the archive's id), written as `u32 length ‖
@@ -50,53 +56,45 @@ fn month_of(name: &str) -> Option<NaiveDate> {
 }
 
 /// Creates the partition of `month` (first day) if missing; returns its name if created.
+/// The work is `audit_create_partition` (migration 0017), which a server role that may only
+/// append to the trail can still run.
 pub async fn ensure_partition(
     pool: &PgPool,
     month: NaiveDate,
 ) -> Result<Option<String>, AuditError> {
-    let name = partition_name(month);
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(&name)
+    sqlx::query_scalar("SELECT audit_create_partition($1)")
+        .bind(month)
         .fetch_one(pool)
         .await
-        .map_err(db)?;
-    if exists {
-        return Ok(None);
-    }
-    let next = month + Months::new(1);
-    // Names and bounds come from a date, never from input: safe to format.
-    let create = format!(
-        "CREATE TABLE {name} PARTITION OF audit_events FOR VALUES FROM ('{month}') TO ('{next}')"
-    );
-    let trigger = format!(
-        "CREATE TRIGGER audit_partition_no_truncate BEFORE TRUNCATE ON {name} \
-         FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()"
-    );
-    let mut tx = pool.begin().await.map_err(db)?;
-    sqlx::query(sqlx::AssertSqlSafe(create))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    sqlx::query(sqlx::AssertSqlSafe(trigger))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    Ok(Some(name))
+        .map_err(db)
 }
 
-/// Partitions for this month and the next `months_ahead`.
+/// Partitions for this month and the next `months_ahead`, after re-homing any rows the default
+/// partition caught.
 pub async fn ensure_partitions_ahead(
     pool: &PgPool,
     now: DateTime<Utc>,
     months_ahead: u32,
 ) -> Result<Vec<String>, AuditError> {
     let first = NaiveDate::from_ymd_opt(now.year(), now.month(), 1).unwrap_or_default();
-    let mut created = Vec::new();
+    let mut created = rehome_default(pool).await?;
     for i in 0..=months_ahead {
         if let Some(name) = ensure_partition(pool, first + Months::new(i)).await? {
             created.push(name);
         }
+    }
+    Ok(created)
+}
+
+/// Moves rows out of the default partition into partitions of their own months (created as
+/// needed); returns the partitions created (`audit_rehome_default`, migration 0017).
+pub async fn rehome_default(pool: &PgPool) -> Result<Vec<String>, AuditError> {
+    let created: Vec<String> = sqlx::query_scalar("SELECT audit_rehome_default()")
+        .fetch_one(pool)
+        .await
+        .map_err(db)?;
+    if !created.is_empty() {
+        tracing::warn!(partitions = ?created, "audit rows re-homed from the default partition");
     }
     Ok(created)
 }

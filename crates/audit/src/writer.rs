@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::chain;
-use crate::checkpoint::{CheckpointStore, write_checkpoint};
+use crate::checkpoint::CheckpointStore;
 use crate::event::{NewEvent, StoredEvent};
 
 /// The advisory lock that serialises appends to the chain ("clinicd audit" in ASCII).
@@ -102,19 +102,10 @@ impl AuditWriter {
         }
     }
 
-    /// Writes a checkpoint to `store` every `interval`, and verifies against the latest.
+    /// Verifies against the latest checkpoint in `store` (the scheduled job `audit_checkpoint`
+    /// of the server writes them there).
     #[must_use]
-    pub fn with_checkpoints(mut self, store: Arc<dyn CheckpointStore>, interval: Duration) -> Self {
-        let (db, keyring, writer_store) = (self.db.clone(), self.keyring.clone(), store.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tick.tick().await;
-                if let Err(error) = write_checkpoint(&db, &keyring, writer_store.as_ref()).await {
-                    tracing::warn!(error = %error, "audit checkpoint not written");
-                }
-            }
-        });
+    pub fn with_checkpoints(mut self, store: Arc<dyn CheckpointStore>) -> Self {
         self.checkpoints = Some(store);
         self
     }

@@ -12,6 +12,7 @@ pub mod cli_audit;
 pub mod config;
 pub mod file_import;
 pub mod import;
+pub mod jobs;
 pub mod keys;
 pub mod startup;
 pub mod telemetry;

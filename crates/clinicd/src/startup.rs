@@ -18,23 +18,25 @@ use clinicd_audit::checkpoint::{
 use clinicd_audit::retention::{ArchiveStore, LocalArchives, S3Archives};
 use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_files::s3::S3Store;
-use clinicd_files::{LocalStore, ObjectStore};
+use clinicd_files::{Files, LocalStore, ObjectStore};
 use clinicd_identity::Identity;
 use clinicd_identity::challenge::SiteVerifyChallenge;
 use clinicd_identity::clock::SystemClock;
 use clinicd_identity::otp::{LogOtpSender, WebhookOtpSender};
+use graphile_worker::Worker;
 use rustls::ServerConfig;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::config::{MfaFallback, Settings, StorageSettings, TlsSettings};
+use crate::jobs::JobContext;
 use crate::tls;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
-/// How often identity's security events are moved into the audit trail.
-const SECURITY_EVENT_FORWARDING: Duration = Duration::from_secs(1);
+/// How long a stopping server waits for its job in progress.
+const JOB_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -58,6 +60,8 @@ pub enum StartupError {
     Identity(String),
     #[error("cannot prepare the file store: {0}")]
     Storage(String),
+    #[error(transparent)]
+    Jobs(#[from] crate::jobs::JobsError),
     #[error("cannot create metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -70,6 +74,8 @@ pub struct Application {
     redirect_port: Option<u16>,
     servers: Vec<Server>,
     limits: Arc<Limits>,
+    /// This instance's share of the scheduled work (see [`crate::jobs`]).
+    jobs: Arc<Worker>,
 }
 
 impl std::fmt::Debug for Application {
@@ -117,16 +123,29 @@ impl Application {
             .map_err(|e| StartupError::Keys(e.into()))?;
         // Another instance's crypto-shredding reaches this one's key cache within a second.
         tokio::spawn(keyring.clone().follow_destroyed_keys());
+        let checkpoints = checkpoint_store(&settings).await;
         let audit = AuditWriter::start(pool.clone(), keyring.clone(), WriterSettings::default())
-            .with_checkpoints(
-                checkpoint_store(&settings).await,
-                settings.audit.checkpoint_interval,
-            );
-        clinicd_identity::security_events::start_forwarder(
-            pool.clone(),
-            keyring.clone(),
-            SECURITY_EVENT_FORWARDING,
-        );
+            .with_checkpoints(checkpoints.clone());
+        let files = file_store(&settings).await?;
+        let jobs = crate::jobs::worker(
+            JobContext {
+                db: pool.clone(),
+                keyring: keyring.clone(),
+                writer: audit.clone(),
+                checkpoints,
+                archives: archive_store(&settings).await,
+                files: Files::new(
+                    pool.clone(),
+                    keyring.clone(),
+                    files.clone(),
+                    settings.http.files.clone(),
+                ),
+                retention_years: settings.audit.retention_years,
+                instance: uuid::Uuid::new_v4(),
+            },
+            settings.audit.checkpoint_interval,
+        )
+        .await?;
         let identity = identity(&settings, pool.clone(), keyring)?;
         let state = ApiState::new(
             pool,
@@ -134,7 +153,7 @@ impl Application {
             metrics.clone(),
             Arc::new(identity),
             audit,
-            file_store(&settings).await?,
+            files,
         );
         let limits = state.limits.clone();
 
@@ -172,6 +191,7 @@ impl Application {
             redirect_port,
             servers,
             limits,
+            jobs: Arc::new(jobs),
         })
     }
 
@@ -202,10 +222,25 @@ impl Application {
                 limits.prune();
             }
         });
+        let jobs = self.jobs.clone();
+        let worker = tokio::spawn(async move {
+            if let Err(error) = jobs.run().await {
+                tracing::error!(error = %error, "the job worker stopped");
+            }
+        });
         let result = futures_util::future::try_join_all(self.servers)
             .await
             .map(|_| ());
         pruner.abort();
+        // A job in progress gets the worker's grace period to finish; the queue retries it
+        // elsewhere otherwise.
+        self.jobs.request_shutdown();
+        if tokio::time::timeout(JOB_SHUTDOWN_GRACE, worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the job worker did not stop in time");
+        }
         result
     }
 }

@@ -986,6 +986,27 @@ fn otp_hash(code: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// How long after its window and lock are over a failure counter is kept: a day, so an
+/// administrator can still see yesterday's failures.
+const FORGET_AFTER_HOURS: i64 = 24;
+
+/// Forgets failure counters whose window and lock ended more than a day ago (a row past its
+/// window counts as no row, so this changes no answer; it keeps the table from growing with
+/// every username ever mistyped). Run by the scheduled job `forget_login_attempts`.
+pub async fn forget_stale_attempts(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM login_attempts \
+         WHERE coalesce(last_failed_at, '-infinity') < now() - make_interval(hours => $1::int) \
+           AND coalesce(first_failed_at, '-infinity') < now() - make_interval(mins => $2::int) \
+           AND coalesce(locked_until, '-infinity') < now() - make_interval(hours => $1::int)",
+    )
+    .bind(i32::try_from(FORGET_AFTER_HOURS).unwrap_or(24))
+    .bind(i32::try_from(FAILURE_WINDOW_MINUTES).unwrap_or(15))
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

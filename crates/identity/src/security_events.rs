@@ -2,13 +2,11 @@
 //! reuse, MFA failures, password and MFA changes, administrator actions) into the trail.
 //!
 //! Identity records them in `security_events` as they happen, inside its own transactions, and
-//! owns the SQL that claims and marks them. A task moves unforwarded rows into the chain; the
-//! append and the mark on the source rows share one transaction, and rows are claimed with `SKIP LOCKED`, so each event
-//! lands exactly once whichever instance moves it. They are system events: the request that
+//! owns the SQL that claims and marks them. The server's scheduled job `forward_security_events`
+//! moves unforwarded rows into the chain; the append and the mark on the source rows share one
+//! transaction, and rows are claimed with `SKIP LOCKED`, so each event lands exactly once
+//! whichever instance moves it. They are system events: the request that
 //! caused one has its own event (route, status) from the audit layer.
-
-use std::sync::Arc;
-use std::time::Duration;
 
 use clinicd_audit::writer::{AuditError, append_in};
 use clinicd_audit::{Action, NewEvent, Outcome};
@@ -19,19 +17,6 @@ use uuid::Uuid;
 use crate::sessions::{self, RecordedEvent};
 
 const BATCH: i64 = 500;
-
-/// Starts forwarding every `interval` on the current Tokio runtime.
-pub fn start_forwarder(db: PgPool, keyring: Arc<Keyring>, interval: Duration) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tick.tick().await;
-            if let Err(error) = forward(&db, &keyring).await {
-                tracing::warn!(error = %error, "security events not forwarded yet");
-            }
-        }
-    });
-}
 
 /// Moves up to one batch of unforwarded security events into the trail; returns how many.
 pub async fn forward(db: &PgPool, keyring: &Keyring) -> Result<usize, AuditError> {

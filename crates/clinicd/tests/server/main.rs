@@ -10,6 +10,7 @@ mod config;
 mod files_cli;
 mod files_https;
 mod import_cli;
+mod jobs;
 mod keys_cli;
 mod listeners;
 mod logs;

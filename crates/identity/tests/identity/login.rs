@@ -255,3 +255,47 @@ async fn an_unknown_username_is_throttled_and_locked_like_a_real_one(db: PgPool)
     assert_eq!(count("login_failed", "bad_password").await, 5);
     assert_eq!(count("login_failed", "unknown_user").await, 5);
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn upkeep_forgets_only_counters_long_over(db: PgPool) {
+    // (key, last failure, lock until): yesterday's and older failures with no lock left.
+    for (key, last_failed, locked_until) in [
+        ("old", "now() - interval '3 days'", "NULL"),
+        (
+            "old-lock",
+            "now() - interval '3 days'",
+            "now() - interval '2 days'",
+        ),
+        ("recent", "now() - interval '2 hours'", "NULL"),
+        (
+            "still-locked",
+            "now() - interval '3 days'",
+            "now() + interval '5 minutes'",
+        ),
+        (
+            "lock-just-over",
+            "now() - interval '3 days'",
+            "now() - interval '1 hour'",
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO login_attempts (username_key, failed_attempts, first_failed_at, last_failed_at, locked_until) \
+             VALUES (convert_to($1, 'UTF8'), 5, {last_failed}, {last_failed}, {locked_until})"
+        )))
+        .bind(key)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    let forgotten = clinicd_identity::login::forget_stale_attempts(&db)
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 2);
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT convert_from(username_key, 'UTF8') FROM login_attempts ORDER BY 1",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(left, ["lock-just-over", "recent", "still-locked"]);
+}
