@@ -3,6 +3,7 @@
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
+use serde_json::{Value, json};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
@@ -66,9 +67,168 @@ impl Modify for SecuritySchemes {
     }
 }
 
+const PRINTABLE: &str = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$";
+
+/// What the middleware and extractors answer on every operation, declared once here rather than
+/// on each of seventy handlers (and so never forgotten on the seventy-first): a malformed query
+/// or path (400), an unauthenticated or unauthorised caller (401, 403, on operations that need
+/// a session), the audit trail unavailable (503: the request fails closed); and for a JSON body,
+/// one that is not JSON or not an object (400), too large (413), not `application/json` (415)
+/// or with a control character in a string (422). Each string a JSON body takes is declared
+/// printable, since the extractor refuses the rest.
+/// Done on the JSON: utoipa's types do not read their own output back.
+pub fn document() -> Value {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    add_common_answers(&mut document);
+    document
+}
+
+fn add_common_answers(document: &mut Value) {
+    let mut body_schemas = Vec::new();
+    if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
+        for operation in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+            .filter_map(Value::as_object_mut)
+        {
+            let json_body = operation
+                .get("requestBody")
+                .and_then(|body| body.pointer("/content/application~1json/schema"))
+                .cloned();
+            let secured = operation.contains_key("security");
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            let mut answers = vec![(
+                "400",
+                "Malformed query or path parameters (invalid_parameters)",
+            )];
+            if secured {
+                answers.push(("401", "Not authenticated"));
+                answers.push(("403", "Not permitted"));
+            }
+            answers.push((
+                "503",
+                "The database or the audit trail is unavailable: nothing was done",
+            ));
+            if let Some(schema) = json_body {
+                answers.push((
+                    "400",
+                    "The body is not JSON, not an object, or not of this shape (invalid_body)",
+                ));
+                answers.push(("413", "The body is larger than CLINICD_JSON_BODY_LIMIT"));
+                answers.push((
+                    "415",
+                    "The body is not sent as application/json (unsupported_media_type)",
+                ));
+                answers.push((
+                    "422",
+                    "A field is not valid, e.g. a string holds a control character (invalid_field)",
+                ));
+                body_schemas.push(schema);
+            }
+            for (status, description) in answers {
+                responses
+                    .entry(status)
+                    .or_insert_with(|| problem_response(description));
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for schema in body_schemas {
+        printable_strings(document, &schema, &mut seen);
+    }
+}
+
+fn problem_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/problem+json": {
+            "schema": { "$ref": "#/components/schemas/Problem" }
+        } }
+    })
+}
+
+/// Declares every free-text string under `schema` (following `$ref`s into components)
+/// printable, unless it already has a pattern, a format or an enumeration.
+fn printable_strings(
+    document: &mut Value,
+    schema: &Value,
+    seen: &mut std::collections::BTreeSet<String>,
+) {
+    if let Some(name) = schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+    {
+        if !seen.insert(name.to_owned()) {
+            return;
+        }
+        let pointer = format!(
+            "/components/schemas/{}",
+            name.replace('~', "~0").replace('/', "~1")
+        );
+        let Some(target) = document.pointer(&pointer).cloned() else {
+            return;
+        };
+        let mut target = target;
+        mark(document, &mut target, seen);
+        if let Some(slot) = document.pointer_mut(&pointer) {
+            *slot = target;
+        }
+        return;
+    }
+    let mut inline = schema.clone();
+    mark(document, &mut inline, seen);
+}
+
+fn mark(document: &mut Value, schema: &mut Value, seen: &mut std::collections::BTreeSet<String>) {
+    let Some(fields) = schema.as_object_mut() else {
+        return;
+    };
+    let is_string = match fields.get("type") {
+        Some(Value::String(t)) => t == "string",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+        _ => false,
+    };
+    if is_string
+        && !["pattern", "format", "enum", "const"]
+            .iter()
+            .any(|k| fields.contains_key(*k))
+    {
+        fields.insert("pattern".into(), PRINTABLE.into());
+    }
+    if fields.contains_key("$ref") {
+        let reference = Value::Object(fields.clone());
+        printable_strings(document, &reference, seen);
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = fields.get_mut(key) {
+            mark(document, child, seen);
+        }
+    }
+    if let Some(properties) = fields.get_mut("properties").and_then(Value::as_object_mut) {
+        for child in properties.values_mut() {
+            mark(document, child, seen);
+        }
+    }
+    for key in ["oneOf", "anyOf", "allOf"] {
+        if let Some(children) = fields.get_mut(key).and_then(Value::as_array_mut) {
+            for child in children {
+                mark(document, child, seen);
+            }
+        }
+    }
+}
+
 pub fn register(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        SwaggerUi::new(format!("{DOCS_PATH_PREFIX}/{{_:.*}}")).url(OPENAPI_PATH, ApiDoc::openapi()),
+        SwaggerUi::new(format!("{DOCS_PATH_PREFIX}/{{_:.*}}"))
+            .external_url_unchecked(OPENAPI_PATH, document()),
     );
     cfg.route(DOCS_PATH_PREFIX, web::get().to(redirect_to_docs));
 }

@@ -19,6 +19,9 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print the OpenAPI document (as served at /api/openapi.json) and exit; needs no
+    /// configuration.
+    Openapi,
     /// Inspect and rotate keys.
     #[command(subcommand)]
     Keys(KeysCommand),

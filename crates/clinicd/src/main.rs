@@ -9,12 +9,23 @@ use clinicd::cli_audit::CliAudit;
 use clinicd::{Application, Settings, keys, startup, telemetry};
 use clinicd_audit::Action;
 
+/// The OpenAPI document on stdout, for client generators and schema-driven fuzzers.
+fn print_openapi() -> ExitCode {
+    match serde_json::to_string_pretty(&clinicd_api::docs::document()) {
+        Ok(text) if writeln!(std::io::stdout().lock(), "{text}").is_ok() => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Two rustls providers are compiled in (aws-lc-rs for rustls and the AWS SDK, and possibly
     // ring through a dependency); pick one explicitly or rustls panics on first use.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
+    if let Some(Command::Openapi) = cli.command {
+        return print_openapi();
+    }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
@@ -34,6 +45,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(settings).await,
             Command::Migrate => migrate(settings).await,
+            Command::Openapi => Ok(()),
             Command::Keys(command) => keys_command(settings, command).await,
             Command::Admin(command) => admin_command(settings, command).await,
             Command::Audit(command) => audit_command(settings, command).await,

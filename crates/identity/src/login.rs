@@ -310,6 +310,14 @@ impl LoginService {
         }
         let (_, locks) = match self.reserve(&key, user_id, now).await? {
             Reservation::Locked => {
+                // The same work as a wrong password, so a locked username cannot be told from
+                // the others by how long the answer takes.
+                self.hasher
+                    .verify(
+                        attempt.password,
+                        user.as_ref().map(|u| u.password_hash.as_str()),
+                    )
+                    .await?;
                 self.event("login_refused", user_id, client, "locked")
                     .await?;
                 return Err(LoginError::InvalidCredentials);

@@ -68,10 +68,13 @@ impl From<UserSummary> for UserView {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UserListQuery {
-    /// The `next` cursor of the previous page.
+    /// The `next` cursor of the previous page (a username).
+    #[param(max_length = 64)]
     pub after: Option<String>,
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 

@@ -75,15 +75,19 @@ impl From<&Appointment> for AppointmentView {
     }
 }
 
-/// Either a provider's day (`provider_id` and `date`, with the clinic's UTC offset) or a
-/// patient's bookings (`patient_id`).
+/// Filters of the booking list, each optional and combined. Without `patient_id`: one
+/// provider's day (`provider_id`, default the caller; `date`, default today), in the clinic's
+/// local time. With `patient_id`: that patient's bookings, narrowed to `provider_id` and to the
+/// day `date` when given.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     pub provider_id: Option<Uuid>,
     /// `YYYY-MM-DD`, the day in the clinic's local time.
     pub date: Option<NaiveDate>,
-    /// The clinic's offset from UTC in minutes (e.g. -300 for UTC-5); default 0.
+    /// The clinic's offset from UTC in minutes (e.g. -300 for UTC-5), -840 to 840; default 0.
+    #[param(minimum = -840, maximum = 840)]
     pub utc_offset_minutes: Option<i32>,
     pub patient_id: Option<Uuid>,
 }
@@ -102,14 +106,21 @@ fn one(mut response: HttpResponse, appointment: &Appointment) -> HttpResponse {
 }
 
 /// The UTC span of `date` in the clinic's local time (`offset` minutes from UTC, within ±14
-/// hours), for a date from 1900 to 9999: `None` otherwise, never an overflow.
+/// hours), for a date of years 1 to 9999 (what `YYYY-MM-DD` can say): `None` otherwise, never
+/// an overflow.
 fn clinic_day(date: NaiveDate, offset: i32) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    if !(-14 * 60..=14 * 60).contains(&offset) || !(1900..=9999).contains(&date.year()) {
+    if !(-14 * 60..=14 * 60).contains(&offset) || !(1..=9999).contains(&date.year()) {
         return None;
     }
     let midnight = date.and_hms_opt(0, 0, 0)?.and_utc();
     let from = midnight.checked_sub_signed(Duration::minutes(i64::from(offset)))?;
     Some((from, from.checked_add_signed(Duration::days(1))?))
+}
+
+/// Today in the clinic's local time, as a UTC span.
+fn today(offset: i32, now: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let local = now.checked_add_signed(Duration::minutes(i64::from(offset)))?;
+    clinic_day(local.date_naive(), offset)
 }
 
 /// The booking if the caller may reach its patient; 404 otherwise.
@@ -309,7 +320,7 @@ pub async fn change(
     params(ListQuery),
     responses(
         (status = 200, description = "Bookings by start", body = [AppointmentView]),
-        (status = 400, description = "Neither or both of provider_id with date and patient_id, or a malformed value", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed value (invalid_parameters)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `appointment:read` (permission_denied)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
@@ -321,44 +332,37 @@ pub async fn list(
     caller: Authenticated,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (appointments, patient) = match (&*query, query.patient_id) {
-        (
-            ListQuery {
-                provider_id: Some(provider),
-                date: Some(date),
-                patient_id: None,
-                ..
-            },
-            _,
-        ) => {
-            let (from, to) = clinic_day(*date, query.utc_offset_minutes.unwrap_or(0))
-                .ok_or(ApiError::InvalidParameters)?;
+    let offset = query.utc_offset_minutes.unwrap_or(0);
+    let day = match query.date {
+        Some(date) => Some(clinic_day(date, offset).ok_or(ApiError::InvalidParameters)?),
+        None => None,
+    };
+    let (appointments, patient) = match query.patient_id {
+        Some(patient) => {
+            reach(&state, caller.0.user_id, patient).await?;
+            let found = state.appointments.for_patient(patient).await?;
+            let wanted = |a: &Appointment| {
+                query.provider_id.is_none_or(|p| a.provider_id == p)
+                    && day.is_none_or(|(from, to)| a.starts_at < to && a.ends_at > from)
+            };
+            (found.into_iter().filter(wanted).collect(), Some(patient))
+        }
+        None => {
+            let (from, to) = match day {
+                Some(day) => day,
+                None => today(offset, state.rbac.now()).ok_or(ApiError::InvalidParameters)?,
+            };
             let viewer = Viewer {
                 user: caller.0.user_id.0,
                 now: state.rbac.now(),
             };
+            let provider = query.provider_id.unwrap_or(caller.0.user_id.0);
             let found = state
                 .appointments
-                .for_provider(*provider, from, to, viewer)
+                .for_provider(provider, from, to, viewer)
                 .await?;
             (found, None)
         }
-        (
-            ListQuery {
-                provider_id: None,
-                date: None,
-                utc_offset_minutes: None,
-                ..
-            },
-            Some(patient),
-        ) => {
-            reach(&state, caller.0.user_id, patient).await?;
-            (
-                state.appointments.for_patient(patient).await?,
-                Some(patient),
-            )
-        }
-        _ => return Err(ApiError::InvalidParameters),
     };
     let ids: Vec<Uuid> = appointments.iter().map(|a| a.id).collect();
     // The patients whose bookings were shown, for their accounting of disclosures.

@@ -77,10 +77,12 @@ pub struct BreakGlassReview {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReviewQuery {
     /// Only grants no one has reviewed yet (default true).
     pub pending: Option<bool>,
     /// 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 

@@ -60,6 +60,7 @@ impl ProposalView {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ProposalQuery {
     /// Only proposals still waiting (default true).
     pub pending: Option<bool>,

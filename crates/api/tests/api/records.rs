@@ -256,10 +256,45 @@ async fn bookings_never_overlap_for_a_provider(pool: PgPool) {
         .await
         .json();
     assert_eq!(patients.as_array().unwrap().len(), 2);
+    // Filters combine: the patient's bookings on that day, with that provider.
+    let narrowed = |query: String| {
+        let app = &c.app;
+        let desk = &c.desk;
+        async move {
+            let response = app
+                .call(send(
+                    "GET",
+                    &format!("/api/appointments?{query}"),
+                    desk,
+                    None,
+                ))
+                .await;
+            assert_eq!(response.status, 200, "{query}");
+            response.json().as_array().unwrap().len()
+        }
+    };
+    let patient = &c.greys_patient;
+    assert_eq!(
+        narrowed(format!("patient_id={patient}&date={date}")).await,
+        2
+    );
+    let other_day = date.succ_opt().unwrap();
+    assert_eq!(
+        narrowed(format!("patient_id={patient}&date={other_day}")).await,
+        0
+    );
+    let stranger = Uuid::now_v7();
+    assert_eq!(
+        narrowed(format!("patient_id={patient}&provider_id={stranger}")).await,
+        0
+    );
+    // No filter at all: the caller's own day, today (the front desk books no one).
+    assert_eq!(narrowed(String::new()).await, 0);
+    assert_eq!(narrowed(format!("date={date}")).await, 0);
     for bad in [
-        "/api/appointments",
-        "/api/appointments?date=2026-01-01",
         "/api/appointments?patient_id=x",
+        "/api/appointments?date=2026-13-01",
+        "/api/appointments?utc_offset_minutes=841",
     ] {
         app.call(send("GET", bad, &c.desk, None))
             .await
