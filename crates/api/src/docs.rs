@@ -79,8 +79,215 @@ const PRINTABLE: &str = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-
 /// Done on the JSON: utoipa's types do not read their own output back.
 pub fn document() -> Value {
     let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    apply_field_rules(&mut document);
+    refuse_controls_in_parameters(&mut document);
     add_common_answers(&mut document);
     document
+}
+
+// The rules the parsers enforce, as schema. Each is exactly its parser's rule or looser (a value
+// the server accepts always matches its schema), so a generated client never refuses what the
+// server takes, and rules a pattern cannot say (a Luhn digit, a date in the past) answer 422.
+const USERNAME: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$";
+const ROLE_NAME: &str = "^[A-Za-z][A-Za-z0-9_-]{0,63}$";
+/// One `@`, a dotted domain, no spaces (clinicd_identity::users::Email, clinicd_domain's
+/// EmailAddress).
+const EMAIL: &str = "^[^\\s@]{1,64}@[^\\s@.][^\\s@]*\\.[^\\s@]*[^\\s@.]$";
+const SSN: &str = "^[0-9]{3}-?[0-9]{2}-?[0-9]{4}$";
+const PHONE: &str = "^\\+[1-9][0-9]{6,14}$";
+const MEMBER_NUMBER: &str = "^[A-Za-z0-9-]{1,30}$";
+const COUNTRY: &str = "^[A-Za-z]{2}$";
+const MRN: &str = "^[0-9]{9}$";
+/// Path and query strings: no control characters (the middleware answers 400).
+const NO_CONTROLS: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// (schema, property, rule): merged into the component schema's property; `items` rules apply
+/// to each element of an array.
+fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
+    use clinicd_domain::appointment::{Kind, Status};
+    use clinicd_domain::types::{PatientStatus, Sex};
+    let permissions: Vec<&str> = clinicd_rbac::Permission::ALL
+        .iter()
+        .map(|p| p.as_str())
+        .collect();
+    let sexes: Vec<&str> = Sex::ALL.iter().map(|s| s.as_str()).collect();
+    let statuses: Vec<&str> = PatientStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+    let appointment_statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+    let categories: Vec<&str> = clinicd_files::Category::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    let text = |min: usize, max: usize| json!({ "minLength": min, "maxLength": max });
+    let name = text(1, 100);
+    let date = json!({ "format": "date" });
+    let email = json!({ "pattern": EMAIL, "maxLength": 254 });
+    let phone = json!({ "pattern": PHONE });
+    let role_items = json!({ "items": { "pattern": ROLE_NAME } });
+    let permission_items = json!({ "items": { "enum": permissions } });
+    let mut rules = vec![
+        (
+            "CreateUserRequest",
+            "username",
+            json!({ "pattern": USERNAME }),
+        ),
+        ("CreateUserRequest", "email", email.clone()),
+        ("CreateUserRequest", "display_name", name.clone()),
+        ("CreateUserRequest", "roles", role_items.clone()),
+        ("UpdateUserRequest", "email", email.clone()),
+        ("UpdateUserRequest", "display_name", name.clone()),
+        ("SetRolesRequest", "roles", role_items),
+        ("CreateRoleRequest", "name", json!({ "pattern": ROLE_NAME })),
+        (
+            "CreateRoleRequest",
+            "description",
+            json!({ "maxLength": 500 }),
+        ),
+        ("CreateRoleRequest", "permissions", permission_items.clone()),
+        ("CreateRoleRequest", "delegable", permission_items.clone()),
+        ("RoleBody", "description", json!({ "maxLength": 500 })),
+        ("RoleBody", "permissions", permission_items.clone()),
+        ("RoleBody", "delegable", permission_items),
+        ("AssignRequest", "reason", text(10, 500)),
+        ("BreakGlassRequest", "reason", text(20, 1000)),
+        ("AddressBody", "line1", text(1, 200)),
+        ("AddressBody", "line2", json!({ "maxLength": 200 })),
+        ("AddressBody", "city", text(1, 100)),
+        ("AddressBody", "region", text(1, 100)),
+        ("AddressBody", "postal_code", text(1, 20)),
+        ("AddressBody", "country", json!({ "pattern": COUNTRY })),
+        ("InsuranceBody", "payer", text(1, 100)),
+        (
+            "InsuranceBody",
+            "member_number",
+            json!({ "pattern": MEMBER_NUMBER }),
+        ),
+        ("EmergencyContactBody", "name", name.clone()),
+        ("EmergencyContactBody", "relationship", text(1, 50)),
+        ("EmergencyContactBody", "phone", phone.clone()),
+        ("SearchRequest", "mrn", json!({ "pattern": MRN })),
+        ("SearchRequest", "ssn", json!({ "pattern": SSN })),
+        ("SearchRequest", "family_name", name.clone()),
+        ("SearchRequest", "date_of_birth", date.clone()),
+        ("SearchRequest", "name", text(1, 200)),
+        (
+            "SearchRequest",
+            "limit",
+            json!({ "minimum": 1, "maximum": 100 }),
+        ),
+        ("NoteRequest", "encounter_date", date.clone()),
+        ("NoteRequest", "body", text(1, 50_000)),
+        ("NoteEdit", "encounter_date", date.clone()),
+        ("NoteEdit", "body", text(1, 50_000)),
+        ("AmendmentRequest", "encounter_date", date.clone()),
+        ("AmendmentRequest", "body", text(1, 50_000)),
+        ("BookingRequest", "kind", json!({ "enum": kinds })),
+        ("BookingChange", "kind", json!({ "enum": kinds })),
+        (
+            "BookingChange",
+            "status",
+            json!({ "enum": appointment_statuses }),
+        ),
+        ("UploadForm", "category", json!({ "enum": categories })),
+    ];
+    for schema in ["PatientBody", "PatientPatch"] {
+        rules.extend([
+            (schema, "given_name", name.clone()),
+            (schema, "family_name", name.clone()),
+            (schema, "date_of_birth", date.clone()),
+            (schema, "sex", json!({ "enum": sexes })),
+            (schema, "ssn", json!({ "pattern": SSN })),
+            (schema, "phone", phone.clone()),
+            (schema, "email", email.clone()),
+            (schema, "status", json!({ "enum": statuses })),
+        ]);
+    }
+    // A patch may leave a required field out but not clear it: `null` is refused for these.
+    for field in [
+        "given_name",
+        "family_name",
+        "date_of_birth",
+        "sex",
+        "status",
+    ] {
+        rules.push(("PatientPatch", field, json!({ "type": "string" })));
+    }
+    rules
+}
+
+fn apply_field_rules(document: &mut Value) {
+    // The upload form takes its two parts and no others (a multipart form has no serde
+    // `deny_unknown_fields` for utoipa to read).
+    if let Some(form) = document
+        .pointer_mut("/components/schemas/UploadForm")
+        .and_then(Value::as_object_mut)
+    {
+        form.insert("additionalProperties".into(), false.into());
+    }
+    for (schema, property, rule) in field_rules() {
+        let pointer = format!("/components/schemas/{schema}/properties/{property}");
+        let Some(target) = document
+            .pointer_mut(&pointer)
+            .and_then(Value::as_object_mut)
+        else {
+            // A renamed field must not silently lose its rule; the tests catch this.
+            tracing::error!(schema, property, "a field rule names no schema property");
+            continue;
+        };
+        for (key, value) in rule.as_object().into_iter().flatten() {
+            match (key.as_str(), target.get_mut("items")) {
+                ("items", Some(Value::Object(items))) => {
+                    items.extend(value.as_object().cloned().unwrap_or_default());
+                }
+                _ => {
+                    target.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        // An enumeration of a nullable string keeps `null` allowed.
+        if let (Some(Value::Array(types)), Some(Value::Array(values))) =
+            (target.get("type").cloned(), target.get_mut("enum"))
+            && types.iter().any(|t| t == "null")
+            && !values.contains(&Value::Null)
+        {
+            values.push(Value::Null);
+        }
+    }
+}
+
+/// Every string a path or query takes is declared free of control characters, which the
+/// middleware refuses with 400 before any handler runs.
+fn refuse_controls_in_parameters(document: &mut Value) {
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for parameter in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("parameters"))
+        .filter_map(Value::as_array_mut)
+        .flatten()
+    {
+        if !matches!(parameter["in"].as_str(), Some("path" | "query")) {
+            continue;
+        }
+        let Some(schema) = parameter.get_mut("schema").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let is_string = match schema.get("type") {
+            Some(Value::String(t)) => t == "string",
+            Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+            _ => false,
+        };
+        if is_string
+            && !["pattern", "format", "enum"]
+                .iter()
+                .any(|k| schema.contains_key(*k))
+        {
+            schema.insert("pattern".into(), NO_CONTROLS.into());
+        }
+    }
 }
 
 fn add_common_answers(document: &mut Value) {

@@ -12,22 +12,28 @@ pub fn etag(version: i32) -> String {
     format!("\"{version}\"")
 }
 
-/// The version named by `If-Match`. A weak or malformed tag cannot match a strong one (412);
-/// `*` names no version, so it is treated as missing (428).
+/// Matches no stored version (versions start at 1).
+const NO_VERSION: i32 = 0;
+
+/// The version named by `If-Match`. A weak or malformed tag cannot match a strong one: it
+/// names no version, so the change fails its comparison (412) like a stale one, after the
+/// change itself has been judged (a malformed body is 422 whatever the tag). `*` names no
+/// version either, so it is treated as missing (428).
 pub fn if_match(req: &HttpRequest) -> Result<i32, ApiError> {
     let Some(value) = req.headers().get(header::IF_MATCH) else {
         return Err(ApiError::PreconditionRequired);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::PreconditionFailed)?
-        .trim();
+    let Ok(value) = value.to_str() else {
+        return Ok(NO_VERSION);
+    };
+    let value = value.trim();
     if value == "*" {
         return Err(ApiError::PreconditionRequired);
     }
-    value
+    Ok(value
         .strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
         .and_then(|v| v.parse().ok())
-        .ok_or(ApiError::PreconditionFailed)
+        .filter(|v: &i32| *v > 0)
+        .unwrap_or(NO_VERSION))
 }

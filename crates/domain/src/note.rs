@@ -20,7 +20,7 @@ pub fn body(value: &str) -> Result<String, FieldError> {
 
 /// An encounter date: not after today, not more than 150 years ago.
 pub fn encounter_date(value: &str, today: NaiveDate) -> Result<NaiveDate, FieldError> {
-    let Ok(date) = NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d") else {
+    let Some(date) = crate::types::iso_date(value) else {
         return refuse("encounter_date", "must be a date as YYYY-MM-DD");
     };
     if date > today {

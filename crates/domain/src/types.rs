@@ -43,15 +43,9 @@ text_newtype!(Ssn);
 
 impl Ssn {
     pub fn parse(field: &'static str, value: &str) -> Result<Self, FieldError> {
-        let value = value.trim();
-        let digits: String = value.chars().filter(char::is_ascii_digit).collect();
-        let shape_ok = value
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '-' || c == ' ')
-            && digits.len() == 9;
-        if !shape_ok {
+        let Some(digits) = ssn_digits(value) else {
             return refuse(field, "must be 9 digits, as AAA-GG-SSSS");
-        }
+        };
         let (area, group, serial) = (&digits[0..3], &digits[3..5], &digits[5..9]);
         if area == "000" || area == "666" || area.starts_with('9') {
             return refuse(field, "has an area number that is never issued");
@@ -61,6 +55,43 @@ impl Ssn {
         }
         Ok(Self(format!("{area}-{group}-{serial}")))
     }
+}
+
+/// The schema's `SSN_PATTERN`, `^[0-9]{3}-?[0-9]{2}-?[0-9]{4}$`, as code: the nine digits, or
+/// `None` for any other shape (no spaces, no trimming: what the schema refuses, this refuses).
+fn ssn_digits(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut digits = String::with_capacity(9);
+    let mut at = 0;
+    for (group, len) in [3usize, 2, 4].into_iter().enumerate() {
+        if group > 0 && bytes.get(at) == Some(&b'-') {
+            at += 1;
+        }
+        let part = bytes.get(at..at + len)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        digits.push_str(std::str::from_utf8(part).ok()?);
+        at += len;
+    }
+    (at == bytes.len()).then_some(digits)
+}
+
+/// A date exactly as `YYYY-MM-DD` (the schema's `format: date`): chrono alone would also take
+/// `2000-1-1`, a sign or a five-digit year.
+pub fn iso_date(value: &str) -> Option<NaiveDate> {
+    let bytes = value.as_bytes();
+    let shaped = bytes.len() == 10
+        && bytes.iter().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                *b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    shaped
+        .then(|| NaiveDate::parse_from_str(value, "%Y-%m-%d").ok())
+        .flatten()
 }
 
 /// A date of birth: not in the future, not more than 150 years ago.
@@ -75,7 +106,7 @@ impl fmt::Debug for DateOfBirth {
 
 impl DateOfBirth {
     pub fn parse(field: &'static str, value: &str, today: NaiveDate) -> Result<Self, FieldError> {
-        let Ok(date) = NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d") else {
+        let Some(date) = iso_date(value) else {
             return refuse(field, "must be a date as YYYY-MM-DD");
         };
         Self::new(field, date, today)
@@ -117,9 +148,12 @@ text_newtype!(PersonName);
 
 impl PersonName {
     pub fn parse(field: &'static str, value: &str) -> Result<Self, FieldError> {
+        // The length is counted before trimming, as the schema's maxLength counts it.
+        if value.chars().count() > 100 {
+            return refuse(field, "must be 1 to 100 characters");
+        }
         let value = value.trim();
-        let length = value.chars().count();
-        if length == 0 || length > 100 {
+        if value.is_empty() {
             return refuse(field, "must be 1 to 100 characters");
         }
         let allowed = |c: char| {
@@ -155,7 +189,6 @@ text_newtype!(Phone);
 
 impl Phone {
     pub fn parse(field: &'static str, value: &str) -> Result<Self, FieldError> {
-        let value = value.trim();
         let digits = value.strip_prefix('+').unwrap_or("");
         let valid = (7..=15).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())
@@ -176,12 +209,13 @@ text_newtype!(EmailAddress);
 
 impl EmailAddress {
     pub fn parse(field: &'static str, value: &str) -> Result<Self, FieldError> {
-        let value = value.trim();
-        let valid = value.len() <= 254
-            && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+        let valid = value.chars().count() <= 254
+            && !value
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '\u{FEFF}')
             && value.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty()
-                    && local.len() <= 64
+                    && local.chars().count() <= 64
                     && !domain.contains('@')
                     && domain.contains('.')
                     && !domain.starts_with('.')
@@ -195,12 +229,12 @@ impl EmailAddress {
     }
 }
 
-/// Free text with bounds: trimmed, 1 to `max` characters, no control characters but newlines
-/// and tabs.
+/// Free text with bounds: at most `max` characters as sent (the schema's maxLength counts them
+/// so), not blank, no control characters but newlines and tabs; stored trimmed.
 pub fn bounded_text(field: &'static str, value: &str, max: usize) -> Result<String, FieldError> {
+    let too_long = value.chars().count() > max;
     let value = value.trim();
-    let length = value.chars().count();
-    if length == 0 || length > max {
+    if value.is_empty() || too_long {
         return refuse(field, "is empty or too long");
     }
     if value
@@ -214,7 +248,6 @@ pub fn bounded_text(field: &'static str, value: &str, max: usize) -> Result<Stri
 
 /// An insurance member number: 1 to 30 letters, digits or hyphens.
 pub fn member_number(field: &'static str, value: &str) -> Result<String, FieldError> {
-    let value = value.trim();
     if (1..=30).contains(&value.len())
         && value
             .bytes()
@@ -236,6 +269,8 @@ pub enum Sex {
 }
 
 impl Sex {
+    pub const ALL: [Sex; 4] = [Self::Female, Self::Male, Self::Other, Self::Unknown];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Female => "female",
@@ -265,6 +300,8 @@ pub enum PatientStatus {
 }
 
 impl PatientStatus {
+    pub const ALL: [PatientStatus; 3] = [Self::Active, Self::Inactive, Self::Deceased];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",

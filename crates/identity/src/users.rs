@@ -50,8 +50,8 @@ impl From<sqlx::Error> for UserError {
 pub struct Username(String);
 
 impl Username {
+    /// Exactly as sent (no trimming): the schema's pattern is this rule.
     pub fn parse(value: &str) -> Result<Self, UserError> {
-        let value = value.trim();
         let valid = (3..=64).contains(&value.len())
             && value.starts_with(|c: char| c.is_ascii_alphanumeric())
             && value
@@ -74,16 +74,17 @@ impl Email {
     /// A deliberately plain check (one `@`, a dotted domain, no spaces): deliverability is
     /// proven by use, not by a regular expression.
     pub fn parse(value: &str) -> Result<Self, UserError> {
-        let value = value.trim();
         let (local, domain) = value.split_once('@').ok_or(UserError::InvalidEmail)?;
-        let valid = (3..=254).contains(&value.len())
+        let valid = (3..=254).contains(&value.chars().count())
             && !local.is_empty()
-            && local.len() <= 64
+            && local.chars().count() <= 64
             && domain.contains('.')
             && !domain.starts_with('.')
             && !domain.ends_with('.')
             && !domain.contains('@')
-            && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+            && !value
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '\u{FEFF}');
         valid
             .then(|| Self(value.to_owned()))
             .ok_or(UserError::InvalidEmail)
@@ -129,8 +130,10 @@ pub fn is_deceptive(c: char) -> bool {
 
 impl DisplayName {
     pub fn parse(value: &str) -> Result<Self, UserError> {
+        // Counted as sent, as the schema's maxLength counts; stored trimmed.
+        let too_long = value.chars().count() > 100;
         let value = value.trim();
-        let valid = (1..=100).contains(&value.chars().count()) && !value.chars().any(is_deceptive);
+        let valid = !too_long && !value.is_empty() && !value.chars().any(is_deceptive);
         valid
             .then(|| Self(value.to_owned()))
             .ok_or(UserError::InvalidDisplayName)

@@ -60,9 +60,15 @@ struct GrantRow {
     reviewed_at: Option<DateTime<Utc>>,
 }
 
+/// At least the minimum once trimmed, at most the maximum as sent (as the schema counts).
 fn check_reason(reason: &str) -> Result<&str, RbacError> {
+    let sent = reason.chars().count();
     let reason = reason.trim();
-    let chars = reason.chars().count();
+    let chars = if sent > MAX_REASON_CHARS {
+        sent
+    } else {
+        reason.chars().count()
+    };
     if (MIN_REASON_CHARS..=MAX_REASON_CHARS).contains(&chars) {
         Ok(reason)
     } else {

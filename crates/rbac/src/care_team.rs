@@ -109,9 +109,15 @@ fn reason_location(patient: Uuid, user: Uuid) -> FieldLocation<'static> {
     )
 }
 
+/// At least the minimum once trimmed, at most the maximum as sent (as the schema counts).
 fn check_reason(reason: &str) -> Result<&str, RbacError> {
+    let sent = reason.chars().count();
     let reason = reason.trim();
-    let chars = reason.chars().count();
+    let chars = if sent > MAX_ASSIGNMENT_REASON_CHARS {
+        sent
+    } else {
+        reason.chars().count()
+    };
     let printable = !reason.chars().any(|c| c.is_control());
     if printable && (MIN_ASSIGNMENT_REASON_CHARS..=MAX_ASSIGNMENT_REASON_CHARS).contains(&chars) {
         Ok(reason)

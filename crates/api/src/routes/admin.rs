@@ -262,7 +262,8 @@ pub async fn list_users(
     query: web::Query<UserListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
+    let after_fits = query.after.as_ref().is_none_or(|a| a.chars().count() <= 64);
+    if !(1..=200).contains(&limit) || !after_fits {
         return Err(ApiError::InvalidParameters);
     }
     let mut page = users::summaries(&state.db, query.after.as_deref(), limit + 1).await?;

@@ -125,7 +125,8 @@ pub struct EventQuery {
     pub to: Option<chrono::DateTime<chrono::Utc>>,
     /// `next_cursor` of the previous page
     pub cursor: Option<i64>,
-    /// 1 to 500; default 100
+    /// 1 to 500; default 100 (an export reads every page and takes no limit but checks it)
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -151,16 +152,15 @@ pub struct EventPage {
     pub next_cursor: Option<i64>,
 }
 
-/// A period's bounds must lie from 1900 to 9999: beyond them a timestamp is a mistake or a
-/// probe, and Postgres refuses parts of chrono's range.
+/// A period's bounds must lie in the years 1 to 9999, the range an RFC 3339 timestamp (the
+/// schema's `date-time`) can write; Postgres refuses parts of chrono's wider range.
 fn period(
     from: Option<chrono::DateTime<chrono::Utc>>,
     to: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), ApiError> {
     use chrono::Datelike;
-    let sane = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.is_none_or(|t| (1900..=9999).contains(&t.year()))
-    };
+    let sane =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.is_none_or(|t| (1..=9999).contains(&t.year()));
     if sane(from) && sane(to) {
         Ok(())
     } else {
@@ -436,7 +436,7 @@ const CSV_COLUMNS: [&str; 16] = [
     security(("bearer" = [])),
     params(("format" = ExportFormat, Path, description = "ndjson or csv"), EventQuery),
     responses(
-        (status = 200, description = "The events, one per line (NDJSON) or row (CSV)", content_type = "application/x-ndjson"),
+        (status = 200, description = "The events, one per line (NDJSON) or row (CSV)", content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "An unknown format or a malformed filter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `audit:read` (permission_denied) or a privileged role without MFA (mfa_enrolment_required)", body = Problem, content_type = "application/problem+json"),
@@ -451,6 +451,12 @@ pub async fn export(
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let format = format.into_inner();
+    if query
+        .limit
+        .is_some_and(|l| !(1..=query::MAX_PAGE).contains(&l))
+    {
+        return Err(ApiError::InvalidParameters);
+    }
     period(query.from, query.to)?;
     let db = state.db.clone();
     let filter = query.filter();

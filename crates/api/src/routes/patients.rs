@@ -184,7 +184,7 @@ pub struct PatientPage {
 // ---- parsing ---------------------------------------------------------------------------
 
 fn address(field: &'static [&'static str; 6], a: &AddressBody) -> Result<Address, FieldError> {
-    let country = a.country.trim().to_ascii_uppercase();
+    let country = a.country.to_ascii_uppercase();
     if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(FieldError {
             field: field[5],
@@ -325,6 +325,24 @@ fn body_of(data: &PatientData) -> PatientBody {
                 phone: c.phone.as_str().to_owned(),
             }),
         status: Some(data.status.as_str().to_owned()),
+    }
+}
+
+/// A valid record for judging a patch's own fields.
+fn placeholder() -> PatientBody {
+    PatientBody {
+        given_name: "A".into(),
+        family_name: "A".into(),
+        date_of_birth: "2000-01-01".into(),
+        sex: "unknown".into(),
+        ssn: None,
+        address: None,
+        phone: None,
+        email: None,
+        insurance_primary: None,
+        insurance_secondary: None,
+        emergency_contact: None,
+        status: Some("active".into()),
     }
 }
 
@@ -591,15 +609,16 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let reach = reach(&state, caller.0.user_id, id).await?;
+    // If-Match must be there (428), then the change is judged on its own (422), then the
+    // version compared (412): a malformed change is refused as such whatever version it names.
     let expected = if_match(&req)?;
+    let today = state.rbac.now().date_naive();
+    parse(&apply(placeholder(), patch.0.clone())?, today)?;
     let current = state.patients.get(id).await?.ok_or(ApiError::NotFound)?;
     if current.version != expected {
         return Err(ApiError::PreconditionFailed);
     }
-    let data = parse(
-        &apply(body_of(&current.data), patch.into_inner())?,
-        state.rbac.now().date_naive(),
-    )?;
+    let data = parse(&apply(body_of(&current.data), patch.into_inner())?, today)?;
     let change = state.patients.prepare_change(id, &data).await?;
     let mut tx = audit.begin().await?;
     let patient = state.patients.update(&mut tx, &change, expected).await?;
@@ -632,7 +651,6 @@ fn search_mode(body: &SearchRequest, today: NaiveDate) -> Result<Search, ApiErro
         });
     }
     if let Some(mrn) = &body.mrn {
-        let mrn = mrn.trim();
         if !mrn_is_well_formed(mrn) {
             return Err(ApiError::InvalidField {
                 field: "mrn",

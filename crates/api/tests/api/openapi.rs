@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use clinicd_api::routes::ROUTES;
 use clinicd_test_support::{TestApp, settings};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -130,4 +130,204 @@ fn the_schema_says_which_identifiers_are_masked() {
         member.contains("****") && member.contains("last four"),
         "{member}"
     );
+}
+
+fn operation<'a>(spec: &'a Value, method: &str, path: &str) -> &'a Value {
+    let operation = &spec["paths"][path][method];
+    assert!(operation.is_object(), "{method} {path} is not documented");
+    operation
+}
+
+#[test]
+fn list_filters_are_optional_query_parameters_with_their_ranges() {
+    let spec = served_spec();
+    for (path, names) in [
+        (
+            "/api/appointments",
+            &["provider_id", "date", "utc_offset_minutes", "patient_id"][..],
+        ),
+        ("/api/admin/users", &["after", "limit"][..]),
+        ("/api/security/break-glass", &["pending", "limit"][..]),
+    ] {
+        let parameters = operation(&spec, "get", path)["parameters"]
+            .as_array()
+            .unwrap();
+        for name in names {
+            let parameter = parameters
+                .iter()
+                .find(|p| p["name"] == *name)
+                .unwrap_or_else(|| panic!("GET {path} does not declare {name}"));
+            assert_eq!(parameter["in"], "query", "GET {path} {name}");
+            assert_ne!(parameter["required"], true, "GET {path} {name}");
+        }
+        assert!(
+            parameters.iter().all(|p| p["in"] != "path"),
+            "GET {path} declares a path parameter it does not have"
+        );
+    }
+    let limit = &operation(&spec, "get", "/api/admin/users")["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"];
+    assert_eq!(
+        (&limit["minimum"], &limit["maximum"]),
+        (&1.into(), &200.into())
+    );
+}
+
+#[test]
+fn json_body_operations_document_every_refusal_of_a_body() {
+    let spec = served_spec();
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            assert!(
+                responses.get("400").is_some() && responses.get("503").is_some(),
+                "{method} {path} does not document 400 and 503"
+            );
+            if operation["security"].is_array() {
+                for status in ["401", "403"] {
+                    assert!(responses.get(status).is_some(), "{method} {path} {status}");
+                }
+            }
+            if operation
+                .pointer("/requestBody/content/application~1json")
+                .is_some()
+            {
+                checked += 1;
+                for status in ["400", "413", "415", "422"] {
+                    assert!(
+                        responses.get(status).is_some(),
+                        "{method} {path} takes JSON but does not document {status}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} JSON-body operations found");
+}
+
+#[test]
+fn the_audit_export_documents_both_of_its_content_types() {
+    let spec = served_spec();
+    let content =
+        &operation(&spec, "get", "/api/audit/export/{format}")["responses"]["200"]["content"];
+    assert!(content.get("application/x-ndjson").is_some(), "{content}");
+    assert!(content.get("text/csv").is_some(), "{content}");
+}
+
+fn property<'a>(spec: &'a Value, schema: &str, name: &str) -> &'a Value {
+    let property = &spec["components"]["schemas"][schema]["properties"][name];
+    assert!(
+        property.is_object(),
+        "{schema}.{name} is not in the document"
+    );
+    property
+}
+
+fn pattern(spec: &Value, schema: &str, name: &str) -> regex::Regex {
+    let pattern = property(spec, schema, name)["pattern"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{schema}.{name} has no pattern"));
+    regex::Regex::new(pattern).unwrap()
+}
+
+fn strings(values: &Value) -> BTreeSet<String> {
+    values
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_schemas_state_the_rules_the_handlers_enforce() {
+    let spec = served_spec();
+    let permissions: BTreeSet<String> = clinicd_rbac::Permission::ALL
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect();
+    for schema in ["CreateRoleRequest", "RoleBody"] {
+        for field in ["permissions", "delegable"] {
+            let values = &property(&spec, schema, field)["items"]["enum"];
+            assert_eq!(strings(values), permissions, "{schema}.{field}");
+        }
+    }
+    let kinds = strings(&property(&spec, "BookingRequest", "kind")["enum"]);
+    assert!(
+        kinds.contains("telehealth") && kinds.len() == 6,
+        "{kinds:?}"
+    );
+    let sexes = strings(&property(&spec, "PatientBody", "sex")["enum"]);
+    assert_eq!(sexes.len(), 4, "{sexes:?}");
+    assert_eq!(
+        property(&spec, "PatientBody", "date_of_birth")["format"],
+        "date"
+    );
+    assert_eq!(
+        property(&spec, "NoteRequest", "encounter_date")["format"],
+        "date"
+    );
+    let reason = property(&spec, "BreakGlassRequest", "reason");
+    assert_eq!(
+        (&reason["minLength"], &reason["maxLength"]),
+        (&20.into(), &1000.into())
+    );
+    let role = pattern(&spec, "CreateRoleRequest", "name");
+    assert!(role.is_match("FrontDesk_2") && !role.is_match("2Front") && !role.is_match("a b"));
+    let mrn = pattern(&spec, "SearchRequest", "mrn");
+    assert!(mrn.is_match("123456782") && !mrn.is_match(" 123456782"));
+    // A patch may not clear a required field: null is outside its schema.
+    assert_eq!(
+        property(&spec, "PatientPatch", "given_name")["type"],
+        "string"
+    );
+    assert_eq!(
+        property(&spec, "PatientPatch", "ssn")["type"],
+        json!(["string", "null"])
+    );
+    // Path and query strings are declared free of control characters.
+    let after = operation(&spec, "get", "/api/admin/users")["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "after")
+        .unwrap();
+    let no_controls = regex::Regex::new(after["schema"]["pattern"].as_str().unwrap()).unwrap();
+    assert!(no_controls.is_match("alice") && !no_controls.is_match("al\u{1}ice"));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+    /// The schema is the parser's rule or looser: whatever a parser accepts matches its
+    /// pattern, so a client generated from the document never refuses a value the server
+    /// takes (and a fuzzer's "invalid" value is refused by the server too).
+    #[test]
+    fn what_a_parser_accepts_matches_its_pattern(
+        value in "[ a-zA-Z0-9@._+\\-\u{feff}\u{a0}]{0,20}|[0-9 +\\-]{0,16}|.{0,12}"
+    ) {
+        static SPEC: std::sync::LazyLock<Value> = std::sync::LazyLock::new(served_spec);
+        let spec = &*SPEC;
+        let accepted_by = |accepted: bool, schema: &str, field: &str| {
+            if accepted {
+                proptest::prop_assert!(
+                    pattern(spec, schema, field).is_match(&value),
+                    "{schema}.{field}: the parser accepts {value:?}, the pattern refuses it"
+                );
+            }
+            Ok(())
+        };
+        use clinicd_domain::types::{EmailAddress, Phone, Ssn, member_number};
+        use clinicd_identity::users::{Email, Username};
+        accepted_by(Username::parse(&value).is_ok(), "CreateUserRequest", "username")?;
+        accepted_by(Email::parse(&value).is_ok(), "CreateUserRequest", "email")?;
+        accepted_by(EmailAddress::parse("email", &value).is_ok(), "PatientBody", "email")?;
+        accepted_by(Ssn::parse("ssn", &value).is_ok(), "PatientBody", "ssn")?;
+        accepted_by(Phone::parse("phone", &value).is_ok(), "PatientBody", "phone")?;
+        accepted_by(member_number("m", &value).is_ok(), "InsuranceBody", "member_number")?;
+    }
 }

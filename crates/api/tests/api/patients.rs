@@ -372,6 +372,18 @@ async fn changes_need_the_current_etag(pool: PgPool) {
         .await
         .assert_problem(422, "invalid_field");
     assert_eq!(problem["field"], "date_of_birth");
+    // A malformed change is refused as such whatever version it names: the body is judged
+    // before the version is compared.
+    for stale in ["\"1\"", "", "W/\"2\"", "\"-3\""] {
+        let problem = app
+            .call(patch(Some(stale), json!({"status": null})))
+            .await
+            .assert_problem(422, "invalid_field");
+        assert_eq!(problem["field"], "status", "If-Match {stale:?}");
+    }
+    app.call(patch(Some(""), json!({"phone": "+15551111111"})))
+        .await
+        .assert_problem(412, "precondition_failed");
     let problem = app
         .call(patch(Some("\"2\""), json!({"given_name": null})))
         .await
