@@ -125,6 +125,27 @@ pub async fn write_checkpoint(
     keyring: &Keyring,
     store: &dyn CheckpointStore,
 ) -> Result<Option<Checkpoint>, AuditError> {
+    // One writer at a time across every instance (the job queue may run two catch-up ticks
+    // at once): the check for an existing checkpoint and the write happen under the lock, so
+    // two never race to write the same one. The lock ends with the transaction.
+    let mut lock = db.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CHECKPOINT_LOCK)
+        .execute(&mut *lock)
+        .await?;
+    let written = write_locked(db, keyring, store).await;
+    lock.commit().await?;
+    written
+}
+
+/// The advisory lock key of checkpoint writing (an arbitrary constant, unique in clinicd).
+const CHECKPOINT_LOCK: i64 = 7_022_629_598_042_026_613;
+
+async fn write_locked(
+    db: &PgPool,
+    keyring: &Keyring,
+    store: &dyn CheckpointStore,
+) -> Result<Option<Checkpoint>, AuditError> {
     let head: Option<Head> =
         sqlx::query_as("SELECT seq, hash FROM audit_heads ORDER BY seq DESC LIMIT 1")
             .fetch_optional(db)
