@@ -72,3 +72,17 @@ pg_stop() {
   [ -f "$data/postmaster.pid" ] || return 0
   as_pg_user "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
 }
+
+# cargo_tool NAME VERSION: the path of a cargo-installed tool, pinned and installed once into
+# the project's own .tools/NAME-VERSION with --locked (minutes on 2 cores: only a machine's first
+# run pays).
+cargo_tool() {
+  local name=$1 version=$2 root
+  root=$PWD/.tools/$name-$version
+  if [ ! -x "$root/bin/$name" ]; then
+    note "installing $name $version into $root (once; takes minutes)"
+    cargo install --locked --quiet "$name@$version" --root "$root" >&2 \
+      || die "could not install $name $version with cargo install"
+  fi
+  echo "$root/bin/$name"
+}

@@ -10,7 +10,13 @@
 //!
 //! Run with `./scripts/bench audit`. Knobs: BENCH_SECONDS (per measurement, default 3).
 
-#![allow(clippy::unwrap_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::indexing_slicing,
+    reason = "a benchmark: a panic is its report, and it prints its figures"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

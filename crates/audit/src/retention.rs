@@ -450,27 +450,28 @@ pub async fn read_archive(
     location: &str,
 ) -> Result<(ArchiveHeader, Vec<ArchivedEvent>), AuditError> {
     let bytes = store.get(location).await?;
+    let truncated = || AuditError::Unavailable("archive truncated".into());
     let newline = bytes
         .iter()
         .position(|b| *b == b'\n')
         .ok_or_else(|| AuditError::Unavailable("archive without a header".into()))?;
-    let header: ArchiveHeader = serde_json::from_slice(&bytes[..newline])
-        .map_err(|e| AuditError::Unavailable(e.to_string()))?;
+    let (header, rest) = bytes.split_at_checked(newline).ok_or_else(truncated)?;
+    let header: ArchiveHeader =
+        serde_json::from_slice(header).map_err(|e| AuditError::Unavailable(e.to_string()))?;
     let location = FieldLocation::new("audit_archives", "chunk", header.archive_id);
-    let mut rest = &bytes[newline + 1..];
+    // After the header's newline: chunks, each its u32 length and its sealed bytes.
+    let mut rest = rest.get(1..).unwrap_or_default();
     let mut events = Vec::new();
-    while rest.len() >= 4 {
-        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let sealed = rest
-            .get(4..4 + len)
-            .ok_or_else(|| AuditError::Unavailable("archive truncated".into()))?;
+    while let Some((len, after)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*len) as usize;
+        let (sealed, next) = after.split_at_checked(len).ok_or_else(truncated)?;
         let plain = keyring.decrypt(&location, sealed).await?;
         for line in plain.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             events.push(
                 serde_json::from_slice(line).map_err(|e| AuditError::Unavailable(e.to_string()))?,
             );
         }
-        rest = &rest[4 + len..];
+        rest = next;
     }
     Ok((header, events))
 }

@@ -12,7 +12,13 @@
 //! window, default 3), BENCH_ROUNDS (default 5), BENCH_LOGIN_CLIENTS (default 16),
 //! CLINICD_PASSWORD_HASH_CONCURRENCY and the other CLINICD_PASSWORD_HASH_* variables.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::indexing_slicing,
+    reason = "a benchmark: a panic is its report, and it prints its figures"
+)]
 
 mod support;
 

@@ -11,7 +11,13 @@
 //! Run with `./scripts/bench records`. Knobs: BENCH_SECONDS (per window, default 5),
 //! BENCH_PATIENTS.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::indexing_slicing,
+    reason = "a benchmark: a panic is its report, and it prints its figures"
+)]
 
 mod support;
 

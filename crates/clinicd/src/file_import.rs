@@ -271,7 +271,7 @@ async fn digest_of(path: &Path) -> Result<(u64, [u8; 32]), String> {
             break;
         }
         size += n as u64;
-        context.update(&buffer[..n]);
+        context.update(buffer.get(..n).unwrap_or_default());
     }
     let mut sha256 = [0u8; 32];
     sha256.copy_from_slice(context.finish().as_ref());

@@ -5,7 +5,13 @@
 //! Besides Criterion's own report, prints the ratio ours / raw measured by interleaving the
 //! two in the same run, since these machines are noisy.
 
-#![allow(clippy::unwrap_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::indexing_slicing,
+    reason = "a benchmark: a panic is its report, and it prints its figures"
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;

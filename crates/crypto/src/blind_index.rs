@@ -121,7 +121,11 @@ pub(crate) fn compute(key: &hmac::Key, bits: u8, normalized: &str) -> Result<Vec
     }
     let tag = hmac::sign(key, normalized.as_bytes());
     let bytes = usize::from(bits).div_ceil(8);
-    let mut out = tag.as_ref()[..bytes].to_vec();
+    let mut out = tag
+        .as_ref()
+        .get(..bytes)
+        .ok_or(CryptoError::Malformed("blind index length"))?
+        .to_vec();
     let spare = bytes * 8 - usize::from(bits);
     if let Some(last) = out.last_mut() {
         *last &= 0xffu8 << spare;

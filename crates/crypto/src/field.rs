@@ -139,22 +139,31 @@ fn with_aad<R>(header: &[u8], location: &FieldLocation<'_>, f: impl FnOnce(&[u8]
         location.row_id.as_bytes(),
     ];
     let len = header.len() + parts.iter().map(|p| 4 + p.len()).sum::<usize>();
+    // Most AADs fit on the stack; the rare long one goes to the heap. Same bytes either way.
     let mut stack = [0u8; 192];
-    if len <= stack.len() {
-        stack[..header.len()].copy_from_slice(header);
-        let mut at = header.len();
-        for part in parts {
-            let size = u32::try_from(part.len()).unwrap_or(u32::MAX);
-            stack[at..at + 4].copy_from_slice(&size.to_be_bytes());
-            stack[at + 4..at + 4 + part.len()].copy_from_slice(part);
-            at += 4 + part.len();
+    let mut free: &mut [u8] = &mut stack;
+    let written = len <= 192 && write_parts(&mut free, header, &parts).is_ok();
+    match stack.get(..len) {
+        Some(aad) if written => f(aad),
+        _ => {
+            let mut heap = header.to_vec();
+            encode_parts(&mut heap, &parts);
+            f(&heap)
         }
-        f(&stack[..len])
-    } else {
-        let mut heap = header.to_vec();
-        encode_parts(&mut heap, &parts);
-        f(&heap)
     }
+}
+
+/// The header, then each part as its u32 length and its bytes (as `encode_parts`), into a
+/// fixed buffer: an error if it does not fit.
+fn write_parts(out: &mut &mut [u8], header: &[u8], parts: &[&[u8]]) -> std::io::Result<()> {
+    use std::io::Write;
+    out.write_all(header)?;
+    for part in parts {
+        let size = u32::try_from(part.len()).unwrap_or(u32::MAX);
+        out.write_all(&size.to_be_bytes())?;
+        out.write_all(part)?;
+    }
+    Ok(())
 }
 
 /// Encrypts `plaintext` for `location` under `cipher` (the column key of `key`).
@@ -173,7 +182,7 @@ pub fn seal(
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
     let (header, rest) = out.split_at_mut(header_len);
-    let body = &mut rest[NONCE_LEN..];
+    let body = rest.get_mut(NONCE_LEN..).ok_or(CryptoError::Integrity)?;
     let tag = with_aad(header, location, |aad| {
         cipher.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
     })

@@ -2,7 +2,13 @@
 //! 64 KiB pushes, against single-core `openssl speed -evp aes-256-gcm` on 16 KiB blocks run in
 //! the same process's lifetime (target: at least 0.8 of it). Run with `./scripts/bench format`.
 
-#![allow(clippy::unwrap_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::indexing_slicing,
+    reason = "a benchmark: a panic is its report, and it prints its figures"
+)]
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -62,14 +68,14 @@ fn rate(bytes: usize, mut work: impl FnMut()) -> f64 {
 fn main() {
     let plain: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
     let object = encrypt(&plain);
-    let ceiling = clinicd_test_support::openssl_aes_gcm();
+    let ceiling = clinicd_test_kit::openssl_aes_gcm();
     let enc = rate(TOTAL, || {
         black_box(encrypt_stream(black_box(&plain)));
     });
     let dec = rate(TOTAL, || {
         black_box(decrypt(black_box(&object)));
     });
-    let ceiling_after = clinicd_test_support::openssl_aes_gcm();
+    let ceiling_after = clinicd_test_kit::openssl_aes_gcm();
     let gb = |r: f64| r / 1e9;
     println!("64 MiB in 64 KiB pushes, 64 KiB segments, one core:");
     println!("  encrypt {:.2} GB/s, decrypt {:.2} GB/s", gb(enc), gb(dec));

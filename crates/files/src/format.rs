@@ -108,7 +108,11 @@ impl Context {
         }
         let context = Self(pairs);
         // The canonical encoding only: sorted, unique keys.
-        if context.0.windows(2).any(|w| w[0].0 >= w[1].0) {
+        if context
+            .0
+            .windows(2)
+            .any(|w| matches!(w, [a, b] if a.0 >= b.0))
+        {
             return Err(FormatError::Malformed);
         }
         Ok(context)
@@ -137,9 +141,20 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FormatError> {
+        self.take(N)?.try_into().map_err(|_| FormatError::Malformed)
+    }
+
+    fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(u8::from_be_bytes(self.array()?))
+    }
+
     fn u16(&mut self) -> Result<u16, FormatError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, FormatError> {
+        Ok(u32::from_be_bytes(self.array()?))
     }
 
     fn string(&mut self) -> Result<String, FormatError> {
@@ -166,35 +181,35 @@ impl Header {
     /// authenticates it.
     pub fn parse(bytes: &[u8]) -> Result<Option<(Header, usize)>, FormatError> {
         const FIXED: usize = 4 + 1 + 1 + 4 + ID_LEN + 2;
-        if bytes.len() >= MAGIC.len() && bytes[..4] != MAGIC {
+        if bytes.get(..MAGIC.len()).is_some_and(|magic| magic != MAGIC) {
             return Err(FormatError::NotAnObject);
         }
-        if bytes.len() < FIXED {
+        // Every read below is checked (an object's bytes are untrusted until authenticated).
+        let Some(fixed) = bytes.get(..FIXED) else {
             return Ok(None);
-        }
-        if bytes[4] != VERSION || bytes[5] != SUITE {
+        };
+        let mut reader = Reader(fixed);
+        reader.take(MAGIC.len())?;
+        if reader.u8()? != VERSION || reader.u8()? != SUITE {
             return Err(FormatError::Unsupported);
         }
-        let segment_size = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
+        let segment_size = reader.u32()?;
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) {
             return Err(FormatError::Malformed);
         }
-        let context_len = usize::from(u16::from_be_bytes([bytes[FIXED - 2], bytes[FIXED - 1]]));
+        let message_id: [u8; ID_LEN] = reader.array()?;
+        let context_len = usize::from(reader.u16()?);
         if context_len > MAX_CONTEXT_LEN {
             return Err(FormatError::Malformed);
         }
         let total = FIXED + context_len + COMMITMENT_LEN + MAC_LEN;
-        if bytes.len() < total {
+        let Some(header_bytes) = bytes.get(..total) else {
             return Ok(None);
-        }
-        let mut message_id = [0u8; ID_LEN];
-        message_id.copy_from_slice(&bytes[10..10 + ID_LEN]);
-        let context = Context::decode(&bytes[FIXED..FIXED + context_len])?;
-        let mut commitment = [0u8; COMMITMENT_LEN];
-        commitment
-            .copy_from_slice(&bytes[FIXED + context_len..FIXED + context_len + COMMITMENT_LEN]);
-        let mut mac = [0u8; MAC_LEN];
-        mac.copy_from_slice(&bytes[total - MAC_LEN..total]);
+        };
+        let mut rest = Reader(header_bytes.get(FIXED..).unwrap_or_default());
+        let context = Context::decode(rest.take(context_len)?)?;
+        let commitment: [u8; COMMITMENT_LEN] = rest.array()?;
+        let mac: [u8; MAC_LEN] = rest.array()?;
         Ok(Some((
             Header {
                 segment_size,
@@ -202,10 +217,17 @@ impl Header {
                 context,
                 commitment,
                 mac,
-                bytes: bytes[..total].to_vec(),
+                bytes: header_bytes.to_vec(),
             },
             total,
         )))
+    }
+
+    /// The header's bytes its MAC covers (all but the MAC itself).
+    fn authenticated_bytes(&self) -> &[u8] {
+        self.bytes
+            .get(..self.bytes.len().saturating_sub(MAC_LEN))
+            .unwrap_or_default()
     }
 }
 
@@ -225,6 +247,10 @@ impl hkdf::KeyType for OutLen {
 }
 
 impl Keys {
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "constant bounds within a fixed 96-byte array"
+    )]
     fn derive(data_key: &[u8; 32], message_id: &[u8; ID_LEN]) -> Result<Self, FormatError> {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, message_id);
         let prk = salt.extract(data_key);
@@ -317,10 +343,10 @@ impl Encryptor {
             if self.pending.len() == self.segment_size {
                 self.seal_pending(false, &mut out)?;
             }
-            let room = self.segment_size - self.pending.len();
-            let take = room.min(plaintext.len());
-            self.pending.extend_from_slice(&plaintext[..take]);
-            plaintext = &plaintext[take..];
+            let room = self.segment_size.saturating_sub(self.pending.len());
+            let (now, later) = plaintext.split_at(room.min(plaintext.len()));
+            self.pending.extend_from_slice(now);
+            plaintext = later;
         }
         Ok(out)
     }
@@ -402,12 +428,8 @@ impl Decryptor {
                         &header.commitment,
                     )
                     .is_ok();
-                    let authentic = hmac::verify(
-                        &keys.mac,
-                        &header.bytes[..header.bytes.len() - MAC_LEN],
-                        &header.mac,
-                    )
-                    .is_ok();
+                    let authentic =
+                        hmac::verify(&keys.mac, header.authenticated_bytes(), &header.mac).is_ok();
                     if !committed || !authentic {
                         return Err(FormatError::HeaderAuthentication);
                     }

@@ -251,10 +251,10 @@ impl S3Writer {
 impl ObjectWriter for S3Writer {
     async fn write(&mut self, mut bytes: &[u8]) -> Result<(), ObjectStoreError> {
         while !bytes.is_empty() {
-            let room = self.store.part_size - self.buffer.len();
-            let take = room.min(bytes.len());
-            self.buffer.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
+            let room = self.store.part_size.saturating_sub(self.buffer.len());
+            let (now, later) = bytes.split_at(room.min(bytes.len()));
+            self.buffer.extend_from_slice(now);
+            bytes = later;
             if self.buffer.len() == self.store.part_size {
                 let part = std::mem::take(&mut self.buffer);
                 if let Err(error) = self.upload_part(part).await {

@@ -550,7 +550,8 @@ impl Files {
     /// The type of a file from its first bytes, if allowed; plain text is then checked
     /// throughout.
     fn decide(&self, head: &[u8], sealing: Option<&mut Sealing>) -> Result<ContentType, FileError> {
-        let kind = sniff::by_magic(&head[..head.len().min(SNIFF_LEN)]).unwrap_or(ContentType::Text);
+        let (start, _) = head.split_at(head.len().min(SNIFF_LEN));
+        let kind = sniff::by_magic(start).unwrap_or(ContentType::Text);
         if !self.settings.allowed.contains(&kind) {
             return Err(FileError::TypeNotAllowed(Some(kind)));
         }

@@ -1,13 +1,18 @@
 //! The S3 store against moto_server through the real SDK: multipart round trips, and nothing
 //! left behind (no object, no upload in progress) by an aborted, failed or abandoned upload.
 
-#![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests: a panic is the report"
+)]
 
 use clinicd_files::s3::{MIN_PART_SIZE, S3Store};
 use clinicd_files::store::{ObjectStore, ObjectStoreError, READ_CHUNK};
 
 async fn store() -> (S3Store, aws_sdk_s3::Client, String) {
-    let config = aws_sdk_s3::config::Builder::from(&clinicd_test_support::moto_config().await)
+    let config = aws_sdk_s3::config::Builder::from(&clinicd_test_kit::moto_config().await)
         .force_path_style(true)
         .build();
     let client = aws_sdk_s3::Client::from_conf(config);
@@ -149,7 +154,7 @@ async fn a_missing_bucket_fails_cleanly() {
 #[tokio::test]
 async fn sse_kms_is_requested_for_every_object() {
     let (_, client, bucket) = store().await;
-    let (_, key_id) = clinicd_test_support::moto_kms_key().await;
+    let (_, key_id) = clinicd_test_kit::moto_kms_key().await;
     let store = S3Store::new(client.clone(), &bucket, "")
         .with_part_size(MIN_PART_SIZE)
         .with_sse_kms(&key_id);

@@ -32,8 +32,11 @@ pub fn one_time_password() -> Result<SecretString, BootstrapError> {
         let mut byte = [0u8; 1];
         rng.fill(&mut byte).map_err(|_| BootstrapError::Random)?;
         // Rejection sampling keeps every character equally likely.
-        if usize::from(byte[0]) < 256 - 256 % ALPHABET.len() {
-            password.push(char::from(ALPHABET[usize::from(byte[0]) % ALPHABET.len()]));
+        let [byte] = byte;
+        if usize::from(byte) < 256 - 256 % ALPHABET.len()
+            && let Some(c) = ALPHABET.get(usize::from(byte) % ALPHABET.len())
+        {
+            password.push(char::from(*c));
         }
     }
     Ok(SecretString::from(password))

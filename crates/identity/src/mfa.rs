@@ -301,7 +301,7 @@ impl MfaService {
         // 32 symbols: each byte's low 5 bits pick one uniformly.
         let chars: Vec<char> = raw
             .iter()
-            .map(|b| char::from(ALPHABET[usize::from(b & 31)]))
+            .filter_map(|b| ALPHABET.get(usize::from(b & 31)).copied().map(char::from))
             .collect();
         let groups: Vec<String> = chars.chunks(4).map(|c| c.iter().collect()).collect();
         Ok(SecretString::from(groups.join("-")))

@@ -119,7 +119,8 @@ impl TokenService {
     /// lockout window of minutes tolerates.
     pub fn username_key(&self, folded: &str) -> Vec<u8> {
         let tag = aws_lc_rs::hmac::sign(&self.usernames, folded.as_bytes());
-        tag.as_ref()[..16].to_vec()
+        let (key, _) = tag.as_ref().split_at(16);
+        key.to_vec()
     }
 
     /// Whether `presented` is the CSRF token of `session`, compared in constant time.

@@ -39,10 +39,8 @@ impl Identifiers {
 /// `***-**-` and the last four digits. Anything without four digits is masked whole.
 pub fn mask_ssn(ssn: &str) -> String {
     let digits: Vec<char> = ssn.chars().filter(char::is_ascii_digit).collect();
-    match digits.len().checked_sub(4) {
-        Some(start) if digits.len() == 9 => {
-            format!("***-**-{}", digits[start..].iter().collect::<String>())
-        }
+    match digits.last_chunk::<4>() {
+        Some(last) if digits.len() == 9 => format!("***-**-{}", String::from_iter(last)),
         _ => "***-**-****".to_owned(),
     }
 }
@@ -51,13 +49,10 @@ pub fn mask_ssn(ssn: &str) -> String {
 /// fixed length, so the mask does not reveal how long the number is.
 pub fn mask_member_number(number: &str) -> String {
     let chars: Vec<char> = number.chars().collect();
-    if chars.len() <= 4 {
-        return "****".to_owned();
+    match chars.last_chunk::<4>() {
+        Some(last) if chars.len() > 4 => format!("****{}", String::from_iter(last)),
+        _ => "****".to_owned(),
     }
-    format!(
-        "****{}",
-        chars[chars.len() - 4..].iter().collect::<String>()
-    )
 }
 
 #[cfg(test)]

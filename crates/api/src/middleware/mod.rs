@@ -26,6 +26,10 @@ use crate::state::ApiState;
 
 /// The shared state. Registered by `crate::app`; its absence is a programming error that
 /// the first test catches, so this fails loudly rather than degrading open.
+#[expect(
+    clippy::expect_used,
+    reason = "registered by clinicd_api::app on every app; a missing one fails every test"
+)]
 fn state(request: &HttpRequest) -> &web::Data<ApiState> {
     request
         .app_data::<web::Data<ApiState>>()

@@ -32,7 +32,10 @@ const MAX_NAME_CHARS: usize = 255;
 
 /// The upload form. Parts in this order: `category`, then `file`; no others.
 #[derive(Debug, ToSchema)]
-#[allow(dead_code)] // Documents the form for OpenAPI; the handler streams the parts itself.
+#[expect(
+    dead_code,
+    reason = "documents the form for OpenAPI; the handler streams the parts itself"
+)]
 pub struct UploadForm {
     /// `insurance_card_front`, `insurance_card_back`, `photo_id`, `referral`, `lab_result` or
     /// `other`.
@@ -47,7 +50,9 @@ pub struct UploadForm {
 /// A document's bytes, exactly as uploaded.
 #[derive(Debug, ToSchema)]
 #[schema(value_type = String, format = Binary)]
-pub struct FileBytes(#[allow(dead_code)] Vec<u8>);
+pub struct FileBytes(
+    #[expect(dead_code, reason = "documents the body for OpenAPI; it is streamed")] Vec<u8>,
+);
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FileView {

@@ -1,6 +1,12 @@
 //! The HTTP layer driven in process through the full middleware stack.
 
-#![allow(clippy::unwrap_used, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::type_complexity,
+    reason = "tests: a panic is the report"
+)]
 
 mod accounting;
 mod admin;
@@ -10,6 +16,7 @@ mod auth;
 mod bad_input;
 mod care_team;
 mod challenge;
+mod contracts;
 mod cookies;
 mod cors;
 mod files;

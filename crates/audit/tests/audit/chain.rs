@@ -6,7 +6,7 @@ use clinicd_crypto::Keyring;
 use sqlx::PgPool;
 
 async fn keyring(db: &PgPool) -> Arc<Keyring> {
-    let keyring = clinicd_test_support::keyring(db.clone());
+    let keyring = clinicd_test_kit::keyring(db.clone());
     keyring.bootstrap().await.unwrap();
     keyring
 }
@@ -184,7 +184,7 @@ async fn a_chain_rebuilt_without_the_key_is_detected(db: PgPool) {
 async fn an_unreachable_store_is_an_error_not_a_silent_drop(db: PgPool) {
     let keyring = keyring(&db).await;
     let dead = AuditWriter::start(
-        clinicd_test_support::dead_pool(),
+        clinicd_test_kit::dead_pool(),
         keyring,
         WriterSettings::default(),
     );
@@ -501,7 +501,7 @@ async fn before_and_after_values_are_stored_only_sealed(db: PgPool) {
 async fn checkpoints_go_to_s3_under_object_lock(db: PgPool) {
     use clinicd_audit::checkpoint::{CheckpointStore, S3Checkpoints, write_checkpoint};
     let keyring = keyring(&db).await;
-    let (client, bucket) = clinicd_test_support::moto_s3_bucket().await;
+    let (client, bucket) = clinicd_test_kit::moto_s3_bucket().await;
     let store = S3Checkpoints::new(client.clone(), bucket.clone(), "audit/".into(), Some(1));
     assert_eq!(store.latest().await.unwrap(), None);
     let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
@@ -560,7 +560,7 @@ async fn archives_can_go_to_s3(db: PgPool) {
     let old = with_partition(&db, now - Months::new(12 * 8)).await;
     let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
     writer.record(at(event(0), old)).await.unwrap();
-    let (client, bucket) = clinicd_test_support::moto_s3_bucket().await;
+    let (client, bucket) = clinicd_test_kit::moto_s3_bucket().await;
     let store = S3Archives::new(client, bucket.clone(), "clinic-a/audit-archive/".into());
     let archived = archive_expired(&db, &keyring, &writer, &store, 7, now)
         .await

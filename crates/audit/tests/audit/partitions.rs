@@ -9,7 +9,7 @@ use sqlx::PgPool;
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn rows_stranded_in_the_default_partition_are_rehomed(db: PgPool) {
-    let keyring = clinicd_test_support::keyring(db.clone());
+    let keyring = clinicd_test_kit::keyring(db.clone());
     keyring.bootstrap().await.unwrap();
     let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
     // The clock 30 months ahead: beyond the 25 months the first migration made.

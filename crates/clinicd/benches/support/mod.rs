@@ -1,7 +1,10 @@
 //! What the benchmarks share: the real server on a throwaway database, load generators on
 //! threads of their own, and latency summaries.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each benchmark uses its own part of the shared support"
+)]
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,6 +1,11 @@
 //! The server: configuration, the command line, real TLS listeners and log redaction.
 
-#![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests: a panic is the report"
+)]
 
 mod admin_cli;
 mod admin_commands;

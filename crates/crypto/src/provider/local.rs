@@ -47,7 +47,10 @@ impl LocalKeyProvider {
             &SHA256,
             &[b"clinicd-local-kek-id".as_slice(), master.expose()].concat(),
         );
-        let kek_id = format!("local:{}", hex(&fingerprint.as_ref()[..8]));
+        let kek_id = format!(
+            "local:{}",
+            hex(fingerprint.as_ref().get(..8).unwrap_or_default())
+        );
         Self {
             master,
             kek_id,
@@ -92,12 +95,13 @@ impl LocalKeyProvider {
         let mut out = Vec::with_capacity(WRAPPED_LEN);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&version.to_be_bytes());
+        let header_aad = aad(&out, context);
         out.extend_from_slice(&nonce);
         let mut body = key.expose().to_vec();
         self.kek(version)?
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(&out[..HEADER_LEN], context)),
+                Aad::from(header_aad),
                 &mut body,
             )
             .map_err(|_| ProviderError::Malformed)?;
@@ -140,20 +144,26 @@ impl KeyProvider for LocalKeyProvider {
         wrapped: &[u8],
         context: &EncryptionContext,
     ) -> Result<SecretKey, ProviderError> {
-        if wrapped.len() != WRAPPED_LEN || &wrapped[..4] != MAGIC {
+        // Untrusted bytes (read from the database): every read is checked.
+        if wrapped.len() != WRAPPED_LEN {
             return Err(ProviderError::Unwrap);
         }
-        let version = u32::from_be_bytes([wrapped[4], wrapped[5], wrapped[6], wrapped[7]]);
-        let nonce = Nonce::try_assume_unique_for_key(&wrapped[HEADER_LEN..HEADER_LEN + NONCE_LEN])
-            .map_err(|_| ProviderError::Unwrap)?;
-        let mut body = Zeroizing::new(wrapped[HEADER_LEN + NONCE_LEN..].to_vec());
+        let (header, rest) = wrapped
+            .split_at_checked(HEADER_LEN)
+            .ok_or(ProviderError::Unwrap)?;
+        let (magic, version) = header.split_at_checked(4).ok_or(ProviderError::Unwrap)?;
+        if magic != MAGIC {
+            return Err(ProviderError::Unwrap);
+        }
+        let version = u32::from_be_bytes(version.try_into().map_err(|_| ProviderError::Unwrap)?);
+        let (nonce, body) = rest
+            .split_at_checked(NONCE_LEN)
+            .ok_or(ProviderError::Unwrap)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| ProviderError::Unwrap)?;
+        let mut body = Zeroizing::new(body.to_vec());
         let plaintext = self
             .kek(version)?
-            .open_in_place(
-                nonce,
-                Aad::from(aad(&wrapped[..HEADER_LEN], context)),
-                &mut body,
-            )
+            .open_in_place(nonce, Aad::from(aad(header, context)), &mut body)
             .map_err(|_| ProviderError::Unwrap)?;
         SecretKey::from_bytes(plaintext).map_err(|_| ProviderError::Malformed)
     }

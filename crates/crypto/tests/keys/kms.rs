@@ -12,7 +12,7 @@ use crate::support::{copied_values_do_not_decrypt, keyring, ssn_at};
 /// A fresh KMS key in moto. Fails loudly when moto is not configured: scripts/test starts it
 /// and exports AWS_ENDPOINT_URL.
 async fn kms() -> KmsKeyProvider {
-    let (client, key_id) = clinicd_test_support::moto_kms_key().await;
+    let (client, key_id) = clinicd_test_kit::moto_kms_key().await;
     KmsKeyProvider::new(client, key_id)
 }
 

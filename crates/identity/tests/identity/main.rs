@@ -1,6 +1,11 @@
 //! The identity crate against real Postgres, with a manual clock: no test sleeps.
 
-#![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests: a panic is the report"
+)]
 
 /// Runs `$body` (an expression using `$tx`, a `&mut PgConnection`) in a transaction and commits
 /// it if the result is `Ok`: what a request does with a change, less its audit event.
