@@ -445,3 +445,27 @@ async fn redirect_to_docs() -> HttpResponse {
         .insert_header((header::LOCATION, format!("{DOCS_PATH_PREFIX}/")))
         .finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A renamed field or schema must not silently lose its rule (the document only logs it).
+    #[test]
+    fn every_field_rule_names_a_property_of_the_document() {
+        let document = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let missing: Vec<String> = field_rules()
+            .into_iter()
+            .map(|(schema, property, _)| format!("{schema}.{property}"))
+            .filter(|name| {
+                let (schema, property) = name.split_once('.').unwrap();
+                document
+                    .pointer(&format!(
+                        "/components/schemas/{schema}/properties/{property}"
+                    ))
+                    .is_none()
+            })
+            .collect();
+        assert!(missing.is_empty(), "rules for no property: {missing:?}");
+    }
+}
