@@ -526,6 +526,10 @@ impl From<clinicd_domain::BookingError> for ApiError {
                 field: "provider_id",
                 reason: "names no active user".into(),
             },
+            E::PatientOutOfReach => Self::InvalidField {
+                field: "patient_id",
+                reason: "names no patient in your care".into(),
+            },
             E::Transition { .. } => Self::InvalidTransition(error.to_string()),
             E::Store(error) => error.into(),
         }

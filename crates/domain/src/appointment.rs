@@ -187,6 +187,9 @@ pub enum BookingError {
     Overlap,
     #[error("no such active clinician to book")]
     UnknownProvider,
+    /// The patient is not one the booker may reach (or does not exist).
+    #[error("the patient is not in the booker's care")]
+    PatientOutOfReach,
     #[error("a booking cannot go from {from} to {to}")]
     Transition { from: String, to: String },
     #[error(transparent)]
@@ -231,8 +234,18 @@ impl AppointmentStore {
         provider: Uuid,
         slot: Slot,
         kind: Kind,
-        by: Uuid,
+        booker: Viewer,
     ) -> Result<Appointment, BookingError> {
+        // A booking is for a patient the booker may reach: the care-team rule, first.
+        let reach: Option<String> = sqlx::query_scalar("SELECT patient_reach($1, $2, $3)")
+            .bind(booker.user)
+            .bind(patient)
+            .bind(booker.now)
+            .fetch_one(&mut *tx)
+            .await?;
+        if reach.is_none() {
+            return Err(BookingError::PatientOutOfReach);
+        }
         let active: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND status = 'active')",
         )
@@ -258,7 +271,7 @@ impl AppointmentStore {
         .bind(slot.starts_at)
         .bind(slot.ends_at)
         .bind(kind.as_str())
-        .bind(by)
+        .bind(booker.user)
         .fetch_one(tx)
         .await?)
     }
@@ -329,6 +342,25 @@ impl AppointmentStore {
         .await?)
     }
 
+    /// A patient's bookings if `viewer` may reach the patient (`None` otherwise, as for a
+    /// patient that does not exist).
+    pub async fn for_patient_in_reach(
+        &self,
+        patient: Uuid,
+        viewer: Viewer,
+    ) -> Result<Option<Vec<Appointment>>, StoreError> {
+        let reach: Option<String> = sqlx::query_scalar("SELECT patient_reach($1, $2, $3)")
+            .bind(viewer.user)
+            .bind(patient)
+            .bind(viewer.now)
+            .fetch_one(&self.db)
+            .await?;
+        match reach {
+            Some(_) => Ok(Some(self.for_patient(patient).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// A provider's bookings starting in `[from, to)`, of patients `viewer` may reach.
     pub async fn for_provider(
         &self,
@@ -337,10 +369,10 @@ impl AppointmentStore {
         to: DateTime<Utc>,
         viewer: Viewer,
     ) -> Result<Vec<Appointment>, StoreError> {
-        let reachable = clinicd_rbac::care_team::reachable("a.patient_id", "$4", "$5");
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM appointments a WHERE a.provider_id = $1 AND a.starts_at >= $2 \
-             AND a.starts_at < $3 AND {reachable} ORDER BY a.starts_at, a.id"
+             AND a.starts_at < $3 AND patient_reach($4, a.patient_id, $5) IS NOT NULL \
+             ORDER BY a.starts_at, a.id"
         )))
         .bind(provider)
         .bind(from)

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use clinicd_crypto::{
     Batch, BlindIndexSpec, CryptoError, DerivedIndex, Keyring, SubjectId, blind_index::name_tokens,
 };
+use clinicd_rbac::Reach;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -81,9 +82,10 @@ struct Row {
     version: i32,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    /// Only in `get_reachable`.
+    /// How the viewer reaches the patient (the SQL function `patient_reach`); only in
+    /// `get_reachable`.
     #[sqlx(default)]
-    on_team: Option<bool>,
+    reach: Option<String>,
 }
 
 const COLUMNS: &str = "p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, \
@@ -288,18 +290,17 @@ impl PatientStore {
         }
     }
 
-    /// The patient, if `viewer` may reach them, in one query with the care-team check; the
-    /// flag says whether through the team (`true`) or a break-the-glass grant (`false`).
+    /// The patient, if `viewer` may reach them, and how: one query, the record and the
+    /// care-team rule together (the read path is the hot one).
     pub async fn get_reachable(
         &self,
         id: Uuid,
         viewer: Viewer,
-    ) -> Result<Option<(Patient, bool)>, StoreError> {
-        let reachable = clinicd_rbac::care_team::reachable("p.id", "$2", "$3");
+    ) -> Result<Option<(Patient, Reach)>, StoreError> {
         let found: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, EXISTS (SELECT 1 FROM patient_assignments pa WHERE pa.patient_id = p.id \
-               AND pa.user_id = $2) AS on_team \
-             FROM patients p WHERE p.id = $1 AND {reachable}"
+            "SELECT {COLUMNS}, r.reach FROM patients p \
+             CROSS JOIN LATERAL (SELECT patient_reach($2, p.id, $3) AS reach) r \
+             WHERE p.id = $1 AND r.reach IS NOT NULL"
         )))
         .bind(id)
         .bind(viewer.user)
@@ -308,8 +309,8 @@ impl PatientStore {
         .await?;
         match found {
             Some(row) => {
-                let on_team = row.on_team.unwrap_or(false);
-                Ok(Some((self.open(row).await?, on_team)))
+                let reach = Reach::from_sql(row.reach.as_deref());
+                Ok(Some((self.open(row).await?, reach)))
             }
             None => Ok(None),
         }
@@ -425,10 +426,9 @@ impl PatientStore {
         let Some(condition) = condition else {
             return Ok((Vec::new(), None));
         };
-        let reachable = clinicd_rbac::care_team::reachable("p.id", "$1", "$2");
         let batch = (limit * 2 + 8) as i64;
         let sql = format!(
-            "SELECT {COLUMNS} FROM patients p WHERE {reachable} AND ($3::uuid IS NULL OR p.id > $3) \
+            "SELECT {COLUMNS} FROM patients p WHERE patient_reach($1, p.id, $2) IS NOT NULL AND ($3::uuid IS NULL OR p.id > $3) \
              AND {condition} ORDER BY p.id LIMIT $4"
         );
         let mut found = Vec::new();

@@ -13,14 +13,14 @@ use uuid::Uuid;
 use crate::Rbac;
 use crate::error::RbacError;
 
-/// How a user reaches a patient, if at all.
+/// How a user reaches a patient, if at all: the care-team rule's answer. "Reach" names this
+/// rule and nothing else; the rule itself is the SQL function `patient_reach` (migration
+/// 0018), which every scoped query calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
     CareTeam,
     /// Through an unexpired break-the-glass grant.
-    BreakGlass {
-        until: DateTime<Utc>,
-    },
+    BreakGlass,
     None,
 }
 
@@ -28,41 +28,40 @@ impl Reach {
     pub fn allowed(self) -> bool {
         !matches!(self, Reach::None)
     }
+
+    /// As the SQL function names it (and the audit trail records it); `None` is `"none"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::CareTeam => "care_team",
+            Reach::BreakGlass => "break_glass",
+            Reach::None => "none",
+        }
+    }
+
+    /// From the SQL function's answer.
+    pub fn from_sql(value: Option<&str>) -> Self {
+        match value {
+            Some("care_team") => Reach::CareTeam,
+            Some("break_glass") => Reach::BreakGlass,
+            _ => Reach::None,
+        }
+    }
 }
 
-/// One query: team membership, else the latest unexpired emergency grant.
+/// The care-team rule for one user and one patient.
 pub async fn reach(
     db: impl PgExecutor<'_>,
     user: UserId,
     patient: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Reach, RbacError> {
-    let (team, until): (bool, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM patient_assignments WHERE patient_id = $2 AND user_id = $1), \
-                (SELECT max(expires_at) FROM break_glass_grants \
-                  WHERE patient_id = $2 AND user_id = $1 AND expires_at > $3)",
-    )
-    .bind(user.0)
-    .bind(patient)
-    .bind(now)
-    .fetch_one(db)
-    .await?;
-    Ok(match (team, until) {
-        (true, _) => Reach::CareTeam,
-        (false, Some(until)) => Reach::BreakGlass { until },
-        (false, None) => Reach::None,
-    })
-}
-
-/// A SQL condition that holds for the patients `user` can reach, for list and search queries:
-/// `patient` is the patient-id expression, `user` and `now` the placeholders of the caller's id
-/// and the current time (for example `reachable("p.id", "$1", "$2")`).
-pub fn reachable(patient: &str, user: &str, now: &str) -> String {
-    format!(
-        "(EXISTS (SELECT 1 FROM patient_assignments pa WHERE pa.patient_id = {patient} AND pa.user_id = {user}) \
-          OR EXISTS (SELECT 1 FROM break_glass_grants bg WHERE bg.patient_id = {patient} AND bg.user_id = {user} \
-                     AND bg.expires_at > {now}))"
-    )
+    let reach: Option<String> = sqlx::query_scalar("SELECT patient_reach($1, $2, $3)")
+        .bind(user.0)
+        .bind(patient)
+        .bind(now)
+        .fetch_one(db)
+        .await?;
+    Ok(Reach::from_sql(reach.as_deref()))
 }
 
 /// A member of a patient's care team.

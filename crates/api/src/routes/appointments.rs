@@ -14,10 +14,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
-use crate::extract::{Authenticated, Json};
+use crate::extract::{Authenticated, Json, ReachableAppointment};
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
-use crate::routes::patients::reach;
 use crate::state::ApiState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -123,21 +122,6 @@ fn today(offset: i32, now: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc
     clinic_day(local.date_naive(), offset)
 }
 
-/// The booking if the caller may reach its patient; 404 otherwise.
-async fn reachable(
-    state: &ApiState,
-    caller: &Authenticated,
-    id: Uuid,
-) -> Result<Appointment, ApiError> {
-    let appointment = state
-        .appointments
-        .get(id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    reach(state, caller.0.user_id, appointment.patient_id).await?;
-    Ok(appointment)
-}
-
 /// Books a provider for a patient in the caller's care team.
 #[utoipa::path(
     post,
@@ -166,12 +150,10 @@ pub async fn book(
         .booking
         .check(Slot::new(body.starts_at, body.ends_at)?, state.rbac.now())?;
     let kind = Kind::parse("kind", &body.kind)?;
-    reach(&state, caller.0.user_id, body.patient_id)
-        .await
-        .map_err(|_| ApiError::InvalidField {
-            field: "patient_id",
-            reason: "names no patient in your care".into(),
-        })?;
+    let booker = Viewer {
+        user: caller.0.user_id.0,
+        now: state.rbac.now(),
+    };
     let mut tx = audit.begin().await?;
     let appointment = state
         .appointments
@@ -181,7 +163,7 @@ pub async fn book(
             body.provider_id,
             slot,
             kind,
-            caller.0.user_id.0,
+            booker,
         )
         .await?;
     committed(&audit, tx, StatusCode::CREATED, None, &appointment).await
@@ -234,14 +216,9 @@ async fn committed(
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn read(
-    state: web::Data<ApiState>,
-    caller: Authenticated,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let appointment = reachable(&state, &caller, id.into_inner()).await?;
+pub async fn read(appointment: ReachableAppointment) -> Result<HttpResponse, ApiError> {
     Ok(one(
-        HttpResponse::Ok().json(AppointmentView::from(&appointment)),
+        HttpResponse::Ok().json(AppointmentView::from(&*appointment)),
         &appointment,
     ))
 }
@@ -273,12 +250,10 @@ pub async fn read(
 pub async fn change(
     req: HttpRequest,
     state: web::Data<ApiState>,
-    caller: Authenticated,
     audit: Audit,
-    id: web::Path<Uuid>,
     body: Json<BookingChange>,
+    current: ReachableAppointment,
 ) -> Result<HttpResponse, ApiError> {
-    let current = reachable(&state, &caller, id.into_inner()).await?;
     let expected = if_match(&req)?;
     let slot = match (body.starts_at, body.ends_at) {
         (None, None) => None,
@@ -337,10 +312,18 @@ pub async fn list(
         Some(date) => Some(clinic_day(date, offset).ok_or(ApiError::InvalidParameters)?),
         None => None,
     };
+    let viewer = Viewer {
+        user: caller.0.user_id.0,
+        now: state.rbac.now(),
+    };
     let (appointments, patient) = match query.patient_id {
         Some(patient) => {
-            reach(&state, caller.0.user_id, patient).await?;
-            let found = state.appointments.for_patient(patient).await?;
+            // The care-team rule is in the query: `None` for a patient out of reach.
+            let found = state
+                .appointments
+                .for_patient_in_reach(patient, viewer)
+                .await?
+                .ok_or(ApiError::NotFound)?;
             let wanted = |a: &Appointment| {
                 query.provider_id.is_none_or(|p| a.provider_id == p)
                     && day.is_none_or(|(from, to)| a.starts_at < to && a.ends_at > from)
@@ -350,11 +333,7 @@ pub async fn list(
         None => {
             let (from, to) = match day {
                 Some(day) => day,
-                None => today(offset, state.rbac.now()).ok_or(ApiError::InvalidParameters)?,
-            };
-            let viewer = Viewer {
-                user: caller.0.user_id.0,
-                now: state.rbac.now(),
+                None => today(offset, viewer.now).ok_or(ApiError::InvalidParameters)?,
             };
             let provider = query.provider_id.unwrap_or(caller.0.user_id.0);
             let found = state

@@ -10,19 +10,17 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use clinicd_files::service::Audited;
-use clinicd_files::{Category, Download, FileError, FileInfo, NewFile, StoredFile};
+use clinicd_files::{Category, Download, FileError, FileInfo, NewFile};
 use clinicd_identity::sessions::{ClientInfo, SecurityEvent, record_event};
-use clinicd_rbac::care_team::Reach;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
-use crate::extract::Authenticated;
+use crate::extract::{ReachableFile, ReachablePatientId};
 use crate::problem::{ApiError, Problem};
 use crate::routes::auth::client_info;
-use crate::routes::patients::reach;
 use crate::state::ApiState;
 
 /// Room for the multipart framing around the file (boundaries, part headers, the category):
@@ -88,24 +86,6 @@ impl From<&FileInfo> for FileView {
     }
 }
 
-fn access(reach: Reach) -> &'static str {
-    match reach {
-        Reach::BreakGlass { .. } => "break_glass",
-        _ => "care_team",
-    }
-}
-
-/// The file row if the caller may reach its patient; 404 otherwise (also for a deleted file).
-async fn reachable(
-    state: &ApiState,
-    caller: &Authenticated,
-    id: Uuid,
-) -> Result<(StoredFile, Reach), ApiError> {
-    let file = state.files.find(id).await?.ok_or(ApiError::NotFound)?;
-    let reach = reach(state, caller.0.user_id, file.patient_id).await?;
-    Ok((file, reach))
-}
-
 /// Uploads a document to a patient in the caller's care team.
 #[utoipa::path(
     post,
@@ -129,14 +109,11 @@ async fn reachable(
 )]
 pub async fn upload(
     state: web::Data<ApiState>,
-    caller: Authenticated,
     audit: Audit,
-    id: web::Path<Uuid>,
+    patient: ReachablePatientId,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let patient = id.into_inner();
-    reach(&state, caller.0.user_id, patient).await?;
     let limit = state.files.settings().max_bytes;
     if declared_length(&req).is_some_and(|len| len > limit.saturating_add(FRAMING_ALLOWANCE)) {
         return Err(ApiError::FileTooLarge { limit });
@@ -159,8 +136,8 @@ pub async fn upload(
         .and_then(|d| d.get_filename())
         .and_then(base_name);
     let new = NewFile {
-        patient_id: patient,
-        uploaded_by: Some(caller.0.user_id.0),
+        patient_id: patient.0,
+        uploaded_by: Some(patient.user().0),
         category,
         name,
         now: state.rbac.now(),
@@ -186,7 +163,7 @@ pub async fn upload(
     }
     let preview = staged.info();
     let note = AuditNote {
-        patient_id: Some(patient),
+        patient_id: Some(patient.0),
         resource_id: Some(preview.id.to_string()),
         metadata: Some(serde_json::json!({
             "category": preview.category.as_str(),
@@ -321,19 +298,16 @@ fn base_name(raw: &str) -> Option<String> {
 )]
 pub async fn list(
     state: web::Data<ApiState>,
-    caller: Authenticated,
-    id: web::Path<Uuid>,
+    patient: ReachablePatientId,
 ) -> Result<HttpResponse, ApiError> {
-    let patient = id.into_inner();
-    let reached = reach(&state, caller.0.user_id, patient).await?;
-    let files = state.files.list(patient).await?;
+    let files = state.files.list(patient.0).await?;
     let ids: Vec<Uuid> = files.iter().map(|f| f.id).collect();
     let mut response =
         HttpResponse::Ok().json(files.iter().map(FileView::from).collect::<Vec<_>>());
     AuditNote {
-        patient_id: Some(patient),
+        patient_id: Some(patient.0),
         metadata: Some(serde_json::json!({
-            "access": access(reached),
+            "access": patient.reach().as_str(),
             "returned": ids.len(),
             "ids": ids,
         })),
@@ -364,23 +338,21 @@ pub async fn list(
 )]
 pub async fn download(
     state: web::Data<ApiState>,
-    caller: Authenticated,
-    id: web::Path<Uuid>,
+    file: ReachableFile,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (file, reached) = reachable(&state, &caller, id.into_inner()).await?;
     let info = state.files.info(&file).await?;
     let note = AuditNote {
         patient_id: Some(file.patient_id),
         resource_id: Some(file.id.to_string()),
-        metadata: Some(serde_json::json!({ "access": access(reached), "size": info.size })),
+        metadata: Some(serde_json::json!({ "access": file.reach().as_str(), "size": info.size })),
         ..AuditNote::default()
     };
     let alarm = IntegrityAlarm {
         db: state.db.clone(),
         file: file.id,
-        user: caller.0.user_id.0,
-        session: caller.0.session_id,
+        user: file.user().0,
+        session: file.caller().session_id,
         client: client_info(&req),
     };
     let mut download = state.files.open(&file).await?;
@@ -517,15 +489,13 @@ fn disposition(info: &FileInfo) -> String {
 )]
 pub async fn delete(
     state: web::Data<ApiState>,
-    caller: Authenticated,
     audit: Audit,
-    id: web::Path<Uuid>,
+    file: ReachableFile,
 ) -> Result<HttpResponse, ApiError> {
-    let (file, _) = reachable(&state, &caller, id.into_inner()).await?;
     let mut tx = audit.begin().await?;
     let deleted = state
         .files
-        .delete(&mut tx, file.id, caller.0.user_id.0, state.rbac.now())
+        .delete(&mut tx, file.id, file.user().0, state.rbac.now())
         .await?;
     if !deleted {
         return Err(ApiError::NotFound);

@@ -13,10 +13,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
-use crate::extract::{Authenticated, Json};
+use crate::extract::{Json, ReachableNote, ReachablePatientId};
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
-use crate::routes::patients::reach;
 use crate::state::ApiState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -142,13 +141,6 @@ fn many(notes: &[Note], patient: Uuid) -> HttpResponse {
     response
 }
 
-/// The note if the caller may reach its patient; 404 otherwise.
-async fn reachable(state: &ApiState, caller: &Authenticated, id: Uuid) -> Result<Note, ApiError> {
-    let note = state.notes.get(id).await?.ok_or(ApiError::NotFound)?;
-    reach(state, caller.0.user_id, note.patient_id).await?;
-    Ok(note)
-}
-
 fn today(state: &ApiState) -> NaiveDate {
     state.rbac.now().date_naive()
 }
@@ -173,19 +165,16 @@ fn today(state: &ApiState) -> NaiveDate {
 )]
 pub async fn create(
     state: web::Data<ApiState>,
-    caller: Authenticated,
     audit: Audit,
-    id: web::Path<Uuid>,
     body: Json<NoteRequest>,
+    patient: ReachablePatientId,
 ) -> Result<HttpResponse, ApiError> {
-    let patient = id.into_inner();
-    reach(&state, caller.0.user_id, patient).await?;
     let date = encounter_date(&body.encounter_date, today(&state))?;
     let text = note_body(&body.body)?;
     let mut tx = audit.begin().await?;
     let note = state
         .notes
-        .create(&mut tx, patient, caller.0.user_id.0, date, &text, None)
+        .create(&mut tx, patient.0, patient.user().0, date, &text, None)
         .await?;
     committed(&audit, tx, StatusCode::CREATED, None, &note).await
 }
@@ -208,13 +197,10 @@ pub async fn create(
 )]
 pub async fn list(
     state: web::Data<ApiState>,
-    caller: Authenticated,
-    id: web::Path<Uuid>,
+    patient: ReachablePatientId,
 ) -> Result<HttpResponse, ApiError> {
-    let patient = id.into_inner();
-    reach(&state, caller.0.user_id, patient).await?;
-    let notes = state.notes.for_patient(patient).await?;
-    Ok(many(&notes, patient))
+    let notes = state.notes.for_patient(patient.0).await?;
+    Ok(many(&notes, patient.0))
 }
 
 /// One note.
@@ -233,13 +219,8 @@ pub async fn list(
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn read(
-    state: web::Data<ApiState>,
-    caller: Authenticated,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let note = reachable(&state, &caller, id.into_inner()).await?;
-    Ok(one(HttpResponse::Ok().json(NoteView::from(&note)), &note))
+pub async fn read(note: ReachableNote) -> Result<HttpResponse, ApiError> {
+    Ok(one(HttpResponse::Ok().json(NoteView::from(&*note)), &note))
 }
 
 /// Edits a draft (its author only). Needs `If-Match`.
@@ -269,12 +250,10 @@ pub async fn read(
 pub async fn edit(
     req: HttpRequest,
     state: web::Data<ApiState>,
-    caller: Authenticated,
     audit: Audit,
-    id: web::Path<Uuid>,
     body: Json<NoteEdit>,
+    note: ReachableNote,
 ) -> Result<HttpResponse, ApiError> {
-    let note = reachable(&state, &caller, id.into_inner()).await?;
     let expected = if_match(&req)?;
     let date = body
         .encounter_date
@@ -288,7 +267,7 @@ pub async fn edit(
         .edit(
             &mut tx,
             &note,
-            caller.0.user_id.0,
+            note.user().0,
             expected,
             date,
             text.as_deref(),
@@ -322,16 +301,14 @@ pub async fn edit(
 pub async fn sign(
     req: HttpRequest,
     state: web::Data<ApiState>,
-    caller: Authenticated,
     audit: Audit,
-    id: web::Path<Uuid>,
+    note: ReachableNote,
 ) -> Result<HttpResponse, ApiError> {
-    let note = reachable(&state, &caller, id.into_inner()).await?;
     let expected = if_match(&req)?;
     let mut tx = audit.begin().await?;
     let signed = state
         .notes
-        .sign(&mut tx, &note, caller.0.user_id.0, expected)
+        .sign(&mut tx, &note, note.user().0, expected)
         .await?;
     committed(&audit, tx, StatusCode::OK, Some(&note), &signed).await
 }
@@ -357,12 +334,10 @@ pub async fn sign(
 )]
 pub async fn amend(
     state: web::Data<ApiState>,
-    caller: Authenticated,
     audit: Audit,
-    id: web::Path<Uuid>,
     body: Json<AmendmentRequest>,
+    original: ReachableNote,
 ) -> Result<HttpResponse, ApiError> {
-    let original = reachable(&state, &caller, id.into_inner()).await?;
     let date = match body.encounter_date.as_deref() {
         Some(d) => encounter_date(d, today(&state))?,
         None => original.encounter_date,
@@ -374,7 +349,7 @@ pub async fn amend(
         .create(
             &mut tx,
             original.patient_id,
-            caller.0.user_id.0,
+            original.user().0,
             date,
             &text,
             Some(&original),
@@ -401,10 +376,8 @@ pub async fn amend(
 )]
 pub async fn history(
     state: web::Data<ApiState>,
-    caller: Authenticated,
-    id: web::Path<Uuid>,
+    note: ReachableNote,
 ) -> Result<HttpResponse, ApiError> {
-    let note = reachable(&state, &caller, id.into_inner()).await?;
     let notes = state.notes.history(&note).await?;
     Ok(many(&notes, note.patient_id))
 }

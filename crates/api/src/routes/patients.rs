@@ -16,14 +16,13 @@ use clinicd_domain::types::{
     bounded_text, member_number,
 };
 use clinicd_domain::{Address, EmergencyContact, Insurance, Patient, PatientData, Search, Viewer};
-use clinicd_identity::users::UserId;
-use clinicd_rbac::{Identifiers, Permission, Reach};
+use clinicd_rbac::{Identifiers, Permission};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
-use crate::extract::{Authenticated, Granted, Json};
+use crate::extract::{Authenticated, ExportablePatient, Granted, Json, ReachablePatient};
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
 use crate::state::ApiState;
@@ -427,24 +426,6 @@ fn identifiers_name(identifiers: Identifiers) -> &'static str {
     }
 }
 
-fn reach_name(reach: Reach) -> &'static str {
-    match reach {
-        Reach::CareTeam => "care_team",
-        Reach::BreakGlass { .. } => "break_glass",
-        Reach::None => "none",
-    }
-}
-
-/// The patient if the caller may reach them; 404 otherwise, whether or not they exist.
-pub async fn reach(state: &ApiState, user: UserId, patient: Uuid) -> Result<Reach, ApiError> {
-    let reach = state.rbac.reach(user, patient).await?;
-    if reach.allowed() {
-        Ok(reach)
-    } else {
-        Err(ApiError::NotFound)
-    }
-}
-
 /// Sets the ETag and the audit note of a one-patient response.
 fn with_patient(
     response: HttpResponse,
@@ -553,26 +534,15 @@ pub async fn create(
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn read(
-    state: web::Data<ApiState>,
-    caller: Authenticated,
-    granted: Granted,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let viewer = Viewer {
-        user: caller.0.user_id.0,
-        now: state.rbac.now(),
-    };
-    // One query: the record and the care-team check together (the read path is the hot one).
-    let (patient, on_team) = state
-        .patients
-        .get_reachable(id.into_inner(), viewer)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let access = if on_team { "care_team" } else { "break_glass" };
+pub async fn read(granted: Granted, patient: ReachablePatient) -> Result<HttpResponse, ApiError> {
     let identifiers = Identifiers::for_caller(&granted.0);
     let response = HttpResponse::Ok().json(view(&patient, identifiers));
-    Ok(with_patient(response, &patient, access, identifiers))
+    Ok(with_patient(
+        response,
+        &patient,
+        patient.reach().as_str(),
+        identifiers,
+    ))
 }
 
 /// Changes a patient: fields left out stay, `null` clears an optional one. Needs `If-Match`.
@@ -601,20 +571,17 @@ pub async fn read(
 pub async fn update(
     req: HttpRequest,
     state: web::Data<ApiState>,
-    caller: Authenticated,
     granted: Granted,
     audit: Audit,
-    id: web::Path<Uuid>,
     patch: Json<PatientPatch>,
+    current: ReachablePatient,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let reach = reach(&state, caller.0.user_id, id).await?;
+    let (id, reach) = (current.id, current.reach());
     // If-Match must be there (428), then the change is judged on its own (422), then the
     // version compared (412): a malformed change is refused as such whatever version it names.
     let expected = if_match(&req)?;
     let today = state.rbac.now().date_naive();
     parse(&apply(placeholder(), patch.0.clone())?, today)?;
-    let current = state.patients.get(id).await?.ok_or(ApiError::NotFound)?;
     if current.version != expected {
         return Err(ApiError::PreconditionFailed);
     }
@@ -625,7 +592,7 @@ pub async fn update(
     let identifiers = Identifiers::for_caller(&granted.0);
     let note = patient_note(
         &patient,
-        reach_name(reach),
+        reach.as_str(),
         identifiers,
         Some((sealed_value(&current.data), sealed_value(&data))),
     );
@@ -860,12 +827,11 @@ pub struct PatientExport {
 )]
 pub async fn export(
     state: web::Data<ApiState>,
-    id: web::Path<Uuid>,
     release: web::Query<Release>,
+    ExportablePatient(patient): ExportablePatient,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    let id = patient.id;
     let recipient = release.recipient()?;
-    let patient = state.patients.get(id).await?.ok_or(ApiError::NotFound)?;
     let appointments = state.appointments.for_patient(id).await?;
     let notes = state.notes.for_patient(id).await?;
     let files = state.files.list(id).await?;

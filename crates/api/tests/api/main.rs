@@ -31,5 +31,6 @@ mod rate_limits;
 mod rbac;
 mod records;
 mod request_ids;
+mod scope;
 mod separation;
 mod shredding;
