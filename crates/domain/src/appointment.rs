@@ -246,12 +246,8 @@ impl AppointmentStore {
         if reach.is_none() {
             return Err(BookingError::PatientOutOfReach);
         }
-        let active: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND status = 'active')",
-        )
-        .bind(provider)
-        .fetch_one(&mut *tx)
-        .await?;
+        let active =
+            clinicd_identity::users::is_active(&mut *tx, UserId(provider)).await? == Some(true);
         // A clinician is someone who writes clinical notes: a reader or the front desk is not
         // booked to see patients.
         let clinician = clinicd_rbac::grants::load(&mut *tx, UserId(provider))

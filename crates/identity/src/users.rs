@@ -239,6 +239,42 @@ pub async fn assign_role(
     Ok(())
 }
 
+/// Makes `roles` the complete set `user` holds, in the caller's transaction (RBAC decides
+/// whether the change is allowed: `clinicd_rbac::roles`).
+pub async fn replace_roles(
+    tx: &mut sqlx::PgConnection,
+    user: UserId,
+    roles: &[String],
+    assigned_by: Option<UserId>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND NOT (role_name = ANY($2))")
+        .bind(user.0)
+        .bind(roles)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO user_roles (user_id, role_name, assigned_by) SELECT $1, unnest($2::text[]), $3 \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(user.0)
+    .bind(roles)
+    .bind(assigned_by.map(|u| u.0))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Whether the account exists (`None` if not) and is active.
+pub async fn is_active(
+    db: impl sqlx::PgExecutor<'_>,
+    user: UserId,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar("SELECT status = 'active' FROM users WHERE id = $1")
+        .bind(user.0)
+        .fetch_optional(db)
+        .await
+}
+
 /// Whether the user holds `role`.
 pub async fn has_role(
     db: impl sqlx::PgExecutor<'_>,

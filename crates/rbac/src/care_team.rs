@@ -196,13 +196,8 @@ impl Rbac {
         if !patient_exists(&mut *tx, patient).await? {
             return Err(RbacError::NotFound);
         }
-        let active: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND status = 'active')",
-        )
-        .bind(user.0)
-        .fetch_one(&mut *tx)
-        .await?;
-        if !active {
+        let active = clinicd_identity::users::is_active(&mut *tx, user).await?;
+        if active != Some(true) {
             return Err(RbacError::UnknownUser);
         }
         let inserted = sqlx::query(

@@ -298,11 +298,7 @@ pub async fn plan_user_roles(
         return Err(RbacError::OwnRoles);
     }
     lock(tx).await?;
-    let active: Option<bool> =
-        sqlx::query_scalar("SELECT status = 'active' FROM users WHERE id = $1")
-            .bind(target.0)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let active = clinicd_identity::users::is_active(&mut *tx, target).await?;
     let Some(active) = active else {
         return Err(RbacError::NotFound);
     };
@@ -349,20 +345,7 @@ pub async fn apply_user_roles(
     plan: &RolePlan,
     assigned_by: Option<UserId>,
 ) -> Result<RoleChange, RbacError> {
-    sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND NOT (role_name = ANY($2))")
-        .bind(plan.target.0)
-        .bind(&plan.after)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO user_roles (user_id, role_name, assigned_by) SELECT $1, unnest($2::text[]), $3 \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(plan.target.0)
-    .bind(&plan.after)
-    .bind(assigned_by.map(|u| u.0))
-    .execute(&mut *tx)
-    .await?;
+    clinicd_identity::users::replace_roles(tx, plan.target, &plan.after, assigned_by).await?;
     Ok(RoleChange {
         before: plan.before.clone(),
         after: plan.after.clone(),
