@@ -132,7 +132,10 @@ async fn run() {
     let port = listener.local_addr().unwrap().port();
     let server = HttpServer::new(move || {
         clinicd_api::app_with(state.clone(), |cfg| {
-            cfg.route("/bench/me", web::get().to(clinicd_api::routes::auth::me));
+            cfg.route(
+                "/bench/me",
+                web::get().to(clinicd_api::routes::auth::login::me),
+            );
         })
     })
     .workers(2)

@@ -18,7 +18,7 @@ use clinicd_crypto::Keyring;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::writer::AuditError;
+use crate::error::AuditError;
 
 const DOMAIN: &[u8] = b"clinicd-audit-checkpoint-v1";
 

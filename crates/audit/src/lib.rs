@@ -11,6 +11,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod error;
 pub mod event;
 pub mod query;
 pub mod record;
@@ -19,7 +20,8 @@ pub mod values;
 pub mod verify;
 pub mod writer;
 
+pub use error::AuditError;
 pub use event::{Action, NewEvent, Outcome};
 pub use record::{Note, Recorder};
 pub use verify::{VerifyReport, verify};
-pub use writer::{AuditError, AuditWriter, WriterSettings};
+pub use writer::{AuditWriter, WriterSettings};

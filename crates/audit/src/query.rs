@@ -6,8 +6,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::error::AuditError;
 use crate::event::StoredEvent;
-use crate::writer::AuditError;
 
 pub const MAX_PAGE: i64 = 500;
 

@@ -16,9 +16,10 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::error::AuditError;
 use crate::event::{NewEvent, Outcome};
 use crate::values::seal_values;
-use crate::writer::{AuditError, AuditWriter, append_in};
+use crate::writer::{AuditWriter, append_in};
 
 /// What a change (or a read) knows about itself that its request does not show: whom it
 /// acted for, which record it touched, which patients it disclosed, the values before and

@@ -29,8 +29,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::checkpoint::hex;
+use crate::error::AuditError;
 use crate::event::{Action, NewEvent, Outcome, StoredEvent};
-use crate::writer::{AuditError, AuditWriter};
+use crate::writer::AuditWriter;
 
 pub const DEFAULT_RETENTION_YEARS: u32 = 7;
 pub const MIN_RETENTION_YEARS: u32 = 6;

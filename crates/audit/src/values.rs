@@ -8,8 +8,8 @@ use clinicd_crypto::{FieldLocation, Keyring, Owner, Purpose};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::error::AuditError;
 use crate::event::NewEvent;
-use crate::writer::AuditError;
 
 fn location(id: Uuid) -> FieldLocation<'static> {
     FieldLocation::new("audit_events", "sealed_values", id)

@@ -13,8 +13,8 @@ use clinicd_crypto::Keyring;
 
 use crate::chain;
 use crate::checkpoint::{Checkpoint, hex};
+use crate::error::AuditError;
 use crate::event::StoredEvent;
-use crate::writer::AuditError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {

@@ -19,29 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::chain;
 use crate::checkpoint::CheckpointStore;
+use crate::error::AuditError;
 use crate::event::{NewEvent, StoredEvent};
 
 /// The advisory lock that serialises appends to the chain ("clinicd audit" in ASCII).
 const CHAIN_LOCK: i64 = 0x636c_696e_6175_6474;
 const QUEUE: usize = 16_384;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AuditError {
-    #[error("the audit trail is unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl From<sqlx::Error> for AuditError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Unavailable(error.to_string())
-    }
-}
-
-impl From<clinicd_crypto::CryptoError> for AuditError {
-    fn from(error: clinicd_crypto::CryptoError) -> Self {
-        Self::Unavailable(error.to_string())
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriterSettings {

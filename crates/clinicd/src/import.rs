@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::Path;
 
 use chrono::NaiveDate;
-use clinicd_api::routes::patients::{
+use clinicd_api::routes::records::patients::{
     AddressBody, EmergencyContactBody, InsuranceBody, PatientBody, parse,
 };
 use clinicd_audit::Action;

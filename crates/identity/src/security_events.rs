@@ -8,7 +8,8 @@
 //! whichever instance moves it. They are system events: the request that
 //! caused one has its own event (route, status) from the audit layer.
 
-use clinicd_audit::writer::{AuditError, append_in};
+use clinicd_audit::AuditError;
+use clinicd_audit::writer::append_in;
 use clinicd_audit::{Action, NewEvent, Outcome};
 use clinicd_crypto::Keyring;
 use sqlx::PgPool;

@@ -5,9 +5,10 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 
-use clinicd_identity::sessions::{Principal, SessionError};
+use clinicd_identity::sessions::{ClientInfo, Principal, SessionError};
 use clinicd_rbac::Grants;
 
+use crate::client_ip::ClientIp;
 use crate::cookies;
 use crate::problem::ApiError;
 use crate::state::ApiState;
@@ -144,4 +145,15 @@ fn bearer_token(req: &HttpRequest) -> Option<String> {
     let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
         .then(|| token.trim().to_owned())
+}
+
+pub fn client_info(req: &HttpRequest) -> ClientInfo {
+    ClientInfo {
+        ip: req.extensions().get::<ClientIp>().map(|c| c.0),
+        user_agent: req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
 }

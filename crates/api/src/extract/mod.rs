@@ -8,7 +8,7 @@ pub mod reachable;
 
 pub use body::{Json, json_config, path_config, query_config};
 pub(crate) use caller::principal;
-pub use caller::{Authenticated, Caller, Granted};
+pub use caller::{Authenticated, Caller, Granted, client_info};
 pub use reachable::{
     ExportablePatient, PatientId, Reachable, ReachableAppointment, ReachableFile, ReachableNote,
     ReachablePatient, ReachablePatientId,

@@ -25,16 +25,15 @@ use clinicd_identity::sessions::Principal;
 use crate::audit::{AuditDraft, AuditNote, ErrorCode};
 use crate::client_ip::ClientIp;
 use crate::problem::ApiError;
-use crate::{request_id, routes};
+use crate::request_id;
+use crate::routes::MatchedRoute;
 
 pub async fn audit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let declared = req
-        .request()
-        .match_pattern()
-        .and_then(|pattern| routes::audit_of(req.method(), &pattern).map(|a| (pattern, a)));
+    let declared = MatchedRoute::of(req.request())
+        .and_then(|route| route.0.audit.map(|a| (route.0.path.to_owned(), a)));
     let Some((route, declaration)) = declared else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };

@@ -19,7 +19,7 @@ use crate::audit::{Attach, AuditNote};
 use crate::extract;
 use crate::problem::ApiError;
 use crate::rate_limit::{PolicyState, RateKey, Refusal};
-use crate::routes::{self, Access};
+use crate::routes::{Access, MatchedRoute};
 use crate::state::ApiState;
 use clinicd_identity::users::UserId;
 
@@ -27,10 +27,7 @@ pub async fn authorize(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let access = req
-        .request()
-        .match_pattern()
-        .and_then(|pattern| routes::access_of(req.method(), &pattern));
+    let access = MatchedRoute::of(req.request()).map(|route| route.0.access);
     let Some(Access::Permission(permission)) = access else {
         // Public and session routes authenticate in their extractors; unmatched paths 404.
         return Ok(next.call(req).await?.map_into_boxed_body());
@@ -83,10 +80,7 @@ fn class_limit(
     state: &ApiState,
     user: UserId,
 ) -> Option<Result<PolicyState, Refusal>> {
-    let class = req
-        .request()
-        .match_pattern()
-        .and_then(|pattern| routes::rate_class(req.method(), &pattern))?;
+    let class = MatchedRoute::of(req.request())?.0.rate_class?;
     Some(state.limits.check(class, &RateKey::User(user.0)))
 }
 

@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::client_ip::ClientIp;
 use crate::request_id::{self, RequestId};
+use crate::routes::MatchedRoute;
 
 pub async fn request_context(
     req: ServiceRequest,
@@ -32,6 +33,9 @@ pub async fn request_context(
         .client_ip(peer, req.headers());
     req.extensions_mut().insert(id.clone());
     req.extensions_mut().insert(ClientIp(client));
+    if let Some(route) = MatchedRoute::find(req.request()) {
+        req.extensions_mut().insert(route);
+    }
 
     let span = tracing::info_span!(
         "request",

@@ -15,7 +15,7 @@ use actix_web::{HttpMessage, ResponseError};
 use crate::client_ip::ClientIp;
 use crate::problem::{ApiError, retry_after_secs};
 use crate::rate_limit::{PolicyState, RateClass, RateKey, Refusal, policy_header, state_header};
-use crate::routes::{self, Access};
+use crate::routes::{Access, MatchedRoute};
 
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -33,12 +33,11 @@ pub async fn throttle(
     // counted here are those of public and session routes, keyed by it. Routes that need a
     // permission count theirs per user in the authorisation layer, the login class in its
     // handler (by address and username).
-    let class = req.request().match_pattern().and_then(|pattern| {
-        let per_user = matches!(
-            routes::access_of(req.method(), &pattern),
-            Some(Access::Permission(_))
-        );
-        routes::rate_class(req.method(), &pattern)
+    let class = MatchedRoute::of(req.request()).and_then(|route| {
+        let per_user = matches!(route.0.access, Access::Permission(_));
+        route
+            .0
+            .rate_class
             .filter(|class| !per_user && *class != RateClass::Login)
     });
 

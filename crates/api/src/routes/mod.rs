@@ -3,23 +3,18 @@
 //! this table, and a test checks it against the OpenAPI document both ways.
 
 pub mod admin;
-pub mod appointments;
-pub mod audit;
 pub mod auth;
-pub mod care_team;
-pub mod files;
 pub mod health;
-pub mod keys;
-pub mod mfa;
-pub mod notes;
-pub mod patients;
-pub mod proposals;
-pub mod roles;
+pub mod records;
+
+use admin::{audit, keys, proposals, roles, users};
+use auth::{login, mfa};
+use records::{appointments, care_team, files, notes, patients};
 
 use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::from_fn;
-use actix_web::{ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, ResponseError, web};
 
 use clinicd_audit::Action;
 use clinicd_rbac::Permission;
@@ -99,7 +94,7 @@ pub static ROUTES: &[RouteSpec] = &[
         LOGIN,
         changes(Action::Login, "session"),
         PUBLIC,
-        || web::to(auth::login),
+        || web::to(login::login),
     ),
     route(
         Method::POST,
@@ -107,7 +102,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::Refresh, "session"),
         PUBLIC,
-        || web::to(auth::refresh),
+        || web::to(login::refresh),
     ),
     route(
         Method::POST,
@@ -115,7 +110,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::Logout, "session"),
         SESSION,
-        || web::to(auth::logout),
+        || web::to(login::logout),
     ),
     route(
         Method::GET,
@@ -123,7 +118,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         audited(Action::View, "user"),
         SESSION,
-        || web::to(auth::me),
+        || web::to(login::me),
     ),
     route(
         Method::POST,
@@ -131,7 +126,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::PasswordChange, "user"),
         SESSION,
-        || web::to(auth::change_password),
+        || web::to(login::change_password),
     ),
     route(
         Method::GET,
@@ -139,7 +134,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         audited(Action::SessionList, "session"),
         SESSION,
-        || web::to(auth::list_sessions),
+        || web::to(login::list_sessions),
     ),
     route(
         Method::DELETE,
@@ -147,7 +142,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::SessionRevoke, "session"),
         SESSION,
-        || web::to(auth::revoke_session),
+        || web::to(login::revoke_session),
     ),
     route(
         Method::POST,
@@ -267,7 +262,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         audited(Action::View, "user"),
         needs(Permission::UserManage),
-        || web::to(admin::list_users),
+        || web::to(users::list_users),
     ),
     route(
         Method::POST,
@@ -275,7 +270,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
-        || web::to(admin::create_user),
+        || web::to(users::create_user),
     ),
     route(
         Method::GET,
@@ -283,7 +278,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         audited(Action::View, "user"),
         needs(Permission::UserManage),
-        || web::to(admin::get_user),
+        || web::to(users::get_user),
     ),
     route(
         Method::PATCH,
@@ -291,7 +286,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
-        || web::to(admin::update_user),
+        || web::to(users::update_user),
     ),
     route(
         Method::PUT,
@@ -299,7 +294,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::RoleChange, "user"),
         needs(Permission::UserManage),
-        || web::to(admin::set_roles),
+        || web::to(users::set_roles),
     ),
     route(
         Method::POST,
@@ -307,7 +302,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
-        || web::to(admin::disable_user),
+        || web::to(users::disable_user),
     ),
     route(
         Method::POST,
@@ -315,7 +310,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
-        || web::to(admin::enable_user),
+        || web::to(users::enable_user),
     ),
     route(
         Method::POST,
@@ -323,7 +318,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
-        || web::to(admin::unlock_user),
+        || web::to(users::unlock_user),
     ),
     route(
         Method::POST,
@@ -331,7 +326,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
-        || web::to(admin::reset_password),
+        || web::to(users::reset_password),
     ),
     route(
         Method::POST,
@@ -339,7 +334,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
-        || web::to(admin::reset_mfa),
+        || web::to(users::reset_mfa),
     ),
     route(
         Method::POST,
@@ -347,7 +342,7 @@ pub static ROUTES: &[RouteSpec] = &[
         API,
         changes(Action::UserChange, "user"),
         needs(Permission::UserManage),
-        || web::to(admin::revoke_sessions),
+        || web::to(users::revoke_sessions),
     ),
     route(
         Method::GET,
@@ -693,26 +688,25 @@ async fn method_not_allowed(allow: String) -> actix_web::HttpResponse {
     response
 }
 
-/// The audit declaration of a matched route.
-pub fn audit_of(method: &Method, pattern: &str) -> Option<AuditDeclaration> {
-    ROUTES
-        .iter()
-        .find(|r| r.path == pattern && r.method == method)
-        .and_then(|r| r.audit)
-}
+/// The route-table entry of a request, found once by the outermost layer
+/// (`crate::middleware::context`) and carried in the request's extensions, so the throttle,
+/// audit and authorisation layers read the same entry instead of each scanning the table.
+#[derive(Debug, Clone, Copy)]
+pub struct MatchedRoute(pub &'static RouteSpec);
 
-/// What a matched route requires of its caller; `None` for paths outside the table.
-pub fn access_of(method: &Method, pattern: &str) -> Option<Access> {
-    ROUTES
-        .iter()
-        .find(|r| r.path == pattern && r.method == method)
-        .map(|r| r.access)
-}
+impl MatchedRoute {
+    /// The entry of the route the request matches; `None` for a path outside the table (or a
+    /// method it does not declare there).
+    pub fn find(req: &HttpRequest) -> Option<Self> {
+        let pattern = req.match_pattern()?;
+        ROUTES
+            .iter()
+            .find(|r| r.path == pattern && r.method == req.method())
+            .map(Self)
+    }
 
-/// The rate-limit class of a matched route.
-pub fn rate_class(method: &Method, pattern: &str) -> Option<RateClass> {
-    ROUTES
-        .iter()
-        .find(|r| r.path == pattern && r.method == method)
-        .and_then(|r| r.rate_class)
+    /// The entry the outermost layer found for this request.
+    pub fn of(req: &HttpRequest) -> Option<Self> {
+        req.extensions().get::<Self>().copied()
+    }
 }

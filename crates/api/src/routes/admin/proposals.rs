@@ -6,10 +6,9 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
 use clinicd_rbac::Permission;
 use clinicd_rbac::administration::{self, Applied};
-use clinicd_rbac::proposals::{self, Proposal, ProposalKind};
+use clinicd_rbac::proposals::{self, ProposalKind};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -17,46 +16,9 @@ use uuid::Uuid;
 use crate::audit::{Attach, Audit, AuditNote};
 use crate::extract::Granted;
 use crate::problem::{ApiError, Problem};
-use crate::routes::admin::{PasswordReset, reset_answer};
+use crate::routes::admin::dual_control::{PasswordReset, ProposalView};
+use crate::routes::admin::users::reset_answer;
 use crate::state::ApiState;
-
-/// A change waiting for (or decided by) a second administrator.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ProposalView {
-    pub id: Uuid,
-    /// `user_roles`, `role_permissions`, `user_email`, `user_enable`, `user_disable`,
-    /// `user_reset_password` or `user_reset_mfa`.
-    pub kind: String,
-    /// The user id, or the role name for `role_permissions`.
-    pub target: String,
-    /// What would be applied (roles, a role's content, an e-mail address; empty otherwise).
-    pub payload: serde_json::Value,
-    pub proposed_by: Uuid,
-    pub proposed_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    /// `pending`, `approved`, `rejected` or `expired`.
-    pub status: String,
-    /// `null` with a decision: decided at the command line (`clinicd admin approve`).
-    pub decided_by: Option<Uuid>,
-    pub decided_at: Option<DateTime<Utc>>,
-}
-
-impl ProposalView {
-    pub fn of(p: &Proposal, now: DateTime<Utc>) -> Self {
-        Self {
-            id: p.id,
-            kind: p.kind.as_str().to_owned(),
-            target: p.target.clone(),
-            payload: p.payload.clone(),
-            proposed_by: p.proposed_by,
-            proposed_at: p.proposed_at,
-            expires_at: p.expires_at,
-            status: p.status(now).as_str().to_owned(),
-            decided_by: p.decided_by,
-            decided_at: p.decided_at,
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

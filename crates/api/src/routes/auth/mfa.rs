@@ -13,21 +13,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{Audit, AuditNote};
+use crate::extract::client_info;
 use crate::extract::{Authenticated, Json};
 use crate::problem::{ApiError, Problem};
-use crate::routes::auth::{
-    TokenResponse, client_info, count_login_class, session_note, session_response,
+use crate::routes::auth::session::{
+    TokenResponse, count_login_class, session_note, session_response,
 };
 use crate::state::ApiState;
-
-/// The password step succeeded and the account has a second factor.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct MfaChallengeResponse {
-    pub mfa_required: bool,
-    /// Single use, valid for `expires_in` seconds; send it with a code to `/api/auth/mfa`.
-    pub challenge_token: String,
-    pub expires_in: i64,
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -799,11 +799,11 @@ impl Release {
 pub struct PatientExport {
     /// Demographics with identifiers in clear: the record is the patient's own.
     pub patient: PatientView,
-    pub appointments: Vec<crate::routes::appointments::AppointmentView>,
+    pub appointments: Vec<crate::routes::records::appointments::AppointmentView>,
     /// Every note, amendments included, newest encounter first.
-    pub notes: Vec<crate::routes::notes::NoteView>,
+    pub notes: Vec<crate::routes::records::notes::NoteView>,
     /// The patient's documents (metadata; each is downloaded through `GET /api/files/{id}`).
-    pub files: Vec<crate::routes::files::FileView>,
+    pub files: Vec<crate::routes::records::files::FileView>,
     pub exported_at: DateTime<Utc>,
 }
 

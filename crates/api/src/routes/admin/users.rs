@@ -17,8 +17,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use clinicd_identity::otp::{OtpMessage, OtpPurpose};
 use clinicd_identity::users::{self, DisplayName, Email, NewUser, UserId, UserSummary, Username};
-use clinicd_rbac::administration::{self, Actor, Applied, Change, Outcome};
-use clinicd_rbac::proposals::Proposal;
+use clinicd_rbac::administration::{self, Applied, Change, Outcome};
 use clinicd_rbac::roles;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -29,7 +28,7 @@ use uuid::Uuid;
 use crate::audit::{Attach, Audit, AuditNote};
 use crate::extract::{Granted, Json};
 use crate::problem::{ApiError, Problem};
-use crate::routes::proposals::ProposalView;
+use crate::routes::admin::dual_control::{PasswordReset, ProposalView, actor, proposed};
 use crate::state::ApiState;
 
 /// An account as administrators see it (never a password hash or a secret).
@@ -127,25 +126,6 @@ pub struct SetRolesRequest {
     pub roles: Vec<String>,
 }
 
-/// A password reset. The one-time password goes to the account's owner out of band in
-/// production; only development mode shows it here.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct PasswordReset {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub one_time_password: Option<String>,
-    /// `shown` (development) or the channel the password went through (`email`).
-    pub credential_delivery: String,
-}
-
-/// The actor of an administrative change, with the settings dual control needs.
-pub(crate) fn actor<'a>(state: &ApiState, granted: &'a Granted) -> Actor<'a> {
-    Actor {
-        grants: &granted.0,
-        now: state.rbac.now(),
-        proposal_ttl_hours: state.settings.proposal_ttl_hours,
-    }
-}
-
 async fn summary(db: impl sqlx::PgExecutor<'_>, id: UserId) -> Result<UserSummary, ApiError> {
     users::summary(db, id).await?.ok_or(ApiError::NotFound)
 }
@@ -186,30 +166,6 @@ async fn answer(
             after,
         } => proposed(audit, tx, &id.0.to_string(), proposal, before, after).await,
     }
-}
-
-/// 202 with a proposal just made, its event committed with it.
-pub(crate) async fn proposed(
-    audit: &Audit,
-    tx: Transaction<'static, Postgres>,
-    target: &str,
-    proposal: Proposal,
-    before: serde_json::Value,
-    after: serde_json::Value,
-) -> Result<HttpResponse, ApiError> {
-    let view = ProposalView::of(&proposal, proposal.proposed_at);
-    let note = AuditNote {
-        resource_id: Some(target.to_owned()),
-        metadata: Some(serde_json::json!({
-            "proposal": proposal.id,
-            "kind": proposal.kind.as_str(),
-            "pending": true,
-        })),
-        values: Some((before, after)),
-        ..AuditNote::default()
-    };
-    audit.commit(tx, StatusCode::ACCEPTED, note).await?;
-    Ok(HttpResponse::Accepted().json(view))
 }
 
 /// Hands a new or reset account's one-time password to its owner: out of band in production

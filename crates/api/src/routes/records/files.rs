@@ -18,9 +18,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
+use crate::extract::client_info;
 use crate::extract::{ReachableFile, ReachablePatientId};
 use crate::problem::{ApiError, Problem};
-use crate::routes::auth::client_info;
 use crate::state::ApiState;
 
 /// Room for the multipart framing around the file (boundaries, part headers, the category):

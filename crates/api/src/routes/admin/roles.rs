@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::audit::{Audit, AuditNote};
 use crate::extract::{Granted, Json};
 use crate::problem::{ApiError, Problem};
-use crate::routes::admin::{actor, proposed};
+use crate::routes::admin::dual_control::{actor, proposed};
 use crate::state::ApiState;
 
 /// One permission of the closed set.
@@ -204,7 +204,7 @@ pub async fn create_role(
     request_body = RoleBody,
     responses(
         (status = 200, description = "The role after the change", body = RoleView),
-        (status = 202, description = "It widens the role by permissions that need a second administrator: waiting in a proposal", body = crate::routes::proposals::ProposalView),
+        (status = 202, description = "It widens the role by permissions that need a second administrator: waiting in a proposal", body = crate::routes::admin::dual_control::ProposalView),
         (status = 400, description = "Malformed JSON or an unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),

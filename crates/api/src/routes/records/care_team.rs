@@ -16,9 +16,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
+use crate::extract::client_info;
 use crate::extract::{Authenticated, Json};
 use crate::problem::{ApiError, Problem};
-use crate::routes::auth::client_info;
 use crate::state::ApiState;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
