@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use clinicd_crypto::{
     Batch, BlindIndexSpec, CryptoError, DerivedIndex, Keyring, SubjectId, blind_index::name_tokens,
 };
-use clinicd_rbac::Reach;
+use clinicd_identity::users::UserId;
+use clinicd_rbac::{RbacError, Reach};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -314,6 +315,25 @@ impl PatientStore {
             }
             None => Ok(None),
         }
+    }
+
+    /// Registers a prepared patient in the caller's transaction, and puts the registrant on
+    /// the patient's care team in the same one: nobody registers a patient they then cannot
+    /// reach, and no patient exists without a team.
+    pub async fn register(
+        &self,
+        tx: &mut PgConnection,
+        prepared: &NewPatient,
+        registrant: UserId,
+    ) -> Result<Patient, StoreError> {
+        let patient = self.create(tx, prepared, Some(registrant.0)).await?;
+        clinicd_rbac::care_team::assign_registrant(tx, patient.id, registrant)
+            .await
+            .map_err(|error| match error {
+                RbacError::Database(error) => StoreError::Database(error),
+                other => StoreError::Database(sqlx::Error::Protocol(other.to_string())),
+            })?;
+        Ok(patient)
     }
 
     /// Encrypts and indexes a changed record, before any transaction opens (see

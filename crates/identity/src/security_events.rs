@@ -8,6 +8,7 @@
 //! whichever instance moves it. They are system events: the request that
 //! caused one has its own event (route, status) from the audit layer.
 
+use chrono::{DateTime, Utc};
 use clinicd_audit::AuditError;
 use clinicd_audit::writer::append_in;
 use clinicd_audit::{Action, NewEvent, Outcome};
@@ -18,6 +19,44 @@ use uuid::Uuid;
 use crate::sessions::{self, RecordedEvent};
 
 const BATCH: i64 = 500;
+
+/// Who met a stored file that failed verification (a swapped, truncated or re-keyed object),
+/// for the security officer: the event is a possible tampering with the store.
+#[derive(Debug, Clone)]
+pub struct FileIntegrityFailure {
+    pub file: Uuid,
+    pub user: Uuid,
+    pub session: Uuid,
+    pub client: sessions::ClientInfo,
+}
+
+/// Records a file integrity failure as a security event on its own connection (the request
+/// that met it is failing, and its own transaction, if any, will not commit). A failure to
+/// record is logged, not raised: the download is refused either way.
+pub async fn file_integrity_failure(
+    db: &PgPool,
+    failure: FileIntegrityFailure,
+    now: DateTime<Utc>,
+) {
+    let reason = format!("file {}", failure.file);
+    let event = sessions::SecurityEvent {
+        kind: "file_integrity_failure",
+        user: Some(failure.user),
+        session: Some(failure.session),
+        reason: Some(&reason),
+        actor: None,
+    };
+    let recorded = async {
+        let mut conn = db.acquire().await.map_err(|e| e.to_string())?;
+        sessions::record_event(&mut conn, now, event, &failure.client)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    if let Err(e) = recorded {
+        tracing::error!(file = %failure.file, error = %e, "could not record a file integrity failure");
+    }
+}
 
 /// Moves up to one batch of unforwarded security events into the trail; returns how many.
 pub async fn forward(db: &PgPool, keyring: &Keyring) -> Result<usize, AuditError> {

@@ -11,7 +11,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use clinicd_files::service::Audited;
 use clinicd_files::{Category, Download, FileError, FileInfo, NewFile};
-use clinicd_identity::sessions::{ClientInfo, SecurityEvent, record_event};
+use clinicd_identity::security_events::{self, FileIntegrityFailure};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -350,10 +350,13 @@ pub async fn download(
     };
     let alarm = IntegrityAlarm {
         db: state.db.clone(),
-        file: file.id,
-        user: file.user().0,
-        session: file.caller().session_id,
-        client: client_info(&req),
+        failure: FileIntegrityFailure {
+            file: file.id,
+            user: file.user().0,
+            session: file.caller().session_id,
+            client: client_info(&req),
+        },
+        now: Utc::now(),
     };
     let mut download = state.files.open(&file).await?;
     // The header and first segment are verified before the response starts, so a swapped,
@@ -416,37 +419,18 @@ async fn refuse(error: FileError, alarm: IntegrityAlarm, note: AuditNote) -> Htt
     response
 }
 
-/// What is needed to record a failed verification as a security event (forwarded into the
-/// audit chain like identity's events).
+/// Raises the security event of a failed verification (identity owns security events).
+#[derive(Debug)]
 struct IntegrityAlarm {
     db: sqlx::PgPool,
-    file: Uuid,
-    user: Uuid,
-    session: Uuid,
-    client: ClientInfo,
+    failure: FileIntegrityFailure,
+    now: chrono::DateTime<Utc>,
 }
 
 impl IntegrityAlarm {
     async fn raise(self, error: &FileError) {
-        tracing::error!(file = %self.file, error = %error, "a stored file failed verification");
-        let reason = format!("file {}", self.file);
-        let event = SecurityEvent {
-            kind: "file_integrity_failure",
-            user: Some(self.user),
-            session: Some(self.session),
-            reason: Some(&reason),
-            actor: None,
-        };
-        let recorded = async {
-            let mut conn = self.db.acquire().await.map_err(|e| e.to_string())?;
-            record_event(&mut conn, Utc::now(), event, &self.client)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        if let Err(e) = recorded {
-            tracing::error!(file = %self.file, error = %e, "could not record a file integrity failure");
-        }
+        tracing::error!(file = %self.failure.file, error = %error, "a stored file failed verification");
+        security_events::file_integrity_failure(&self.db, self.failure, self.now).await;
     }
 }
 

@@ -499,11 +499,7 @@ pub async fn create(
     let user = caller.0.user_id;
     let prepared = state.patients.prepare(&data).await?;
     let mut tx = audit.begin().await?;
-    let patient = state
-        .patients
-        .create(&mut tx, &prepared, Some(user.0))
-        .await?;
-    clinicd_rbac::care_team::assign_registrant(&mut tx, patient.id, user).await?;
+    let patient = state.patients.register(&mut tx, &prepared, user).await?;
     let identifiers = Identifiers::for_caller(&granted.0);
     let note = patient_note(
         &patient,
