@@ -30,7 +30,7 @@ use actix_web::{App, HttpResponse, ResponseError, web};
 pub use metrics::Metrics;
 pub use problem::{ApiError, Problem};
 pub use settings::HttpSettings;
-pub use state::ApiState;
+pub use state::{ApiState, Services};
 
 use crate::middleware::{context, cors, observe, security_headers, throttle};
 

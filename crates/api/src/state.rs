@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use clinicd_audit::AuditWriter;
 use clinicd_domain::{AppointmentStore, NoteStore, PatientStore};
-use clinicd_files::{Files, ObjectStore};
+use clinicd_files::Files;
 use clinicd_identity::Identity;
 use clinicd_rbac::Rbac;
 use sqlx::PgPool;
@@ -28,30 +28,31 @@ pub struct ApiState {
     pub files: Files,
 }
 
+/// The services the handlers call. The API does not build them: the binary composes them
+/// (`crates/clinicd/src/startup.rs`), and the API's tests with their own fakes
+/// (`clinicd-test-support`).
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub identity: Arc<Identity>,
+    pub audit: AuditWriter,
+    pub rbac: Arc<Rbac>,
+    pub patients: PatientStore,
+    pub appointments: AppointmentStore,
+    pub notes: NoteStore,
+    pub files: Files,
+}
+
 impl ApiState {
-    pub fn new(
-        db: PgPool,
-        settings: HttpSettings,
-        metrics: Metrics,
-        identity: Arc<Identity>,
-        audit: AuditWriter,
-        file_store: Arc<dyn ObjectStore>,
-    ) -> Self {
-        let rbac = Arc::new(Rbac::new(
-            db.clone(),
-            identity.keyring.clone(),
-            identity.clock.clone(),
-            settings.break_glass_minutes,
-        ));
-        let patients = PatientStore::new(db.clone(), identity.keyring.clone());
-        let appointments = AppointmentStore::new(db.clone());
-        let notes = NoteStore::new(db.clone(), identity.keyring.clone());
-        let files = Files::new(
-            db.clone(),
-            identity.keyring.clone(),
-            file_store,
-            settings.files.clone(),
-        );
+    pub fn new(db: PgPool, settings: HttpSettings, metrics: Metrics, services: Services) -> Self {
+        let Services {
+            identity,
+            audit,
+            rbac,
+            patients,
+            appointments,
+            notes,
+            files,
+        } = services;
         Self {
             rbac,
             patients,

@@ -11,18 +11,20 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use clinicd_api::middleware::security_headers::security_headers;
 use clinicd_api::rate_limit::Limits;
-use clinicd_api::{ApiError, ApiState, Metrics};
+use clinicd_api::{ApiError, ApiState, HttpSettings, Metrics, Services};
 use clinicd_audit::checkpoint::{
     CheckpointStore, LocalCheckpoints, S3Checkpoints, s3_client_from_env,
 };
 use clinicd_audit::retention::{ArchiveStore, LocalArchives, S3Archives};
 use clinicd_audit::{AuditWriter, WriterSettings};
+use clinicd_domain::{AppointmentStore, NoteStore, PatientStore};
 use clinicd_files::s3::S3Store;
 use clinicd_files::{Files, LocalStore, ObjectStore};
 use clinicd_identity::Identity;
 use clinicd_identity::challenge::SiteVerifyChallenge;
 use clinicd_identity::clock::SystemClock;
 use clinicd_identity::otp::{LogOtpSender, WebhookOtpSender};
+use clinicd_rbac::Rbac;
 use graphile_worker::Worker;
 use rustls::ServerConfig;
 use sqlx::PgPool;
@@ -147,14 +149,8 @@ impl Application {
         )
         .await?;
         let identity = identity(&settings, pool.clone(), keyring)?;
-        let state = ApiState::new(
-            pool,
-            settings.http.clone(),
-            metrics.clone(),
-            Arc::new(identity),
-            audit,
-            files,
-        );
+        let services = services(&pool, &settings.http, Arc::new(identity), audit, files);
+        let state = ApiState::new(pool, settings.http.clone(), metrics.clone(), services);
         let limits = state.limits.clone();
 
         let api_listener = bind("the HTTPS API", settings.listen_addr)?;
@@ -399,4 +395,29 @@ fn request_host(req: &HttpRequest) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
     plausible.then_some(name)
+}
+
+/// The composition: every service the API calls, built once, here.
+fn services(
+    db: &PgPool,
+    http: &HttpSettings,
+    identity: Arc<Identity>,
+    audit: AuditWriter,
+    file_store: Arc<dyn ObjectStore>,
+) -> Services {
+    let keyring = identity.keyring.clone();
+    Services {
+        rbac: Arc::new(Rbac::new(
+            db.clone(),
+            keyring.clone(),
+            identity.clock.clone(),
+            http.break_glass_minutes,
+        )),
+        patients: PatientStore::new(db.clone(), keyring.clone()),
+        appointments: AppointmentStore::new(db.clone()),
+        notes: NoteStore::new(db.clone(), keyring.clone()),
+        files: Files::new(db.clone(), keyring, file_store, http.files.clone()),
+        identity,
+        audit,
+    }
 }

@@ -70,14 +70,34 @@ pub fn state_with(settings: HttpSettings, pool: PgPool, identity: Arc<Identity>)
         keyring(pool.clone()),
         WriterSettings::default(),
     );
-    ApiState::new(
-        pool,
-        settings,
-        Metrics::new().unwrap(),
+    compose(pool, settings, identity, audit, file_store())
+}
+
+/// The API's state over `pool`, composed for tests as the binary composes it
+/// (`crates/clinicd/src/startup.rs`), from the identity, trail and object store a test chose.
+pub fn compose(
+    pool: PgPool,
+    settings: HttpSettings,
+    identity: Arc<Identity>,
+    audit: AuditWriter,
+    file_store: Arc<dyn clinicd_files::ObjectStore>,
+) -> ApiState {
+    let keyring = identity.keyring.clone();
+    let services = clinicd_api::Services {
+        rbac: Arc::new(clinicd_rbac::Rbac::new(
+            pool.clone(),
+            keyring.clone(),
+            identity.clock.clone(),
+            settings.break_glass_minutes,
+        )),
+        patients: clinicd_domain::PatientStore::new(pool.clone(), keyring.clone()),
+        appointments: clinicd_domain::AppointmentStore::new(pool.clone()),
+        notes: clinicd_domain::NoteStore::new(pool.clone(), keyring.clone()),
+        files: clinicd_files::Files::new(pool.clone(), keyring, file_store, settings.files.clone()),
         identity,
         audit,
-        file_store(),
-    )
+    };
+    ApiState::new(pool, settings, Metrics::new().unwrap(), services)
 }
 
 /// A local object store in a fresh directory of its own (left for the OS to clean).

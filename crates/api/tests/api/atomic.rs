@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use actix_web::test::TestRequest;
 use clinicd_api::routes::ROUTES;
-use clinicd_api::{ApiState, Metrics};
+
 use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_identity::otp::LogOtpSender;
 use clinicd_test_support::{TestApp, bearer, member, roomy_settings, send};
@@ -192,10 +192,9 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
         WriterSettings::default(),
     );
     let app = TestApp {
-        state: ApiState::new(
+        state: clinicd_test_support::compose(
             pool.clone(),
             roomy_settings(),
-            Metrics::new().unwrap(),
             identity,
             audit,
             Arc::new(clinicd_files::LocalStore::new(dir.clone())),

@@ -3,7 +3,7 @@
 
 use actix_web::test::TestRequest;
 use clinicd_api::routes::ROUTES;
-use clinicd_api::{ApiState, Metrics};
+
 use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_test_support::{TestApp, settings};
 use serde_json::json;
@@ -172,10 +172,9 @@ async fn when_the_trail_cannot_take_the_event_the_response_is_withheld(pool: PgP
         WriterSettings::default(),
     );
     let app = TestApp {
-        state: ApiState::new(
+        state: clinicd_test_support::compose(
             pool.clone(),
             settings(),
-            Metrics::new().unwrap(),
             clinicd_test_support::identity(pool.clone()),
             broken_audit,
             clinicd_test_support::file_store(),

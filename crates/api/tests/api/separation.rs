@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use clinicd_api::{ApiState, Metrics};
+
 use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_identity::otp::{OtpError, OtpMessage, OtpSender};
 use clinicd_identity::users::{self, UserId};
@@ -315,10 +315,9 @@ async fn an_administrators_session_alone_never_reads_a_patient(pool: PgPool) {
         WriterSettings::default(),
     );
     let app = TestApp {
-        state: ApiState::new(
+        state: clinicd_test_support::compose(
             pool.clone(),
             settings,
-            Metrics::new().unwrap(),
             identity,
             audit,
             clinicd_test_support::file_store(),
