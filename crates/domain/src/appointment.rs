@@ -237,13 +237,11 @@ impl AppointmentStore {
         booker: Viewer,
     ) -> Result<Appointment, BookingError> {
         // A booking is for a patient the booker may reach: the care-team rule, first.
-        let reach: Option<String> = sqlx::query_scalar("SELECT patient_reach($1, $2, $3)")
-            .bind(booker.user)
-            .bind(patient)
-            .bind(booker.now)
-            .fetch_one(&mut *tx)
-            .await?;
-        if reach.is_none() {
+        let reach =
+            clinicd_rbac::care_team::reach(&mut *tx, UserId(booker.user), patient, booker.now)
+                .await
+                .map_err(StoreError::from)?;
+        if !reach.allowed() {
             return Err(BookingError::PatientOutOfReach);
         }
         let active =
@@ -345,15 +343,13 @@ impl AppointmentStore {
         patient: Uuid,
         viewer: Viewer,
     ) -> Result<Option<Vec<Appointment>>, StoreError> {
-        let reach: Option<String> = sqlx::query_scalar("SELECT patient_reach($1, $2, $3)")
-            .bind(viewer.user)
-            .bind(patient)
-            .bind(viewer.now)
-            .fetch_one(&self.db)
-            .await?;
-        match reach {
-            Some(_) => Ok(Some(self.for_patient(patient).await?)),
-            None => Ok(None),
+        let reach =
+            clinicd_rbac::care_team::reach(&self.db, UserId(viewer.user), patient, viewer.now)
+                .await?;
+        if reach.allowed() {
+            Ok(Some(self.for_patient(patient).await?))
+        } else {
+            Ok(None)
         }
     }
 

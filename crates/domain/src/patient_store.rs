@@ -31,6 +31,16 @@ pub enum StoreError {
     Crypto(#[from] CryptoError),
 }
 
+/// The care-team rule is asked of RBAC; its only failure on these paths is the database's.
+impl From<RbacError> for StoreError {
+    fn from(error: RbacError) -> Self {
+        match error {
+            RbacError::Database(error) => Self::Database(error),
+            other => Self::Database(sqlx::Error::Protocol(other.to_string())),
+        }
+    }
+}
+
 /// Who is asking, for searches limited to the care team (and unexpired break-the-glass grants).
 #[derive(Debug, Clone, Copy)]
 pub struct Viewer {
@@ -327,12 +337,7 @@ impl PatientStore {
         registrant: UserId,
     ) -> Result<Patient, StoreError> {
         let patient = self.create(tx, prepared, Some(registrant.0)).await?;
-        clinicd_rbac::care_team::assign_registrant(tx, patient.id, registrant)
-            .await
-            .map_err(|error| match error {
-                RbacError::Database(error) => StoreError::Database(error),
-                other => StoreError::Database(sqlx::Error::Protocol(other.to_string())),
-            })?;
+        clinicd_rbac::care_team::assign_registrant(tx, patient.id, registrant).await?;
         Ok(patient)
     }
 

@@ -17,6 +17,7 @@ pub use clinicd_test_kit::{
     openssl_aes_gcm, s3_object,
 };
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex};
 
@@ -510,4 +511,28 @@ pub async fn access_token(
         .await
         .unwrap();
     login["access_token"].as_str().expect("login").to_owned()
+}
+
+/// Every table's content as a digest, but the trail's own and `skip`: compare two to show
+/// that a refused request changed nothing.
+pub async fn table_digests(pool: &PgPool, skip: &[&str]) -> BTreeMap<String, String> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
+         AND tablename NOT LIKE 'audit_events%' AND tablename NOT IN ('audit_heads', '_sqlx_migrations') \
+         ORDER BY tablename",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut digests = BTreeMap::new();
+    for table in tables.into_iter().filter(|t| !skip.contains(&t.as_str())) {
+        let digest: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
+        )))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        digests.insert(table, digest);
+    }
+    digests
 }

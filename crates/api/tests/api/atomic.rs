@@ -4,7 +4,7 @@
 //! object store exactly as they were. Only the documented defensive state moves (a failure
 //! count, a used-up single-use challenge or code), which commits on its own by design.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,29 +21,6 @@ use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery staple";
 const BOUNDARY: &str = "atomic-boundary";
-
-/// Every table's content as a digest, but the trail's own and `skip`.
-async fn snapshot(pool: &PgPool, skip: &[&str]) -> BTreeMap<String, String> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
-         AND tablename NOT LIKE 'audit_events%' AND tablename NOT IN ('audit_heads', '_sqlx_migrations') \
-         ORDER BY tablename",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut digests = BTreeMap::new();
-    for table in tables.into_iter().filter(|t| !skip.contains(&t.as_str())) {
-        let digest: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
-        )))
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        digests.insert(table, digest);
-    }
-    digests
-}
 
 fn objects(dir: &Path) -> BTreeSet<PathBuf> {
     let mut found = BTreeSet::new();
@@ -791,7 +768,7 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
     assert_eq!(tried, declared, "every changing route is tried");
 
     for (method, path, request, moves) in requests {
-        let before = snapshot(&pool, moves).await;
+        let before = clinicd_test_support::table_digests(&pool, moves).await;
         let stored = objects(&dir);
         break_the_trail(&pool).await;
         let response = app.call(request).await;
@@ -806,7 +783,7 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
             "{method} {path}: no session handed out"
         );
         assert_eq!(
-            snapshot(&pool, moves).await,
+            clinicd_test_support::table_digests(&pool, moves).await,
             before,
             "{method} {path} changed the database"
         );
