@@ -73,16 +73,41 @@ pg_stop() {
   as_pg_user "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
-# cargo_tool NAME VERSION: the path of a cargo-installed tool, pinned and installed once into
-# the project's own .tools/NAME-VERSION with --locked (minutes on 2 cores: only a machine's first
-# run pays).
+# cargo_tool NAME VERSION [BIN [INSTALL_ARGS...]]: the path of a cargo-installed tool's binary
+# BIN (default NAME), pinned and installed once into the project's own .tools/NAME-VERSION with
+# --locked (minutes on 2 cores: only a machine's first run pays). INSTALL_ARGS pick features.
 cargo_tool() {
-  local name=$1 version=$2 root
+  local name=$1 version=$2 bin=${3:-$1} root
+  shift $(($# < 3 ? $# : 3))
   root=$PWD/.tools/$name-$version
-  if [ ! -x "$root/bin/$name" ]; then
+  if [ ! -x "$root/bin/$bin" ]; then
     note "installing $name $version into $root (once; takes minutes)"
-    cargo install --locked --quiet "$name@$version" --root "$root" >&2 \
+    cargo install --locked --quiet "$name@$version" --root "$root" "$@" >&2 \
       || die "could not install $name $version with cargo install"
   fi
-  echo "$root/bin/$name"
+  echo "$root/bin/$bin"
+}
+
+# The pinned sqlx-cli (Postgres only, rustls), matching the workspace's sqlx.
+sqlx_cli() {
+  cargo_tool sqlx-cli 0.9.0 cargo-sqlx --no-default-features --features postgres,rustls
+}
+
+# sqlx_prepare SERVER_URL [--check]: migrates a fresh database on the server at SERVER_URL
+# (postgres://.../postgres) and writes the checked macros' offline data to .sqlx/ (with
+# --check: fails if the committed data is stale instead). Every target of every crate, so the
+# queries in tests and benches are covered too.
+sqlx_prepare() {
+  local server=$1 mode=${2:-} sqlx url
+  sqlx=$(sqlx_cli)
+  url="${server%/*}/clinicd_sqlx_prepare"
+  DATABASE_URL=$url "$sqlx" sqlx database drop -y >/dev/null 2>&1 || true
+  DATABASE_URL=$url "$sqlx" sqlx database create || die "could not create $url"
+  DATABASE_URL=$url "$sqlx" sqlx migrate run --source migrations >/dev/null || die "migrations failed on $url"
+  if [ "$mode" = --check ]; then
+    DATABASE_URL=$url "$sqlx" sqlx prepare --workspace --check -- --all-targets \
+      || die "the offline query data in .sqlx/ is stale: run ./scripts/sqlx-prepare and commit .sqlx/"
+  else
+    DATABASE_URL=$url "$sqlx" sqlx prepare --workspace -- --all-targets || die "cargo sqlx prepare failed"
+  fi
 }

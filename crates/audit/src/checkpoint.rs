@@ -129,10 +129,12 @@ pub async fn write_checkpoint(
     // at once): the check for an existing checkpoint and the write happen under the lock, so
     // two never race to write the same one. The lock ends with the transaction.
     let mut lock = db.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CHECKPOINT_LOCK)
-        .execute(&mut *lock)
-        .await?;
+    sqlx::query_scalar!(
+        r#"SELECT true AS "locked!" FROM pg_advisory_xact_lock($1)"#,
+        CHECKPOINT_LOCK
+    )
+    .fetch_one(&mut *lock)
+    .await?;
     let written = write_locked(db, keyring, store).await;
     lock.commit().await?;
     written
@@ -146,10 +148,12 @@ async fn write_locked(
     keyring: &Keyring,
     store: &dyn CheckpointStore,
 ) -> Result<Option<Checkpoint>, AuditError> {
-    let head: Option<Head> =
-        sqlx::query_as("SELECT seq, hash FROM audit_heads ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(db)
-            .await?;
+    let head: Option<Head> = sqlx::query_as!(
+        Head,
+        "SELECT seq, hash FROM audit_heads ORDER BY seq DESC LIMIT 1"
+    )
+    .fetch_optional(db)
+    .await?;
     let Some(head) = head else {
         return Ok(None);
     };

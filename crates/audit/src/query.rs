@@ -31,35 +31,26 @@ pub async fn page(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, AuditError> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM audit_events \
+    Ok(sqlx::query_as!(StoredEvent, "SELECT * FROM audit_events \
          WHERE ($1::uuid IS NULL OR actor_user_id = $1) AND ($2::text IS NULL OR action = $2) \
            AND ($3::text IS NULL OR resource_type = $3) AND ($4::text IS NULL OR resource_id = $4) \
            AND ($5::uuid IS NULL OR patient_id = $5) AND ($6::text IS NULL OR outcome = $6) \
            AND ($7::timestamptz IS NULL OR occurred_at >= $7) AND ($8::timestamptz IS NULL OR occurred_at < $8) \
            AND ($9::bigint IS NULL OR seq < $9) \
-         ORDER BY seq DESC LIMIT $10",
-    )
-    .bind(filter.actor)
-    .bind(&filter.action)
-    .bind(&filter.resource_type)
-    .bind(&filter.resource_id)
-    .bind(filter.patient_id)
-    .bind(&filter.outcome)
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(before)
-    .bind(limit.clamp(1, MAX_PAGE))
+         ORDER BY seq DESC LIMIT $10", filter.actor, filter.action.as_deref(), filter.resource_type.as_deref(), filter.resource_id.as_deref(), filter.patient_id, filter.outcome.as_deref(), filter.from, filter.to, before, limit.clamp(1, MAX_PAGE))
     .fetch_all(db)
     .await?)
 }
 
 /// One event by sequence number.
 pub async fn event(db: &PgPool, seq: i64) -> Result<Option<StoredEvent>, AuditError> {
-    Ok(sqlx::query_as("SELECT * FROM audit_events WHERE seq = $1")
-        .bind(seq)
-        .fetch_optional(db)
-        .await?)
+    Ok(sqlx::query_as!(
+        StoredEvent,
+        "SELECT * FROM audit_events WHERE seq = $1",
+        seq
+    )
+    .fetch_optional(db)
+    .await?)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -79,19 +70,15 @@ pub async fn stats(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> Result<Stats, AuditError> {
-    Ok(sqlx::query_as(
-        "SELECT count(*) AS total, \
-                count(*) FILTER (WHERE outcome IN ('failure', 'error')) AS failures, \
-                count(*) FILTER (WHERE action = 'login' AND outcome = 'success') AS logins, \
-                count(*) FILTER (WHERE action = 'login_failed') AS failed_logins, \
-                count(*) FILTER (WHERE action = 'view') AS views, \
-                count(*) FILTER (WHERE outcome = 'denied') AS denials, \
+    Ok(sqlx::query_as!(Stats, "SELECT count(*) AS \"total!\", \
+                count(*) FILTER (WHERE outcome IN ('failure', 'error')) AS \"failures!\", \
+                count(*) FILTER (WHERE action = 'login' AND outcome = 'success') AS \"logins!\", \
+                count(*) FILTER (WHERE action = 'login_failed') AS \"failed_logins!\", \
+                count(*) FILTER (WHERE action = 'view') AS \"views!\", \
+                count(*) FILTER (WHERE outcome = 'denied') AS \"denials!\", \
                 max(occurred_at) AS last_activity \
          FROM audit_events \
-         WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) AND ($2::timestamptz IS NULL OR occurred_at < $2)",
-    )
-    .bind(from)
-    .bind(to)
+         WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) AND ($2::timestamptz IS NULL OR occurred_at < $2)", from, to)
     .fetch_one(db)
     .await?)
 }
@@ -111,19 +98,12 @@ pub async fn disclosures(
     after: Option<i64>,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, AuditError> {
-    Ok(sqlx::query_as(
-        "SELECT e.* FROM audit_disclosures d \
+    Ok(sqlx::query_as!(StoredEvent, "SELECT e.* FROM audit_disclosures d \
          JOIN audit_events e ON e.seq = d.seq AND e.occurred_at = d.occurred_at \
          WHERE d.patient_id = $1 AND e.action NOT IN ('audit_read', 'audit_verify') \
            AND ($2::timestamptz IS NULL OR d.occurred_at >= $2) AND ($3::timestamptz IS NULL OR d.occurred_at < $3) \
            AND ($4::bigint IS NULL OR d.seq > $4) \
-         ORDER BY d.seq LIMIT $5",
-    )
-    .bind(patient)
-    .bind(from)
-    .bind(to)
-    .bind(after)
-    .bind(limit.clamp(1, MAX_DISCLOSURES_PAGE))
+         ORDER BY d.seq LIMIT $5", patient, from, to, after, limit.clamp(1, MAX_DISCLOSURES_PAGE))
     .fetch_all(db)
     .await?)
 }

@@ -63,8 +63,7 @@ pub async fn ensure_partition(
     pool: &PgPool,
     month: NaiveDate,
 ) -> Result<Option<String>, AuditError> {
-    sqlx::query_scalar("SELECT audit_create_partition($1)")
-        .bind(month)
+    sqlx::query_scalar!("SELECT audit_create_partition($1)", month)
         .fetch_one(pool)
         .await
         .map_err(db)
@@ -90,7 +89,7 @@ pub async fn ensure_partitions_ahead(
 /// Moves rows out of the default partition into partitions of their own months (created as
 /// needed); returns the partitions created (`audit_rehome_default`, migration 0017).
 pub async fn rehome_default(pool: &PgPool) -> Result<Vec<String>, AuditError> {
-    let created: Vec<String> = sqlx::query_scalar("SELECT audit_rehome_default()")
+    let created: Vec<String> = sqlx::query_scalar!("SELECT audit_rehome_default() AS \"v!\"")
         .fetch_one(pool)
         .await
         .map_err(db)?;
@@ -132,9 +131,9 @@ pub async fn archive_expired(
 ) -> Result<Vec<ArchivedPartition>, AuditError> {
     let years = retention_years.max(MIN_RETENTION_YEARS);
     let cutoff = now.date_naive() - Months::new(12 * years);
-    let mut names: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent = 'audit_events'::regclass",
+    let mut names: Vec<String> = sqlx::query_scalar!(
+        "SELECT c.relname::text AS \"name!\" FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'audit_events'::regclass"
     )
     .fetch_all(pool)
     .await
@@ -170,6 +169,8 @@ async fn archive_partition(
     name: &str,
     month: NaiveDate,
 ) -> Result<Option<ArchivedPartition>, AuditError> {
+    // Runtime query: the partition is named at run time (one table per month); a checked
+    // macro needs its table fixed at compile time. `name` comes from pg_inherits, not input.
     let span: Span = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT min(seq) AS first, max(seq) AS last, count(*) AS rows FROM {name}"
     )))
@@ -181,9 +182,11 @@ async fn archive_partition(
         return Ok(None);
     };
     // Only a prefix of the chain may go: nothing retained may come before it.
-    let earlier: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq < {first} AND tableoid <> '{name}'::regclass)"
-    )))
+    let earlier = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq < $1 AND tableoid <> $2::text::regclass) AS "earlier!""#,
+        first,
+        name
+    )
     .fetch_one(pool)
     .await
     .map_err(db)?;
@@ -205,6 +208,7 @@ async fn archive_partition(
         serde_json::to_vec(&header).map_err(|e| AuditError::Unavailable(e.to_string()))?;
     file.push(b'\n');
     let location = FieldLocation::new("audit_archives", "chunk", archive_id);
+    // Runtime query: the partition is named at run time (see `span` above).
     let mut rows = sqlx::query_as::<_, StoredEvent>(sqlx::AssertSqlSafe(format!(
         "SELECT * FROM {name} ORDER BY seq"
     )))
@@ -230,18 +234,8 @@ async fn archive_partition(
     let sha256 = hex(digest(&SHA256, &file).as_ref());
     let path = store.put(&format!("{name}.clinicd-audit"), file).await?;
 
-    sqlx::query(
-        "INSERT INTO audit_archives (partition_name, month, first_seq, last_seq, last_hash, row_count, file_name, file_sha256) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(name)
-    .bind(month)
-    .bind(first)
-    .bind(last)
-    .bind(&last_hash)
-    .bind(span.rows)
-    .bind(&path)
-    .bind(&sha256)
+    sqlx::query!("INSERT INTO audit_archives (partition_name, month, first_seq, last_seq, last_hash, row_count, file_name, file_sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", name, month, first, last, &last_hash, span.rows, &path, &sha256)
     .execute(pool)
     .await
     .map_err(db)?;
@@ -278,6 +272,7 @@ async fn detach(pool: &PgPool, name: &str) -> Result<(), AuditError> {
             name.replacen("audit_events_", "audit_archived_", 1)
         ),
     ] {
+        // Runtime query: DDL on a partition named at run time.
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(pool)
             .await

@@ -46,11 +46,12 @@ pub async fn verify_with(
     checkpoint: Option<Checkpoint>,
 ) -> Result<VerifyReport, AuditError> {
     // Partitions archived past retention: the retained chain starts after the last of them.
-    let boundary: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT last_seq, last_hash FROM audit_archives ORDER BY last_seq DESC LIMIT 1",
+    let boundary = sqlx::query!(
+        "SELECT last_seq, last_hash FROM audit_archives ORDER BY last_seq DESC LIMIT 1"
     )
     .fetch_optional(db)
-    .await?;
+    .await?
+    .map(|row| (row.last_seq, row.last_hash));
     let (archived_up_to, start_hash) = boundary.unwrap_or_else(|| (0, chain::GENESIS.to_vec()));
     let mut report = VerifyReport {
         events_checked: 0,
@@ -60,7 +61,7 @@ pub async fn verify_with(
         problem: None,
     };
     // Keys first: with both streams open, a connection-starved pool could not fetch them.
-    let versions: Vec<i32> = sqlx::query_scalar("SELECT DISTINCT key_version FROM audit_heads")
+    let versions: Vec<i32> = sqlx::query_scalar!("SELECT DISTINCT key_version FROM audit_heads")
         .fetch_all(db)
         .await?;
     let mut keys = std::collections::HashMap::new();
@@ -70,14 +71,15 @@ pub async fn verify_with(
             .await?;
         keys.insert(version, key);
     }
-    let mut heads = sqlx::query_as::<_, HeadRow>(
+    let mut heads = sqlx::query_as!(
+        HeadRow,
         "SELECT seq, hash, key_version, mac FROM audit_heads WHERE seq > $1 ORDER BY seq",
+        archived_up_to
     )
-    .bind(archived_up_to)
     .fetch(db);
     let mut next_head = heads.try_next().await?;
     let mut events =
-        sqlx::query_as::<_, StoredEvent>("SELECT * FROM audit_events ORDER BY seq").fetch(db);
+        sqlx::query_as!(StoredEvent, "SELECT * FROM audit_events ORDER BY seq").fetch(db);
     let mut prev = start_hash;
     let mut expected = archived_up_to + 1;
     let mut last_authenticated = archived_up_to;

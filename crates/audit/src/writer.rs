@@ -216,14 +216,18 @@ pub async fn append_in(
     events: &[&NewEvent],
 ) -> Result<i64, AuditError> {
     let (key_version, key) = keyring.audit_chain_key().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CHAIN_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    let head: Option<Head> =
-        sqlx::query_as("SELECT seq, hash FROM audit_heads ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
+    sqlx::query_scalar!(
+        r#"SELECT true AS "locked!" FROM pg_advisory_xact_lock($1)"#,
+        CHAIN_LOCK
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let head: Option<Head> = sqlx::query_as!(
+        Head,
+        "SELECT seq, hash FROM audit_heads ORDER BY seq DESC LIMIT 1"
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     let (mut seq, mut prev) = head.map_or((0, chain::GENESIS.to_vec()), |h| (h.seq, h.hash));
     let first = seq + 1;
     let mut rows = Vec::with_capacity(events.len());
@@ -236,13 +240,15 @@ pub async fn append_in(
         rows.push(row);
     }
     insert(&mut *tx, &rows).await?;
-    sqlx::query("INSERT INTO audit_heads (seq, hash, key_version, mac) VALUES ($1, $2, $3, $4)")
-        .bind(seq)
-        .bind(&prev)
-        .bind(i32::try_from(key_version).unwrap_or(i32::MAX))
-        .bind(chain::head_mac(&key, seq, &prev))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO audit_heads (seq, hash, key_version, mac) VALUES ($1, $2, $3, $4)",
+        seq,
+        &prev,
+        i32::try_from(key_version).unwrap_or(i32::MAX),
+        chain::head_mac(&key, seq, &prev)
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(first)
 }
 
@@ -251,35 +257,12 @@ async fn insert(tx: &mut sqlx::PgConnection, rows: &[StoredEvent]) -> Result<(),
     fn col<T: Clone>(rows: &[StoredEvent], f: impl Fn(&StoredEvent) -> T) -> Vec<T> {
         rows.iter().map(f).collect()
     }
-    sqlx::query(
-        "INSERT INTO audit_events (seq, occurred_at, actor_user_id, actor_username, session_id, action, \
+    sqlx::query!("INSERT INTO audit_events (seq, occurred_at, actor_user_id, actor_username, session_id, action, \
            resource_type, resource_id, patient_id, outcome, http_method, route, status_code, client_ip, \
            user_agent, request_id, reason, metadata, sealed_values, prev_hash, hash) \
          SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::uuid[], $4::text[], $5::uuid[], $6::text[], \
            $7::text[], $8::text[], $9::uuid[], $10::text[], $11::text[], $12::text[], $13::int[], $14::text[], \
-           $15::text[], $16::text[], $17::text[], $18::jsonb[], $19::bytea[], $20::bytea[], $21::bytea[])",
-    )
-    .bind(col(rows, |r| r.seq))
-    .bind(col(rows, |r| r.occurred_at))
-    .bind(col(rows, |r| r.actor_user_id))
-    .bind(col(rows, |r| r.actor_username.clone()))
-    .bind(col(rows, |r| r.session_id))
-    .bind(col(rows, |r| r.action.clone()))
-    .bind(col(rows, |r| r.resource_type.clone()))
-    .bind(col(rows, |r| r.resource_id.clone()))
-    .bind(col(rows, |r| r.patient_id))
-    .bind(col(rows, |r| r.outcome.clone()))
-    .bind(col(rows, |r| r.http_method.clone()))
-    .bind(col(rows, |r| r.route.clone()))
-    .bind(col(rows, |r| r.status_code))
-    .bind(col(rows, |r| r.client_ip.clone()))
-    .bind(col(rows, |r| r.user_agent.clone()))
-    .bind(col(rows, |r| r.request_id.clone()))
-    .bind(col(rows, |r| r.reason.clone()))
-    .bind(col(rows, |r| r.metadata.clone()))
-    .bind(col(rows, |r| r.sealed_values.clone()))
-    .bind(col(rows, |r| r.prev_hash.clone()))
-    .bind(col(rows, |r| r.hash.clone()))
+           $15::text[], $16::text[], $17::text[], $18::jsonb[], $19::bytea[], $20::bytea[], $21::bytea[])", &col(rows, |r| r.seq) as _, &col(rows, |r| r.occurred_at) as _, &col(rows, |r| r.actor_user_id) as _, &col(rows, |r| r.actor_username.clone()) as _, &col(rows, |r| r.session_id) as _, &col(rows, |r| r.action.clone()) as _, &col(rows, |r| r.resource_type.clone()) as _, &col(rows, |r| r.resource_id.clone()) as _, &col(rows, |r| r.patient_id) as _, &col(rows, |r| r.outcome.clone()) as _, &col(rows, |r| r.http_method.clone()) as _, &col(rows, |r| r.route.clone()) as _, &col(rows, |r| r.status_code) as _, &col(rows, |r| r.client_ip.clone()) as _, &col(rows, |r| r.user_agent.clone()) as _, &col(rows, |r| r.request_id.clone()) as _, &col(rows, |r| r.reason.clone()) as _, &col(rows, |r| r.metadata.clone()) as _, &col(rows, |r| r.sealed_values.clone()) as _, &col(rows, |r| r.prev_hash.clone()) as _, &col(rows, |r| r.hash.clone()) as _)
     .execute(&mut *tx)
     .await?;
     insert_disclosures(tx, rows).await
@@ -312,13 +295,13 @@ async fn insert_disclosures(
     if patients.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO audit_disclosures (patient_id, seq, occurred_at) \
          SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::timestamptz[])",
+        &patients,
+        &seqs,
+        &times
     )
-    .bind(patients)
-    .bind(seqs)
-    .bind(times)
     .execute(tx)
     .await?;
     Ok(())

@@ -1,7 +1,8 @@
 //! `clinicd import patients FILE.csv`: bringing an existing clinic's patients over.
 //!
 //! The file is read one row at a time (memory stays flat whatever its length) and each row is
-//! validated exactly as the API validates a registration. Rows are written with a few in flight
+//! validated exactly as the API validates a registration (both build the domain's
+//! `PatientBody` and call its `parse`). Rows are written with a few in flight
 //! at once, each in its own transaction. Every row gets a line in the report: imported with its new
 //! MRN, already imported, or invalid with the field and the rule it broke (never the value).
 //!
@@ -13,11 +14,11 @@ use std::io::Write;
 use std::path::Path;
 
 use chrono::NaiveDate;
-use clinicd_api::routes::records::patients::{
-    AddressBody, EmergencyContactBody, InsuranceBody, PatientBody, parse,
-};
 use clinicd_audit::Action;
 use clinicd_domain::PatientStore;
+use clinicd_domain::patient_form::{
+    AddressBody, EmergencyContactBody, InsuranceBody, PatientBody, parse,
+};
 use futures_util::StreamExt;
 use serde::Deserialize;
 

@@ -195,16 +195,8 @@ async fn run(
         Ok(detail) => ("ok", detail.clone()),
         Err(error) => ("failed", serde_json::json!({ "error": error })),
     };
-    if let Err(error) = sqlx::query(
-        "INSERT INTO job_runs (job, scheduled_for, instance, started_at, finished_at, outcome, detail) \
-         VALUES ($1, $2, $3, $4, now(), $5, $6)",
-    )
-    .bind(job)
-    .bind(tick.scheduled_for())
-    .bind(context.instance)
-    .bind(started)
-    .bind(status)
-    .bind(detail)
+    if let Err(error) = sqlx::query!("INSERT INTO job_runs (job, scheduled_for, instance, started_at, finished_at, outcome, detail) \
+         VALUES ($1, $2, $3, $4, now(), $5, $6)", job, tick.scheduled_for(), context.instance, started, status, detail)
     .execute(&context.db)
     .await
     {
@@ -272,9 +264,9 @@ job!(AuditPartitions, "audit_partitions", |context| {
 job!(AuditArchive, "audit_archive", |context| {
     // Archiving detaches partitions, which only the trail's owner may do. A server whose role
     // may only append (docs/audit.md) leaves it to `clinicd audit maintain` run as the owner.
-    let owner: bool = sqlx::query_scalar(
-        "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class \
-         WHERE oid = 'audit_events'::regclass",
+    let owner: bool = sqlx::query_scalar!(
+        "SELECT pg_has_role(current_user, relowner, 'USAGE') AS \"owner!\" FROM pg_class \
+         WHERE oid = 'audit_events'::regclass"
     )
     .fetch_one(&context.db)
     .await

@@ -387,11 +387,13 @@ impl Keyring {
     ) -> Result<u64, CryptoError> {
         let destroyed = store::destroy_subject_keys(&mut *conn, subject).await?;
         // Every instance drops its cached copy when this commits (see `follow_destroyed_keys`).
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(DESTROYED_CHANNEL)
-            .bind(subject.0.to_string())
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "SELECT pg_notify($1, $2)",
+            DESTROYED_CHANNEL,
+            subject.0.to_string()
+        )
+        .execute(&mut *conn)
+        .await?;
         self.forget_subject(subject);
         tracing::warn!(subject_id = %subject, keys = destroyed, "subject keys destroyed");
         Ok(destroyed)
@@ -692,17 +694,18 @@ fn unwrap_local(kek: &SecretKey, wrapped: &[u8], aad: &[u8]) -> Result<SecretKey
 }
 
 async fn lock(conn: &mut PgConnection) -> Result<(), CryptoError> {
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(KEY_ADMIN_LOCK)
-        .execute(conn)
-        .await?;
+    sqlx::query_scalar!(
+        r#"SELECT true AS "locked!" FROM pg_advisory_lock($1)"#,
+        KEY_ADMIN_LOCK
+    )
+    .fetch_one(conn)
+    .await?;
     Ok(())
 }
 
 async fn unlock(conn: &mut PgConnection) -> Result<(), CryptoError> {
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(KEY_ADMIN_LOCK)
-        .execute(conn)
+    sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", KEY_ADMIN_LOCK)
+        .fetch_one(conn)
         .await?;
     Ok(())
 }

@@ -39,10 +39,7 @@ impl Keyring {
         spec: &BlindIndexSpec,
         value: &str,
     ) -> Result<Vec<BlindIndex>, CryptoError> {
-        let versions: Vec<i32> = sqlx::query_scalar(
-            "SELECT version FROM data_keys WHERE purpose = $1 AND status <> 'destroyed' ORDER BY version DESC",
-        )
-        .bind(Purpose::BlindIndex.as_str())
+        let versions: Vec<i32> = sqlx::query_scalar!("SELECT version FROM data_keys WHERE purpose = $1 AND status <> 'destroyed' ORDER BY version DESC", Purpose::BlindIndex.as_str())
         .fetch_all(self.db())
         .await?;
         let mut candidates = Vec::with_capacity(versions.len());
@@ -74,17 +71,16 @@ impl Keyring {
         options: RekeyOptions,
     ) -> Result<RekeyOutcome, CryptoError> {
         let mut lock = self.db().acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(REINDEX_LOCK)
-            .fetch_one(&mut *lock)
-            .await?;
+        let locked: bool =
+            sqlx::query_scalar!("SELECT pg_try_advisory_lock($1) AS \"v!\"", REINDEX_LOCK)
+                .fetch_one(&mut *lock)
+                .await?;
         if !locked {
             return Ok(RekeyOutcome::AlreadyRunning);
         }
         let result = self.rebuild_locked(job, index, options).await;
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(REINDEX_LOCK)
-            .execute(&mut *lock)
+        sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", REINDEX_LOCK)
+            .fetch_one(&mut *lock)
             .await?;
         result
     }
@@ -98,10 +94,7 @@ impl Keyring {
         self.forget_active_versions();
         let (table, column) = index.progress_key();
         let (table, column) = (identifier(table)?, identifier(column)?);
-        sqlx::query("INSERT INTO rekey_progress (job, table_name, column_name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(job)
-            .bind(table)
-            .bind(column)
+        sqlx::query!("INSERT INTO rekey_progress (job, table_name, column_name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", job, table, column)
             .execute(self.db())
             .await?;
         let mut report = RekeyReport::default();
@@ -200,7 +193,9 @@ impl DerivedIndex for IndexedColumn {
         let source = identifier(self.spec.column)?;
         let index = identifier(self.index_column)?;
         let version = identifier(self.version_column)?;
-        // Identifiers come from the static column registry and are checked above.
+        // Runtime query: re-indexing walks every blind-indexed column of the registry, so the
+        // table and columns are only known here. Identifiers come from the static registry and
+        // are checked above.
         let rows: Vec<(Uuid, Vec<u8>, Option<i32>)> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT id, {source}, {version} FROM {table} WHERE {source} IS NOT NULL \
              AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"

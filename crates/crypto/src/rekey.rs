@@ -8,7 +8,7 @@
 //! again and resumes where it stopped. One job runs at a time across all instances (a Postgres
 //! advisory lock held for the whole run); a second caller is told it is already running.
 
-use sqlx::{AssertSqlSafe, PgConnection, Row};
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use crate::error::CryptoError;
@@ -75,18 +75,22 @@ impl Keyring {
     /// `field` branch key and retires the old one, which stays able to decrypt until
     /// [`rekey`](Self::rekey) has moved the data.
     pub async fn rotate_subject_keys(&self) -> Result<u64, CryptoError> {
-        let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-            .fetch_one(self.db())
-            .await?;
+        let started: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar!("SELECT clock_timestamp() AS \"v!\"")
+                .fetch_one(self.db())
+                .await?;
         let mut rotated = 0;
         loop {
-            let subjects: Vec<(Uuid, i32)> = sqlx::query_as(
+            let subjects: Vec<(Uuid, i32)> = sqlx::query!(
                 "SELECT subject_id, version FROM subject_keys WHERE status = 'active' AND created_at < $1 \
                  ORDER BY subject_id LIMIT 500",
+                started
             )
-            .bind(started)
             .fetch_all(self.db())
-            .await?;
+            .await?
+            .into_iter()
+            .map(|row| (row.subject_id, row.version))
+            .collect();
             if subjects.is_empty() {
                 break;
             }
@@ -112,17 +116,16 @@ impl Keyring {
         options: RekeyOptions,
     ) -> Result<RekeyOutcome, CryptoError> {
         let mut lock = self.db().acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(REKEY_LOCK)
-            .fetch_one(&mut *lock)
-            .await?;
+        let locked: bool =
+            sqlx::query_scalar!("SELECT pg_try_advisory_lock($1) AS \"v!\"", REKEY_LOCK)
+                .fetch_one(&mut *lock)
+                .await?;
         if !locked {
             return Ok(RekeyOutcome::AlreadyRunning);
         }
         let result = self.rekey_locked(job, columns, options).await;
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(REKEY_LOCK)
-            .execute(&mut *lock)
+        sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", REKEY_LOCK)
+            .fetch_one(&mut *lock)
             .await?;
         result
     }
@@ -138,12 +141,7 @@ impl Keyring {
         let mut report = RekeyReport::default();
         let mut batches = 0;
         for column in columns {
-            sqlx::query(
-                "INSERT INTO rekey_progress (job, table_name, column_name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(job)
-            .bind(column.table)
-            .bind(column.column)
+            sqlx::query!("INSERT INTO rekey_progress (job, table_name, column_name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", job, column.table, column.column)
             .execute(self.db())
             .await?;
             loop {
@@ -178,7 +176,9 @@ impl Keyring {
         let Some(last_id) = progress(&mut *tx, job, table, name).await? else {
             return Ok(true);
         };
-        // Identifiers come from the static column registry and are checked above.
+        // Runtime query: re-keying walks every encrypted column of the registry, so the table
+        // and column are only known here. Identifiers come from the static registry and are
+        // checked above.
         let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT id, {name} FROM {table} WHERE {name} IS NOT NULL AND ($1::uuid IS NULL OR id > $1) \
              ORDER BY id LIMIT $2"
@@ -253,19 +253,19 @@ pub(crate) async fn progress(
     table: &str,
     column: &str,
 ) -> Result<Option<Option<Uuid>>, CryptoError> {
-    let row = sqlx::query(
-        "SELECT last_id, finished_at IS NOT NULL AS finished FROM rekey_progress \
+    let row = sqlx::query!(
+        "SELECT last_id, finished_at IS NOT NULL AS \"finished!\" FROM rekey_progress \
          WHERE job = $1 AND table_name = $2 AND column_name = $3 FOR UPDATE",
+        job,
+        table,
+        column
     )
-    .bind(job)
-    .bind(table)
-    .bind(column)
     .fetch_one(tx)
     .await?;
-    if row.try_get::<bool, _>("finished")? {
+    if row.finished {
         return Ok(None);
     }
-    Ok(Some(row.try_get("last_id")?))
+    Ok(Some(row.last_id))
 }
 
 /// What one batch did.
@@ -283,18 +283,9 @@ pub(crate) async fn record_progress(
     column: &str,
     step: Step,
 ) -> Result<(), CryptoError> {
-    sqlx::query(
-        "UPDATE rekey_progress SET last_id = coalesce($4, last_id), rows_seen = rows_seen + $5, \
+    sqlx::query!("UPDATE rekey_progress SET last_id = coalesce($4, last_id), rows_seen = rows_seen + $5, \
          rows_moved = rows_moved + $6, updated_at = now(), finished_at = CASE WHEN $7 THEN now() ELSE NULL END \
-         WHERE job = $1 AND table_name = $2 AND column_name = $3",
-    )
-    .bind(job)
-    .bind(table)
-    .bind(column)
-    .bind(step.last_id)
-    .bind(step.seen)
-    .bind(step.moved)
-    .bind(step.finished)
+         WHERE job = $1 AND table_name = $2 AND column_name = $3", job, table, column, step.last_id, step.seen, step.moved, step.finished)
     .execute(tx)
     .await?;
     Ok(())

@@ -205,9 +205,6 @@ impl From<sqlx::Error> for BookingError {
     }
 }
 
-const COLUMNS: &str = "a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.kind, a.status, a.version, \
-     a.created_at, a.updated_at";
-
 #[derive(Debug, Clone)]
 pub struct AppointmentStore {
     db: PgPool,
@@ -255,26 +252,14 @@ impl AppointmentStore {
         if !active || !clinician {
             return Err(BookingError::UnknownProvider);
         }
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO appointments AS a (id, patient_id, provider_id, starts_at, ends_at, kind, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
-        )))
-        .bind(Uuid::now_v7())
-        .bind(patient)
-        .bind(provider)
-        .bind(slot.starts_at)
-        .bind(slot.ends_at)
-        .bind(kind.as_str())
-        .bind(booker.user)
+        Ok(sqlx::query_as!(Appointment, "INSERT INTO appointments AS a (id, patient_id, provider_id, starts_at, ends_at, kind, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.kind, a.status, a.version, a.created_at, a.updated_at", Uuid::now_v7(), patient, provider, slot.starts_at, slot.ends_at, kind.as_str(), booker.user)
         .fetch_one(tx)
         .await?)
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Appointment>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM appointments a WHERE a.id = $1"
-        )))
-        .bind(id)
+        Ok(sqlx::query_as!(Appointment, "SELECT a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.kind, a.status, a.version, a.created_at, a.updated_at FROM appointments a WHERE a.id = $1", id)
         .fetch_optional(&self.db)
         .await?)
     }
@@ -300,25 +285,16 @@ impl AppointmentStore {
                 });
             }
         }
-        let updated: Option<Appointment> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE appointments AS a SET starts_at = coalesce($3, starts_at), ends_at = coalesce($4, ends_at), \
+        let updated: Option<Appointment> = sqlx::query_as!(Appointment, "UPDATE appointments AS a SET starts_at = coalesce($3, starts_at), ends_at = coalesce($4, ends_at), \
                kind = coalesce($5, kind), status = coalesce($6, status), version = version + 1, updated_at = now() \
-             WHERE a.id = $1 AND a.version = $2 RETURNING {COLUMNS}"
-        )))
-        .bind(current.id)
-        .bind(expected_version)
-        .bind(change.slot.map(|s| s.starts_at))
-        .bind(change.slot.map(|s| s.ends_at))
-        .bind(change.kind.map(Kind::as_str))
-        .bind(change.status.map(Status::as_str))
+             WHERE a.id = $1 AND a.version = $2 RETURNING a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.kind, a.status, a.version, a.created_at, a.updated_at", current.id, expected_version, change.slot.map(|s| s.starts_at), change.slot.map(|s| s.ends_at), change.kind.map(Kind::as_str), change.status.map(Status::as_str))
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(appointment) = updated {
             return Ok(appointment);
         }
         let version: Option<i32> =
-            sqlx::query_scalar("SELECT version FROM appointments WHERE id = $1")
-                .bind(current.id)
+            sqlx::query_scalar!("SELECT version FROM appointments WHERE id = $1", current.id)
                 .fetch_optional(tx)
                 .await?;
         Err(version
@@ -328,10 +304,7 @@ impl AppointmentStore {
 
     /// A patient's bookings, by start.
     pub async fn for_patient(&self, patient: Uuid) -> Result<Vec<Appointment>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM appointments a WHERE a.patient_id = $1 ORDER BY a.starts_at, a.id"
-        )))
-        .bind(patient)
+        Ok(sqlx::query_as!(Appointment, "SELECT a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.kind, a.status, a.version, a.created_at, a.updated_at FROM appointments a WHERE a.patient_id = $1 ORDER BY a.starts_at, a.id", patient)
         .fetch_all(&self.db)
         .await?)
     }
@@ -361,16 +334,9 @@ impl AppointmentStore {
         to: DateTime<Utc>,
         viewer: Viewer,
     ) -> Result<Vec<Appointment>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM appointments a WHERE a.provider_id = $1 AND a.starts_at >= $2 \
+        Ok(sqlx::query_as!(Appointment, "SELECT a.id, a.patient_id, a.provider_id, a.starts_at, a.ends_at, a.kind, a.status, a.version, a.created_at, a.updated_at FROM appointments a WHERE a.provider_id = $1 AND a.starts_at >= $2 \
              AND a.starts_at < $3 AND patient_reach($4, a.patient_id, $5) IS NOT NULL \
-             ORDER BY a.starts_at, a.id"
-        )))
-        .bind(provider)
-        .bind(from)
-        .bind(to)
-        .bind(viewer.user)
-        .bind(viewer.now)
+             ORDER BY a.starts_at, a.id", provider, from, to, viewer.user, viewer.now)
         .fetch_all(&self.db)
         .await?)
     }

@@ -11,6 +11,7 @@
 pub mod appointment;
 pub mod note;
 pub mod patient;
+pub mod patient_form;
 pub mod patient_store;
 pub mod types;
 

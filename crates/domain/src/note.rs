@@ -100,7 +100,12 @@ struct Row {
     updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at";
+/// What a write to a draft does besides changing its date and body.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    Edit,
+    Sign,
+}
 
 fn location(note: Uuid) -> FieldLocation<'static> {
     FieldLocation::new("clinical_notes", "body", note)
@@ -163,26 +168,15 @@ impl NoteStore {
         let sealed = self.seal(patient, id, body).await?;
         // An amendment of an amendment points at the same original, so history is one list.
         let original = amends.map(|n| n.amends.unwrap_or(n.id));
-        let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO clinical_notes (id, patient_id, author_id, encounter_date, body, amends) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
-        )))
-        .bind(id)
-        .bind(patient)
-        .bind(author)
-        .bind(encounter_date)
-        .bind(&sealed)
-        .bind(original)
+        let row: Row = sqlx::query_as!(Row, "INSERT INTO clinical_notes (id, patient_id, author_id, encounter_date, body, amends) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at", id, patient, author, encounter_date, &sealed, original)
         .fetch_one(tx)
         .await?;
         Ok(opened(row, body))
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Note>, NoteError> {
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM clinical_notes WHERE id = $1"
-        )))
-        .bind(id)
+        let row: Option<Row> = sqlx::query_as!(Row, "SELECT id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at FROM clinical_notes WHERE id = $1", id)
         .fetch_optional(&self.db)
         .await?;
         match row {
@@ -193,10 +187,7 @@ impl NoteStore {
 
     /// A patient's notes, newest encounter first.
     pub async fn for_patient(&self, patient: Uuid) -> Result<Vec<Note>, NoteError> {
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM clinical_notes WHERE patient_id = $1 ORDER BY encounter_date DESC, id DESC"
-        )))
-        .bind(patient)
+        let rows: Vec<Row> = sqlx::query_as!(Row, "SELECT id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at FROM clinical_notes WHERE patient_id = $1 ORDER BY encounter_date DESC, id DESC", patient)
         .fetch_all(&self.db)
         .await?;
         let mut notes = Vec::with_capacity(rows.len());
@@ -209,10 +200,7 @@ impl NoteStore {
     /// The original of `note` and every amendment of it, oldest first.
     pub async fn history(&self, note: &Note) -> Result<Vec<Note>, NoteError> {
         let original = note.amends.unwrap_or(note.id);
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM clinical_notes WHERE id = $1 OR amends = $1 ORDER BY created_at, id"
-        )))
-        .bind(original)
+        let rows: Vec<Row> = sqlx::query_as!(Row, "SELECT id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at FROM clinical_notes WHERE id = $1 OR amends = $1 ORDER BY created_at, id", original)
         .fetch_all(&self.db)
         .await?;
         let mut notes = Vec::with_capacity(rows.len());
@@ -242,7 +230,7 @@ impl NoteStore {
                 tx,
                 note,
                 expected_version,
-                "encounter_date = coalesce($3, encounter_date), body = coalesce($4, body)",
+                Write::Edit,
                 encounter_date,
                 sealed,
             )
@@ -260,14 +248,7 @@ impl NoteStore {
     ) -> Result<Note, NoteError> {
         check_draft(note, author, expected_version)?;
         let row = self
-            .write(
-                tx,
-                note,
-                expected_version,
-                "status = 'signed', signed_at = now(), encounter_date = coalesce($3, encounter_date), body = coalesce($4, body)",
-                None,
-                None,
-            )
+            .write(tx, note, expected_version, Write::Sign, None, None)
             .await?;
         Ok(opened(row, &note.body))
     }
@@ -277,30 +258,31 @@ impl NoteStore {
         tx: &mut PgConnection,
         note: &Note,
         expected_version: i32,
-        set: &str,
+        write: Write,
         encounter_date: Option<NaiveDate>,
         body: Option<Vec<u8>>,
     ) -> Result<Row, NoteError> {
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE clinical_notes SET {set}, version = version + 1, updated_at = now() \
-             WHERE id = $1 AND version = $2 AND status = 'draft' RETURNING {COLUMNS}"
-        )))
-        .bind(note.id)
-        .bind(expected_version)
-        .bind(encounter_date)
-        .bind(body)
+        let sign = matches!(write, Write::Sign);
+        let row: Option<Row> = sqlx::query_as!(Row, "UPDATE clinical_notes \
+             SET status = CASE WHEN $5 THEN 'signed' ELSE status END, \
+                 signed_at = CASE WHEN $5 THEN now() ELSE signed_at END, \
+                 encounter_date = coalesce($3, encounter_date), body = coalesce($4, body), \
+                 version = version + 1, updated_at = now() \
+             WHERE id = $1 AND version = $2 AND status = 'draft' \
+             RETURNING id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at", note.id, expected_version, encounter_date, body, sign)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = row {
             return Ok(row);
         }
         // Why not: read in the same transaction (a request holds one connection at a time).
-        let now: Option<(bool, i32)> = sqlx::query_as(
-            "SELECT signed_at IS NOT NULL, version FROM clinical_notes WHERE id = $1",
+        let now = sqlx::query!(
+            r#"SELECT signed_at IS NOT NULL AS "signed!", version FROM clinical_notes WHERE id = $1"#,
+            note.id
         )
-        .bind(note.id)
         .fetch_optional(tx)
-        .await?;
+        .await?
+        .map(|row| (row.signed, row.version));
         match now {
             Some((true, _)) => Err(NoteError::Signed),
             Some((false, version)) => Err(StoreError::VersionMismatch(version).into()),

@@ -99,6 +99,7 @@ struct Row {
     reach: Option<String>,
 }
 
+/// The columns of [`Row`] for the runtime search query (the checked queries spell them out).
 const COLUMNS: &str = "p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, \
      p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, \
      p.version, p.created_at, p.updated_at";
@@ -213,12 +214,12 @@ impl PatientStore {
             .into_iter()
             .map(|index| index.value)
             .collect();
-        Ok(
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM patients WHERE import_key = ANY($1))")
-                .bind(keys)
-                .fetch_one(&self.db)
-                .await?,
+        Ok(sqlx::query_scalar!(
+            "SELECT EXISTS (SELECT 1 FROM patients WHERE import_key = ANY($1)) AS \"v!\"",
+            &keys
         )
+        .fetch_one(&self.db)
+        .await?)
     }
 
     async fn insert(
@@ -229,43 +230,19 @@ impl PatientStore {
         import_key: Option<&[u8]>,
     ) -> Result<Option<Patient>, StoreError> {
         let (id, sealed, data) = (patient.id, &patient.sealed, &patient.data);
-        let sequence: i64 = sqlx::query_scalar("SELECT nextval('patient_mrn_seq')")
+        let sequence: i64 = sqlx::query_scalar!("SELECT nextval('patient_mrn_seq') AS \"v!\"")
             .fetch_one(&mut *tx)
             .await?;
         let mrn = patient::mrn(sequence);
-        let created: Option<(DateTime<Utc>,)> = sqlx::query_as(
-            "INSERT INTO patients (id, mrn, given_name, family_name, date_of_birth, sex, ssn, address, phone, email, \
+        let created: Option<DateTime<Utc>> = sqlx::query_scalar!("INSERT INTO patients (id, mrn, given_name, family_name, date_of_birth, sex, ssn, address, phone, email, \
                insurance_primary, insurance_secondary, emergency_contact, status, version, created_by, \
                ssn_bidx, ssn_bidx_version, date_of_birth_bidx, date_of_birth_bidx_version, \
                family_name_bidx, family_name_bidx_version, import_key) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $16, $17, $18, $19, $20, $21, $22) \
-             ON CONFLICT (import_key) DO NOTHING RETURNING created_at",
-        )
-        .bind(id)
-        .bind(&mrn)
-        .bind(&sealed.given_name)
-        .bind(&sealed.family_name)
-        .bind(&sealed.date_of_birth)
-        .bind(data.sex.as_str())
-        .bind(&sealed.ssn)
-        .bind(&sealed.address)
-        .bind(&sealed.phone)
-        .bind(&sealed.email)
-        .bind(&sealed.insurance_primary)
-        .bind(&sealed.insurance_secondary)
-        .bind(&sealed.emergency_contact)
-        .bind(data.status.as_str())
-        .bind(created_by)
-        .bind(sealed.ssn_index.as_ref().map(|i| i.0.clone()))
-        .bind(sealed.ssn_index.as_ref().map(|i| i.1))
-        .bind(&sealed.dob_index.0)
-        .bind(sealed.dob_index.1)
-        .bind(&sealed.family_index.0)
-        .bind(sealed.family_index.1)
-        .bind(import_key)
+             ON CONFLICT (import_key) DO NOTHING RETURNING created_at", id, &mrn, &sealed.given_name, &sealed.family_name, &sealed.date_of_birth, data.sex.as_str(), sealed.ssn.as_deref(), sealed.address.as_deref(), sealed.phone.as_deref(), sealed.email.as_deref(), sealed.insurance_primary.as_deref(), sealed.insurance_secondary.as_deref(), sealed.emergency_contact.as_deref(), data.status.as_str(), created_by, sealed.ssn_index.as_ref().map(|i| i.0.clone()), sealed.ssn_index.as_ref().map(|i| i.1), &sealed.dob_index.0, sealed.dob_index.1, &sealed.family_index.0, sealed.family_index.1, import_key)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((created_at,)) = created else {
+        let Some(created_at) = created else {
             return Ok(None);
         };
         write_tokens(tx, id, &sealed.tokens).await?;
@@ -282,17 +259,15 @@ impl PatientStore {
     /// The id of the patient with this MRN, without opening the record (for imports that name
     /// patients by MRN).
     pub async fn id_by_mrn(&self, mrn: &str) -> Result<Option<Uuid>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT id FROM patients WHERE mrn = $1")
-            .bind(mrn)
-            .fetch_optional(&self.db)
-            .await?)
+        Ok(
+            sqlx::query_scalar!("SELECT id FROM patients WHERE mrn = $1", mrn)
+                .fetch_optional(&self.db)
+                .await?,
+        )
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Patient>, StoreError> {
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM patients p WHERE p.id = $1"
-        )))
-        .bind(id)
+        let row: Option<Row> = sqlx::query_as!(Row, "SELECT p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, p.version, p.created_at, p.updated_at, NULL::text AS reach FROM patients p WHERE p.id = $1", id)
         .fetch_optional(&self.db)
         .await?;
         match row {
@@ -308,14 +283,9 @@ impl PatientStore {
         id: Uuid,
         viewer: Viewer,
     ) -> Result<Option<(Patient, Reach)>, StoreError> {
-        let found: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, r.reach FROM patients p \
+        let found: Option<Row> = sqlx::query_as!(Row, "SELECT p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, p.version, p.created_at, p.updated_at, r.reach FROM patients p \
              CROSS JOIN LATERAL (SELECT patient_reach($2, p.id, $3) AS reach) r \
-             WHERE p.id = $1 AND r.reach IS NOT NULL"
-        )))
-        .bind(id)
-        .bind(viewer.user)
-        .bind(viewer.now)
+             WHERE p.id = $1 AND r.reach IS NOT NULL", id, viewer.user, viewer.now)
         .fetch_optional(&self.db)
         .await?;
         match found {
@@ -364,46 +334,24 @@ impl PatientStore {
         expected_version: i32,
     ) -> Result<Patient, StoreError> {
         let (id, sealed, data) = (change.id, &change.sealed, &change.data);
-        let updated: Option<(i32, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-            "UPDATE patients SET given_name = $3, family_name = $4, date_of_birth = $5, sex = $6, ssn = $7, \
+        let updated = sqlx::query!("UPDATE patients SET given_name = $3, family_name = $4, date_of_birth = $5, sex = $6, ssn = $7, \
                address = $8, phone = $9, email = $10, insurance_primary = $11, insurance_secondary = $12, \
                emergency_contact = $13, status = $14, ssn_bidx = $15, ssn_bidx_version = $16, \
                date_of_birth_bidx = $17, date_of_birth_bidx_version = $18, family_name_bidx = $19, \
                family_name_bidx_version = $20, version = version + 1, updated_at = now() \
-             WHERE id = $1 AND version = $2 RETURNING version, mrn, created_at, updated_at",
-        )
-        .bind(id)
-        .bind(expected_version)
-        .bind(&sealed.given_name)
-        .bind(&sealed.family_name)
-        .bind(&sealed.date_of_birth)
-        .bind(data.sex.as_str())
-        .bind(&sealed.ssn)
-        .bind(&sealed.address)
-        .bind(&sealed.phone)
-        .bind(&sealed.email)
-        .bind(&sealed.insurance_primary)
-        .bind(&sealed.insurance_secondary)
-        .bind(&sealed.emergency_contact)
-        .bind(data.status.as_str())
-        .bind(sealed.ssn_index.as_ref().map(|i| i.0.clone()))
-        .bind(sealed.ssn_index.as_ref().map(|i| i.1))
-        .bind(&sealed.dob_index.0)
-        .bind(sealed.dob_index.1)
-        .bind(&sealed.family_index.0)
-        .bind(sealed.family_index.1)
+             WHERE id = $1 AND version = $2 RETURNING version, mrn, created_at, updated_at", id, expected_version, &sealed.given_name, &sealed.family_name, &sealed.date_of_birth, data.sex.as_str(), sealed.ssn.as_deref(), sealed.address.as_deref(), sealed.phone.as_deref(), sealed.email.as_deref(), sealed.insurance_primary.as_deref(), sealed.insurance_secondary.as_deref(), sealed.emergency_contact.as_deref(), data.status.as_str(), sealed.ssn_index.as_ref().map(|i| i.0.clone()), sealed.ssn_index.as_ref().map(|i| i.1), &sealed.dob_index.0, sealed.dob_index.1, &sealed.family_index.0, sealed.family_index.1)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((version, mrn, created_at, updated_at)) = updated else {
+        let Some((version, mrn, created_at, updated_at)) =
+            updated.map(|row| (row.version, row.mrn, row.created_at, row.updated_at))
+        else {
             let current: Option<i32> =
-                sqlx::query_scalar("SELECT version FROM patients WHERE id = $1")
-                    .bind(id)
+                sqlx::query_scalar!("SELECT version FROM patients WHERE id = $1", id)
                     .fetch_optional(&mut *tx)
                     .await?;
             return Err(current.map_or(StoreError::NotFound, StoreError::VersionMismatch));
         };
-        sqlx::query("DELETE FROM patient_name_tokens WHERE patient_id = $1")
-            .bind(id)
+        sqlx::query!("DELETE FROM patient_name_tokens WHERE patient_id = $1", id)
             .execute(&mut *tx)
             .await?;
         write_tokens(tx, id, &sealed.tokens).await?;
@@ -422,16 +370,12 @@ impl PatientStore {
     /// commits) and removes the blind indexes and name tokens that would still let someone
     /// find the row by a known value. The row stays as a tombstone for the lifecycle to reduce.
     pub async fn shred(&self, tx: &mut PgConnection, id: Uuid) -> Result<u64, StoreError> {
-        sqlx::query(
-            "UPDATE patients SET ssn_bidx = NULL, ssn_bidx_version = NULL, date_of_birth_bidx = NULL, \
+        sqlx::query!("UPDATE patients SET ssn_bidx = NULL, ssn_bidx_version = NULL, date_of_birth_bidx = NULL, \
                date_of_birth_bidx_version = NULL, family_name_bidx = NULL, family_name_bidx_version = NULL \
-             WHERE id = $1",
-        )
-        .bind(id)
+             WHERE id = $1", id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM patient_name_tokens WHERE patient_id = $1")
-            .bind(id)
+        sqlx::query!("DELETE FROM patient_name_tokens WHERE patient_id = $1", id)
             .execute(&mut *tx)
             .await?;
         Ok(self.keyring.destroy_subject(tx, SubjectId(id)).await?)
@@ -452,6 +396,8 @@ impl PatientStore {
             return Ok((Vec::new(), None));
         };
         let batch = (limit * 2 + 8) as i64;
+        // Runtime query: the condition is chosen per search (which blind index, over how many
+        // key versions), so its text is only known here; every value in it is a bind.
         let sql = format!(
             "SELECT {COLUMNS} FROM patients p WHERE patient_reach($1, p.id, $2) IS NOT NULL AND ($3::uuid IS NULL OR p.id > $3) \
              AND {condition} ORDER BY p.id LIMIT $4"
@@ -714,18 +660,20 @@ impl DerivedIndex for NameTokenIndex {
         limit: i64,
         active: u32,
     ) -> Result<Batch, CryptoError> {
-        let rows: Vec<(Uuid, Vec<u8>, Vec<u8>, bool)> = sqlx::query_as(
+        let rows = sqlx::query!(
             "SELECT p.id, p.given_name, p.family_name, EXISTS (SELECT 1 FROM patient_name_tokens t \
-             WHERE t.patient_id = p.id AND t.key_version <> $3) \
+             WHERE t.patient_id = p.id AND t.key_version <> $3) AS \"stale!\" \
              FROM patients p WHERE ($1::uuid IS NULL OR p.id > $1) ORDER BY p.id LIMIT $2",
+            after,
+            limit,
+            i32::try_from(active).unwrap_or(i32::MAX)
         )
-        .bind(after)
-        .bind(limit)
-        .bind(i32::try_from(active).unwrap_or(i32::MAX))
         .fetch_all(&mut *tx)
         .await?;
-        let mut batch = Batch::over(rows.last().map(|row| row.0), rows.len(), limit);
-        for (id, given_name, family_name, stale) in rows {
+        let mut batch = Batch::over(rows.last().map(|row| row.id), rows.len(), limit);
+        for row in rows {
+            let (id, given_name, family_name, stale) =
+                (row.id, row.given_name, row.family_name, row.stale);
             batch.seen += 1;
             if !stale {
                 continue;
@@ -745,8 +693,7 @@ impl DerivedIndex for NameTokenIndex {
                 Err(other) => return Err(other),
             };
             let tokens = token_indexes(keyring, &given, &family, Some(active)).await?;
-            sqlx::query("DELETE FROM patient_name_tokens WHERE patient_id = $1")
-                .bind(id)
+            sqlx::query!("DELETE FROM patient_name_tokens WHERE patient_id = $1", id)
                 .execute(&mut *tx)
                 .await?;
             write_tokens(&mut *tx, id, &tokens).await?;
@@ -763,14 +710,14 @@ async fn write_tokens(
 ) -> Result<(), sqlx::Error> {
     let values: Vec<Vec<u8>> = tokens.iter().map(|t| t.0.clone()).collect();
     let versions: Vec<i32> = tokens.iter().map(|t| t.1).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO patient_name_tokens (patient_id, token, key_version) \
          SELECT $1, t.token, t.version FROM unnest($2::bytea[], $3::int[]) AS t(token, version) \
          ON CONFLICT DO NOTHING",
+        patient,
+        &values,
+        &versions
     )
-    .bind(patient)
-    .bind(values)
-    .bind(versions)
     .execute(tx)
     .await?;
     Ok(())

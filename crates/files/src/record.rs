@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use clinicd_crypto::{BlindIndexSpec, Encrypted, FieldLocation, Normalizer};
-use sqlx::{PgExecutor, Row};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::sniff::ContentType;
@@ -94,43 +94,59 @@ pub struct StoredFile {
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, patient_id, uploaded_by, category, content_type, size_bytes, sha256, \
-                       name, data_key, object_key, created_at";
+/// A `files` row as the checked queries return it, before its text columns are parsed.
+struct FileRow {
+    id: Uuid,
+    patient_id: Uuid,
+    uploaded_by: Option<Uuid>,
+    category: String,
+    content_type: String,
+    size_bytes: i64,
+    sha256: Vec<u8>,
+    name: Option<Encrypted<String>>,
+    data_key: Vec<u8>,
+    object_key: String,
+    created_at: DateTime<Utc>,
+}
 
-fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredFile, sqlx::Error> {
-    let category: String = row.try_get("category")?;
-    let content_type: String = row.try_get("content_type")?;
-    let size: i64 = row.try_get("size_bytes")?;
-    let corrupt = |column: &str| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: "a value the table's CHECK does not allow".into(),
-    };
-    Ok(StoredFile {
-        id: row.try_get("id")?,
-        patient_id: row.try_get("patient_id")?,
-        uploaded_by: row.try_get("uploaded_by")?,
-        category: category.parse().map_err(|()| corrupt("category"))?,
-        content_type: ContentType::from_mime(&content_type)
-            .ok_or_else(|| corrupt("content_type"))?,
-        size: u64::try_from(size).map_err(|_| corrupt("size_bytes"))?,
-        sha256: row.try_get("sha256")?,
-        name: row.try_get("name")?,
-        data_key: row.try_get("data_key")?,
-        object_key: row.try_get("object_key")?,
-        created_at: row.try_get("created_at")?,
-    })
+impl TryFrom<FileRow> for StoredFile {
+    type Error = sqlx::Error;
+
+    fn try_from(row: FileRow) -> Result<Self, sqlx::Error> {
+        let corrupt = |column: &str| sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: "a value the table's CHECK does not allow".into(),
+        };
+        Ok(StoredFile {
+            id: row.id,
+            patient_id: row.patient_id,
+            uploaded_by: row.uploaded_by,
+            category: row.category.parse().map_err(|()| corrupt("category"))?,
+            content_type: ContentType::from_mime(&row.content_type)
+                .ok_or_else(|| corrupt("content_type"))?,
+            size: u64::try_from(row.size_bytes).map_err(|_| corrupt("size_bytes"))?,
+            sha256: row.sha256,
+            name: row.name,
+            data_key: row.data_key,
+            object_key: row.object_key,
+            created_at: row.created_at,
+        })
+    }
 }
 
 /// A live (not deleted) file by id.
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<StoredFile>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM files WHERE id = $1 AND deleted_at IS NULL");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(db)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    sqlx::query_as!(
+        FileRow,
+        r#"SELECT id, patient_id, uploaded_by, category, content_type, size_bytes, sha256,
+                  name AS "name: Encrypted<String>", data_key, object_key, created_at
+           FROM files WHERE id = $1 AND deleted_at IS NULL"#,
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .map(StoredFile::try_from)
+    .transpose()
 }
 
 /// A patient's live files, oldest first.
@@ -138,17 +154,19 @@ pub async fn for_patient(
     db: impl PgExecutor<'_>,
     patient: Uuid,
 ) -> Result<Vec<StoredFile>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM files WHERE patient_id = $1 AND deleted_at IS NULL \
-         ORDER BY created_at, id"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(patient)
-        .fetch_all(db)
-        .await?
-        .iter()
-        .map(from_row)
-        .collect()
+    sqlx::query_as!(
+        FileRow,
+        r#"SELECT id, patient_id, uploaded_by, category, content_type, size_bytes, sha256,
+                  name AS "name: Encrypted<String>", data_key, object_key, created_at
+           FROM files WHERE patient_id = $1 AND deleted_at IS NULL
+           ORDER BY created_at, id"#,
+        patient
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(StoredFile::try_from)
+    .collect()
 }
 
 /// A complete object's row. `false` if `import_key` is already present (the object is then
@@ -158,25 +176,10 @@ pub async fn insert(
     file: &StoredFile,
     import_key: Option<&[u8]>,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO files (id, patient_id, uploaded_by, category, content_type, size_bytes, sha256, \
+    let inserted = sqlx::query!("INSERT INTO files (id, patient_id, uploaded_by, category, content_type, size_bytes, sha256, \
          name, data_key, object_key, format, import_key, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (import_key) DO NOTHING",
-    )
-    .bind(file.id)
-    .bind(file.patient_id)
-    .bind(file.uploaded_by)
-    .bind(file.category.as_str())
-    .bind(file.content_type.mime())
-    .bind(i64::try_from(file.size).unwrap_or(i64::MAX))
-    .bind(&file.sha256)
-    .bind(&file.name)
-    .bind(&file.data_key)
-    .bind(&file.object_key)
-    .bind(i16::from(crate::format::VERSION))
-    .bind(import_key)
-    .bind(file.created_at)
+         ON CONFLICT (import_key) DO NOTHING", file.id, file.patient_id, file.uploaded_by, file.category.as_str(), file.content_type.mime(), i64::try_from(file.size).unwrap_or(i64::MAX), &file.sha256, file.name.as_ref() as _, &file.data_key, &file.object_key, i16::from(crate::format::VERSION), import_key, file.created_at)
     .execute(db)
     .await?;
     Ok(inserted.rows_affected() == 1)
@@ -187,10 +190,12 @@ pub async fn by_import_key(
     db: impl PgExecutor<'_>,
     keys: &[Vec<u8>],
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM files WHERE import_key = ANY($1) LIMIT 1")
-        .bind(keys)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        "SELECT id FROM files WHERE import_key = ANY($1) LIMIT 1",
+        keys
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Marks a live file deleted, kept until `purge_after`. `false` if there was no live file.
@@ -201,14 +206,14 @@ pub async fn soft_delete(
     now: DateTime<Utc>,
     purge_after: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE files SET deleted_at = $3, deleted_by = $2, purge_after = $4 \
          WHERE id = $1 AND deleted_at IS NULL",
+        id,
+        by,
+        now,
+        purge_after
     )
-    .bind(id)
-    .bind(by)
-    .bind(now)
-    .bind(purge_after)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -220,27 +225,32 @@ pub async fn due_for_purge(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT id, patient_id, object_key FROM files WHERE purge_after <= $1 ORDER BY purge_after LIMIT $2",
+        now,
+        limit
     )
-    .bind(now)
-    .bind(limit)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.patient_id, r.object_key))
+        .collect())
 }
 
 /// Deletes a row outright, returning its object key.
 pub async fn discard(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("DELETE FROM files WHERE id = $1 RETURNING object_key")
-        .bind(id)
+    sqlx::query_scalar!("DELETE FROM files WHERE id = $1 RETURNING object_key", id)
         .fetch_optional(db)
         .await
 }
 
 pub async fn remove(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM files WHERE id = $1 AND purge_after IS NOT NULL")
-        .bind(id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM files WHERE id = $1 AND purge_after IS NOT NULL",
+        id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }

@@ -63,12 +63,8 @@ impl Identity {
     ) -> Result<SecretString, AdminError> {
         let password = one_time_password()?;
         let hash = self.login.hasher().hash(&password).await?;
-        let updated = sqlx::query(
-            "UPDATE users SET password_hash = $2, must_change_password = true, password_changed_at = now(), \
-             updated_at = now() WHERE id = $1",
-        )
-        .bind(user.0)
-        .bind(hash)
+        let updated = sqlx::query!("UPDATE users SET password_hash = $2, must_change_password = true, password_changed_at = now(), \
+             updated_at = now() WHERE id = $1", user.0, hash)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
@@ -92,11 +88,12 @@ impl Identity {
         user: UserId,
         act: AdminAct,
     ) -> Result<(), AdminError> {
-        let exists: Option<bool> =
-            sqlx::query_scalar("SELECT true FROM users WHERE id = $1 FOR UPDATE")
-                .bind(user.0)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let exists: Option<bool> = sqlx::query_scalar!(
+            "SELECT true AS \"v!\" FROM users WHERE id = $1 FOR UPDATE",
+            user.0
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         if exists.is_none() {
             return Err(AdminError::NoSuchUser);
         }
@@ -157,11 +154,13 @@ impl Identity {
 }
 
 async fn set_status(tx: &mut PgConnection, user: UserId, status: &str) -> Result<(), AdminError> {
-    let updated = sqlx::query("UPDATE users SET status = $2, updated_at = now() WHERE id = $1")
-        .bind(user.0)
-        .bind(status)
-        .execute(tx)
-        .await?;
+    let updated = sqlx::query!(
+        "UPDATE users SET status = $2, updated_at = now() WHERE id = $1",
+        user.0,
+        status
+    )
+    .execute(tx)
+    .await?;
     if updated.rows_affected() == 1 {
         Ok(())
     } else {

@@ -77,16 +77,16 @@ impl DeviceService {
         let expires_at =
             now + chrono::Duration::from_std(self.lifetime).unwrap_or(chrono::Duration::days(30));
         let id = Uuid::now_v7();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO trusted_devices (id, user_id, token_hash, label, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
+            id,
+            user.0,
+            hash(&token),
+            label.map(|l| l.chars().take(512).collect::<String>()),
+            now,
+            expires_at
         )
-        .bind(id)
-        .bind(user.0)
-        .bind(hash(&token))
-        .bind(label.map(|l| l.chars().take(512).collect::<String>()))
-        .bind(now)
-        .bind(expires_at)
         .execute(db)
         .await?;
         Ok(NewDevice {
@@ -103,13 +103,13 @@ impl DeviceService {
         user: UserId,
         token: &SecretString,
     ) -> Result<bool, sqlx::Error> {
-        let used = sqlx::query(
+        let used = sqlx::query!(
             "UPDATE trusted_devices SET last_used_at = $3 \
              WHERE token_hash = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3",
+            hash(token.expose_secret()),
+            user.0,
+            self.clock.now()
         )
-        .bind(hash(token.expose_secret()))
-        .bind(user.0)
-        .bind(self.clock.now())
         .execute(db)
         .await?;
         Ok(used.rows_affected() == 1)
@@ -117,12 +117,8 @@ impl DeviceService {
 
     /// The user's live trusted devices, newest first.
     pub async fn list(&self, user: UserId) -> Result<Vec<TrustedDevice>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, label, created_at, expires_at, last_used_at FROM trusted_devices \
-             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at DESC, id DESC",
-        )
-        .bind(user.0)
-        .bind(self.clock.now())
+        sqlx::query_as!(TrustedDevice, "SELECT id, label, created_at, expires_at, last_used_at FROM trusted_devices \
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at DESC, id DESC", user.0, self.clock.now())
         .fetch_all(&self.db)
         .await
     }
@@ -134,13 +130,13 @@ impl DeviceService {
         user: UserId,
         device: Uuid,
     ) -> Result<bool, sqlx::Error> {
-        let revoked = sqlx::query(
+        let revoked = sqlx::query!(
             "UPDATE trusted_devices SET revoked_at = $3, revoked_reason = 'revoked_by_user' \
              WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+            device,
+            user.0,
+            self.clock.now()
         )
-        .bind(device)
-        .bind(user.0)
-        .bind(self.clock.now())
         .execute(db)
         .await?;
         Ok(revoked.rows_affected() == 1)
@@ -154,12 +150,7 @@ pub async fn revoke_all(
     now: DateTime<Utc>,
     reason: &str,
 ) -> Result<u64, sqlx::Error> {
-    let revoked = sqlx::query(
-        "UPDATE trusted_devices SET revoked_at = $2, revoked_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(user.0)
-    .bind(now)
-    .bind(reason)
+    let revoked = sqlx::query!("UPDATE trusted_devices SET revoked_at = $2, revoked_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL", user.0, now, reason)
     .execute(db)
     .await?;
     Ok(revoked.rows_affected())

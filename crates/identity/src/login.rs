@@ -379,16 +379,17 @@ impl LoginService {
             rehash,
             remember_me,
         } = verified;
-        sqlx::query("DELETE FROM login_attempts WHERE username_key = $1")
-            .bind(&key)
+        sqlx::query!("DELETE FROM login_attempts WHERE username_key = $1", &key)
             .execute(&mut *tx)
             .await?;
         if let Some(rehashed) = rehash {
-            sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
-                .bind(user.id.0)
-                .bind(rehashed)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
+                user.id.0,
+                rehashed
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         if user.mfa_enabled && !self.trusted(tx, &user, device, client).await? {
             return self.challenge(tx, &user, remember_me).await;
@@ -413,11 +414,12 @@ impl LoginService {
 
     /// The failure state of a username as it is now (all clear if it has none).
     async fn peek(&self, key: &[u8]) -> Result<FailureState, LoginError> {
-        let state: Option<FailureState> = sqlx::query_as(
+        let state: Option<FailureState> = sqlx::query_as!(
+            FailureState,
             "SELECT failed_attempts, first_failed_at, last_failed_at, locked_until \
              FROM login_attempts WHERE username_key = $1",
+            key
         )
-        .bind(key)
         .fetch_optional(&self.db)
         .await?;
         Ok(state.unwrap_or(FailureState {
@@ -437,19 +439,16 @@ impl LoginService {
         now: DateTime<Utc>,
     ) -> Result<Reservation, LoginError> {
         let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "INSERT INTO login_attempts (username_key, user_id) VALUES ($1, $2) \
-             ON CONFLICT (username_key) DO UPDATE SET user_id = coalesce(EXCLUDED.user_id, login_attempts.user_id)",
-        )
-        .bind(key)
-        .bind(user.map(|u| u.0))
+        sqlx::query!("INSERT INTO login_attempts (username_key, user_id) VALUES ($1, $2) \
+             ON CONFLICT (username_key) DO UPDATE SET user_id = coalesce(EXCLUDED.user_id, login_attempts.user_id)", key, user.map(|u| u.0))
         .execute(&mut *tx)
         .await?;
-        let state: FailureState = sqlx::query_as(
+        let state: FailureState = sqlx::query_as!(
+            FailureState,
             "SELECT failed_attempts, first_failed_at, last_failed_at, locked_until \
              FROM login_attempts WHERE username_key = $1 FOR UPDATE",
+            key
         )
-        .bind(key)
         .fetch_one(&mut *tx)
         .await?;
         let decision = decide(&state, now);
@@ -459,15 +458,8 @@ impl LoginService {
             } else {
                 state.first_failed_at.unwrap_or(now)
             };
-            sqlx::query(
-                "UPDATE login_attempts SET failed_attempts = $2, first_failed_at = $3, last_failed_at = $4, \
-                 locked_until = $5 WHERE username_key = $1",
-            )
-            .bind(key)
-            .bind(before + 1)
-            .bind(window_start)
-            .bind(now)
-            .bind(locks.then(|| now + Duration::minutes(LOCK_MINUTES)))
+            sqlx::query!("UPDATE login_attempts SET failed_attempts = $2, first_failed_at = $3, last_failed_at = $4, \
+                 locked_until = $5 WHERE username_key = $1", key, before + 1, window_start, now, locks.then(|| now + Duration::minutes(LOCK_MINUTES)))
             .execute(&mut *tx)
             .await?;
         }
@@ -529,11 +521,7 @@ impl LoginService {
         let now = self.clock.now();
         let id = Uuid::now_v7();
         let ttl = Duration::minutes(MFA_CHALLENGE_MINUTES);
-        sqlx::query("INSERT INTO mfa_challenges (id, user_id, remember_me, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(user.id.0)
-            .bind(remember_me)
-            .bind(now + ttl)
+        sqlx::query!("INSERT INTO mfa_challenges (id, user_id, remember_me, expires_at) VALUES ($1, $2, $3, $4)", id, user.id.0, remember_me, now + ttl)
             .execute(&mut *tx)
             .await?;
         let std_ttl = ttl.to_std().unwrap_or_default();
@@ -573,13 +561,8 @@ impl LoginService {
             .map_err(|_| LoginError::InvalidMfa)?;
         let now = self.clock.now();
         let mut conn = self.db.acquire().await?;
-        let challenge: Option<UsedChallenge> = sqlx::query_as(
-            "UPDATE mfa_challenges SET used_at = $3 WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3 \
-             RETURNING remember_me, otp_hash, otp_expires_at",
-        )
-        .bind(claims.sid)
-        .bind(claims.sub)
-        .bind(now)
+        let challenge: Option<UsedChallenge> = sqlx::query_as!(UsedChallenge, "UPDATE mfa_challenges SET used_at = $3 WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3 \
+             RETURNING remember_me, otp_hash, otp_expires_at", claims.sid, claims.sub, now)
         .fetch_optional(&mut *conn)
         .await?;
         let challenge = challenge.ok_or(LoginError::InvalidMfa)?;
@@ -694,16 +677,8 @@ impl LoginService {
         let now = self.clock.now();
         let code = SecretString::from(six_digits()?);
         let expires_at = now + Duration::seconds(crate::otp::CODE_TTL_SECS);
-        let updated = sqlx::query(
-            "UPDATE mfa_challenges SET otp_hash = $3, otp_expires_at = $4, otp_sends = otp_sends + 1 \
-             WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $5 AND otp_sends < $6",
-        )
-        .bind(claims.sid)
-        .bind(claims.sub)
-        .bind(otp_hash(code.expose_secret()))
-        .bind(expires_at)
-        .bind(now)
-        .bind(crate::otp::MAX_SENDS_PER_CHALLENGE)
+        let updated = sqlx::query!("UPDATE mfa_challenges SET otp_hash = $3, otp_expires_at = $4, otp_sends = otp_sends + 1 \
+             WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $5 AND otp_sends < $6", claims.sid, claims.sub, otp_hash(code.expose_secret()), expires_at, now, crate::otp::MAX_SENDS_PER_CHALLENGE)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
@@ -780,8 +755,7 @@ impl LoginService {
         let now = self.clock.now();
         let key = self.attempt_key(&user.username);
         // Restart the count when the window has passed; lock at the threshold.
-        let (failures,): (i32,) = sqlx::query_as(
-            "INSERT INTO login_attempts AS a (username_key, user_id, failed_attempts, first_failed_at, last_failed_at) \
+        let failures: i32 = sqlx::query_scalar!("INSERT INTO login_attempts AS a (username_key, user_id, failed_attempts, first_failed_at, last_failed_at) \
              VALUES ($1, $2, 1, $3, $3) \
              ON CONFLICT (username_key) DO UPDATE SET \
                failed_attempts = CASE WHEN a.first_failed_at IS NULL OR a.first_failed_at <= $3 - make_interval(mins => $4) \
@@ -789,21 +763,18 @@ impl LoginService {
                first_failed_at = CASE WHEN a.first_failed_at IS NULL OR a.first_failed_at <= $3 - make_interval(mins => $4) \
                                       THEN $3 ELSE a.first_failed_at END, \
                last_failed_at = $3 \
-             RETURNING failed_attempts",
-        )
-        .bind(&key)
-        .bind(user.id.0)
-        .bind(now)
-        .bind(i32::try_from(FAILURE_WINDOW_MINUTES).unwrap_or(15))
+             RETURNING failed_attempts", &key, user.id.0, now, i32::try_from(FAILURE_WINDOW_MINUTES).unwrap_or(15))
         .fetch_one(&self.db)
         .await?;
         let locks = failures >= LOCK_AFTER;
         if locks {
-            sqlx::query("UPDATE login_attempts SET locked_until = $2 WHERE username_key = $1")
-                .bind(&key)
-                .bind(now + Duration::minutes(LOCK_MINUTES))
-                .execute(&self.db)
-                .await?;
+            sqlx::query!(
+                "UPDATE login_attempts SET locked_until = $2 WHERE username_key = $1",
+                &key,
+                now + Duration::minutes(LOCK_MINUTES)
+            )
+            .execute(&self.db)
+            .await?;
         }
         self.failed(Some(user.id), client, reason, locks).await
     }
@@ -860,12 +831,7 @@ impl LoginService {
         current_session: Uuid,
         new: NewPassword,
     ) -> Result<(), ChangePasswordError> {
-        sqlx::query(
-            "UPDATE users SET password_hash = $2, must_change_password = false, password_changed_at = $3, updated_at = $3 WHERE id = $1",
-        )
-        .bind(user.0)
-        .bind(new.0)
-        .bind(self.clock.now())
+        sqlx::query!("UPDATE users SET password_hash = $2, must_change_password = false, password_changed_at = $3, updated_at = $3 WHERE id = $1", user.0, new.0, self.clock.now())
         .execute(&mut *tx)
         .await?;
         self.sessions
@@ -905,16 +871,17 @@ impl LoginService {
         actor: Option<UserId>,
     ) -> Result<(), LoginError> {
         let username: Option<String> =
-            sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
-                .bind(user.0)
+            sqlx::query_scalar!("SELECT username FROM users WHERE id = $1", user.0)
                 .fetch_optional(&mut *tx)
                 .await?;
         let key = username.as_deref().map(|name| self.attempt_key(name));
-        sqlx::query("DELETE FROM login_attempts WHERE user_id = $1 OR username_key = $2")
-            .bind(user.0)
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "DELETE FROM login_attempts WHERE user_id = $1 OR username_key = $2",
+            user.0,
+            key
+        )
+        .execute(&mut *tx)
+        .await?;
         let event = SecurityEvent {
             kind: "account_unlocked",
             user: Some(user.0),
@@ -1002,14 +969,14 @@ const FORGET_AFTER_HOURS: i64 = 24;
 /// window counts as no row, so this changes no answer; it keeps the table from growing with
 /// every username ever mistyped). Run by the scheduled job `forget_login_attempts`.
 pub async fn forget_stale_attempts(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "DELETE FROM login_attempts \
          WHERE coalesce(last_failed_at, '-infinity') < now() - make_interval(hours => $1::int) \
            AND coalesce(first_failed_at, '-infinity') < now() - make_interval(mins => $2::int) \
            AND coalesce(locked_until, '-infinity') < now() - make_interval(hours => $1::int)",
+        i32::try_from(FORGET_AFTER_HOURS).unwrap_or(24),
+        i32::try_from(FAILURE_WINDOW_MINUTES).unwrap_or(15)
     )
-    .bind(i32::try_from(FORGET_AFTER_HOURS).unwrap_or(24))
-    .bind(i32::try_from(FAILURE_WINDOW_MINUTES).unwrap_or(15))
     .execute(db)
     .await?;
     Ok(done.rows_affected())

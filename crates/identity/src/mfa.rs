@@ -129,21 +129,17 @@ impl MfaService {
             .keyring
             .encrypt(Owner::Purpose(Purpose::Field), &location(user), &secret)
             .await?;
-        let confirmed: Option<bool> = sqlx::query_scalar(
-            "SELECT confirmed_at IS NOT NULL FROM mfa_totp WHERE user_id = $1 FOR UPDATE",
+        let confirmed: Option<bool> = sqlx::query_scalar!(
+            "SELECT confirmed_at IS NOT NULL AS \"v!\" FROM mfa_totp WHERE user_id = $1 FOR UPDATE",
+            user.0
         )
-        .bind(user.0)
         .fetch_optional(&mut *tx)
         .await?;
         if confirmed == Some(true) {
             return Err(MfaError::AlreadyEnrolled);
         }
-        sqlx::query(
-            "INSERT INTO mfa_totp (user_id, secret) VALUES ($1, $2) \
-             ON CONFLICT (user_id) DO UPDATE SET secret = EXCLUDED.secret, created_at = now() WHERE mfa_totp.confirmed_at IS NULL",
-        )
-        .bind(user.0)
-        .bind(sealed)
+        sqlx::query!("INSERT INTO mfa_totp (user_id, secret) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET secret = EXCLUDED.secret, created_at = now() WHERE mfa_totp.confirmed_at IS NULL", user.0, sealed)
         .execute(&mut *tx)
         .await?;
         let totp = totp(secret.to_vec(), account)?;
@@ -167,20 +163,18 @@ impl MfaService {
         code: &str,
     ) -> Result<Vec<SecretString>, MfaError> {
         let step = self.check_totp(user, code, false).await?;
-        let confirmed = sqlx::query(
-            "UPDATE mfa_totp SET confirmed_at = now(), last_step = $2 WHERE user_id = $1 AND confirmed_at IS NULL",
-        )
-        .bind(user.0)
-        .bind(step)
+        let confirmed = sqlx::query!("UPDATE mfa_totp SET confirmed_at = now(), last_step = $2 WHERE user_id = $1 AND confirmed_at IS NULL", user.0, step)
         .execute(&mut *tx)
         .await?;
         if confirmed.rows_affected() != 1 {
             return Err(MfaError::NotPending);
         }
-        sqlx::query("UPDATE users SET mfa_enabled = true, updated_at = now() WHERE id = $1")
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE users SET mfa_enabled = true, updated_at = now() WHERE id = $1",
+            user.0
+        )
+        .execute(&mut *tx)
+        .await?;
         self.replace_backup_codes(tx, user).await
     }
 
@@ -194,12 +188,8 @@ impl MfaService {
     ) -> Result<Factor, MfaError> {
         if code.chars().filter(char::is_ascii_digit).count() == 6 && code.trim().len() <= 7 {
             let step = self.check_totp(user, code, true).await?;
-            let accepted = sqlx::query(
-                "UPDATE mfa_totp SET last_step = $2 WHERE user_id = $1 AND confirmed_at IS NOT NULL \
-                 AND (last_step IS NULL OR last_step < $2)",
-            )
-            .bind(user.0)
-            .bind(step)
+            let accepted = sqlx::query!("UPDATE mfa_totp SET last_step = $2 WHERE user_id = $1 AND confirmed_at IS NOT NULL \
+                 AND (last_step IS NULL OR last_step < $2)", user.0, step)
             .execute(&mut *tx)
             .await?;
             return if accepted.rows_affected() == 1 {
@@ -208,20 +198,16 @@ impl MfaService {
                 Err(MfaError::InvalidCode)
             };
         }
-        let used = sqlx::query(
-            "UPDATE mfa_backup_codes SET used_at = now() WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
-        )
-        .bind(user.0)
-        .bind(hash_code(code))
+        let used = sqlx::query!("UPDATE mfa_backup_codes SET used_at = now() WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL", user.0, hash_code(code))
         .execute(&mut *tx)
         .await?;
         if used.rows_affected() != 1 {
             return Err(MfaError::InvalidCode);
         }
-        let remaining: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM mfa_backup_codes WHERE user_id = $1 AND used_at IS NULL",
+        let remaining: i64 = sqlx::query_scalar!(
+            "SELECT count(*) AS \"v!\" FROM mfa_backup_codes WHERE user_id = $1 AND used_at IS NULL",
+            user.0
         )
-        .bind(user.0)
         .fetch_one(&mut *tx)
         .await?;
         Ok(Factor::BackupCode { remaining })
@@ -233,28 +219,28 @@ impl MfaService {
         tx: &mut sqlx::PgConnection,
         user: UserId,
     ) -> Result<bool, MfaError> {
-        sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
-            .bind(user.0)
+        sqlx::query!("DELETE FROM mfa_backup_codes WHERE user_id = $1", user.0)
             .execute(&mut *tx)
             .await?;
-        let removed = sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1")
-            .bind(user.0)
+        let removed = sqlx::query!("DELETE FROM mfa_totp WHERE user_id = $1", user.0)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE users SET mfa_enabled = false, updated_at = now() WHERE id = $1")
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE users SET mfa_enabled = false, updated_at = now() WHERE id = $1",
+            user.0
+        )
+        .execute(&mut *tx)
+        .await?;
         Ok(removed.rows_affected() > 0)
     }
 
     /// The time step the code matches, within one step either way.
     async fn check_totp(&self, user: UserId, code: &str, confirmed: bool) -> Result<i64, MfaError> {
-        let sealed: Option<Vec<u8>> = sqlx::query_scalar(
+        let sealed: Option<Vec<u8>> = sqlx::query_scalar!(
             "SELECT secret FROM mfa_totp WHERE user_id = $1 AND (confirmed_at IS NOT NULL) = $2",
+            user.0,
+            confirmed
         )
-        .bind(user.0)
-        .bind(confirmed)
         .fetch_optional(&self.db)
         .await?;
         let sealed = sealed.ok_or(if confirmed {
@@ -277,18 +263,19 @@ impl MfaService {
         tx: &mut sqlx::PgConnection,
         user: UserId,
     ) -> Result<Vec<SecretString>, MfaError> {
-        sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
-            .bind(user.0)
+        sqlx::query!("DELETE FROM mfa_backup_codes WHERE user_id = $1", user.0)
             .execute(&mut *tx)
             .await?;
         let mut codes = Vec::with_capacity(BACKUP_CODES);
         for _ in 0..BACKUP_CODES {
             let code = self.backup_code()?;
-            sqlx::query("INSERT INTO mfa_backup_codes (user_id, code_hash) VALUES ($1, $2)")
-                .bind(user.0)
-                .bind(hash_code(code.expose_secret()))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "INSERT INTO mfa_backup_codes (user_id, code_hash) VALUES ($1, $2)",
+                user.0,
+                hash_code(code.expose_secret())
+            )
+            .execute(&mut *tx)
+            .await?;
             codes.push(code);
         }
         Ok(codes)
@@ -309,8 +296,7 @@ impl MfaService {
 
     /// Whether `user` has a confirmed second factor.
     pub async fn enrolled(&self, user: UserId) -> Result<bool, MfaError> {
-        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)")
-            .bind(user.0)
+        Ok(sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL) AS \"v!\"", user.0)
             .fetch_one(&self.db)
             .await?)
     }

@@ -197,31 +197,19 @@ impl SessionService {
             self.policy.absolute_lifetime
         };
         // Serialise logins of one user so the session limit holds under concurrency.
-        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, last_seen_at, absolute_expires_at, remember_me, client_ip, user_agent) \
-             VALUES ($1, $2, $3, $3, $4, $5, $6::inet, $7)",
+        sqlx::query_scalar!(
+            r#"SELECT 1 AS "locked!" FROM users WHERE id = $1 FOR UPDATE"#,
+            user.0
         )
-        .bind(session)
-        .bind(user.0)
-        .bind(now)
-        .bind(now + chrono(lifetime))
-        .bind(remember_me)
-        .bind(client.ip.map(|ip| ip.to_string()))
-        .bind(client.user_agent.as_deref().map(|ua| ua.chars().take(512).collect::<String>()))
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query!("INSERT INTO sessions (id, user_id, created_at, last_seen_at, absolute_expires_at, remember_me, client_ip, user_agent) \
+             VALUES ($1, $2, $3, $3, $4, $5, CAST($6::text AS inet), $7)", session, user.0, now, now + chrono(lifetime), remember_me, client.ip.map(|ip| ip.to_string()), client.user_agent.as_deref().map(|ua| ua.chars().take(512).collect::<String>()))
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = $3, revoked_reason = 'session_limit' WHERE id IN ( \
+        sqlx::query!("UPDATE sessions SET revoked_at = $3, revoked_reason = 'session_limit' WHERE id IN ( \
                SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND absolute_expires_at > $3 \
-               ORDER BY created_at DESC, id DESC OFFSET $2)",
-        )
-        .bind(user.0)
-        .bind(i64::from(self.policy.max_sessions))
-        .bind(now)
+               ORDER BY created_at DESC, id DESC OFFSET $2)", user.0, i64::from(self.policy.max_sessions), now)
         .execute(&mut *tx)
         .await?;
         let refresh_token = self.new_refresh_token(tx, session, now).await?;
@@ -262,13 +250,10 @@ impl SessionService {
     ) -> Result<IssuedTokens, SessionError> {
         let now = self.clock.now();
         let hash = hash_token(refresh_token.expose_secret());
-        let row: Option<RefreshRow> = sqlx::query_as(
-            "SELECT r.session_id, r.used_at, s.user_id, s.last_seen_at, s.absolute_expires_at, s.revoked_at, \
-                    u.status = 'active' AS user_active \
+        let row: Option<RefreshRow> = sqlx::query_as!(RefreshRow, "SELECT r.session_id, r.used_at, s.user_id, s.last_seen_at, s.absolute_expires_at, s.revoked_at, \
+                    u.status = 'active' AS \"user_active!\" \
              FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id \
-             WHERE r.token_hash = $1 FOR UPDATE OF r, s",
-        )
-        .bind(&hash)
+             WHERE r.token_hash = $1 FOR UPDATE OF r, s", &hash)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(RefreshRow {
@@ -287,9 +272,7 @@ impl SessionService {
             return Err(SessionError::Refused);
         }
         if used_at.is_some() {
-            sqlx::query("UPDATE sessions SET revoked_at = coalesce(revoked_at, $2), revoked_reason = coalesce(revoked_reason, 'refresh_token_reuse') WHERE id = $1")
-                .bind(session)
-                .bind(now)
+            sqlx::query!("UPDATE sessions SET revoked_at = coalesce(revoked_at, $2), revoked_reason = coalesce(revoked_reason, 'refresh_token_reuse') WHERE id = $1", session, now)
                 .execute(&mut *tx)
                 .await?;
             let event = SecurityEvent {
@@ -307,16 +290,20 @@ impl SessionService {
         if revoked_at.is_some() || now >= absolute_expiry || idle || !user_active {
             return Err(SessionError::Invalid);
         }
-        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1")
-            .bind(&hash)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
-            .bind(session)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1",
+            &hash,
+            now
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE sessions SET last_seen_at = $2 WHERE id = $1",
+            session,
+            now
+        )
+        .execute(&mut *tx)
+        .await?;
         let next = self.new_refresh_token(tx, session, now).await?;
         self.issue(UserId(user), session, now, absolute_expiry, next)
     }
@@ -329,26 +316,22 @@ impl SessionService {
         // A disabled or locked user's sessions stop with the account.
         // The idle timeout holds here too, not only at refresh: a session unused for longer
         // is over even while an access token it issued has not expired.
-        let live: Option<(DateTime<Utc>, bool, String)> = sqlx::query_as(
-            "SELECT s.last_seen_at, u.must_change_password, u.username FROM sessions s JOIN users u ON u.id = s.user_id \
+        let live = sqlx::query!("SELECT s.last_seen_at, u.must_change_password, u.username FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.absolute_expires_at > $3 \
-               AND s.last_seen_at > $4 AND u.status = 'active'",
-        )
-        .bind(claims.sid)
-        .bind(claims.sub)
-        .bind(now)
-        .bind(now - chrono(self.policy.idle_timeout))
+               AND s.last_seen_at > $4 AND u.status = 'active'", claims.sid, claims.sub, now, now - chrono(self.policy.idle_timeout))
         .fetch_optional(&self.db)
         .await?;
-        let Some((last_seen, must_change_password, username)) = live else {
+        let Some((last_seen, must_change_password, username)) =
+            live.map(|row| (row.last_seen_at, row.must_change_password, row.username))
+        else {
             return Err(SessionError::Invalid);
         };
         if now - last_seen > chrono::Duration::seconds(60) {
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2",
+                claims.sid,
+                now
             )
-            .bind(claims.sid)
-            .bind(now)
             .execute(&self.db)
             .await?;
         }
@@ -370,13 +353,7 @@ impl SessionService {
         session: Uuid,
         reason: &str,
     ) -> Result<bool, SessionError> {
-        let result = sqlx::query(
-            "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(session)
-        .bind(user.0)
-        .bind(self.clock.now())
-        .bind(reason)
+        let result = sqlx::query!("UPDATE sessions SET revoked_at = $3, revoked_reason = $4 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL", session, user.0, self.clock.now(), reason)
         .execute(tx)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -404,14 +381,14 @@ impl SessionService {
         keep: Option<Uuid>,
         reason: &str,
     ) -> Result<u64, SessionError> {
-        let result = sqlx::query(
+        let result = sqlx::query!(
             "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 \
              WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $4",
+            user.0,
+            self.clock.now(),
+            reason,
+            keep
         )
-        .bind(user.0)
-        .bind(self.clock.now())
-        .bind(reason)
-        .bind(keep)
         .execute(tx)
         .await?;
         Ok(result.rows_affected())
@@ -419,13 +396,9 @@ impl SessionService {
 
     /// The user's live sessions, newest first.
     pub async fn list(&self, user: UserId) -> Result<Vec<SessionSummary>, SessionError> {
-        Ok(sqlx::query_as(
-            "SELECT id, created_at, last_seen_at, absolute_expires_at, host(client_ip) AS client_ip, user_agent \
+        Ok(sqlx::query_as!(SessionSummary, "SELECT id, created_at, last_seen_at, absolute_expires_at, host(client_ip) AS client_ip, user_agent \
              FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND absolute_expires_at > $2 \
-             ORDER BY created_at DESC, id DESC",
-        )
-        .bind(user.0)
-        .bind(self.clock.now())
+             ORDER BY created_at DESC, id DESC", user.0, self.clock.now())
         .fetch_all(&self.db)
         .await?)
     }
@@ -441,12 +414,12 @@ impl SessionService {
             .fill(&mut bytes)
             .map_err(|_| SessionError::Random)?;
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+            hash_token(&token),
+            session,
+            now
         )
-        .bind(hash_token(&token))
-        .bind(session)
-        .bind(now)
         .execute(tx)
         .await?;
         Ok(SecretString::from(token))
@@ -496,18 +469,8 @@ pub async fn record_event(
     event: SecurityEvent<'_>,
     client: &ClientInfo,
 ) -> Result<(), SessionError> {
-    sqlx::query(
-        "INSERT INTO security_events (id, occurred_at, kind, user_id, session_id, client_ip, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6::inet, jsonb_strip_nulls(jsonb_build_object('reason', $7::text, 'actor', $8::uuid)))",
-    )
-    .bind(Uuid::now_v7())
-    .bind(now)
-    .bind(event.kind)
-    .bind(event.user)
-    .bind(event.session)
-    .bind(client.ip.map(|ip| ip.to_string()))
-    .bind(event.reason)
-    .bind(event.actor)
+    sqlx::query!("INSERT INTO security_events (id, occurred_at, kind, user_id, session_id, client_ip, detail) \
+         VALUES ($1, $2, $3, $4, $5, CAST($6::text AS inet), jsonb_strip_nulls(jsonb_build_object('reason', $7::text, 'actor', $8::uuid)))", Uuid::now_v7(), now, event.kind, event.user, event.session, client.ip.map(|ip| ip.to_string()), event.reason, event.actor)
     .execute(tx)
     .await?;
     Ok(())
@@ -534,23 +497,22 @@ pub async fn claim_unforwarded(
     tx: &mut sqlx::PgConnection,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT e.id, e.occurred_at, e.kind, e.user_id, e.session_id, host(e.client_ip) AS client_ip, e.detail, \
+    sqlx::query_as!(RecordedEvent, "SELECT e.id, e.occurred_at, e.kind, e.user_id, e.session_id, host(e.client_ip) AS client_ip, e.detail, \
                 u.username AS actor_username \
          FROM security_events e \
          LEFT JOIN users u ON u.id = coalesce((e.detail->>'actor')::uuid, e.user_id) \
-         WHERE e.forwarded_at IS NULL ORDER BY e.id LIMIT $1 FOR UPDATE OF e SKIP LOCKED",
-    )
-    .bind(limit)
+         WHERE e.forwarded_at IS NULL ORDER BY e.id LIMIT $1 FOR UPDATE OF e SKIP LOCKED", limit)
     .fetch_all(tx)
     .await
 }
 
 /// Marks claimed events forwarded, in the transaction that appended them to the trail.
 pub async fn mark_forwarded(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE security_events SET forwarded_at = now() WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE security_events SET forwarded_at = now() WHERE id = ANY($1)",
+        ids
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }

@@ -205,16 +205,8 @@ impl fmt::Debug for NewUser {
 
 pub async fn create(db: impl sqlx::PgExecutor<'_>, user: NewUser) -> Result<UserId, UserError> {
     let id = UserId(Uuid::now_v7());
-    sqlx::query(
-        "INSERT INTO users (id, username, email, display_name, password_hash, must_change_password) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(id.0)
-    .bind(user.username.as_str())
-    .bind(user.email.as_str())
-    .bind(user.display_name.as_str())
-    .bind(&user.password_hash)
-    .bind(user.must_change_password)
+    sqlx::query!("INSERT INTO users (id, username, email, display_name, password_hash, must_change_password) \
+         VALUES ($1, $2, $3, $4, $5, $6)", id.0, user.username.as_str(), user.email.as_str(), user.display_name.as_str(), &user.password_hash, user.must_change_password)
     .execute(db)
     .await?;
     Ok(id)
@@ -228,12 +220,7 @@ pub async fn assign_role(
     role: &str,
     assigned_by: Option<UserId>,
 ) -> Result<(), UserError> {
-    sqlx::query(
-        "INSERT INTO user_roles (user_id, role_name, assigned_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(user.0)
-    .bind(role)
-    .bind(assigned_by.map(|u| u.0))
+    sqlx::query!("INSERT INTO user_roles (user_id, role_name, assigned_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", user.0, role, assigned_by.map(|u| u.0))
     .execute(db)
     .await?;
     Ok(())
@@ -247,18 +234,15 @@ pub async fn replace_roles(
     roles: &[String],
     assigned_by: Option<UserId>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND NOT (role_name = ANY($2))")
-        .bind(user.0)
-        .bind(roles)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO user_roles (user_id, role_name, assigned_by) SELECT $1, unnest($2::text[]), $3 \
-         ON CONFLICT DO NOTHING",
+    sqlx::query!(
+        "DELETE FROM user_roles WHERE user_id = $1 AND NOT (role_name = ANY($2))",
+        user.0,
+        roles
     )
-    .bind(user.0)
-    .bind(roles)
-    .bind(assigned_by.map(|u| u.0))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("INSERT INTO user_roles (user_id, role_name, assigned_by) SELECT $1, unnest($2::text[]), $3 \
+         ON CONFLICT DO NOTHING", user.0, roles, assigned_by.map(|u| u.0))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -269,10 +253,12 @@ pub async fn is_active(
     db: impl sqlx::PgExecutor<'_>,
     user: UserId,
 ) -> Result<Option<bool>, sqlx::Error> {
-    sqlx::query_scalar("SELECT status = 'active' FROM users WHERE id = $1")
-        .bind(user.0)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT status = 'active' AS "active!" FROM users WHERE id = $1"#,
+        user.0
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Whether the user holds `role`.
@@ -281,21 +267,18 @@ pub async fn has_role(
     user: UserId,
     role: &str,
 ) -> Result<bool, UserError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role_name = $2)",
+    Ok(sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role_name = $2) AS \"v!\"",
+        user.0,
+        role
     )
-    .bind(user.0)
-    .bind(role)
     .fetch_one(db)
     .await?)
 }
 
 /// Whether any of the user's roles requires a second factor (enforced once RBAC lands).
 pub async fn mfa_required(db: impl sqlx::PgExecutor<'_>, user: UserId) -> Result<bool, UserError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.name = ur.role_name WHERE ur.user_id = $1 AND r.privileged)",
-    )
-    .bind(user.0)
+    Ok(sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.name = ur.role_name WHERE ur.user_id = $1 AND r.privileged) AS \"v!\"", user.0)
     .fetch_one(db)
     .await?)
 }
@@ -338,11 +321,8 @@ pub async fn find_in(
     db: impl sqlx::PgExecutor<'_>,
     id: UserId,
 ) -> Result<Option<UserRecord>, UserError> {
-    let row: Option<UserRow> = sqlx::query_as(
-        "SELECT id, username, email, display_name, status, password_hash, must_change_password, mfa_enabled, created_at \
-         FROM users WHERE id = $1",
-    )
-    .bind(id.0)
+    let row: Option<UserRow> = sqlx::query_as!(UserRow, "SELECT id, username, email, display_name, status, password_hash, must_change_password, mfa_enabled, created_at \
+         FROM users WHERE id = $1", id.0)
     .fetch_optional(db)
     .await?;
     Ok(row.map(UserRecord::from))
@@ -353,11 +333,8 @@ pub async fn find_by_username(
     db: &PgPool,
     username: &str,
 ) -> Result<Option<UserRecord>, UserError> {
-    let row: Option<UserRow> = sqlx::query_as(
-        "SELECT id, username, email, display_name, status, password_hash, must_change_password, mfa_enabled, created_at \
-         FROM users WHERE lower(username) = lower($1)",
-    )
-    .bind(username.trim())
+    let row: Option<UserRow> = sqlx::query_as!(UserRow, "SELECT id, username, email, display_name, status, password_hash, must_change_password, mfa_enabled, created_at \
+         FROM users WHERE lower(username) = lower($1)", username.trim())
     .fetch_optional(db)
     .await?;
     Ok(row.map(UserRecord::from))
@@ -370,11 +347,13 @@ pub async fn set_status(
     id: UserId,
     status: &str,
 ) -> Result<bool, UserError> {
-    let updated = sqlx::query("UPDATE users SET status = $2, updated_at = now() WHERE id = $1")
-        .bind(id.0)
-        .bind(status)
-        .execute(db)
-        .await?;
+    let updated = sqlx::query!(
+        "UPDATE users SET status = $2, updated_at = now() WHERE id = $1",
+        id.0,
+        status
+    )
+    .execute(db)
+    .await?;
     Ok(updated.rows_affected() == 1)
 }
 
@@ -396,25 +375,14 @@ pub struct UserSummary {
     pub created_at: DateTime<Utc>,
 }
 
-const SELECT_SUMMARY: &str = "SELECT u.id, u.username, u.email, u.display_name, u.status, \
-       (SELECT max(a.locked_until) FROM login_attempts a WHERE a.user_id = u.id AND a.locked_until > now()) \
-         AS locked_until, \
-       u.must_change_password, u.mfa_enabled, \
-       ARRAY(SELECT ur.role_name FROM user_roles ur WHERE ur.user_id = u.id ORDER BY ur.role_name) AS roles, \
-       u.created_at FROM users u";
-
 /// Every user, by username, `limit` at a time after `after` (a username; keyset paging).
 pub async fn summaries(
     db: &PgPool,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<UserSummary>, UserError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_SUMMARY} WHERE $1::text IS NULL OR lower(u.username) > lower($1) \
-         ORDER BY lower(u.username) LIMIT $2"
-    )))
-    .bind(after)
-    .bind(limit)
+    Ok(sqlx::query_as!(UserSummary, "SELECT u.id, u.username, u.email, u.display_name, u.status, (SELECT max(a.locked_until) FROM login_attempts a WHERE a.user_id = u.id AND a.locked_until > now()) AS locked_until, u.must_change_password, u.mfa_enabled, ARRAY(SELECT ur.role_name FROM user_roles ur WHERE ur.user_id = u.id ORDER BY ur.role_name) AS \"roles!\", u.created_at FROM users u WHERE $1::text IS NULL OR lower(u.username) > lower($1) \
+         ORDER BY lower(u.username) LIMIT $2", after, limit)
     .fetch_all(db)
     .await?)
 }
@@ -423,10 +391,7 @@ pub async fn summary(
     db: impl sqlx::PgExecutor<'_>,
     id: UserId,
 ) -> Result<Option<UserSummary>, UserError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_SUMMARY} WHERE u.id = $1"
-    )))
-    .bind(id.0)
+    Ok(sqlx::query_as!(UserSummary, "SELECT u.id, u.username, u.email, u.display_name, u.status, (SELECT max(a.locked_until) FROM login_attempts a WHERE a.user_id = u.id AND a.locked_until > now()) AS locked_until, u.must_change_password, u.mfa_enabled, ARRAY(SELECT ur.role_name FROM user_roles ur WHERE ur.user_id = u.id ORDER BY ur.role_name) AS \"roles!\", u.created_at FROM users u WHERE u.id = $1", id.0)
     .fetch_optional(db)
     .await?)
 }
@@ -438,13 +403,13 @@ pub async fn update_profile(
     email: Option<&Email>,
     display_name: Option<&DisplayName>,
 ) -> Result<bool, UserError> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE users SET email = coalesce($2, email), display_name = coalesce($3, display_name), \
          updated_at = now() WHERE id = $1",
+        id.0,
+        email.map(Email::as_str),
+        display_name.map(DisplayName::as_str)
     )
-    .bind(id.0)
-    .bind(email.map(Email::as_str))
-    .bind(display_name.map(DisplayName::as_str))
     .execute(db)
     .await?;
     Ok(updated.rows_affected() == 1)

@@ -103,16 +103,8 @@ impl Rbac {
         if !patient_exists(&mut *tx, patient).await? {
             return Err(RbacError::NotFound);
         }
-        sqlx::query(
-            "INSERT INTO break_glass_grants (id, user_id, patient_id, reason, granted_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id)
-        .bind(user.0)
-        .bind(patient)
-        .bind(&sealed)
-        .bind(now)
-        .bind(expires_at)
+        sqlx::query!("INSERT INTO break_glass_grants (id, user_id, patient_id, reason, granted_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)", id, user.0, patient, &sealed, now, expires_at)
         .execute(&mut *tx)
         .await?;
         // The event names the grant, not the patient or the reason: reviewers open the grant.
@@ -140,14 +132,10 @@ impl Rbac {
         pending_only: bool,
         limit: i64,
     ) -> Result<Vec<GrantReview>, RbacError> {
-        let rows: Vec<GrantRow> = sqlx::query_as(
-            "SELECT g.id, g.user_id, u.username, g.patient_id, g.reason, g.granted_at, g.expires_at, \
+        let rows: Vec<GrantRow> = sqlx::query_as!(GrantRow, "SELECT g.id, g.user_id, u.username, g.patient_id, g.reason, g.granted_at, g.expires_at, \
                     g.reviewed_by, g.reviewed_at \
              FROM break_glass_grants g JOIN users u ON u.id = g.user_id \
-             WHERE NOT $1 OR g.reviewed_at IS NULL ORDER BY g.granted_at DESC, g.id DESC LIMIT $2",
-        )
-        .bind(pending_only)
-        .bind(limit)
+             WHERE NOT $1 OR g.reviewed_at IS NULL ORDER BY g.granted_at DESC, g.id DESC LIMIT $2", pending_only, limit)
         .fetch_all(&self.db)
         .await?;
         let now = self.clock.now();
@@ -181,22 +169,23 @@ impl Rbac {
         grant: Uuid,
         reviewer: UserId,
     ) -> Result<(), RbacError> {
-        let holder: Option<Uuid> =
-            sqlx::query_scalar("SELECT user_id FROM break_glass_grants WHERE id = $1 FOR UPDATE")
-                .bind(grant)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let holder: Option<Uuid> = sqlx::query_scalar!(
+            "SELECT user_id FROM break_glass_grants WHERE id = $1 FOR UPDATE",
+            grant
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         match holder {
             None => Err(RbacError::NotFound),
             Some(holder) if holder == reviewer.0 => Err(RbacError::OwnReview),
             Some(_) => {
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE break_glass_grants SET reviewed_by = $2, reviewed_at = $3 \
                      WHERE id = $1 AND reviewed_at IS NULL",
+                    grant,
+                    reviewer.0,
+                    self.clock.now()
                 )
-                .bind(grant)
-                .bind(reviewer.0)
-                .bind(self.clock.now())
                 .execute(&mut *tx)
                 .await?;
                 Ok(())

@@ -55,12 +55,10 @@ pub async fn reach(
     patient: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Reach, RbacError> {
-    let reach: Option<String> = sqlx::query_scalar("SELECT patient_reach($1, $2, $3)")
-        .bind(user.0)
-        .bind(patient)
-        .bind(now)
-        .fetch_one(db)
-        .await?;
+    let reach: Option<String> =
+        sqlx::query_scalar!("SELECT patient_reach($1, $2, $3)", user.0, patient, now)
+            .fetch_one(db)
+            .await?;
     Ok(Reach::from_sql(reach.as_deref()))
 }
 
@@ -126,12 +124,12 @@ fn check_reason(reason: &str) -> Result<&str, RbacError> {
 }
 
 pub async fn patient_exists(db: impl PgExecutor<'_>, patient: Uuid) -> Result<bool, RbacError> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM patients WHERE id = $1)")
-            .bind(patient)
-            .fetch_one(db)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM patients WHERE id = $1) AS \"v!\"",
+        patient
     )
+    .fetch_one(db)
+    .await?)
 }
 
 impl Rbac {
@@ -140,12 +138,9 @@ impl Rbac {
         if !patient_exists(&self.db, patient).await? {
             return Err(RbacError::NotFound);
         }
-        let rows: Vec<MemberRow> = sqlx::query_as(
-            "SELECT u.id AS user_id, u.username, u.display_name, pa.assigned_by, pa.assigned_at, pa.reason \
+        let rows: Vec<MemberRow> = sqlx::query_as!(MemberRow, "SELECT u.id AS user_id, u.username, u.display_name, pa.assigned_by, pa.assigned_at, pa.reason AS \"reason: Encrypted<String>\" \
              FROM patient_assignments pa JOIN users u ON u.id = pa.user_id \
-             WHERE pa.patient_id = $1 ORDER BY u.username",
-        )
-        .bind(patient)
+             WHERE pa.patient_id = $1 ORDER BY u.username", patient)
         .fetch_all(&self.db)
         .await?;
         let mut members = Vec::with_capacity(rows.len());
@@ -200,14 +195,8 @@ impl Rbac {
         if active != Some(true) {
             return Err(RbacError::UnknownUser);
         }
-        let inserted = sqlx::query(
-            "INSERT INTO patient_assignments (patient_id, user_id, assigned_by, reason) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(patient)
-        .bind(user.0)
-        .bind(by.0)
-        .bind(sealed)
+        let inserted = sqlx::query!("INSERT INTO patient_assignments (patient_id, user_id, assigned_by, reason) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING", patient, user.0, by.0, sealed as _)
         .execute(&mut *tx)
         .await?;
         Ok((inserted.rows_affected() == 1).then(|| Assignment {
@@ -229,14 +218,15 @@ impl Rbac {
         if !patient_exists(&mut *tx, patient).await? {
             return Err(RbacError::NotFound);
         }
-        let removed: Option<(Option<Uuid>, Option<Encrypted<String>>)> = sqlx::query_as(
-            "DELETE FROM patient_assignments WHERE patient_id = $1 AND user_id = $2 \
-             RETURNING assigned_by, reason",
+        let removed = sqlx::query!(
+            r#"DELETE FROM patient_assignments WHERE patient_id = $1 AND user_id = $2
+               RETURNING assigned_by, reason AS "reason: Encrypted<String>""#,
+            patient,
+            user.0
         )
-        .bind(patient)
-        .bind(user.0)
         .fetch_optional(&mut *tx)
-        .await?;
+        .await?
+        .map(|row| (row.assigned_by, row.reason));
         let Some((assigned_by, sealed)) = removed else {
             return Ok(None);
         };
@@ -264,12 +254,12 @@ pub async fn assign_registrant(
     patient: Uuid,
     user: UserId,
 ) -> Result<(), RbacError> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO patient_assignments (patient_id, user_id, assigned_by) VALUES ($1, $2, $2) \
          ON CONFLICT DO NOTHING",
+        patient,
+        user.0
     )
-    .bind(patient)
-    .bind(user.0)
     .execute(tx)
     .await?;
     Ok(())

@@ -78,13 +78,10 @@ struct RoleRow {
 /// Loads a user's grants in one query. A permission name the code does not know (impossible
 /// while the table's constraint holds) is dropped: unknown means not granted.
 pub async fn load(db: impl PgExecutor<'_>, user: UserId) -> Result<Grants, sqlx::Error> {
-    let rows: Vec<RoleRow> = sqlx::query_as(
-        "SELECT r.name, r.permissions, r.delegable, r.privileged, \
-                EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = $1 AND t.confirmed_at IS NOT NULL) AS mfa_enrolled \
+    let rows: Vec<RoleRow> = sqlx::query_as!(RoleRow, "SELECT r.name, r.permissions, r.delegable, r.privileged, \
+                EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = $1 AND t.confirmed_at IS NOT NULL) AS \"mfa_enrolled!\" \
          FROM user_roles ur JOIN roles r ON r.name = ur.role_name \
-         WHERE ur.user_id = $1 ORDER BY r.name",
-    )
-    .bind(user.0)
+         WHERE ur.user_id = $1 ORDER BY r.name", user.0)
     .fetch_all(db)
     .await?;
     let mut grants = Grants::none(user);

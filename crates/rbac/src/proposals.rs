@@ -173,9 +173,6 @@ impl TryFrom<Row> for Proposal {
     }
 }
 
-const COLUMNS: &str = "id, kind, target, payload, proposed_by, proposed_at, expires_at, decided_by, \
-     decided_at, decision";
-
 /// A new proposal, in the caller's transaction.
 pub async fn propose(
     tx: &mut PgConnection,
@@ -186,27 +183,15 @@ pub async fn propose(
     now: DateTime<Utc>,
     ttl_hours: u32,
 ) -> Result<Proposal, RbacError> {
-    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO access_proposals (id, kind, target, payload, proposed_by, proposed_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(kind.as_str())
-    .bind(target)
-    .bind(payload)
-    .bind(by.0)
-    .bind(now)
-    .bind(now + Duration::hours(i64::from(ttl_hours)))
+    let row: Row = sqlx::query_as!(Row, "INSERT INTO access_proposals (id, kind, target, payload, proposed_by, proposed_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, kind, target, payload, proposed_by, proposed_at, expires_at, decided_by, decided_at, decision", Uuid::now_v7(), kind.as_str(), target, payload, by.0, now, now + Duration::hours(i64::from(ttl_hours)))
     .fetch_one(tx)
     .await?;
     row.try_into()
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Proposal>, RbacError> {
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM access_proposals WHERE id = $1"
-    )))
-    .bind(id)
+    let row: Option<Row> = sqlx::query_as!(Row, "SELECT id, kind, target, payload, proposed_by, proposed_at, expires_at, decided_by, decided_at, decision FROM access_proposals WHERE id = $1", id)
     .fetch_optional(db)
     .await?;
     row.map(Proposal::try_from).transpose()
@@ -219,14 +204,9 @@ pub async fn list(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<Proposal>, RbacError> {
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM access_proposals \
+    let rows: Vec<Row> = sqlx::query_as!(Row, "SELECT id, kind, target, payload, proposed_by, proposed_at, expires_at, decided_by, decided_at, decision FROM access_proposals \
          WHERE NOT $1 OR (decision IS NULL AND expires_at > $2) \
-         ORDER BY proposed_at DESC, id DESC LIMIT $3"
-    )))
-    .bind(pending_only)
-    .bind(now)
-    .bind(limit)
+         ORDER BY proposed_at DESC, id DESC LIMIT $3", pending_only, now, limit)
     .fetch_all(db)
     .await?;
     rows.into_iter().map(Proposal::try_from).collect()
@@ -241,10 +221,7 @@ pub async fn for_decision(
     approving: bool,
     now: DateTime<Utc>,
 ) -> Result<Proposal, RbacError> {
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM access_proposals WHERE id = $1 FOR UPDATE"
-    )))
-    .bind(id)
+    let row: Option<Row> = sqlx::query_as!(Row, "SELECT id, kind, target, payload, proposed_by, proposed_at, expires_at, decided_by, decided_at, decision FROM access_proposals WHERE id = $1 FOR UPDATE", id)
     .fetch_optional(&mut *tx)
     .await?;
     let proposal = Proposal::try_from(row.ok_or(RbacError::NotFound)?)?;
@@ -274,14 +251,14 @@ pub async fn decide(
     approved: bool,
     now: DateTime<Utc>,
 ) -> Result<(), RbacError> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE access_proposals SET decided_by = $2, decided_at = $3, decision = $4 \
          WHERE id = $1 AND decision IS NULL",
+        id,
+        decider.map(|d| d.0),
+        now,
+        if approved { "approved" } else { "rejected" }
     )
-    .bind(id)
-    .bind(decider.map(|d| d.0))
-    .bind(now)
-    .bind(if approved { "approved" } else { "rejected" })
     .execute(tx)
     .await?;
     Ok(())

@@ -83,23 +83,15 @@ impl From<RoleRow> for Role {
     }
 }
 
-const SELECT_ROLE: &str = "SELECT r.name, r.description, r.permissions, r.delegable, r.privileged, r.built_in, \
-       (SELECT count(*) FROM user_roles ur WHERE ur.role_name = r.name) AS members FROM roles r";
-
 pub async fn list(db: &PgPool) -> Result<Vec<Role>, RbacError> {
-    let rows: Vec<RoleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_ROLE} ORDER BY r.built_in DESC, r.name"
-    )))
+    let rows: Vec<RoleRow> = sqlx::query_as!(RoleRow, "SELECT r.name, r.description, r.permissions, r.delegable, r.privileged, r.built_in, (SELECT count(*) FROM user_roles ur WHERE ur.role_name = r.name) AS \"members!\" FROM roles r ORDER BY r.built_in DESC, r.name")
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(Role::from).collect())
 }
 
 pub async fn get(db: &mut PgConnection, name: &str) -> Result<Option<Role>, RbacError> {
-    let row: Option<RoleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_ROLE} WHERE r.name = $1"
-    )))
-    .bind(name)
+    let row: Option<RoleRow> = sqlx::query_as!(RoleRow, "SELECT r.name, r.description, r.permissions, r.delegable, r.privileged, r.built_in, (SELECT count(*) FROM user_roles ur WHERE ur.role_name = r.name) AS \"members!\" FROM roles r WHERE r.name = $1", name)
     .fetch_optional(db)
     .await?;
     Ok(row.map(Role::from))
@@ -131,10 +123,12 @@ fn check_spec(actor: &Grants, spec: &RoleSpec) -> Result<(), RbacError> {
 }
 
 async fn lock(tx: &mut PgConnection) -> Result<(), RbacError> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(ROLE_LOCK)
-        .execute(tx)
-        .await?;
+    sqlx::query_scalar!(
+        r#"SELECT true AS "locked!" FROM pg_advisory_xact_lock($1)"#,
+        ROLE_LOCK
+    )
+    .fetch_one(tx)
+    .await?;
     Ok(())
 }
 
@@ -149,15 +143,15 @@ pub async fn create(
     check_name(name)?;
     check_spec(actor, spec)?;
     lock(tx).await?;
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO roles (name, description, permissions, delegable, privileged, built_in) \
          VALUES ($1, $2, $3, $4, $5, false) ON CONFLICT DO NOTHING",
+        name,
+        &spec.description,
+        spec.permissions.names() as _,
+        spec.delegable.names() as _,
+        spec.privileged
     )
-    .bind(name)
-    .bind(&spec.description)
-    .bind(spec.permissions.names())
-    .bind(spec.delegable.names())
-    .bind(spec.privileged)
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -195,15 +189,8 @@ pub async fn update(
     lock(tx).await?;
     let before = get(tx, name).await?.ok_or(RbacError::NotFound)?;
     guard_custom(actor, &before)?;
-    sqlx::query(
-        "UPDATE roles SET description = $2, permissions = $3, delegable = $4, privileged = $5, updated_at = now() \
-         WHERE name = $1",
-    )
-    .bind(name)
-    .bind(&spec.description)
-    .bind(spec.permissions.names())
-    .bind(spec.delegable.names())
-    .bind(spec.privileged)
+    sqlx::query!("UPDATE roles SET description = $2, permissions = $3, delegable = $4, privileged = $5, updated_at = now() \
+         WHERE name = $1", name, &spec.description, spec.permissions.names() as _, spec.delegable.names() as _, spec.privileged)
     .execute(&mut *tx)
     .await?;
     let after = get(tx, name).await?.ok_or(RbacError::NotFound)?;
@@ -218,8 +205,7 @@ pub async fn delete(tx: &mut PgConnection, actor: &Grants, name: &str) -> Result
     if role.members > 0 {
         return Err(RbacError::RoleInUse(role.members));
     }
-    sqlx::query("DELETE FROM roles WHERE name = $1")
-        .bind(name)
+    sqlx::query!("DELETE FROM roles WHERE name = $1", name)
         .execute(&mut *tx)
         .await?;
     Ok(role)
@@ -256,10 +242,7 @@ pub struct Assignment {
 }
 
 pub async fn assignments(db: &PgPool, user: UserId) -> Result<Vec<Assignment>, RbacError> {
-    Ok(sqlx::query_as(
-        "SELECT role_name, assigned_by, assigned_at FROM user_roles WHERE user_id = $1 ORDER BY role_name",
-    )
-    .bind(user.0)
+    Ok(sqlx::query_as!(Assignment, "SELECT role_name, assigned_by, assigned_at FROM user_roles WHERE user_id = $1 ORDER BY role_name", user.0)
     .fetch_all(db)
     .await?)
 }
@@ -302,10 +285,10 @@ pub async fn plan_user_roles(
     let Some(active) = active else {
         return Err(RbacError::NotFound);
     };
-    let before: Vec<String> = sqlx::query_scalar(
+    let before: Vec<String> = sqlx::query_scalar!(
         "SELECT role_name FROM user_roles WHERE user_id = $1 ORDER BY role_name",
+        target.0
     )
-    .bind(target.0)
     .fetch_all(&mut *tx)
     .await?;
     let mut after = wanted.to_vec();
@@ -356,12 +339,12 @@ pub async fn apply_user_roles(
 /// the transaction that disables an account.
 pub async fn guard_last_admin(tx: &mut PgConnection, target: UserId) -> Result<(), RbacError> {
     lock(tx).await?;
-    let holds_admin: bool = sqlx::query_scalar(
+    let holds_admin: bool = sqlx::query_scalar!(
         "SELECT EXISTS (SELECT 1 FROM user_roles ur JOIN users u ON u.id = ur.user_id \
-         WHERE ur.user_id = $1 AND ur.role_name = $2 AND u.status = 'active')",
+         WHERE ur.user_id = $1 AND ur.role_name = $2 AND u.status = 'active') AS \"v!\"",
+        target.0,
+        ADMIN
     )
-    .bind(target.0)
-    .bind(ADMIN)
     .fetch_one(&mut *tx)
     .await?;
     if holds_admin && other_active_admins(tx, target).await? == 0 {
@@ -371,12 +354,12 @@ pub async fn guard_last_admin(tx: &mut PgConnection, target: UserId) -> Result<(
 }
 
 async fn other_active_admins(tx: &mut PgConnection, target: UserId) -> Result<i64, RbacError> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM user_roles ur JOIN users u ON u.id = ur.user_id \
+    Ok(sqlx::query_scalar!(
+        "SELECT count(*) AS \"v!\" FROM user_roles ur JOIN users u ON u.id = ur.user_id \
          WHERE ur.role_name = $1 AND u.status = 'active' AND ur.user_id <> $2",
+        ADMIN,
+        target.0
     )
-    .bind(ADMIN)
-    .bind(target.0)
     .fetch_one(tx)
     .await?)
 }

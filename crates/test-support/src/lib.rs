@@ -516,16 +516,15 @@ pub async fn access_token(
 /// Every table's content as a digest, but the trail's own and `skip`: compare two to show
 /// that a refused request changed nothing.
 pub async fn table_digests(pool: &PgPool, skip: &[&str]) -> BTreeMap<String, String> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
+    let tables: Vec<String> = sqlx::query_scalar!("SELECT tablename::text AS \"tablename!\" FROM pg_tables WHERE schemaname = 'public' \
          AND tablename NOT LIKE 'audit_events%' AND tablename NOT IN ('audit_heads', '_sqlx_migrations') \
-         ORDER BY tablename",
-    )
+         ORDER BY tablename")
     .fetch_all(pool)
     .await
     .unwrap();
     let mut digests = BTreeMap::new();
     for table in tables.into_iter().filter(|t| !skip.contains(&t.as_str())) {
+        // Runtime query: one per table, named at run time from the catalog.
         let digest: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
         )))

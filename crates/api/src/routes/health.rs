@@ -47,7 +47,7 @@ pub async fn health() -> HttpResponse {
     )
 )]
 pub async fn ready(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let probe = sqlx::query("SELECT 1").execute(&state.db);
+    let probe = sqlx::query_scalar!(r#"SELECT 1 AS "ready!""#).fetch_one(&state.db);
     match tokio::time::timeout(READY_TIMEOUT, probe).await {
         Ok(Ok(_)) => Ok(HttpResponse::Ok().json(Health {
             status: "ready".into(),

@@ -10,14 +10,13 @@
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
-use clinicd_domain::patient::mrn_is_well_formed;
-use clinicd_domain::types::{
-    DateOfBirth, EmailAddress, FieldError, PatientStatus, PersonName, Phone, Sex, Ssn,
-    bounded_text, member_number,
+use clinicd_domain::patient_form::{self, SearchCriteria, body_of, parse};
+pub use clinicd_domain::patient_form::{
+    AddressBody, EmergencyContactBody, InsuranceBody, PatientBody, PatientPatch,
 };
-use clinicd_domain::{Address, EmergencyContact, Insurance, Patient, PatientData, Search, Viewer};
+use clinicd_domain::{Patient, PatientData, Search, Viewer};
 use clinicd_rbac::{Identifiers, Permission};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -26,107 +25,6 @@ use crate::extract::{Authenticated, ExportablePatient, Granted, Json, ReachableP
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
 use crate::state::ApiState;
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddressBody {
-    pub line1: String,
-    pub line2: Option<String>,
-    pub city: String,
-    pub region: String,
-    pub postal_code: String,
-    /// ISO 3166-1 alpha-2 country code, e.g. `US`.
-    pub country: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InsuranceBody {
-    pub payer: String,
-    /// 1 to 30 letters, digits or hyphens. In responses to callers without
-    /// `patient:read_identifiers` it is masked: `****` and the last four characters.
-    pub member_number: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EmergencyContactBody {
-    pub name: String,
-    pub relationship: String,
-    /// E.164, e.g. `+15551234567`.
-    pub phone: String,
-}
-
-/// A patient as registered.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PatientBody {
-    pub given_name: String,
-    pub family_name: String,
-    /// `YYYY-MM-DD`, not in the future, not more than 150 years ago.
-    pub date_of_birth: String,
-    /// `female`, `male`, `other` or `unknown`.
-    pub sex: String,
-    /// `AAA-GG-SSSS`; areas 000, 666 and 9xx and all-zero groups are refused.
-    pub ssn: Option<String>,
-    pub address: Option<AddressBody>,
-    /// E.164, e.g. `+15551234567`.
-    pub phone: Option<String>,
-    pub email: Option<String>,
-    pub insurance_primary: Option<InsuranceBody>,
-    pub insurance_secondary: Option<InsuranceBody>,
-    pub emergency_contact: Option<EmergencyContactBody>,
-    /// `active` (default), `inactive` or `deceased`.
-    pub status: Option<String>,
-}
-
-fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// A change: fields left out stay as they are; `null` clears an optional field.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PatientPatch {
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<String>)]
-    pub given_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<String>)]
-    pub family_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<String>)]
-    pub date_of_birth: Option<Option<String>>,
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<String>)]
-    pub sex: Option<Option<String>>,
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<String>)]
-    pub ssn: Option<Option<String>>,
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<AddressBody>)]
-    pub address: Option<Option<AddressBody>>,
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<String>)]
-    pub phone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<String>)]
-    pub email: Option<Option<String>>,
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<InsuranceBody>)]
-    pub insurance_primary: Option<Option<InsuranceBody>>,
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<InsuranceBody>)]
-    pub insurance_secondary: Option<Option<InsuranceBody>>,
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<EmergencyContactBody>)]
-    pub emergency_contact: Option<Option<EmergencyContactBody>>,
-    #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<String>)]
-    pub status: Option<Option<String>>,
-}
 
 /// A patient as a caller sees it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -173,221 +71,23 @@ pub struct SearchRequest {
     pub limit: Option<usize>,
 }
 
+impl SearchRequest {
+    fn criteria(&self) -> SearchCriteria<'_> {
+        SearchCriteria {
+            mrn: self.mrn.as_deref(),
+            ssn: self.ssn.as_deref(),
+            family_name: self.family_name.as_deref(),
+            date_of_birth: self.date_of_birth.as_deref(),
+            name: self.name.as_deref(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PatientPage {
     pub patients: Vec<PatientView>,
     /// Send as `cursor` for the next page; absent on the last.
     pub next_cursor: Option<Uuid>,
-}
-
-// ---- parsing ---------------------------------------------------------------------------
-
-fn address(field: &'static [&'static str; 6], a: &AddressBody) -> Result<Address, FieldError> {
-    let country = a.country.to_ascii_uppercase();
-    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(FieldError {
-            field: field[5],
-            reason: "must be an ISO 3166-1 alpha-2 code such as US",
-        });
-    }
-    Ok(Address {
-        line1: bounded_text(field[0], &a.line1, 200)?,
-        line2: a
-            .line2
-            .as_deref()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| bounded_text(field[1], l, 200))
-            .transpose()?,
-        city: bounded_text(field[2], &a.city, 100)?,
-        region: bounded_text(field[3], &a.region, 100)?,
-        postal_code: bounded_text(field[4], &a.postal_code, 20)?,
-        country,
-    })
-}
-
-const ADDRESS: [&str; 6] = [
-    "address.line1",
-    "address.line2",
-    "address.city",
-    "address.region",
-    "address.postal_code",
-    "address.country",
-];
-
-fn insurance(fields: [&'static str; 2], i: &InsuranceBody) -> Result<Insurance, FieldError> {
-    Ok(Insurance {
-        payer: bounded_text(fields[0], &i.payer, 100)?,
-        member_number: member_number(fields[1], &i.member_number)?,
-    })
-}
-
-fn emergency(c: &EmergencyContactBody) -> Result<EmergencyContact, FieldError> {
-    Ok(EmergencyContact {
-        name: PersonName::parse("emergency_contact.name", &c.name)?
-            .as_str()
-            .to_owned(),
-        relationship: bounded_text("emergency_contact.relationship", &c.relationship, 50)?,
-        phone: Phone::parse("emergency_contact.phone", &c.phone)?,
-    })
-}
-
-/// Validates a whole record; the first failure names its field.
-pub fn parse(body: &PatientBody, today: NaiveDate) -> Result<PatientData, FieldError> {
-    Ok(PatientData {
-        given_name: PersonName::parse("given_name", &body.given_name)?,
-        family_name: PersonName::parse("family_name", &body.family_name)?,
-        date_of_birth: DateOfBirth::parse("date_of_birth", &body.date_of_birth, today)?,
-        sex: Sex::parse("sex", &body.sex)?,
-        ssn: body
-            .ssn
-            .as_deref()
-            .map(|s| Ssn::parse("ssn", s))
-            .transpose()?,
-        address: body
-            .address
-            .as_ref()
-            .map(|a| address(&ADDRESS, a))
-            .transpose()?,
-        phone: body
-            .phone
-            .as_deref()
-            .map(|p| Phone::parse("phone", p))
-            .transpose()?,
-        email: body
-            .email
-            .as_deref()
-            .map(|e| EmailAddress::parse("email", e))
-            .transpose()?,
-        insurance_primary: body
-            .insurance_primary
-            .as_ref()
-            .map(|i| {
-                insurance(
-                    ["insurance_primary.payer", "insurance_primary.member_number"],
-                    i,
-                )
-            })
-            .transpose()?,
-        insurance_secondary: body
-            .insurance_secondary
-            .as_ref()
-            .map(|i| {
-                insurance(
-                    [
-                        "insurance_secondary.payer",
-                        "insurance_secondary.member_number",
-                    ],
-                    i,
-                )
-            })
-            .transpose()?,
-        emergency_contact: body.emergency_contact.as_ref().map(emergency).transpose()?,
-        status: body
-            .status
-            .as_deref()
-            .map_or(Ok(PatientStatus::Active), |s| {
-                PatientStatus::parse("status", s)
-            })?,
-    })
-}
-
-/// The stored record as a request body (unmasked), so a patch is validated like a new record.
-fn body_of(data: &PatientData) -> PatientBody {
-    let insurance = |i: &Insurance| InsuranceBody {
-        payer: i.payer.clone(),
-        member_number: i.member_number.clone(),
-    };
-    PatientBody {
-        given_name: data.given_name.as_str().to_owned(),
-        family_name: data.family_name.as_str().to_owned(),
-        date_of_birth: data.date_of_birth.iso(),
-        sex: data.sex.as_str().to_owned(),
-        ssn: data.ssn.as_ref().map(|s| s.as_str().to_owned()),
-        address: data.address.as_ref().map(|a| AddressBody {
-            line1: a.line1.clone(),
-            line2: a.line2.clone(),
-            city: a.city.clone(),
-            region: a.region.clone(),
-            postal_code: a.postal_code.clone(),
-            country: a.country.clone(),
-        }),
-        phone: data.phone.as_ref().map(|p| p.as_str().to_owned()),
-        email: data.email.as_ref().map(|e| e.as_str().to_owned()),
-        insurance_primary: data.insurance_primary.as_ref().map(insurance),
-        insurance_secondary: data.insurance_secondary.as_ref().map(insurance),
-        emergency_contact: data
-            .emergency_contact
-            .as_ref()
-            .map(|c| EmergencyContactBody {
-                name: c.name.clone(),
-                relationship: c.relationship.clone(),
-                phone: c.phone.as_str().to_owned(),
-            }),
-        status: Some(data.status.as_str().to_owned()),
-    }
-}
-
-/// A valid record for judging a patch's own fields.
-fn placeholder() -> PatientBody {
-    PatientBody {
-        given_name: "A".into(),
-        family_name: "A".into(),
-        date_of_birth: "2000-01-01".into(),
-        sex: "unknown".into(),
-        ssn: None,
-        address: None,
-        phone: None,
-        email: None,
-        insurance_primary: None,
-        insurance_secondary: None,
-        emergency_contact: None,
-        status: Some("active".into()),
-    }
-}
-
-/// Overlays a patch. Required fields cannot be cleared: `null` for one is refused by name.
-fn apply(mut body: PatientBody, patch: PatientPatch) -> Result<PatientBody, FieldError> {
-    fn required(
-        field: &'static str,
-        value: Option<Option<String>>,
-        into: &mut String,
-    ) -> Result<(), FieldError> {
-        match value {
-            Some(Some(value)) => *into = value,
-            Some(None) => {
-                return Err(FieldError {
-                    field,
-                    reason: "is required and cannot be null",
-                });
-            }
-            None => {}
-        }
-        Ok(())
-    }
-    macro_rules! optional {
-        ($($field:ident),*) => { $(if let Some(value) = patch.$field { body.$field = value; })* };
-    }
-    required("given_name", patch.given_name, &mut body.given_name)?;
-    required("family_name", patch.family_name, &mut body.family_name)?;
-    required(
-        "date_of_birth",
-        patch.date_of_birth,
-        &mut body.date_of_birth,
-    )?;
-    required("sex", patch.sex, &mut body.sex)?;
-    let mut status = body.status.take().unwrap_or_default();
-    required("status", patch.status, &mut status)?;
-    body.status = Some(status);
-    optional!(
-        ssn,
-        address,
-        phone,
-        email,
-        insurance_primary,
-        insurance_secondary,
-        emergency_contact
-    );
-    Ok(body)
 }
 
 // ---- views -----------------------------------------------------------------------------
@@ -577,11 +277,11 @@ pub async fn update(
     // version compared (412): a malformed change is refused as such whatever version it names.
     let expected = if_match(&req)?;
     let today = state.rbac.now().date_naive();
-    parse(&apply(placeholder(), patch.0.clone())?, today)?;
+    patient_form::check_patch(&patch, today)?;
     if current.version != expected {
         return Err(ApiError::PreconditionFailed);
     }
-    let data = parse(&apply(body_of(&current.data), patch.into_inner())?, today)?;
+    let data = patient_form::patched(&current.data, patch.into_inner(), today)?;
     let change = state.patients.prepare_change(id, &data).await?;
     let mut tx = audit.begin().await?;
     let patient = state.patients.update(&mut tx, &change, expected).await?;
@@ -595,68 +295,6 @@ pub async fn update(
     audit.commit(tx, StatusCode::OK, note).await?;
     let response = HttpResponse::Ok().json(view(&patient, identifiers));
     Ok(with_etag(response, &patient))
-}
-
-fn search_mode(body: &SearchRequest, today: NaiveDate) -> Result<Search, ApiError> {
-    let chosen = [
-        body.mrn.is_some(),
-        body.ssn.is_some(),
-        body.family_name.is_some() || body.date_of_birth.is_some(),
-        body.name.is_some(),
-    ]
-    .iter()
-    .filter(|c| **c)
-    .count();
-    if chosen > 1 {
-        return Err(ApiError::InvalidField {
-            field: "query",
-            reason: "use one of mrn, ssn, family_name with date_of_birth, or name".into(),
-        });
-    }
-    if let Some(mrn) = &body.mrn {
-        if !mrn_is_well_formed(mrn) {
-            return Err(ApiError::InvalidField {
-                field: "mrn",
-                reason: "must be 9 digits with a valid check digit".into(),
-            });
-        }
-        return Ok(Search::Mrn(mrn.to_owned()));
-    }
-    if let Some(ssn) = &body.ssn {
-        return Ok(Search::Ssn(Ssn::parse("ssn", ssn)?));
-    }
-    match (&body.family_name, &body.date_of_birth) {
-        (Some(name), Some(dob)) => {
-            return Ok(Search::FamilyNameAndBirth(
-                PersonName::parse("family_name", name)?,
-                DateOfBirth::parse("date_of_birth", dob, today)?,
-            ));
-        }
-        (Some(_), None) => {
-            return Err(ApiError::InvalidField {
-                field: "date_of_birth",
-                reason: "is needed with family_name".into(),
-            });
-        }
-        (None, Some(_)) => {
-            return Err(ApiError::InvalidField {
-                field: "family_name",
-                reason: "is needed with date_of_birth".into(),
-            });
-        }
-        (None, None) => {}
-    }
-    if let Some(name) = &body.name {
-        let tokens = clinicd_crypto::blind_index::name_tokens(name);
-        if tokens.is_empty() || tokens.len() > 3 || name.chars().count() > 200 {
-            return Err(ApiError::InvalidField {
-                field: "name",
-                reason: "must hold 1 to 3 words".into(),
-            });
-        }
-        return Ok(Search::NameTokens(tokens));
-    }
-    Ok(Search::Mine)
 }
 
 fn mode_name(search: &Search) -> &'static str {
@@ -698,7 +336,7 @@ pub async fn search(
             reason: "must be 1 to 100".into(),
         });
     }
-    let search = search_mode(&body, state.rbac.now().date_naive())?;
+    let search = patient_form::search(&body.criteria(), state.rbac.now().date_naive())?;
     if matches!(search, Search::Ssn(_)) && !granted.0.has(Permission::PatientReadIdentifiers) {
         return Err(ApiError::MissingPermission(
             Permission::PatientReadIdentifiers.as_str(),
