@@ -191,6 +191,22 @@ pub async fn request(
     })
 }
 
+/// Creates an account and asks for its roles, in the caller's transaction: the account and its
+/// roles (or the proposal for them) commit together with the audit event, or not at all. The
+/// roles go through [`request`] like any change of roles, so dual control holds for a new
+/// account as for an existing one.
+pub async fn create_user(
+    tx: &mut PgConnection,
+    identity: &Identity,
+    actor: Actor<'_>,
+    user: users::NewUser,
+    roles: Vec<String>,
+) -> Result<(UserId, Outcome), RbacError> {
+    let id = users::create(&mut *tx, user).await.map_err(user_error)?;
+    let outcome = request(tx, identity, actor, Change::Roles { user: id, roles }).await?;
+    Ok((id, outcome))
+}
+
 /// The state a proposal would make: `before` with the payload's fields in place.
 fn projected(before: &Value, payload: Value) -> Value {
     match (before, payload) {

@@ -316,23 +316,21 @@ pub async fn create_user(
         .await
         .map_err(ApiError::unexpected)?;
     let mut tx = audit.begin().await?;
-    let id = users::create(
-        &mut *tx,
-        NewUser {
-            username,
-            email,
-            display_name,
-            password_hash,
-            must_change_password: true,
-        },
+    let new_user = NewUser {
+        username,
+        email,
+        display_name,
+        password_hash,
+        must_change_password: true,
+    };
+    let (id, outcome) = administration::create_user(
+        &mut tx,
+        &state.identity,
+        actor(&state, &granted),
+        new_user,
+        body.roles,
     )
     .await?;
-    let change = Change::Roles {
-        user: id,
-        roles: body.roles,
-    };
-    let outcome =
-        administration::request(&mut tx, &state.identity, actor(&state, &granted), change).await?;
     let created = summary(&mut *tx, id).await?;
     let proposal = match outcome {
         Outcome::Proposed { proposal, .. } => Some(ProposalView::of(&proposal, state.rbac.now())),
