@@ -98,16 +98,17 @@ sqlx_cli() {
 # --check: fails if the committed data is stale instead). Every target of every crate, so the
 # queries in tests and benches are covered too.
 sqlx_prepare() {
-  local server=$1 mode=${2:-} sqlx url
-  sqlx=$(sqlx_cli)
+  local server=$1 mode=${2:-} url
+  # `prepare` must run as the cargo subcommand: put the pinned cargo-sqlx first on PATH.
+  PATH="$(dirname "$(sqlx_cli)"):$PATH"
   url="${server%/*}/clinicd_sqlx_prepare"
-  DATABASE_URL=$url "$sqlx" sqlx database drop -y >/dev/null 2>&1 || true
-  DATABASE_URL=$url "$sqlx" sqlx database create || die "could not create $url"
-  DATABASE_URL=$url "$sqlx" sqlx migrate run --source migrations >/dev/null || die "migrations failed on $url"
+  DATABASE_URL=$url cargo sqlx database drop -y >/dev/null 2>&1 || true
+  DATABASE_URL=$url cargo sqlx database create || die "could not create $url"
+  DATABASE_URL=$url cargo sqlx migrate run --source migrations >/dev/null || die "migrations failed on $url"
   if [ "$mode" = --check ]; then
-    DATABASE_URL=$url "$sqlx" sqlx prepare --workspace --check -- --all-targets \
+    DATABASE_URL=$url cargo sqlx prepare --workspace --check -- --all-targets \
       || die "the offline query data in .sqlx/ is stale: run ./scripts/sqlx-prepare and commit .sqlx/"
   else
-    DATABASE_URL=$url "$sqlx" sqlx prepare --workspace -- --all-targets || die "cargo sqlx prepare failed"
+    DATABASE_URL=$url cargo sqlx prepare --workspace -- --all-targets || die "cargo sqlx prepare failed"
   fi
 }
