@@ -536,6 +536,16 @@ impl From<clinicd_domain::BookingError> for ApiError {
     }
 }
 
+impl From<clinicd_domain::export::ExportError<clinicd_files::FileError>> for ApiError {
+    fn from(error: clinicd_domain::export::ExportError<clinicd_files::FileError>) -> Self {
+        use clinicd_domain::export::ExportError as E;
+        match error {
+            E::Records(error) => error.into(),
+            E::Documents(error) => error.into(),
+        }
+    }
+}
+
 impl From<clinicd_domain::NoteError> for ApiError {
     fn from(error: clinicd_domain::NoteError) -> Self {
         use clinicd_domain::NoteError as E;

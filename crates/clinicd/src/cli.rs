@@ -122,6 +122,26 @@ pub enum KeysCommand {
         #[arg(long)]
         job: String,
     },
+    /// Split the local master key into shares for separate custodians: any --threshold of the
+    /// --shares files written into --out rebuild it (docs/backup.md, "Key escrow").
+    EscrowSplit {
+        #[arg(long, default_value_t = 3)]
+        threshold: u8,
+        #[arg(long, default_value_t = 5)]
+        shares: u8,
+        /// A directory for the share files (created if missing; must not hold share files).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Rebuild the local master key from share files into --out, a new file readable by its
+    /// owner only. Needs no configuration and no database: it runs on a fresh machine.
+    EscrowRebuild {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The share files (at least the threshold of them).
+        #[arg(required = true)]
+        shares: Vec<std::path::PathBuf>,
+    },
     /// Recompute the blind indexes made with an older blind-index key (after
     /// `rotate-branch --purpose blind_index`), resumably.
     Reindex {

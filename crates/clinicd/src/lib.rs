@@ -10,6 +10,7 @@ pub mod admin;
 pub mod cli;
 pub mod cli_audit;
 pub mod config;
+pub mod escrow;
 pub mod file_import;
 pub mod import;
 pub mod jobs;

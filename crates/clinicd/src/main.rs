@@ -26,6 +26,16 @@ fn main() -> ExitCode {
     if let Some(Command::Openapi) = cli.command {
         return print_openapi();
     }
+    // Rebuilding the master key comes first after a disaster: no configuration exists yet.
+    if let Some(Command::Keys(KeysCommand::EscrowRebuild { out, shares })) = &cli.command {
+        return match clinicd::escrow::rebuild(shares, out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("clinicd: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
@@ -108,6 +118,15 @@ async fn keys_command(settings: Settings, command: KeysCommand) -> anyhow::Resul
         ),
         KeysCommand::Rekey { job } => ("keys rekey", keys::rekey(&keyring, &job).await?),
         KeysCommand::Reindex { job } => ("keys reindex", keys::reindex(&keyring, &job).await?),
+        KeysCommand::EscrowSplit {
+            threshold,
+            shares,
+            out,
+        } => (
+            "keys escrow-split",
+            clinicd::escrow::split(&settings.keys, threshold, shares, &out)?,
+        ),
+        KeysCommand::EscrowRebuild { .. } => anyhow::bail!("escrow-rebuild runs before start-up"),
     };
     // Key management changes security state: each change is an audit event.
     keyring.bootstrap().await?;

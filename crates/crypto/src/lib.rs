@@ -13,6 +13,7 @@ pub mod cache;
 pub mod context;
 pub mod encrypted;
 pub mod error;
+pub mod escrow;
 pub mod field;
 pub mod keyring;
 pub mod keys;

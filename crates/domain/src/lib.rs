@@ -9,6 +9,7 @@
 //! calls the crypto crate's field-encryption API).
 
 pub mod appointment;
+pub mod export;
 pub mod note;
 pub mod patient;
 pub mod patient_form;

@@ -498,7 +498,7 @@ pub async fn claim_unforwarded(
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
     sqlx::query_as!(RecordedEvent, "SELECT e.id, e.occurred_at, e.kind, e.user_id, e.session_id, host(e.client_ip) AS client_ip, e.detail, \
-                u.username AS actor_username \
+                u.username AS \"actor_username?\" \
          FROM security_events e \
          LEFT JOIN users u ON u.id = coalesce((e.detail->>'actor')::uuid, e.user_id) \
          WHERE e.forwarded_at IS NULL ORDER BY e.id LIMIT $1 FOR UPDATE OF e SKIP LOCKED", limit)

@@ -255,3 +255,96 @@ async fn key_changes_are_audit_events_and_the_trail_verifies_across_an_audit_key
         String::from_utf8_lossy(&verify.stdout)
     );
 }
+
+/// Runs `clinicd keys escrow-rebuild` as on a fresh machine: no configuration at all.
+fn rebuild(dir: &std::path::Path, out: &std::path::Path, shares: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "keys".to_owned(),
+        "escrow-rebuild".to_owned(),
+        "--out".to_owned(),
+        out.display().to_string(),
+    ];
+    args.extend(shares.iter().map(|s| dir.join(s).display().to_string()));
+    std::process::Command::new(env!("CARGO_BIN_EXE_clinicd"))
+        .env_clear()
+        .current_dir(dir)
+        .args(&args)
+        .output()
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_master_key_splits_into_shares_that_any_three_rebuild(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = clinicd_keys(&pool, dir.path(), &["escrow-split", "--out", "escrow"]);
+    assert!(output.contains("wrote 5 shares of local:"), "{output}");
+    let escrow = dir.path().join("escrow");
+    let master = std::fs::read(dir.path().join("master.key")).unwrap();
+    let share1 = std::fs::read_to_string(escrow.join("share-1-of-5.txt")).unwrap();
+    assert!(share1.starts_with("clinicd-share-v1:"), "{share1}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(escrow.join("share-1-of-5.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Any three rebuild the very key, on a machine with nothing configured.
+    let rebuilt = escrow.join("rebuilt.key");
+    let ok = rebuild(
+        &escrow,
+        &rebuilt,
+        &["share-5-of-5.txt", "share-2-of-5.txt", "share-4-of-5.txt"],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(std::fs::read(&rebuilt).unwrap(), master);
+
+    // Two do not, and nothing is written.
+    let short = escrow.join("short.key");
+    let refused = rebuild(&escrow, &short, &["share-1-of-5.txt", "share-3-of-5.txt"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("2 shares given; this key needs 3"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!short.exists());
+
+    // A rebuilt key never replaces an existing file.
+    let again = rebuild(
+        &escrow,
+        &rebuilt,
+        &["share-1-of-5.txt", "share-2-of-5.txt", "share-3-of-5.txt"],
+    );
+    assert!(!again.status.success());
+
+    // A second split into the same place is refused: two splits must not mix.
+    let output = run_clinicd(
+        &pool,
+        dir.path(),
+        &["keys", "escrow-split", "--out", "escrow"],
+        &[],
+    );
+    assert!(!output.status.success());
+
+    // The split is audited, naming the scheme and never a share.
+    let events: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT metadata FROM audit_events WHERE action = 'key_rotation' ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["command"], "keys escrow-split");
+    assert_eq!(events[0]["threshold"], 3);
+    assert_eq!(events[0]["shares"], 5);
+    let hex = share1.trim().split(':').nth(4).unwrap();
+    assert!(!events[0].to_string().contains(hex));
+}

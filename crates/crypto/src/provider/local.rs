@@ -42,15 +42,7 @@ impl std::fmt::Debug for LocalKeyProvider {
 
 impl LocalKeyProvider {
     pub fn new(master: SecretKey) -> Self {
-        // A fingerprint names the master key without revealing anything usable about it.
-        let fingerprint = digest(
-            &SHA256,
-            &[b"clinicd-local-kek-id".as_slice(), master.expose()].concat(),
-        );
-        let kek_id = format!(
-            "local:{}",
-            hex(fingerprint.as_ref().get(..8).unwrap_or_default())
-        );
+        let kek_id = format!("local:{}", fingerprint(&master));
         Self {
             master,
             kek_id,
@@ -60,12 +52,7 @@ impl LocalKeyProvider {
 
     /// Reads the master key file: exactly 32 bytes (permissions are checked by configuration).
     pub fn from_file(path: &Path) -> Result<Self, ProviderError> {
-        let bytes = Zeroizing::new(
-            std::fs::read(path)
-                .map_err(|e| ProviderError::Unavailable(format!("master key file: {e}")))?,
-        );
-        let master = SecretKey::from_bytes(&bytes).map_err(|_| ProviderError::Malformed)?;
-        Ok(Self::new(master))
+        Ok(Self::new(read_master_key(path)?))
     }
 
     pub fn kek_id(&self) -> &str {
@@ -111,6 +98,25 @@ impl LocalKeyProvider {
             kek_id: self.kek_id.clone(),
         })
     }
+}
+
+/// Reads a master key file: exactly 32 bytes.
+pub fn read_master_key(path: &Path) -> Result<SecretKey, ProviderError> {
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| ProviderError::Unavailable(format!("master key file: {e}")))?,
+    );
+    SecretKey::from_bytes(&bytes).map_err(|_| ProviderError::Malformed)
+}
+
+/// Names a master key without revealing anything usable about it: 8 bytes of SHA-256 over a
+/// label and the key, in hex (the `local:` KEK id, and the key id of escrow shares).
+pub fn fingerprint(master: &SecretKey) -> String {
+    let digest = digest(
+        &SHA256,
+        &[b"clinicd-local-kek-id".as_slice(), master.expose()].concat(),
+    );
+    hex(digest.as_ref().get(..8).unwrap_or_default())
 }
 
 fn aad(header: &[u8], context: &EncryptionContext) -> Vec<u8> {

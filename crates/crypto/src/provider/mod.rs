@@ -7,7 +7,7 @@ mod local;
 use std::fmt::Debug;
 
 pub use kms::KmsKeyProvider;
-pub use local::LocalKeyProvider;
+pub use local::{LocalKeyProvider, fingerprint, read_master_key};
 
 use crate::context::EncryptionContext;
 use crate::error::ProviderError;

@@ -10,6 +10,8 @@
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
+pub use clinicd_domain::export::Purpose;
+use clinicd_domain::export::{self, PatientRecord};
 use clinicd_domain::patient_form::{self, SearchCriteria, body_of, parse};
 pub use clinicd_domain::patient_form::{
     AddressBody, EmergencyContactBody, InsuranceBody, PatientBody, PatientPatch,
@@ -384,50 +386,6 @@ pub struct Release {
     pub purpose: Purpose,
 }
 
-/// Why a record goes out.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Purpose {
-    /// The patient's own right of access.
-    Individual,
-    Treatment,
-    Payment,
-    Operations,
-    /// Required by law, a court order or a subpoena.
-    Legal,
-    PublicHealth,
-    Research,
-    Other,
-}
-
-impl Purpose {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Individual => "individual",
-            Self::Treatment => "treatment",
-            Self::Payment => "payment",
-            Self::Operations => "operations",
-            Self::Legal => "legal",
-            Self::PublicHealth => "public_health",
-            Self::Research => "research",
-            Self::Other => "other",
-        }
-    }
-}
-
-impl Release {
-    fn recipient(&self) -> Result<String, ApiError> {
-        let recipient = self.recipient.trim();
-        let valid = (1..=200).contains(&recipient.chars().count())
-            && !recipient.chars().any(clinicd_identity::users::is_deceptive);
-        if valid {
-            Ok(recipient.to_owned())
-        } else {
-            Err(ApiError::InvalidParameters)
-        }
-    }
-}
-
 /// A patient's whole record, for a right-of-access request (HIPAA §164.524).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PatientExport {
@@ -465,34 +423,41 @@ pub async fn export(
     ExportablePatient(patient): ExportablePatient,
 ) -> Result<HttpResponse, ApiError> {
     let id = patient.id;
-    let recipient = release.recipient()?;
-    let appointments = state.appointments.for_patient(id).await?;
-    let notes = state.notes.for_patient(id).await?;
-    let files = state.files.list(id).await?;
+    let recipient =
+        export::recipient(&release.recipient).map_err(|_| ApiError::InvalidParameters)?;
+    let record = PatientRecord::gather(
+        &state.appointments,
+        &state.notes,
+        patient,
+        state.files.list(id),
+    )
+    .await?;
+    let mut metadata = record.counts();
+    if let Some(fields) = metadata.as_object_mut() {
+        fields.insert("disclosure".into(), "external".into());
+        fields.insert("recipient".into(), recipient.into());
+        fields.insert("purpose".into(), release.purpose.as_str().into());
+    }
     let export = PatientExport {
-        patient: view(&patient, Identifiers::Clear),
-        appointments: appointments.iter().map(Into::into).collect(),
-        notes: notes.iter().map(Into::into).collect(),
-        files: files.iter().map(Into::into).collect(),
+        patient: view(&record.patient, Identifiers::Clear),
+        appointments: record.appointments.iter().map(Into::into).collect(),
+        notes: record.notes.iter().map(Into::into).collect(),
+        files: record.documents.iter().map(Into::into).collect(),
         exported_at: state.rbac.now(),
     };
     let mut response = HttpResponse::Ok()
         .insert_header((
             header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"patient-{}.json\"", patient.mrn),
+            format!(
+                "attachment; filename=\"patient-{}.json\"",
+                record.patient.mrn
+            ),
         ))
         .json(export);
     AuditNote {
         patient_id: Some(id),
         resource_id: Some(id.to_string()),
-        metadata: Some(serde_json::json!({
-            "appointments": appointments.len(),
-            "notes": notes.len(),
-            "files": files.len(),
-            "disclosure": "external",
-            "recipient": recipient,
-            "purpose": release.purpose.as_str(),
-        })),
+        metadata: Some(metadata),
         ..AuditNote::default()
     }
     .attach(&mut response);
