@@ -223,6 +223,7 @@ impl DerivedIndex for IndexedColumn {
             let text =
                 std::str::from_utf8(&plaintext).map_err(|_| CryptoError::InvalidPlaintext)?;
             let fresh = keyring.blind_index_at(&self.spec, text, active).await?;
+            // Runtime query: the same registry column as the SELECT above.
             sqlx::query(AssertSqlSafe(format!(
                 "UPDATE {table} SET {index} = $1, {version} = $2 WHERE id = $3"
             )))

@@ -194,6 +194,7 @@ impl Keyring {
             let location = FieldLocation::new(column.table, column.column, *id);
             match self.rekeyed(&location, ciphertext).await {
                 Ok(Some(fresh)) => {
+                    // Runtime query: the same registry column as the SELECT above.
                     sqlx::query(AssertSqlSafe(format!(
                         "UPDATE {table} SET {name} = $1 WHERE id = $2 AND {name} = $3"
                     )))
