@@ -37,6 +37,17 @@ pub enum Command {
     /// Encrypted files.
     #[command(subcommand)]
     Files(FilesCommand),
+    /// Backups and what protects them (docs/backup.md).
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Check what protects the stored files (S3 versioning, Object Lock, replication) and the
+    /// root key (KMS state, multi-Region); exits non-zero if a requirement fails. Reads
+    /// configuration and the cloud only, so it is not an audit event (as `keys status`).
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

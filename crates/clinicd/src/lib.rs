@@ -7,6 +7,7 @@
 //! the API crate).
 
 pub mod admin;
+pub mod backup;
 pub mod cli;
 pub mod cli_audit;
 pub mod config;

@@ -3,7 +3,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clinicd::cli::{
-    AdminCommand, AuditCommand, Cli, Command, FilesCommand, ImportCommand, KeysCommand,
+    AdminCommand, AuditCommand, BackupCommand, Cli, Command, FilesCommand, ImportCommand,
+    KeysCommand,
 };
 use clinicd::cli_audit::CliAudit;
 use clinicd::{Application, Settings, keys, startup, telemetry};
@@ -61,6 +62,13 @@ fn main() -> ExitCode {
             Command::Audit(command) => audit_command(settings, command).await,
             Command::Import(command) => import_command(settings, command).await,
             Command::Files(command) => files_command(settings, command).await,
+            Command::Backup(BackupCommand::Check) => {
+                if clinicd::backup::check(&settings).await? {
+                    Ok(())
+                } else {
+                    anyhow::bail!("a backup requirement failed (the FAIL lines above)")
+                }
+            }
         }
     });
     match result {

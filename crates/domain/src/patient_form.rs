@@ -418,3 +418,66 @@ pub fn search(body: &SearchCriteria<'_>, today: NaiveDate) -> Result<Search, Fie
     }
     Ok(Search::Mine)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 12, 3).unwrap()
+    }
+
+    fn patch(json: &str) -> PatientPatch {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn one_kind_of_search_at_a_time() {
+        let both = SearchCriteria {
+            mrn: Some("000000018"),
+            name: Some("ada"),
+            ..SearchCriteria::default()
+        };
+        assert_eq!(search(&both, today()).err().map(|e| e.field), Some("query"));
+        let half = SearchCriteria {
+            family_name: Some("Lovelace"),
+            ..SearchCriteria::default()
+        };
+        assert_eq!(
+            search(&half, today()).err().map(|e| e.field),
+            Some("date_of_birth")
+        );
+        let none = SearchCriteria::default();
+        assert!(matches!(search(&none, today()), Ok(Search::Mine)));
+        let words = SearchCriteria {
+            name: Some("a b c d"),
+            ..SearchCriteria::default()
+        };
+        assert_eq!(search(&words, today()).err().map(|e| e.field), Some("name"));
+    }
+
+    #[test]
+    fn a_patch_keeps_what_it_leaves_out_and_cannot_clear_a_required_field() {
+        let current = parse(&placeholder(), today()).unwrap();
+        let changed = patched(&current, patch(r#"{"phone": "+15551234567"}"#), today()).unwrap();
+        assert_eq!(changed.given_name.as_str(), "A");
+        assert_eq!(
+            changed.phone.as_ref().map(|p| p.as_str()),
+            Some("+15551234567")
+        );
+        let cleared = patched(&changed, patch(r#"{"phone": null}"#), today()).unwrap();
+        assert!(cleared.phone.is_none());
+        assert_eq!(
+            check_patch(&patch(r#"{"family_name": null}"#), today())
+                .err()
+                .map(|e| e.field),
+            Some("family_name")
+        );
+        assert_eq!(
+            check_patch(&patch(r#"{"date_of_birth": "2999-01-01"}"#), today())
+                .err()
+                .map(|e| e.field),
+            Some("date_of_birth")
+        );
+    }
+}

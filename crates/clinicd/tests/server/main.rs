@@ -10,6 +10,7 @@
 mod admin_cli;
 mod admin_commands;
 mod audit_cli;
+mod backup_cli;
 mod cli;
 mod config;
 mod files_cli;

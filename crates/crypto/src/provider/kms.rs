@@ -29,6 +29,42 @@ impl KmsKeyProvider {
         }
     }
 
+    /// What protects the root key, as KMS reports it (`clinicd backup check`,
+    /// docs/backup.md): its state (a key pending deletion makes every backup unreadable once
+    /// deleted), whether it is multi-Region, and whether KMS rotates its material.
+    pub async fn protection(&self) -> Result<KeyProtection, ProviderError> {
+        let described = self
+            .client
+            .describe_key()
+            .key_id(&self.key_id)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let metadata = described.key_metadata().ok_or(ProviderError::Malformed)?;
+        // Rotation status is not readable for every key type; unknown reads as off.
+        let rotation = self
+            .client
+            .get_key_rotation_status()
+            .key_id(&self.key_id)
+            .send()
+            .await
+            .map(|out| out.key_rotation_enabled())
+            .unwrap_or(false);
+        Ok(KeyProtection {
+            key_id: self.key_id.clone(),
+            state: metadata
+                .key_state()
+                .map_or("unknown", |s| s.as_str())
+                .to_owned(),
+            deletion_date: metadata
+                .deletion_date()
+                .and_then(|d| chrono::DateTime::from_timestamp(d.secs(), 0))
+                .map(|d| d.to_rfc3339()),
+            multi_region: metadata.multi_region().unwrap_or(false),
+            rotation,
+        })
+    }
+
     /// A client from the environment's AWS configuration.
     pub async fn from_env(key_id: impl Into<String>) -> Self {
         let config = aws_config::load_from_env().await;
@@ -60,6 +96,17 @@ fn unavailable<E: std::error::Error + 'static, R: std::fmt::Debug>(
     error: SdkError<E, R>,
 ) -> ProviderError {
     ProviderError::Unavailable(DisplayErrorContext(&error).to_string())
+}
+
+/// What KMS says protects the root key (see [`KmsKeyProvider::protection`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyProtection {
+    pub key_id: String,
+    /// `Enabled`, `Disabled`, `PendingDeletion`, ...
+    pub state: String,
+    pub deletion_date: Option<String>,
+    pub multi_region: bool,
+    pub rotation: bool,
 }
 
 #[async_trait::async_trait]

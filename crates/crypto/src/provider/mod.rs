@@ -6,7 +6,7 @@ mod local;
 
 use std::fmt::Debug;
 
-pub use kms::KmsKeyProvider;
+pub use kms::{KeyProtection, KmsKeyProvider};
 pub use local::{LocalKeyProvider, fingerprint, read_master_key};
 
 use crate::context::EncryptionContext;
