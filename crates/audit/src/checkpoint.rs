@@ -44,7 +44,7 @@ impl Checkpoint {
 
     pub fn authentic(&self, key: &hmac::Key) -> bool {
         let message = Self::message(self.seq, &self.hash, self.written_at);
-        unhex(&self.mac).is_some_and(|mac| hmac::verify(key, &message, &mac).is_ok())
+        hex::decode(&self.mac).is_ok_and(|mac| hmac::verify(key, &message, &mac).is_ok())
     }
 }
 
@@ -165,7 +165,7 @@ async fn write_locked(
         return Ok(None);
     }
     let (key_version, key) = keyring.audit_chain_key().await?;
-    let hash = hex(&head.hash);
+    let hash = hex::encode(&head.hash);
     let written_at = crate::event::to_micros(Utc::now());
     let mac = hmac::sign(&key, &Checkpoint::message(head.seq, &hash, written_at));
     let checkpoint = Checkpoint {
@@ -173,25 +173,11 @@ async fn write_locked(
         hash,
         written_at,
         key_version,
-        mac: hex(mac.as_ref()),
+        mac: hex::encode(mac.as_ref()),
     };
     store.put(&checkpoint).await?;
     tracing::info!(seq = checkpoint.seq, "audit checkpoint written");
     Ok(Some(checkpoint))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// An S3 client from the standard AWS variables; path-style addressing with an endpoint

@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::checkpoint::hex;
 use crate::error::AuditError;
 use crate::event::{Action, NewEvent, Outcome, StoredEvent};
 use crate::writer::AuditWriter;
@@ -231,7 +230,7 @@ async fn archive_partition(
     if in_chunk > 0 {
         seal(keyring, &location, &mut chunk, &mut file).await?;
     }
-    let sha256 = hex(digest(&SHA256, &file).as_ref());
+    let sha256 = hex::encode(digest(&SHA256, &file).as_ref());
     let path = store.put(&format!("{name}.clinicd-audit"), file).await?;
 
     sqlx::query!("INSERT INTO audit_archives (partition_name, month, first_seq, last_seq, last_hash, row_count, file_name, file_sha256) \
@@ -427,13 +426,13 @@ impl From<StoredEvent> for ArchivedEvent {
             patient_id: e.patient_id,
             route: e.route.clone(),
             reason: e.reason.clone(),
-            hash: hex(&e.hash),
+            hash: hex::encode(&e.hash),
             event: serde_json::json!({
                 "actor_username": e.actor_username, "session_id": e.session_id,
                 "http_method": e.http_method, "status_code": e.status_code,
                 "client_ip": e.client_ip, "user_agent": e.user_agent, "request_id": e.request_id,
-                "metadata": e.metadata, "prev_hash": hex(&e.prev_hash),
-                "sealed_values": e.sealed_values.as_deref().map(hex),
+                "metadata": e.metadata, "prev_hash": hex::encode(&e.prev_hash),
+                "sealed_values": e.sealed_values.as_deref().map(hex::encode),
             }),
         }
     }

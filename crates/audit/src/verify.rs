@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use clinicd_crypto::Keyring;
 
 use crate::chain;
-use crate::checkpoint::{Checkpoint, hex};
+use crate::checkpoint::Checkpoint;
 use crate::error::AuditError;
 use crate::event::StoredEvent;
 
@@ -128,7 +128,7 @@ pub async fn verify_with(
         }
         if let Some(cp) = checkpoint
             .as_ref()
-            .filter(|cp| cp.seq == event.seq && cp.hash != hex(&event.hash))
+            .filter(|cp| cp.seq == event.seq && cp.hash != hex::encode(&event.hash))
         {
             let seq = cp.seq;
             return Ok(broken_at(

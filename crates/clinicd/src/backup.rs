@@ -34,7 +34,7 @@ pub async fn check(settings: &Settings) -> anyhow::Result<bool> {
         out.push_str(&finding.line());
         out.push('\n');
     }
-    std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())?;
+    crate::keys::write_stdout(&out)?;
     Ok(!findings.iter().any(|f| matches!(f, Finding::Fail(_))))
 }
 

@@ -12,6 +12,7 @@ use clinicd_crypto::provider::{fingerprint, read_master_key};
 use zeroize::Zeroizing;
 
 use crate::config::KeyProviderSettings;
+use crate::keys::write_stdout;
 
 /// Writes one share file per custodian into `out` (created if missing); refuses to overwrite
 /// any share file already there, so two splits are never mixed on disk.
@@ -98,11 +99,4 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
         options.mode(0o600);
     }
     options.open(path)
-}
-
-fn write_stdout(text: &str) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()?;
-    Ok(())
 }

@@ -82,7 +82,8 @@ pub async fn rotate_branch(keyring: &Keyring, purpose: Purpose) -> anyhow::Resul
 }
 
 /// Command output goes to stdout (logs go there too, as JSON, but these commands log little).
-fn write_stdout(text: &str) -> anyhow::Result<()> {
+/// Prints a command's report and flushes it (stdout is shared with the JSON log lines).
+pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;

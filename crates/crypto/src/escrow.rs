@@ -67,7 +67,7 @@ pub fn split(master: &SecretKey, threshold: u8, count: u8) -> Result<Vec<KeyShar
             let (index, body) = bytes.split_first().unwrap_or((&0, &[]));
             let line = format!(
                 "{PREFIX}:{key_id}:{threshold}of{count}:{index}:{}",
-                hex(body)
+                hex::encode(body)
             );
             let check = check(&line);
             KeyShare(Zeroizing::new(format!("{line}:{check}")))
@@ -102,7 +102,7 @@ fn parse(n: usize, text: &str) -> Result<Parsed, EscrowError> {
     let threshold: u8 = threshold.parse().map_err(|_| bad("bad threshold"))?;
     let count: u8 = count.parse().map_err(|_| bad("bad count"))?;
     let index: u8 = index.parse().map_err(|_| bad("bad index"))?;
-    let body = Zeroizing::new(unhex(body).ok_or(bad("bad hex"))?);
+    let body = Zeroizing::new(hex::decode(body).map_err(|_| bad("bad hex"))?);
     if index == 0 || body.len() != KEY_LEN || threshold < 2 || count < threshold {
         return Err(bad("impossible values"));
     }
@@ -158,24 +158,12 @@ pub fn combine<S: AsRef<str>>(shares: &[S]) -> Result<SecretKey, EscrowError> {
 }
 
 fn check(line: &str) -> String {
-    hex(digest(&SHA256, line.as_bytes())
-        .as_ref()
-        .get(..4)
-        .unwrap_or_default())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    hex::encode(
+        digest(&SHA256, line.as_bytes())
+            .as_ref()
+            .get(..4)
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -92,15 +92,6 @@ impl<D> PatientRecord<D> {
             documents,
         })
     }
-
-    /// How many of each part went out, for the audit event (counts, never contents).
-    pub fn counts(&self) -> serde_json::Value {
-        serde_json::json!({
-            "appointments": self.appointments.len(),
-            "notes": self.notes.len(),
-            "files": self.documents.len(),
-        })
-    }
 }
 
 /// Gathering failed: in the clinical records, or in the document listing.

@@ -89,12 +89,7 @@ impl From<ObjectStoreError> for FileError {
 
 /// What a file's import key is the keyed hash of: the patient and the content.
 fn import_source(patient: Uuid, sha256: &[u8; 32]) -> String {
-    format!("{patient}:{}", hex(sha256))
-}
-
-/// Lower-case hex, for digests shown to people and bound into keyed hashes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{patient}:{}", hex::encode(sha256))
 }
 
 /// What is known about an upload before its bytes arrive.

@@ -125,11 +125,7 @@ fn sign(key: &hmac::Key, timestamp: &str, body: &[u8]) -> String {
     context.update(timestamp.as_bytes());
     context.update(b".");
     context.update(body);
-    hex(context.sign().as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(context.sign().as_ref())
 }
 
 #[async_trait]

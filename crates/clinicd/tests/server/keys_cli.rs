@@ -348,3 +348,34 @@ async fn the_master_key_splits_into_shares_that_any_three_rebuild(pool: PgPool) 
     let hex = share1.trim().split(':').nth(4).unwrap();
     assert!(!events[0].to_string().contains(hex));
 }
+
+/// A KMS key never leaves KMS: there is nothing to split, and nothing is written.
+#[sqlx::test(migrations = "../../migrations")]
+async fn escrow_split_is_refused_with_kms_as_the_root(pool: PgPool) {
+    let (_, key_id) = clinicd_test_support::moto_kms_key().await;
+    let env = [
+        ("CLINICD_KEY_PROVIDER", "aws-kms".to_owned()),
+        ("CLINICD_KMS_KEY_ID", key_id),
+        (
+            "AWS_ENDPOINT_URL",
+            std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        ),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_clinicd(
+        &pool,
+        dir.path(),
+        &["keys", "escrow-split", "--out", "escrow"],
+        &env,
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("never leaves KMS"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!dir.path().join("escrow").exists());
+}

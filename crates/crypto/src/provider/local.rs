@@ -116,7 +116,7 @@ pub fn fingerprint(master: &SecretKey) -> String {
         &SHA256,
         &[b"clinicd-local-kek-id".as_slice(), master.expose()].concat(),
     );
-    hex(digest.as_ref().get(..8).unwrap_or_default())
+    hex::encode(digest.as_ref().get(..8).unwrap_or_default())
 }
 
 fn aad(header: &[u8], context: &EncryptionContext) -> Vec<u8> {
@@ -126,10 +126,6 @@ fn aad(header: &[u8], context: &EncryptionContext) -> Vec<u8> {
         &context.canonical(),
     ]
     .concat()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[async_trait::async_trait]

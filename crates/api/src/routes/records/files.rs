@@ -78,7 +78,7 @@ impl From<&FileInfo> for FileView {
             category: f.category.as_str().to_owned(),
             content_type: f.content_type.mime().to_owned(),
             size: f.size,
-            sha256: clinicd_files::service::hex(&f.sha256),
+            sha256: hex::encode(f.sha256),
             name: f.name.clone(),
             uploaded_by: f.uploaded_by,
             created_at: f.created_at,

@@ -432,12 +432,14 @@ pub async fn export(
         state.files.list(id),
     )
     .await?;
-    let mut metadata = record.counts();
-    if let Some(fields) = metadata.as_object_mut() {
-        fields.insert("disclosure".into(), "external".into());
-        fields.insert("recipient".into(), recipient.into());
-        fields.insert("purpose".into(), release.purpose.as_str().into());
-    }
+    let metadata = serde_json::json!({
+        "appointments": record.appointments.len(),
+        "notes": record.notes.len(),
+        "files": record.documents.len(),
+        "disclosure": "external",
+        "recipient": recipient,
+        "purpose": release.purpose.as_str(),
+    });
     let export = PatientExport {
         patient: view(&record.patient, Identifiers::Clear),
         appointments: record.appointments.iter().map(Into::into).collect(),
