@@ -112,3 +112,14 @@ sqlx_prepare() {
     DATABASE_URL=$url cargo sqlx prepare --workspace -- --all-targets || die "cargo sqlx prepare failed"
   fi
 }
+
+# The pgBackRest binary (the backup engine, docs/backup.md): on PATH, or Debian's package
+# installed once when we are root with apt.
+pgbackrest_bin() {
+  if ! command -v pgbackrest >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    note "installing Debian's pgbackrest package"
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >&2 \
+      || die "could not install pgBackRest (apt-get install pgbackrest)"
+  fi
+  command -v pgbackrest || die "pgBackRest is required (apt-get install pgbackrest)"
+}

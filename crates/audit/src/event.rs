@@ -46,6 +46,8 @@ pub enum Action {
     Reject,
     /// An identity event of a kind without a more specific action (`metadata.kind` names it).
     SecurityEvent,
+    /// A backup command: taken, listed, verified, restored or drilled (`metadata.command`).
+    Backup,
 }
 
 impl Action {
@@ -84,6 +86,7 @@ impl Action {
             Self::Approve => "approve",
             Self::Reject => "reject",
             Self::SecurityEvent => "security_event",
+            Self::Backup => "backup",
         }
     }
 }

@@ -48,6 +48,48 @@ pub enum BackupCommand {
     /// root key (KMS state, multi-Region); exits non-zero if a requirement fails. Reads
     /// configuration and the cloud only, so it is not an audit event (as `keys status`).
     Check,
+    /// Make the repository passphrase (wrapped by the key provider), create the pgBackRest
+    /// stanza and check that WAL archiving reaches the repository.
+    Init,
+    /// Take a backup now, then its manifest (rows and digests at a restore point) and copies
+    /// of local-disk files. Prints a JSON summary.
+    Now {
+        /// full, diff (the default; full when none exists) or incr.
+        #[arg(long = "type", default_value = "diff")]
+        kind: String,
+        /// A full backup into the monthly repository (kept CLINICD_BACKUP_RETENTION_MONTHS).
+        #[arg(long)]
+        monthly: bool,
+    },
+    /// List the backups, oldest first, with each manifest's state.
+    List,
+    /// pgBackRest's verification of every repository file, then every manifest's seal and
+    /// every file copy's digest; exits non-zero on any problem.
+    Verify,
+    /// Restore into an empty directory, for an operator to start (docs/backup.md).
+    Restore {
+        /// An RFC 3339 time (recovery stops just before it), or `latest-backup` for the newest
+        /// backup's own restore point.
+        #[arg(long)]
+        to: String,
+        /// The new cluster's data directory: absent or empty.
+        #[arg(long)]
+        pg_data: std::path::PathBuf,
+    },
+    /// Restore the newest backup (or --to a point in time) into a throwaway cluster, start
+    /// clinicd on it and check it; prints the report with RTO and RPO, exits non-zero on any
+    /// mismatch.
+    Drill {
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Postgres's archive_command: `clinicd backup archive-push %p`.
+    ArchivePush { wal: String },
+    /// The restore_command of a restored cluster: `clinicd backup archive-get %f "%p"`.
+    ArchiveGet {
+        segment: String,
+        destination: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -56,6 +56,18 @@ impl CliAudit {
             .await
     }
 
+    /// As [`Self::record`], with the command's outcome (a failed backup is an event too).
+    pub async fn record_outcome(
+        &self,
+        action: Action,
+        outcome: Outcome,
+        resource: &str,
+        metadata: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        self.append(NewEvent::new(action, outcome), resource, metadata)
+            .await
+    }
+
     /// A recorder for a change the command makes to `resource`: the change and its event
     /// commit together (see [`clinicd_audit::Recorder`]).
     pub fn recorder(&self, action: Action, resource: &str) -> Recorder {

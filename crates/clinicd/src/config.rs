@@ -108,6 +108,182 @@ pub enum StorageSettings {
     },
 }
 
+/// Where backups go and how they reach the cluster (docs/backup.md). Read only by the
+/// `backup` commands, so the server never needs these variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSettings {
+    pub repo: BackupRepo,
+    /// The cluster's data directory: pgBackRest runs on the database host.
+    pub pg_data: PathBuf,
+    pub pg_port: u16,
+    pub pg_socket: PathBuf,
+    /// The database role pgBackRest and the manifest connect as (a superuser, over the socket).
+    pub pg_user: String,
+    /// The Postgres server binaries (pg_ctl) for the drill's throwaway cluster.
+    pub pg_bindir: Option<PathBuf>,
+    pub stanza: String,
+    /// Daily backups are kept this many days (pgBackRest time-based retention, repo 1).
+    pub retention_days: u32,
+    /// Monthly full backups kept (repo 2); 0 turns the monthly tier off.
+    pub retention_months: u32,
+    /// The repository passphrase, wrapped by the key provider (never in clear on disk).
+    pub passphrase_file: PathBuf,
+    /// pgBackRest's configuration, logs, locks and spool.
+    pub work_dir: PathBuf,
+    pub pgbackrest: PathBuf,
+}
+
+/// A backup repository: a local (or mounted) directory, or an S3 bucket and prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupRepo {
+    Local(PathBuf),
+    S3 {
+        bucket: String,
+        prefix: String,
+        endpoint: String,
+        region: String,
+        /// `path` for S3-compatible stores without virtual-host addressing.
+        uri_style: String,
+        /// A CA bundle for the endpoint's certificate (a private S3-compatible store).
+        ca_file: Option<PathBuf>,
+    },
+}
+
+/// What the archive commands (run by Postgres itself) and the backup commands read: the
+/// key provider and the backup settings, nothing of the server's secrets.
+#[derive(Debug, Clone)]
+pub struct BackupEnv {
+    pub keys: KeyProviderSettings,
+    pub backup: BackupSettings,
+    pub storage: StorageSettings,
+}
+
+impl BackupEnv {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // As `Settings::from_env`: a `.env` in the working directory fills what is unset.
+        let _ = dotenvy::dotenv();
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut r = Reader {
+            vars,
+            problems: Vec::new(),
+        };
+        let production = r.optional("CLINICD_MODE").unwrap_or("production") != "development";
+        let data_dir = PathBuf::from(r.optional("CLINICD_DATA_DIR").unwrap_or("./clinicd-data"));
+        let keys = read_keys(&mut r, &data_dir, production);
+        let storage = read_storage(&mut r, &data_dir);
+        let backup = read_backup(&mut r, &data_dir);
+        match (keys, backup, storage) {
+            (Some(keys), Some(backup), Some(storage)) if r.problems.is_empty() => Ok(Self {
+                keys,
+                backup,
+                storage,
+            }),
+            _ => Err(ConfigError {
+                problems: r.problems,
+            }),
+        }
+    }
+}
+
+fn read_backup(r: &mut Reader<'_>, data_dir: &Path) -> Option<BackupSettings> {
+    let repo = read_backup_repo(r);
+    let pg_data = r.required("CLINICD_BACKUP_PG_DATA").map(PathBuf::from);
+    let pg_port = r.parse_from_str::<u16>("CLINICD_BACKUP_PG_PORT", "5432");
+    let pg_socket = PathBuf::from(
+        r.optional("CLINICD_BACKUP_PG_SOCKET")
+            .unwrap_or("/var/run/postgresql"),
+    );
+    let pg_user = r
+        .optional("CLINICD_BACKUP_PG_USER")
+        .unwrap_or("postgres")
+        .to_owned();
+    let pg_bindir = r.optional("CLINICD_BACKUP_PG_BINDIR").map(PathBuf::from);
+    let stanza = r.parse_with("CLINICD_BACKUP_STANZA", "clinicd".to_owned(), |v| {
+        if !v.is_empty()
+            && v.len() <= 64
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            Ok(v.to_owned())
+        } else {
+            Err("must be 1 to 64 letters, digits, `-` or `_`".into())
+        }
+    });
+    let retention_days = r.number("CLINICD_BACKUP_RETENTION_DAYS", 35, 1..=3650);
+    let retention_months = r.number("CLINICD_BACKUP_RETENTION_MONTHS", 12, 0..=120);
+    let work_dir = r
+        .optional("CLINICD_BACKUP_WORK_DIR")
+        .map_or_else(|| data_dir.join("backup"), PathBuf::from);
+    let passphrase_file = r
+        .optional("CLINICD_BACKUP_PASSPHRASE_FILE")
+        .map_or_else(|| data_dir.join("backup-passphrase.json"), PathBuf::from);
+    let pgbackrest = PathBuf::from(r.optional("CLINICD_PGBACKREST").unwrap_or("pgbackrest"));
+    Some(BackupSettings {
+        repo: repo?,
+        pg_data: pg_data?,
+        pg_port: pg_port?,
+        pg_socket,
+        pg_user,
+        pg_bindir,
+        stanza,
+        retention_days,
+        retention_months,
+        passphrase_file,
+        work_dir,
+        pgbackrest,
+    })
+}
+
+fn read_backup_repo(r: &mut Reader<'_>) -> Option<BackupRepo> {
+    let value = r.required("CLINICD_BACKUP_REPO")?.to_owned();
+    if let Some(rest) = value.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            r.problem(
+                "CLINICD_BACKUP_REPO",
+                "an S3 repository is `s3://bucket/prefix`",
+            );
+            return None;
+        }
+        let region = r
+            .optional("CLINICD_BACKUP_S3_REGION")
+            .or_else(|| r.optional("AWS_REGION"))
+            .unwrap_or("us-east-1")
+            .to_owned();
+        let endpoint = r
+            .optional("CLINICD_BACKUP_S3_ENDPOINT")
+            .map_or_else(|| format!("s3.{region}.amazonaws.com"), str::to_owned);
+        let uri_style = r.parse_with(
+            "CLINICD_BACKUP_S3_URI_STYLE",
+            "host".to_owned(),
+            |v| match v {
+                "host" | "path" => Ok(v.to_owned()),
+                _ => Err("must be `host` or `path`".into()),
+            },
+        );
+        return Some(BackupRepo::S3 {
+            bucket: bucket.to_owned(),
+            prefix: format!("/{}", prefix.trim_matches('/')),
+            endpoint,
+            region,
+            uri_style,
+            ca_file: r.optional("CLINICD_BACKUP_S3_CA_FILE").map(PathBuf::from),
+        });
+    }
+    let path = PathBuf::from(&value);
+    if !path.is_absolute() {
+        r.problem(
+            "CLINICD_BACKUP_REPO",
+            "must be an absolute directory path or `s3://bucket/prefix`",
+        );
+        return None;
+    }
+    Some(BackupRepo::Local(path))
+}
+
 /// Where one-time fallback codes go (see clinicd_identity::otp).
 #[derive(Debug)]
 pub enum MfaFallback {

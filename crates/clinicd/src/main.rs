@@ -37,6 +37,14 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Postgres runs these for every WAL segment: they read only the key provider's and the
+    // backup's variables, never the server's secrets.
+    if let Some(Command::Backup(
+        BackupCommand::ArchivePush { .. } | BackupCommand::ArchiveGet { .. },
+    )) = &cli.command
+    {
+        return archive(cli.command);
+    }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
@@ -62,19 +70,50 @@ fn main() -> ExitCode {
             Command::Audit(command) => audit_command(settings, command).await,
             Command::Import(command) => import_command(settings, command).await,
             Command::Files(command) => files_command(settings, command).await,
-            Command::Backup(BackupCommand::Check) => {
-                if clinicd::backup::check(&settings).await? {
-                    Ok(())
-                } else {
-                    anyhow::bail!("a backup requirement failed (the FAIL lines above)")
-                }
-            }
+            Command::Backup(command) => clinicd::backup::run::command(settings, command).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "clinicd stopped with an error");
+            eprintln!("clinicd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn archive(command: Option<Command>) -> ExitCode {
+    let args = match command {
+        Some(Command::Backup(BackupCommand::ArchivePush { wal })) => {
+            vec!["archive-push".into(), wal]
+        }
+        Some(Command::Backup(BackupCommand::ArchiveGet {
+            segment,
+            destination,
+        })) => vec!["archive-get".into(), segment, destination],
+        _ => return ExitCode::FAILURE,
+    };
+    let env = match clinicd::config::BackupEnv::from_env() {
+        Ok(env) => env,
+        Err(error) => {
+            eprint!("clinicd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("clinicd: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(clinicd::backup::commands::archive(env, &args)) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) => {
             eprintln!("clinicd: {error:#}");
             ExitCode::FAILURE
         }
