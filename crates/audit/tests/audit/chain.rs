@@ -577,3 +577,28 @@ async fn archives_can_go_to_s3(db: PgPool) {
     assert_eq!((header.rows, events.len()), (1, 1));
     assert_eq!(verify(&db, &keyring).await.unwrap().first_broken_seq, None);
 }
+
+/// Metadata is stored as jsonb and re-read for verification: a float must come back as the
+/// same text, or its event fails its hash (serde_json parses floats exactly only with its
+/// `float_roundtrip` feature; a drill's timings once broke the chain this way).
+#[sqlx::test(migrations = "../../migrations")]
+async fn events_with_float_metadata_verify(db: PgPool) {
+    let keyring = keyring(&db).await;
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    let mut floats: Vec<f64> = vec![
+        2.8770265779999997,
+        3.5306803110000002,
+        0.1 + 0.2,
+        1e-7,
+        1.2345e300,
+    ];
+    floats.extend((1..200).map(|i| f64::from(i) * 1.000_000_1 / 7.0 + 1e-9 * f64::from(i)));
+    for chunk in floats.chunks(20) {
+        let mut event = NewEvent::new(Action::Backup, Outcome::Success);
+        event.metadata = serde_json::json!({ "timings": chunk });
+        writer.record(event).await.unwrap();
+    }
+    let report = verify(&db, &keyring).await.unwrap();
+    assert_eq!(report.first_broken_seq, None, "{report:?}");
+    assert_eq!(report.events_checked, floats.len().div_ceil(20) as i64);
+}

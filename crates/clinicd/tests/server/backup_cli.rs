@@ -82,3 +82,372 @@ async fn the_embedded_defaults_pass_with_advice(pool: PgPool) {
     assert!(report.contains("clinicd keys escrow-split"), "{report}");
     assert!(!report.contains("FAIL"), "{report}");
 }
+
+// ---- The backup commands' parts (the whole of them runs in scripts/backup-drill) ----
+
+use std::collections::{BTreeMap, HashMap};
+
+use clinicd::backup::manifest::{self, Manifest, TableDigest};
+use clinicd::backup::passphrase;
+use clinicd::config::{BackupEnv, BackupRepo};
+use clinicd_crypto::{LocalKeyProvider, SecretKey};
+
+fn backup_vars(dir: &std::path::Path, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let key = dir.join("master.key");
+    if !key.exists() {
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mut vars: HashMap<String, String> = [
+        ("CLINICD_MODE", "development".to_owned()),
+        ("CLINICD_MASTER_KEY_FILE", key.display().to_string()),
+        (
+            "CLINICD_BACKUP_REPO",
+            dir.join("repo").display().to_string(),
+        ),
+        (
+            "CLINICD_BACKUP_PG_DATA",
+            dir.join("pg").display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (name, value) in extra {
+        if value.is_empty() {
+            vars.remove(*name);
+        } else {
+            vars.insert((*name).to_owned(), (*value).to_owned());
+        }
+    }
+    vars
+}
+
+#[test]
+fn backup_settings_have_safe_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = BackupEnv::from_vars(&backup_vars(dir.path(), &[])).unwrap();
+    let backup = env.backup;
+    assert_eq!(backup.repo, BackupRepo::Local(dir.path().join("repo")));
+    assert_eq!((backup.retention_days, backup.retention_months), (35, 12));
+    assert_eq!((backup.pg_port, backup.stanza.as_str()), (5432, "clinicd"));
+    let text = clinicd::backup::pgbackrest::config_text(&backup);
+    for line in [
+        "repo1-cipher-type=aes-256-cbc",
+        "repo1-retention-full-type=time",
+        "repo1-retention-full=35",
+        "repo2-cipher-type=aes-256-cbc",
+        "repo2-retention-full-type=count",
+        "repo2-retention-full=12",
+        "compress-type=gz",
+        "[clinicd]",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("cipher-pass"),
+        "the passphrase never goes into the file"
+    );
+}
+
+#[test]
+fn monthly_retention_zero_means_one_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = backup_vars(dir.path(), &[("CLINICD_BACKUP_RETENTION_MONTHS", "0")]);
+    let backup = BackupEnv::from_vars(&vars).unwrap().backup;
+    let text = clinicd::backup::pgbackrest::config_text(&backup);
+    assert!(!text.contains("repo2"), "{text}");
+}
+
+#[test]
+fn an_s3_repository_is_parsed_from_its_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = backup_vars(
+        dir.path(),
+        &[
+            ("CLINICD_BACKUP_REPO", "s3://clinic-backups/site-a/"),
+            ("CLINICD_BACKUP_S3_REGION", "eu-west-1"),
+        ],
+    );
+    let backup = BackupEnv::from_vars(&vars).unwrap().backup;
+    let BackupRepo::S3 {
+        bucket,
+        prefix,
+        endpoint,
+        region,
+        uri_style,
+        ..
+    } = &backup.repo
+    else {
+        panic!("{:?}", backup.repo)
+    };
+    assert_eq!(
+        (
+            bucket.as_str(),
+            prefix.as_str(),
+            endpoint.as_str(),
+            region.as_str(),
+            uri_style.as_str()
+        ),
+        (
+            "clinic-backups",
+            "/site-a",
+            "s3.eu-west-1.amazonaws.com",
+            "eu-west-1",
+            "host"
+        )
+    );
+    let text = clinicd::backup::pgbackrest::config_text(&backup);
+    assert!(text.contains("repo1-path=/site-a/daily\n"), "{text}");
+    assert!(text.contains("repo2-path=/site-a/monthly\n"), "{text}");
+}
+
+#[test]
+fn bad_backup_settings_are_each_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[(&str, &str)], &str); 7] = [
+        (&[("CLINICD_BACKUP_REPO", "")], "CLINICD_BACKUP_REPO"),
+        (
+            &[("CLINICD_BACKUP_REPO", "relative/dir")],
+            "CLINICD_BACKUP_REPO",
+        ),
+        (
+            &[("CLINICD_BACKUP_REPO", "s3:///no-bucket")],
+            "CLINICD_BACKUP_REPO",
+        ),
+        (&[("CLINICD_BACKUP_PG_DATA", "")], "CLINICD_BACKUP_PG_DATA"),
+        (
+            &[("CLINICD_BACKUP_STANZA", "a b;rm")],
+            "CLINICD_BACKUP_STANZA",
+        ),
+        (
+            &[("CLINICD_BACKUP_RETENTION_DAYS", "0")],
+            "CLINICD_BACKUP_RETENTION_DAYS",
+        ),
+        (
+            &[("CLINICD_BACKUP_PG_PORT", "99999")],
+            "CLINICD_BACKUP_PG_PORT",
+        ),
+    ];
+    for (extra, variable) in cases {
+        let error = BackupEnv::from_vars(&backup_vars(dir.path(), extra)).unwrap_err();
+        assert!(
+            error.variables().contains(&variable),
+            "{extra:?}: expected a problem with {variable}, got {error}"
+        );
+    }
+}
+
+fn provider(byte: u8) -> LocalKeyProvider {
+    LocalKeyProvider::new(SecretKey::from_bytes(&[byte; 32]).unwrap())
+}
+
+#[tokio::test]
+async fn the_passphrase_is_kept_wrapped_and_opens_only_with_its_root_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("passphrase.json");
+    let made = passphrase::create(&provider(1), "clinicd", &path)
+        .await
+        .unwrap();
+    assert_eq!(made.expose().len(), 64, "256 bits, hex");
+    let stored = std::fs::read_to_string(&path).unwrap();
+    assert!(!stored.contains(made.expose()), "never in clear on disk");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "owner only: {mode:o}");
+    }
+    let opened = passphrase::open(&provider(1), "clinicd", &path)
+        .await
+        .unwrap();
+    assert_eq!(opened.expose(), made.expose());
+    assert!(!format!("{opened:?}").contains(made.expose()));
+    assert!(
+        passphrase::open(&provider(2), "clinicd", &path)
+            .await
+            .is_err(),
+        "another root key"
+    );
+    assert!(
+        passphrase::open(&provider(1), "other", &path)
+            .await
+            .is_err(),
+        "another stanza"
+    );
+    let again = passphrase::create(&provider(1), "clinicd", &path).await;
+    assert!(
+        again.is_err(),
+        "never replaced: old backups would be orphaned"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), stored);
+}
+
+fn sample_manifest() -> Manifest {
+    let mut tables = BTreeMap::new();
+    tables.insert(
+        "patients".to_owned(),
+        TableDigest {
+            rows: 3,
+            digest: "a".repeat(32),
+        },
+    );
+    Manifest {
+        version: 1,
+        label: "20261203-093102F".into(),
+        kind: "full".into(),
+        repo: 1,
+        taken_at: chrono::Utc::now(),
+        restore_point: "clinicd-20261203-093102F".into(),
+        lsn: "0/4000000".into(),
+        tables,
+        checkpoint: None,
+        files: BTreeMap::new(),
+        mac: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_altered_or_from_another_repository_fails_its_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = passphrase::create(&provider(1), "clinicd", &dir.path().join("a"))
+        .await
+        .unwrap();
+    let theirs = passphrase::create(&provider(1), "clinicd", &dir.path().join("b"))
+        .await
+        .unwrap();
+    let mut sealed = sample_manifest();
+    sealed.seal(&ours).unwrap();
+    sealed.check(&ours).unwrap();
+    assert!(sealed.check(&theirs).is_err());
+    let mut altered = sealed.clone();
+    altered.tables.get_mut("patients").unwrap().rows = 4;
+    assert!(altered.check(&ours).is_err());
+
+    // Through the store, as `list`, `verify` and `drill` read it.
+    let store = clinicd_files::LocalStore::new(dir.path().join("manifests"));
+    manifest::store(&store, &sealed).await.unwrap();
+    let loaded = manifest::load(&store, &sealed.label, &ours).await.unwrap();
+    assert_eq!(loaded, Some(sealed.clone()));
+    assert!(
+        manifest::load(&store, &sealed.label, &theirs)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        manifest::load(&store, "20200101-000000F", &ours)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_snapshot_counts_every_table_and_sees_any_change(pool: PgPool) {
+    let checkpoints_dir = tempfile::tempdir().unwrap();
+    let checkpoints = clinicd_audit::checkpoint::LocalCheckpoints::new(checkpoints_dir.path());
+    let first = manifest::snapshot(&pool, "clinicd-test-1", &checkpoints)
+        .await
+        .unwrap();
+    assert!(first.tables.contains_key("patients") && first.tables.contains_key("audit_heads"));
+    assert!(first.lsn.contains('/'), "{}", first.lsn);
+    let mut conn = pool.acquire().await.unwrap();
+    let tables = manifest::tables(&mut conn).await.unwrap();
+    let again = manifest::digests(&mut conn, &tables).await.unwrap();
+    assert!(
+        manifest::compare(&first.tables, &again).is_empty(),
+        "stable when nothing changed"
+    );
+
+    sqlx::query("INSERT INTO job_runs (job, instance, started_at, finished_at, outcome) VALUES ('x', gen_random_uuid(), now(), now(), 'ok')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let added = manifest::digests(&mut conn, &tables).await.unwrap();
+    assert_eq!(
+        manifest::compare(&first.tables, &added),
+        vec!["table job_runs: 1 rows after restore, 0 at backup".to_owned()]
+    );
+    sqlx::query("UPDATE job_runs SET job = 'y'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let changed = manifest::digests(&mut conn, &tables).await.unwrap();
+    assert_eq!(
+        manifest::compare(&added, &changed),
+        vec!["table job_runs: same row count, different contents".to_owned()]
+    );
+}
+
+#[test]
+fn a_restore_target_is_a_past_rfc3339_time_or_latest_backup() {
+    use clinicd::backup::run::parse_target;
+    assert_eq!(parse_target("latest-backup").unwrap(), None);
+    assert!(parse_target("2026-01-02T03:04:05Z").unwrap().is_some());
+    for bad in [
+        "yesterday",
+        "2026-01-02",
+        "2026-01-02 03:04:05",
+        "2999-01-01T00:00:00Z",
+        "",
+    ] {
+        assert!(parse_target(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_restore_goes_only_into_an_empty_directory() {
+    use clinicd::backup::commands::empty_or_absent;
+    let dir = tempfile::tempdir().unwrap();
+    empty_or_absent(&dir.path().join("new")).unwrap();
+    empty_or_absent(dir.path()).unwrap();
+    std::fs::write(dir.path().join("PG_VERSION"), "15").unwrap();
+    let error = empty_or_absent(dir.path()).unwrap_err();
+    assert!(error.to_string().contains("not empty"), "{error}");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_backup_command_before_init_fails_clearly_and_is_audited(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pg")).unwrap();
+    let env = [
+        (
+            "CLINICD_BACKUP_REPO",
+            dir.path().join("repo").display().to_string(),
+        ),
+        (
+            "CLINICD_BACKUP_PG_DATA",
+            dir.path().join("pg").display().to_string(),
+        ),
+    ];
+    let output = run_clinicd(&pool, dir.path(), &["backup", "drill"], &env);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("clinicd backup init"), "{stderr}");
+    let (outcome, command): (String, String) = sqlx::query_as(
+        "SELECT outcome, metadata->>'command' FROM audit_events WHERE action = 'backup'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (outcome.as_str(), command.as_str()),
+        ("error", "backup drill")
+    );
+    let runs: (String, String) = sqlx::query_as("SELECT command, outcome FROM backup_runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, ("drill".to_owned(), "failed".to_owned()));
+
+    let output = run_clinicd(&pool, dir.path(), &["backup", "now"], &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("CLINICD_BACKUP_REPO") && stderr.contains("CLINICD_BACKUP_PG_DATA"),
+        "{stderr}"
+    );
+}
