@@ -91,6 +91,14 @@ impl Metrics {
         self.rate_limited.with_label_values(&[policy]).get()
     }
 
+    /// Adds another crate's metrics (the backup state, for one) to the same exposition.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut buffer = Vec::new();

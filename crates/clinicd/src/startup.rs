@@ -112,6 +112,7 @@ impl Application {
     pub async fn build_with_pool(settings: Settings, pool: PgPool) -> Result<Self, StartupError> {
         let tls_config = server_tls(&settings.tls)?;
         let metrics = Metrics::new()?;
+        crate::backup::metrics::BackupMetrics::register(&metrics)?.follow(pool.clone());
         // Fail fast when the key provider is unusable, and make sure every purpose has its
         // branch key before the first request needs one.
         let keyring = Arc::new(

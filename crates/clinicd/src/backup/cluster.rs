@@ -134,7 +134,10 @@ impl Cluster {
             .lines()
             .filter(|line| line.contains("FATAL") || line.contains("PANIC"))
             .collect();
-        let mut text = lines[lines.len().saturating_sub(3)..].join("\n");
+        let mut text = lines
+            .get(lines.len().saturating_sub(3)..)
+            .unwrap_or_default()
+            .join("\n");
         if text.contains("recovery ended before configured recovery target") {
             text.push_str(
                 " (the archive holds no transaction after the target time yet: choose an \

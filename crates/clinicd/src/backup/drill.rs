@@ -77,10 +77,6 @@ pub async fn drill(
     result
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one drill's whole state, passed once"
-)]
 async fn check(
     backup: &Backup,
     settings: &Settings,

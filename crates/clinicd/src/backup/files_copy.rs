@@ -76,13 +76,13 @@ async fn copy_one(path: &Path, key: &str, target: &dyn ObjectStore) -> anyhow::R
     };
     loop {
         let read = file.read(&mut buffer).await?;
-        if read == 0 {
+        let Some(bytes) = buffer.get(..read).filter(|b| !b.is_empty()) else {
             break;
-        }
-        hash.update(&buffer[..read]);
+        };
+        hash.update(bytes);
         size += read as u64;
         if let Some(writer) = writer.as_mut() {
-            writer.write(&buffer[..read]).await?;
+            writer.write(bytes).await?;
         }
     }
     if let Some(writer) = writer {

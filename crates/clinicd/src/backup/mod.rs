@@ -8,6 +8,7 @@ pub mod commands;
 pub mod drill;
 pub mod files_copy;
 pub mod manifest;
+pub mod metrics;
 pub mod passphrase;
 pub mod pgbackrest;
 pub mod run;

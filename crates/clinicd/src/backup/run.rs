@@ -125,7 +125,10 @@ async fn run(backup: &Backup, settings: &Settings, command: BackupCommand) -> an
         BackupCommand::Now { kind, monthly } => {
             let summary = backup.now(settings, &kind, monthly).await?;
             Ok(Done {
-                label: summary["label"].as_str().map(str::to_owned),
+                label: summary
+                    .get("label")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 text: format!("{summary}\n"),
                 summary,
                 ok: true,
@@ -154,7 +157,10 @@ async fn run(backup: &Backup, settings: &Settings, command: BackupCommand) -> an
         BackupCommand::Restore { to, pg_data } => {
             let summary = backup.restore(parse_target(&to)?, &pg_data).await?;
             Ok(Done {
-                label: summary["label"].as_str().map(str::to_owned),
+                label: summary
+                    .get("label")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 text: format!(
                     "{summary}\nrestored: start the cluster on {} with clinicd's environment \
                      (its restore_command is `clinicd backup archive-get`); it promotes when \
@@ -272,8 +278,9 @@ fn write_offline_record(
         "finished_at": finished,
         "summary": summary,
     });
-    let path = summary["pg_data"]
-        .as_str()
+    let path = summary
+        .get("pg_data")
+        .and_then(Value::as_str)
         .map(|dir| std::path::Path::new(dir).join("clinicd_restore_record.json"));
     match path.map(|p| std::fs::write(&p, format!("{record}\n")).map(|()| p)) {
         Some(Ok(path)) => eprintln!("clinicd: the restore's record is in {}", path.display()),

@@ -451,3 +451,48 @@ async fn a_backup_command_before_init_fails_clearly_and_is_audited(pool: PgPool)
         "{stderr}"
     );
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_metrics_show_the_last_good_backup_and_a_failed_drill(pool: PgPool) {
+    let metrics = clinicd_api::metrics::Metrics::new().unwrap();
+    let backup = clinicd::backup::metrics::BackupMetrics::register(&metrics).unwrap();
+    backup.refresh(&pool).await.unwrap();
+    let before = metrics.render().unwrap();
+    assert!(
+        before.contains(r#"clinicd_backup_last_success_timestamp_seconds{command="now"} 0"#),
+        "never backed up reads as 0, so the staleness alert fires: {before}"
+    );
+    sqlx::query(
+        "INSERT INTO backup_runs (command, label, started_at, finished_at, outcome) VALUES \
+         ('now', 'a', '2026-12-01T02:00:00Z', '2026-12-01T02:05:00Z', 'ok'), \
+         ('now', 'b', '2026-12-02T02:00:00Z', '2026-12-02T02:05:00Z', 'failed'), \
+         ('drill', 'a', '2026-12-01T03:00:00Z', '2026-12-01T03:01:00Z', 'ok'), \
+         ('drill', 'b', '2026-12-02T03:00:00Z', '2026-12-02T03:01:00Z', 'failed')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    backup.refresh(&pool).await.unwrap();
+    let after = metrics.render().unwrap();
+    let ok_at = chrono::DateTime::parse_from_rfc3339("2026-12-01T02:05:00Z")
+        .unwrap()
+        .timestamp();
+    assert!(
+        after.contains(&format!(
+            r#"clinicd_backup_last_success_timestamp_seconds{{command="now"}} {ok_at}"#
+        )),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"clinicd_backup_last_run_failed{command="now"} 1"#),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"clinicd_backup_last_run_failed{command="drill"} 1"#),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"clinicd_backup_last_run_failed{command="verify"} 0"#),
+        "{after}"
+    );
+}
