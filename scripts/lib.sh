@@ -123,3 +123,15 @@ pgbackrest_bin() {
   fi
   command -v pgbackrest || die "pgBackRest is required (apt-get install pgbackrest)"
 }
+
+# nginx (a TLS front for moto in the backup drill: pgBackRest 2.45 reaches S3 over HTTPS
+# only): on PATH, or Debian's nginx-light installed once when we are root with apt.
+nginx_bin() {
+  if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    note "installing Debian's nginx-light package"
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >&2 \
+      || die "could not install nginx (apt-get install nginx-light)"
+  fi
+  command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } \
+    || die "nginx is required for the S3 backup drill (apt-get install nginx-light)"
+}

@@ -109,7 +109,9 @@ impl Backup {
         };
         let repo_arg = format!("--repo={repo}");
         let type_arg = format!("--type={kind}");
+        let clock = std::time::Instant::now();
         self.pgbackrest(&["backup", &repo_arg, &type_arg]).await?;
+        let backup_seconds = clock.elapsed().as_secs_f64();
         let backups = self.engine.backups(&self.passphrase).await?;
         let made = backups
             .iter()
@@ -119,12 +121,15 @@ impl Backup {
             .clone();
         let admin = self.admin_pool(&database_name(settings)?).await?;
         let checkpoints = crate::startup::checkpoint_store(settings).await;
+        let clock = std::time::Instant::now();
         let snapshot = manifest::snapshot(
             &admin,
             &format!("clinicd-{}", made.label),
             checkpoints.as_ref(),
         )
         .await?;
+        // How long writers waited on the manifest's locks.
+        let manifest_seconds = clock.elapsed().as_secs_f64();
         // Forces a WAL switch and waits until the segment with the restore point is archived.
         self.pgbackrest(&["check"]).await?;
         let previous = self
@@ -132,6 +137,7 @@ impl Backup {
             .await?
             .map(|m| m.files)
             .unwrap_or_default();
+        let clock = std::time::Instant::now();
         let files = match &self.env.storage {
             StorageSettings::Local { dir } => {
                 files_copy::copy(dir, self.copies.as_ref(), &previous).await?
@@ -139,6 +145,7 @@ impl Backup {
             // The bucket keeps its own versions and replicas (`backup check`, docs/backup.md).
             StorageSettings::S3 { .. } => BTreeMap::new(),
         };
+        let copy_seconds = clock.elapsed().as_secs_f64();
         let mut manifest = Manifest {
             version: 1,
             label: made.label.clone(),
@@ -164,6 +171,9 @@ impl Backup {
             "rows": manifest.tables.values().map(|t| t.rows).sum::<i64>(),
             "files": manifest.files.len(),
             "restore_point": manifest.restore_point,
+            "backup_seconds": backup_seconds,
+            "manifest_lock_seconds": manifest_seconds,
+            "file_copy_seconds": copy_seconds,
         }))
     }
 

@@ -87,14 +87,8 @@ async fn check(
     started: Instant,
 ) -> anyhow::Result<DrillReport> {
     // pgBackRest's own restore_command fetches WAL: the throwaway server gets the passphrase
-    // in its environment, for its life only.
-    let mut env = Vec::new();
-    for repo in backup.engine.repos() {
-        env.push((
-            format!("PGBACKREST_REPO{repo}_CIPHER_PASS"),
-            backup.passphrase.expose().to_owned(),
-        ));
-    }
+    // (and S3 credentials) in its environment, for its life only.
+    let env = backup.engine.child_env(&backup.passphrase);
     restored.start(&env).await?;
     let database = database_name(settings)?;
     let user = backup.env.backup.pg_user.clone();

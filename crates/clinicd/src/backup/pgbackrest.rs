@@ -99,11 +99,17 @@ impl PgBackRest {
     /// What a child needs to reach the repository: the passphrase per repository, and for S3
     /// the credentials (pgBackRest reads `PGBACKREST_REPOn_S3_KEY` and friends).
     pub fn environment(&self, command: &mut tokio::process::Command, passphrase: &Passphrase) {
+        command.envs(self.child_env(passphrase));
+    }
+
+    /// The same as pairs, for a restored cluster whose restore_command is pgBackRest's.
+    pub fn child_env(&self, passphrase: &Passphrase) -> Vec<(String, String)> {
+        let mut env = Vec::new();
         for repo in self.repos() {
-            command.env(
+            env.push((
                 format!("PGBACKREST_REPO{repo}_CIPHER_PASS"),
-                passphrase.expose(),
-            );
+                passphrase.expose().to_owned(),
+            ));
             if matches!(self.settings.repo, BackupRepo::S3 { .. }) {
                 for (ours, theirs) in [
                     ("AWS_ACCESS_KEY_ID", "S3_KEY"),
@@ -111,11 +117,12 @@ impl PgBackRest {
                     ("AWS_SESSION_TOKEN", "S3_TOKEN"),
                 ] {
                     if let Ok(value) = std::env::var(ours) {
-                        command.env(format!("PGBACKREST_REPO{repo}_{theirs}"), value);
+                        env.push((format!("PGBACKREST_REPO{repo}_{theirs}"), value));
                     }
                 }
             }
         }
+        env
     }
 
     /// Runs to completion; the output on success, an error with pgBackRest's own message
@@ -226,11 +233,19 @@ pub fn config_text(settings: &BackupSettings) -> String {
                 ca_file,
             } => {
                 let base = prefix.trim_end_matches('/');
+                // `host:port` is two options to pgBackRest.
+                let (host, port) = match endpoint.rsplit_once(':') {
+                    Some((host, port)) if port.parse::<u16>().is_ok() => (host, Some(port)),
+                    _ => (endpoint.as_str(), None),
+                };
                 text.push_str(&format!(
                     "repo{n}-type=s3\nrepo{n}-path={base}/{tier}\nrepo{n}-s3-bucket={bucket}\n\
-                     repo{n}-s3-endpoint={endpoint}\nrepo{n}-s3-region={region}\n\
+                     repo{n}-s3-endpoint={host}\nrepo{n}-s3-region={region}\n\
                      repo{n}-s3-uri-style={uri_style}\n"
                 ));
+                if let Some(port) = port {
+                    text.push_str(&format!("repo{n}-storage-port={port}\n"));
+                }
                 if let Some(ca) = ca_file {
                     text.push_str(&format!("repo{n}-storage-ca-file={}\n", ca.display()));
                 }

@@ -204,6 +204,29 @@ fn an_s3_repository_is_parsed_from_its_url() {
     let text = clinicd::backup::pgbackrest::config_text(&backup);
     assert!(text.contains("repo1-path=/site-a/daily\n"), "{text}");
     assert!(text.contains("repo2-path=/site-a/monthly\n"), "{text}");
+    assert!(!text.contains("storage-port"), "{text}");
+
+    let vars = backup_vars(
+        dir.path(),
+        &[
+            ("CLINICD_BACKUP_REPO", "s3://b"),
+            ("CLINICD_BACKUP_S3_ENDPOINT", "minio.clinic.internal:9443"),
+            ("CLINICD_BACKUP_S3_URI_STYLE", "path"),
+        ],
+    );
+    let backup = BackupEnv::from_vars(&vars).unwrap().backup;
+    let text = clinicd::backup::pgbackrest::config_text(&backup);
+    for line in [
+        "repo1-path=/daily",
+        "repo1-s3-endpoint=minio.clinic.internal",
+        "repo1-storage-port=9443",
+        "repo1-s3-uri-style=path",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
 }
 
 #[test]
