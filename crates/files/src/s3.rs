@@ -328,3 +328,93 @@ impl ObjectReader for S3Reader {
         Ok(Some(std::mem::replace(&mut self.pending, rest)))
     }
 }
+
+/// What protects a bucket's objects from deletion and loss (docs/backup.md): for
+/// `clinicd backup check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketProtection {
+    /// `Some(true)` when versioning is enabled; `None` when it could not be read.
+    pub versioning: Option<bool>,
+    /// The default retention under Object Lock: mode and days (or years as days), if any.
+    pub object_lock: Option<(String, Option<i32>)>,
+    /// Whether the bucket has replication rules (to another Region or account).
+    pub replication: bool,
+}
+
+impl S3Store {
+    /// Asks S3 what protects the bucket. Object Lock is read first: a locked bucket is
+    /// versioned by S3's rules, so its versioning need not be asked (and some S3-compatible
+    /// stores answer that request in a form the SDK cannot read).
+    pub async fn protection(&self) -> Result<BucketProtection, ObjectStoreError> {
+        let lock = match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(answer) => answer.object_lock_configuration().and_then(|config| {
+                let enabled = config.object_lock_enabled()
+                    == Some(&aws_sdk_s3::types::ObjectLockEnabled::Enabled);
+                enabled.then(|| {
+                    let retention = config.rule().and_then(|rule| rule.default_retention());
+                    let mode = retention
+                        .and_then(|r| r.mode())
+                        .map_or_else(|| "none".to_owned(), |m| m.as_str().to_owned());
+                    let days = retention.and_then(|r| {
+                        r.days()
+                            .or_else(|| r.years().map(|y| y.saturating_mul(365)))
+                    });
+                    (mode, days)
+                })
+            }),
+            Err(error) if service_code(&error) == Some("ObjectLockConfigurationNotFoundError") => {
+                None
+            }
+            Err(error) => return Err(remote(aws_sdk_s3::error::DisplayErrorContext(error))),
+        };
+        let versioning = if lock.is_some() {
+            Some(true)
+        } else {
+            match self
+                .client
+                .get_bucket_versioning()
+                .bucket(&self.bucket)
+                .send()
+                .await
+            {
+                Ok(answer) => Some(
+                    answer.status() == Some(&aws_sdk_s3::types::BucketVersioningStatus::Enabled),
+                ),
+                Err(_) => None,
+            }
+        };
+        let replication = match self
+            .client
+            .get_bucket_replication()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(answer) => answer
+                .replication_configuration()
+                .is_some_and(|config| !config.rules().is_empty()),
+            Err(error) if service_code(&error) == Some("ReplicationConfigurationNotFoundError") => {
+                false
+            }
+            Err(error) => return Err(remote(aws_sdk_s3::error::DisplayErrorContext(error))),
+        };
+        Ok(BucketProtection {
+            versioning,
+            object_lock: lock,
+            replication,
+        })
+    }
+}
+
+fn service_code<E, R>(error: &aws_sdk_s3::error::SdkError<E, R>) -> Option<&str>
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    error.as_service_error().and_then(|e| e.code())
+}

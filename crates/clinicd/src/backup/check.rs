@@ -1,7 +1,7 @@
-//! `clinicd backup check`: what protects the root key, checked where KMS can say
-//! (docs/backup.md). A root key that is not enabled (pending deletion above all) fails the
-//! check; what is recommended and absent (a multi-Region key, rotation, escrow of a local key,
-//! a copy of local-disk files) is reported as advice.
+//! `clinicd backup check`: what protects the stored files and the root key, checked where S3
+//! and KMS can say (docs/backup.md). A bucket without versioning and a root key that is not
+//! enabled (pending deletion above all) fail the check; what is recommended and absent (Object
+//! Lock, replication, a multi-Region key, rotation, escrow of a local key) is advice.
 
 use clinicd_crypto::KmsKeyProvider;
 
@@ -39,19 +39,63 @@ pub async fn check(settings: &Settings) -> anyhow::Result<bool> {
 }
 
 async fn storage(settings: &Settings) -> anyhow::Result<Vec<Finding>> {
-    Ok(vec![match &settings.storage {
-        StorageSettings::Local { .. } => Finding::Advice(
-            "files are on local disk: copy the storage directory off the machine with the \
-             database backup (the objects are ciphertext already)"
+    let StorageSettings::S3 { bucket, prefix, .. } = &settings.storage else {
+        return Ok(vec![Finding::Advice(
+            "files are on local disk: `clinicd backup now` copies them into the backup set \
+             (the objects are ciphertext already); keep the repository off this machine"
                 .into(),
-        ),
-        // Not checked yet: moto 5.2.5 answers GetBucketVersioning with a root element the SDK
-        // refuses, so the check could not be tested here (docs/backup.md).
-        StorageSettings::S3 { bucket, .. } => Finding::Advice(format!(
-            "bucket {bucket}: versioning, Object Lock and replication are not checked yet; \
-             see docs/backup.md for what the bucket needs"
+        )]);
+    };
+    let store = clinicd_files::s3::S3Store::new(
+        clinicd_audit::checkpoint::s3_client_from_env().await,
+        bucket,
+        prefix,
+    );
+    let found = store.protection().await?;
+    Ok(bucket_findings(bucket, &found))
+}
+
+/// The bucket is the files' only copy: without versioning (or Object Lock, which implies it)
+/// a deleted or overwritten object is gone, so that fails; Object Lock in compliance mode and
+/// replication are recommended.
+pub fn bucket_findings(bucket: &str, found: &clinicd_files::s3::BucketProtection) -> Vec<Finding> {
+    let mut findings = vec![match (found.versioning, &found.object_lock) {
+        (Some(true), Some(_)) => {
+            Finding::Ok(format!("bucket {bucket}: versioning on (Object Lock)"))
+        }
+        (Some(true), None) => Finding::Ok(format!("bucket {bucket}: versioning on")),
+        (Some(false), _) => Finding::Fail(format!(
+            "bucket {bucket}: versioning off (a deleted or overwritten file is gone for good; \
+             turn versioning on)"
         )),
-    }])
+        (None, _) => Finding::Fail(format!(
+            "bucket {bucket}: versioning could not be confirmed (the store did not answer in a \
+             form we read); turn on versioning or Object Lock and check by hand"
+        )),
+    }];
+    findings.push(match &found.object_lock {
+        Some((mode, Some(days))) if mode == "COMPLIANCE" => Finding::Ok(format!(
+            "bucket {bucket}: Object Lock, compliance mode, {days} days by default"
+        )),
+        Some((mode, days)) => Finding::Advice(format!(
+            "bucket {bucket}: Object Lock in {} mode{} (recommended: compliance mode with a \
+             default retention; governance mode can be bypassed)",
+            mode.to_ascii_lowercase(),
+            days.map(|d| format!(", {d} days")).unwrap_or_default()
+        )),
+        None => Finding::Advice(format!(
+            "bucket {bucket}: no Object Lock (recommended: compliance mode with a default \
+             retention, so no credentials can delete a file early)"
+        )),
+    });
+    findings.push(if found.replication {
+        Finding::Ok(format!("bucket {bucket}: replicated"))
+    } else {
+        Finding::Advice(format!(
+            "bucket {bucket}: no replication (recommended: to another Region)"
+        ))
+    });
+    findings
 }
 
 async fn root_key(keys: &KeyProviderSettings) -> anyhow::Result<Vec<Finding>> {

@@ -519,3 +519,100 @@ async fn the_metrics_show_the_last_good_backup_and_a_failed_drill(pool: PgPool) 
         "{after}"
     );
 }
+
+fn s3_env(bucket: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("CLINICD_STORAGE", "s3".to_owned()),
+        ("CLINICD_S3_BUCKET", bucket.to_owned()),
+        (
+            "AWS_ENDPOINT_URL",
+            std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        ),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+    ]
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_bucket_check_wants_versioning_and_reports_object_lock(pool: PgPool) {
+    use aws_sdk_s3::types::{
+        DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
+        ObjectLockRule,
+    };
+    let (s3, locked) = clinicd_test_support::moto_s3_bucket().await;
+    s3.put_object_lock_configuration()
+        .bucket(&locked)
+        .object_lock_configuration(
+            ObjectLockConfiguration::builder()
+                .object_lock_enabled(ObjectLockEnabled::Enabled)
+                .rule(
+                    ObjectLockRule::builder()
+                        .default_retention(
+                            DefaultRetention::builder()
+                                .mode(ObjectLockRetentionMode::Compliance)
+                                .days(30)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (passed, report) = check(&pool, dir.path(), &s3_env(&locked));
+    assert!(passed, "{report}");
+    for line in [
+        format!("ok      bucket {locked}: versioning on (Object Lock)"),
+        format!("ok      bucket {locked}: Object Lock, compliance mode, 30 days by default"),
+        format!("advice  bucket {locked}: no replication"),
+    ] {
+        assert!(report.contains(&line), "{line} missing from\n{report}");
+    }
+
+    // A bucket with nothing: a deleted file would be gone, so the check fails.
+    let plain = format!("clinicd-plain-{}", uuid::Uuid::now_v7().simple());
+    s3.create_bucket().bucket(&plain).send().await.unwrap();
+    let (passed, report) = check(&pool, dir.path(), &s3_env(&plain));
+    assert!(!passed, "{report}");
+    assert!(
+        report.contains(&format!("FAIL    bucket {plain}: versioning")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("advice  bucket {plain}: no Object Lock")),
+        "{report}"
+    );
+}
+
+#[test]
+fn each_kind_of_bucket_protection_has_its_finding() {
+    use clinicd::backup::check::{Finding, bucket_findings};
+    use clinicd_files::s3::BucketProtection;
+    let versioned = BucketProtection {
+        versioning: Some(true),
+        object_lock: None,
+        replication: true,
+    };
+    let found = bucket_findings("b", &versioned);
+    assert!(matches!(&found[0], Finding::Ok(t) if t == "bucket b: versioning on"));
+    assert!(matches!(&found[1], Finding::Advice(t) if t.contains("no Object Lock")));
+    assert!(matches!(&found[2], Finding::Ok(t) if t == "bucket b: replicated"));
+    let off = BucketProtection {
+        versioning: Some(false),
+        ..versioned.clone()
+    };
+    assert!(
+        matches!(&bucket_findings("b", &off)[0], Finding::Fail(t) if t.contains("versioning off"))
+    );
+    let governance = BucketProtection {
+        object_lock: Some(("GOVERNANCE".into(), Some(7))),
+        ..versioned
+    };
+    assert!(matches!(
+        &bucket_findings("b", &governance)[1],
+        Finding::Advice(t) if t.contains("governance mode, 7 days")
+    ));
+}
