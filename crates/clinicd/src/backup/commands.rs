@@ -32,6 +32,14 @@ pub struct Backup {
 
 impl Backup {
     pub async fn open(env: BackupEnv, provider: &dyn KeyProvider) -> anyhow::Result<Self> {
+        let (manifests, _) = set_stores(&env.backup.repo).await;
+        // A fresh machine after a disaster has the repository and the root key (escrow
+        // shares or KMS) but not this file: the repository keeps a copy, wrapped.
+        if !env.backup.passphrase_file.exists() {
+            passphrase::fetch(manifests.as_ref(), &env.backup.passphrase_file).await?;
+            let owner = super::pgbackrest::cluster_owner(&env.backup.pg_data)?;
+            super::pgbackrest::chown(&env.backup.passphrase_file, &owner)?;
+        }
         let passphrase =
             passphrase::open(provider, &env.backup.stanza, &env.backup.passphrase_file).await?;
         Self::with(env, passphrase).await
@@ -58,6 +66,11 @@ impl Backup {
         let owner = super::pgbackrest::cluster_owner(&env.backup.pg_data)?;
         super::pgbackrest::chown(&env.backup.passphrase_file, &owner)?;
         let backup = Self::with(env, passphrase).await?;
+        passphrase::deposit(
+            backup.manifests.as_ref(),
+            &backup.env.backup.passphrase_file,
+        )
+        .await?;
         backup.pgbackrest(&["stanza-create"]).await?;
         backup.pgbackrest(&["check"]).await.context(
             "the stanza exists but WAL archiving does not reach it: set archive_mode = on and \
@@ -347,8 +360,39 @@ impl Backup {
             "--recovery-option=restore_command={exe} backup archive-get %f \"%p\""
         ));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.pgbackrest(&refs).await?;
+        if let Err(error) = self.pgbackrest(&refs).await {
+            // Nothing half-restored is left behind (the directory was empty).
+            clear_dir(data);
+            return Err(error);
+        }
+        // The files with the database, or neither: a database whose files did not come back
+        // would answer for documents it cannot serve.
+        let files = match &self.env.storage {
+            StorageSettings::Local { dir } => match std::fs::create_dir_all(dir) {
+                Ok(()) => {
+                    files_copy::restore(
+                        self.copies.as_ref(),
+                        &LocalStore::new(dir),
+                        &manifest.files,
+                    )
+                    .await
+                }
+                Err(error) => Err(error.into()),
+            },
+            StorageSettings::S3 { .. } => Ok((0, 0)),
+        };
+        let (files_copied, files_present) = match files {
+            Ok(counts) => counts,
+            Err(error) => {
+                clear_dir(data);
+                return Err(error.context(
+                    "the database was restored but not its files, so the restore was removed",
+                ));
+            }
+        };
         Ok(json!({
+            "files_restored": files_copied,
+            "files_already_present": files_present,
             "label": set.label,
             "to": target.map_or_else(|| manifest.restore_point.clone(), |t| t.to_rfc3339()),
             "pg_data": data.display().to_string(),
@@ -400,6 +444,20 @@ pub fn database_name(settings: &Settings) -> anyhow::Result<String> {
         .get_database()
         .unwrap_or("postgres")
         .to_owned())
+}
+
+/// Empties a directory a failed restore filled (it was empty before).
+fn clear_dir(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
 }
 
 /// A restore goes only into an empty (or new) directory: never over a cluster.

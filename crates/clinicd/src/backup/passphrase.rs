@@ -108,6 +108,49 @@ pub async fn open(
     Ok(Passphrase(Zeroizing::new(hex::encode(key.expose()))))
 }
 
+/// The copy kept in the repository (wrapped, so it opens nothing without the root key).
+const REPOSITORY_COPY: &str = "passphrase.json";
+
+/// Puts a copy of the wrapped file into the repository.
+pub async fn deposit(store: &dyn clinicd_files::ObjectStore, path: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path)?;
+    match store.delete(REPOSITORY_COPY).await {
+        Ok(()) | Err(clinicd_files::ObjectStoreError::NotFound) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let mut writer = store.create(REPOSITORY_COPY).await?;
+    writer.write(&bytes).await?;
+    writer.complete().await?;
+    Ok(())
+}
+
+/// Writes the repository's copy to `path` (a new, owner-only file).
+pub async fn fetch(store: &dyn clinicd_files::ObjectStore, path: &Path) -> anyhow::Result<()> {
+    let mut reader = store.open(REPOSITORY_COPY).await.with_context(|| {
+        format!(
+            "{} is missing and the repository holds no copy (run `clinicd backup init` first)",
+            path.display()
+        )
+    })?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await? {
+        bytes.extend_from_slice(&chunk);
+        anyhow::ensure!(
+            bytes.len() < 64 * 1024,
+            "the repository's passphrase copy is too large"
+        );
+    }
+    serde_json::from_slice::<WrappedFile>(&bytes)
+        .context("the repository's passphrase copy is not a wrapped passphrase")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut out = owner_only_new(path)?;
+    out.write_all(&bytes)?;
+    out.sync_all()?;
+    Ok(())
+}
+
 pub fn owner_only_new(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()

@@ -304,12 +304,17 @@ pub struct Owner {
 /// format, and no crate we already use does it).
 pub fn cluster_owner(data: &Path) -> anyhow::Result<Owner> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(data).with_context(|| {
-        format!(
-            "CLINICD_BACKUP_PG_DATA {} cannot be read (is this the database host?)",
-            data.display()
-        )
-    })?;
+    // A restore on a fresh machine names a data directory that does not exist yet: its
+    // nearest existing parent (/var/lib/postgresql/15 for .../15/main) has the right owner.
+    let meta = data
+        .ancestors()
+        .find_map(|dir| std::fs::metadata(dir).ok())
+        .with_context(|| {
+            format!(
+                "CLINICD_BACKUP_PG_DATA {} cannot be read (is this the database host?)",
+                data.display()
+            )
+        })?;
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let name = passwd
         .lines()
