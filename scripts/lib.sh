@@ -70,7 +70,10 @@ pg_start() {
 pg_stop() {
   local bindir=$1 data=$2
   [ -f "$data/postmaster.pid" ] || return 0
-  as_pg_user "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+  # A fast shutdown waits for WAL archiving; if that cannot finish (an unreachable
+  # repository), stop immediately rather than leave a server running.
+  as_pg_user "$bindir/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null 2>&1 \
+    || as_pg_user "$bindir/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
 }
 
 # cargo_tool NAME VERSION [BIN [INSTALL_ARGS...]]: the path of a cargo-installed tool's binary

@@ -140,8 +140,8 @@ impl Cluster {
             .join("\n");
         if text.contains("recovery ended before configured recovery target") {
             text.push_str(
-                " (the archive holds no transaction after the target time yet: choose an \
-                 earlier time, or restore to latest-backup)",
+                " (the archive holds no transaction after the target time: choose an earlier \
+                 time or latest-backup; `clinicd backup verify` names any gap in the WAL)",
             );
         }
         text

@@ -254,6 +254,14 @@ impl Backup {
             if let Err(error) = self.pgbackrest(&["verify", &repo_arg]).await {
                 problems.push(format!("repository {repo}: {error:#}"));
             }
+            match self.engine.archived_wal(&self.passphrase, repo).await {
+                Ok(names) => problems.extend(
+                    super::pgbackrest::wal_gaps(&names)
+                        .into_iter()
+                        .map(|gap| format!("repository {repo}: {gap}")),
+                ),
+                Err(error) => problems.push(format!("repository {repo}: {error:#}")),
+            }
         }
         let backups = self.engine.backups(&self.passphrase).await?;
         let mut files = BTreeMap::new();

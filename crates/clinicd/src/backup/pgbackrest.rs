@@ -3,6 +3,7 @@
 //! configuration (never the passphrase: that goes to the child's environment only) and run
 //! it as the cluster's owner, as pgBackRest requires.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -162,21 +163,140 @@ impl PgBackRest {
         Ok(stdout)
     }
 
+    /// The WAL archive's file names in repository `repo` (relative to the stanza's archive).
+    pub async fn archived_wal(
+        &self,
+        passphrase: &Passphrase,
+        repo: u8,
+    ) -> anyhow::Result<Vec<String>> {
+        let repo_arg = format!("--repo={repo}");
+        let path = format!("archive/{}", self.settings.stanza);
+        let text = self
+            .run(
+                passphrase,
+                &[&repo_arg, "repo-ls", &path, "--recurse", "--output=json"],
+            )
+            .await?;
+        let listing: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&text).context("pgbackrest repo-ls printed unexpected JSON")?;
+        Ok(listing
+            .into_iter()
+            .filter(|(_, entry)| entry.get("type").and_then(|t| t.as_str()) == Some("file"))
+            .map(|(name, _)| name)
+            .collect())
+    }
+
     /// Every backup in every repository, oldest first.
     pub async fn backups(&self, passphrase: &Passphrase) -> anyhow::Result<Vec<BackupInfo>> {
         let text = self.run(passphrase, &["info", "--output=json"]).await?;
+        // A repository read with the wrong passphrase decrypts to noise, which pgBackRest
+        // quotes raw in its message: control characters JSON does not allow in a string.
+        let text: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         let stanzas: Vec<StanzaInfo> =
             serde_json::from_str(&text).context("pgbackrest info printed unexpected JSON")?;
+        for repo in stanzas.iter().flat_map(|s| &s.repo) {
+            repo.check()?;
+        }
         let mut backups: Vec<BackupInfo> = stanzas.into_iter().flat_map(|s| s.backup).collect();
         backups.sort_by_key(|b| b.timestamp.stop);
         Ok(backups)
     }
 }
 
+/// Gaps in a repository's WAL archive, one line each: a gap makes every point in time after
+/// it unreachable, and pgBackRest 2.45's `verify` checks only the WAL its backups need.
+/// Segment names are `TTTTTTTTLLLLLLLLSSSSSSSS` (timeline, log, segment); after (l, s) comes
+/// (l, s + 1) or, at the end of a log, (l + 1, 0), whatever the segment size.
+pub fn wal_gaps(names: &[String]) -> Vec<String> {
+    let mut segments: BTreeMap<(String, u32), Vec<(u32, u32)>> = BTreeMap::new();
+    for name in names {
+        let Some((dir, file)) = name.rsplit_once('/') else {
+            continue;
+        };
+        let Some(segment) = file
+            .get(..24)
+            .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            continue;
+        };
+        if file.get(24..25) != Some("-") {
+            continue; // .backup and .history files
+        }
+        let parse = |range: std::ops::Range<usize>| {
+            segment
+                .get(range)
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+        };
+        let (Some(timeline), Some(log), Some(seg)) = (parse(0..8), parse(8..16), parse(16..24))
+        else {
+            continue;
+        };
+        let archive = dir.split('/').next().unwrap_or_default().to_owned();
+        segments
+            .entry((archive, timeline))
+            .or_default()
+            .push((log, seg));
+    }
+    let mut gaps = Vec::new();
+    for ((archive, timeline), mut list) in segments {
+        list.sort_unstable();
+        list.dedup();
+        for pair in list.windows(2) {
+            let [(log, seg), next] = pair else { continue };
+            if *next != (*log, seg + 1) && *next != (log + 1, 0) {
+                gaps.push(format!(
+                    "WAL archive {archive}, timeline {timeline}: the segments between \
+                     {timeline:08X}{log:08X}{seg:08X} and {timeline:08X}{:08X}{:08X} are \
+                     missing (no point in time after the gap can be restored)",
+                    next.0, next.1
+                ));
+            }
+        }
+    }
+    gaps
+}
+
 #[derive(Debug, Deserialize)]
 struct StanzaInfo {
     #[serde(default)]
     backup: Vec<BackupInfo>,
+    #[serde(default)]
+    repo: Vec<RepoInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RepoInfo {
+    key: u8,
+    status: RepoStatus,
+}
+
+#[derive(Debug, Deserialize)]
+struct RepoStatus {
+    code: u32,
+    message: String,
+}
+
+impl RepoInfo {
+    /// 0 is ok and 2 is "no valid backups" (a new repository); anything else is an error,
+    /// named plainly: the first line of pgBackRest's message, never the noise it quotes.
+    fn check(&self) -> anyhow::Result<()> {
+        if matches!(self.status.code, 0 | 2) {
+            return Ok(());
+        }
+        let first = self.status.message.lines().next().unwrap_or_default();
+        let first = first.split(": key/value").next().unwrap_or(first);
+        if self.status.message.contains("FormatError") || self.status.message.contains("Crypto") {
+            anyhow::bail!(
+                "repository {} cannot be read with this passphrase: is CLINICD_BACKUP_PASSPHRASE_FILE \
+                 the one `clinicd backup init` made for CLINICD_BACKUP_REPO? ({first})",
+                self.key
+            );
+        }
+        anyhow::bail!("repository {}: {first}", self.key)
+    }
 }
 
 /// One backup as `pgbackrest info` describes it.

@@ -616,3 +616,43 @@ fn each_kind_of_bucket_protection_has_its_finding() {
         Finding::Advice(t) if t.contains("governance mode, 7 days")
     ));
 }
+
+#[test]
+fn a_gap_in_the_wal_archive_is_named() {
+    use clinicd::backup::pgbackrest::wal_gaps;
+    let names = |segments: &[&str]| -> Vec<String> {
+        segments
+            .iter()
+            .map(|s| {
+                format!("15-1/0000000100000000/{s}-0123456789abcdef0123456789abcdef01234567.gz")
+            })
+            .chain(["15-1/0000000100000000/000000010000000000000003.00000028.backup".to_owned()])
+            .collect()
+    };
+    let whole = names(&[
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "0000000100000000000000FF",
+        "000000010000000100000000",
+    ]);
+    // 02 to FF is a gap; FF to the next log's 00 is not.
+    let gaps = wal_gaps(&whole);
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert!(
+        gaps[0].contains("between 000000010000000000000002 and 0000000100000000000000FF"),
+        "{gaps:?}"
+    );
+    let contiguous = names(&[
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "000000010000000000000003",
+    ]);
+    assert!(wal_gaps(&contiguous).is_empty());
+    // Timelines are checked apart: a promoted restore starts a new one mid-log.
+    let mut timelines = contiguous.clone();
+    timelines.push(
+        "15-1/0000000200000000/000000020000000000000003-0123456789abcdef0123456789abcdef01234567.gz"
+            .to_owned(),
+    );
+    assert!(wal_gaps(&timelines).is_empty());
+}
