@@ -9,7 +9,7 @@ use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-use super::pgbackrest::{Owner, chown, running_as_root};
+use super::pgbackrest::{Owner, as_owner, chown};
 
 /// Any port: it only names the socket file in our private directory.
 const PORT: u16 = 5432;
@@ -65,21 +65,13 @@ impl Cluster {
             bindir,
             data,
             socket,
-            run_as: (running_as_root()? && owner.uid != 0).then(|| owner.name.clone()),
+            run_as: owner.run_as()?,
             running: false,
         })
     }
 
-    fn pg_ctl(&self) -> tokio::process::Command {
-        let pg_ctl = self.bindir.join("pg_ctl");
-        match &self.run_as {
-            Some(user) => {
-                let mut c = tokio::process::Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(pg_ctl);
-                c
-            }
-            None => tokio::process::Command::new(pg_ctl),
-        }
+    fn pg_ctl(&self) -> std::process::Command {
+        as_owner(self.run_as.as_deref(), &self.bindir.join("pg_ctl"))
     }
 
     /// Starts recovery and waits until the server accepts connections. The environment
@@ -89,8 +81,7 @@ impl Cluster {
             "-c listen_addresses='' -p {PORT} -c unix_socket_directories='{}' -c archive_mode=off",
             self.socket.display()
         );
-        let status = self
-            .pg_ctl()
+        let status = tokio::process::Command::from(self.pg_ctl())
             .arg("-D")
             .arg(&self.data)
             .arg("-l")
@@ -171,8 +162,7 @@ impl Cluster {
 
     pub async fn stop(&mut self) {
         if self.running {
-            let _ = self
-                .pg_ctl()
+            let _ = tokio::process::Command::from(self.pg_ctl())
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-m", "fast", "-w", "stop"])
@@ -189,14 +179,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // A drill that failed half-way still stops its server (blocking: Drop cannot await).
         if self.running {
-            let mut command = match &self.run_as {
-                Some(user) => {
-                    let mut c = std::process::Command::new("runuser");
-                    c.args(["-u", user, "--"]).arg(self.bindir.join("pg_ctl"));
-                    c
-                }
-                None => std::process::Command::new(self.bindir.join("pg_ctl")),
-            };
+            let mut command = self.pg_ctl();
             let _ = command
                 .arg("-D")
                 .arg(&self.data)

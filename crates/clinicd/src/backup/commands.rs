@@ -32,22 +32,22 @@ pub struct Backup {
 
 impl Backup {
     pub async fn open(env: BackupEnv, provider: &dyn KeyProvider) -> anyhow::Result<Self> {
-        let (manifests, _) = set_stores(&env.backup.repo).await;
+        let stores = set_stores(&env.backup.repo).await;
         // A fresh machine after a disaster has the repository and the root key (escrow
         // shares or KMS) but not this file: the repository keeps a copy, wrapped.
         if !env.backup.passphrase_file.exists() {
-            passphrase::fetch(manifests.as_ref(), &env.backup.passphrase_file).await?;
+            passphrase::fetch(stores.0.as_ref(), &env.backup.passphrase_file).await?;
             let owner = super::pgbackrest::cluster_owner(&env.backup.pg_data)?;
             super::pgbackrest::chown(&env.backup.passphrase_file, &owner)?;
         }
         let passphrase =
             passphrase::open(provider, &env.backup.stanza, &env.backup.passphrase_file).await?;
-        Self::with(env, passphrase).await
+        Self::with(env, passphrase, stores)
     }
 
-    async fn with(env: BackupEnv, passphrase: Passphrase) -> anyhow::Result<Self> {
+    fn with(env: BackupEnv, passphrase: Passphrase, stores: Stores) -> anyhow::Result<Self> {
         let engine = PgBackRest::prepare(&env.backup)?;
-        let (manifests, copies) = set_stores(&env.backup.repo).await;
+        let (manifests, copies) = stores;
         Ok(Self {
             env,
             engine,
@@ -65,7 +65,8 @@ impl Backup {
         // Postgres's archive_command (as the cluster's owner) unwraps it for each segment.
         let owner = super::pgbackrest::cluster_owner(&env.backup.pg_data)?;
         super::pgbackrest::chown(&env.backup.passphrase_file, &owner)?;
-        let backup = Self::with(env, passphrase).await?;
+        let stores = set_stores(&env.backup.repo).await;
+        let backup = Self::with(env, passphrase, stores)?;
         passphrase::deposit(
             backup.manifests.as_ref(),
             &backup.env.backup.passphrase_file,
@@ -408,8 +409,11 @@ impl Backup {
     }
 }
 
+/// The manifests' store and the file copies' store.
+type Stores = (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>);
+
 /// Where a repository keeps our manifests and file copies.
-async fn set_stores(repo: &BackupRepo) -> (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>) {
+async fn set_stores(repo: &BackupRepo) -> Stores {
     match repo {
         BackupRepo::Local(dir) => (
             Arc::new(LocalStore::new(dir.join("clinicd").join("manifests"))),

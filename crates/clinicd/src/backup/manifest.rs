@@ -186,17 +186,8 @@ pub async fn snapshot(
 
 /// Writes (replaces) a manifest.
 pub async fn store(store: &dyn ObjectStore, manifest: &Manifest) -> anyhow::Result<()> {
-    let key = Manifest::key(&manifest.label);
-    match store.delete(&key).await {
-        Ok(()) | Err(clinicd_files::ObjectStoreError::NotFound) => {}
-        Err(error) => return Err(error.into()),
-    }
-    let mut writer = store.create(&key).await?;
-    writer
-        .write(serde_json::to_string_pretty(manifest)?.as_bytes())
-        .await?;
-    writer.complete().await?;
-    Ok(())
+    let text = serde_json::to_string_pretty(manifest)?;
+    super::objects::replace(store, &Manifest::key(&manifest.label), text.as_bytes()).await
 }
 
 /// Reads a manifest and checks its seal; `None` if the backup has none (made outside clinicd).
@@ -205,19 +196,9 @@ pub async fn load(
     label: &str,
     passphrase: &Passphrase,
 ) -> anyhow::Result<Option<Manifest>> {
-    let mut reader = match store.open(&Manifest::key(label)).await {
-        Ok(reader) => reader,
-        Err(clinicd_files::ObjectStoreError::NotFound) => return Ok(None),
-        Err(error) => return Err(error.into()),
+    let Some(bytes) = super::objects::read(store, &Manifest::key(label), 256 << 20).await? else {
+        return Ok(None);
     };
-    let mut bytes = Vec::new();
-    while let Some(chunk) = reader.next_chunk().await? {
-        bytes.extend_from_slice(&chunk);
-        anyhow::ensure!(
-            bytes.len() < 256 << 20,
-            "the manifest of {label} is too large"
-        );
-    }
     let manifest: Manifest = serde_json::from_slice(&bytes)
         .with_context(|| format!("the manifest of backup {label} is not readable"))?;
     manifest.check(passphrase)?;

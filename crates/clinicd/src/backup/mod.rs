@@ -9,6 +9,7 @@ pub mod drill;
 pub mod files_copy;
 pub mod manifest;
 pub mod metrics;
+pub mod objects;
 pub mod passphrase;
 pub mod pgbackrest;
 pub mod run;

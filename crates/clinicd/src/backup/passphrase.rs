@@ -113,33 +113,19 @@ const REPOSITORY_COPY: &str = "passphrase.json";
 
 /// Puts a copy of the wrapped file into the repository.
 pub async fn deposit(store: &dyn clinicd_files::ObjectStore, path: &Path) -> anyhow::Result<()> {
-    let bytes = std::fs::read(path)?;
-    match store.delete(REPOSITORY_COPY).await {
-        Ok(()) | Err(clinicd_files::ObjectStoreError::NotFound) => {}
-        Err(error) => return Err(error.into()),
-    }
-    let mut writer = store.create(REPOSITORY_COPY).await?;
-    writer.write(&bytes).await?;
-    writer.complete().await?;
-    Ok(())
+    super::objects::replace(store, REPOSITORY_COPY, &std::fs::read(path)?).await
 }
 
 /// Writes the repository's copy to `path` (a new, owner-only file).
 pub async fn fetch(store: &dyn clinicd_files::ObjectStore, path: &Path) -> anyhow::Result<()> {
-    let mut reader = store.open(REPOSITORY_COPY).await.with_context(|| {
-        format!(
-            "{} is missing and the repository holds no copy (run `clinicd backup init` first)",
-            path.display()
-        )
-    })?;
-    let mut bytes = Vec::new();
-    while let Some(chunk) = reader.next_chunk().await? {
-        bytes.extend_from_slice(&chunk);
-        anyhow::ensure!(
-            bytes.len() < 64 * 1024,
-            "the repository's passphrase copy is too large"
-        );
-    }
+    let bytes = super::objects::read(store, REPOSITORY_COPY, 64 * 1024)
+        .await?
+        .with_context(|| {
+            format!(
+                "{} is missing and the repository holds no copy (run `clinicd backup init` first)",
+                path.display()
+            )
+        })?;
     serde_json::from_slice::<WrappedFile>(&bytes)
         .context("the repository's passphrase copy is not a wrapped passphrase")?;
     if let Some(dir) = path.parent() {

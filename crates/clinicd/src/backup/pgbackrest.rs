@@ -32,7 +32,7 @@ impl PgBackRest {
     /// cluster's owner needs.
     pub fn prepare(settings: &BackupSettings) -> anyhow::Result<Self> {
         let owner = cluster_owner(&settings.pg_data)?;
-        let run_as = (running_as_root()? && owner.uid != 0).then(|| owner.name.clone());
+        let run_as = owner.run_as()?;
         make_owned_dir(&settings.work_dir, &owner)?;
         if let BackupRepo::Local(dir) = &settings.repo {
             make_owned_dir(dir, &owner)?;
@@ -61,7 +61,7 @@ impl PgBackRest {
         Ok(Self {
             settings: settings.clone(),
             config,
-            run_as: (running_as_root()? && owner.uid != 0).then_some(owner.name),
+            run_as: owner.run_as()?,
         })
     }
 
@@ -80,14 +80,10 @@ impl PgBackRest {
     /// The command to run `pgbackrest ARGS` for our stanza, with the passphrase (and S3
     /// credentials) in its environment only.
     pub fn command(&self, passphrase: &Passphrase, args: &[&str]) -> tokio::process::Command {
-        let mut command = match &self.run_as {
-            Some(user) => {
-                let mut c = tokio::process::Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(&self.settings.pgbackrest);
-                c
-            }
-            None => tokio::process::Command::new(&self.settings.pgbackrest),
-        };
+        let mut command = tokio::process::Command::from(as_owner(
+            self.run_as.as_deref(),
+            &self.settings.pgbackrest,
+        ));
         command
             .arg(format!("--config={}", self.config.display()))
             .arg(format!("--stanza={}", self.settings.stanza))
@@ -457,6 +453,25 @@ pub fn cluster_owner(data: &Path) -> anyhow::Result<Owner> {
         gid: meta.gid(),
         name,
     })
+}
+
+impl Owner {
+    /// The account to switch to: the owner, when we run as root and it is not root.
+    pub fn run_as(&self) -> anyhow::Result<Option<String>> {
+        Ok((running_as_root()? && self.uid != 0).then(|| self.name.clone()))
+    }
+}
+
+/// `program`, run as `run_as` through runuser when set (pgBackRest and pg_ctl refuse root).
+pub fn as_owner(run_as: Option<&str>, program: &Path) -> std::process::Command {
+    match run_as {
+        Some(user) => {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", user, "--"]).arg(program);
+            command
+        }
+        None => std::process::Command::new(program),
+    }
 }
 
 /// Whether this process runs as root (the owner of its own /proc entry).

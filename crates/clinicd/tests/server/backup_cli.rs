@@ -1,21 +1,17 @@
-//! `clinicd backup check` against moto: what protects the root key.
+//! `clinicd backup`: the check against moto (the bucket, the root key), and the backup
+//! commands' parts (the whole runs in scripts/backup-drill).
 
 use sqlx::PgPool;
 
-use crate::support::run_clinicd;
+use crate::support::{moto_env, run_clinicd};
 
 fn kms_env(key_id: &str) -> Vec<(&'static str, String)> {
-    vec![
+    let mut env = vec![
         ("CLINICD_KEY_PROVIDER", "aws-kms".to_owned()),
         ("CLINICD_KMS_KEY_ID", key_id.to_owned()),
-        (
-            "AWS_ENDPOINT_URL",
-            std::env::var("AWS_ENDPOINT_URL").unwrap(),
-        ),
-        ("AWS_REGION", "us-east-1".to_owned()),
-        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
-    ]
+    ];
+    env.extend(moto_env());
+    env
 }
 
 fn check(pool: &PgPool, dir: &std::path::Path, env: &[(&str, String)]) -> (bool, String) {
@@ -521,17 +517,12 @@ async fn the_metrics_show_the_last_good_backup_and_a_failed_drill(pool: PgPool) 
 }
 
 fn s3_env(bucket: &str) -> Vec<(&'static str, String)> {
-    vec![
+    let mut env = vec![
         ("CLINICD_STORAGE", "s3".to_owned()),
         ("CLINICD_S3_BUCKET", bucket.to_owned()),
-        (
-            "AWS_ENDPOINT_URL",
-            std::env::var("AWS_ENDPOINT_URL").unwrap(),
-        ),
-        ("AWS_REGION", "us-east-1".to_owned()),
-        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
-    ]
+    ];
+    env.extend(moto_env());
+    env
 }
 
 #[sqlx::test(migrations = "../../migrations")]

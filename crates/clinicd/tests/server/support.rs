@@ -118,3 +118,16 @@ pub fn client(cert_pem: &[u8]) -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// The AWS variables that point a child clinicd at the suite's moto_server.
+pub fn moto_env() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "AWS_ENDPOINT_URL",
+            std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (moto) must be set"),
+        ),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+    ]
+}
