@@ -123,6 +123,7 @@ async fn run() {
             api: quota,
             login: quota,
             upload: quota,
+            export: quota,
         },
         ..HttpSettings::default()
     };

@@ -19,6 +19,11 @@ impl TrustedProxies {
         Self(networks)
     }
 
+    /// The trusted networks (never blocked: many clients stand behind them).
+    pub fn networks(&self) -> &[IpNet] {
+        &self.0
+    }
+
     fn trusts(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(&ip))
     }

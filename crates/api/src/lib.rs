@@ -32,7 +32,7 @@ pub use problem::{ApiError, Problem};
 pub use settings::HttpSettings;
 pub use state::{ApiState, Services};
 
-use crate::middleware::{context, cors, observe, security_headers, throttle};
+use crate::middleware::{context, cors, guard, observe, security_headers, throttle};
 
 /// The API application.
 pub fn app(
@@ -78,6 +78,7 @@ pub fn app_with(
         .wrap(from_fn(middleware::audit::audit))
         .wrap(from_fn(throttle::throttle))
         .wrap(from_fn(cors::cors))
+        .wrap(from_fn(guard::guard))
         .wrap(from_fn(observe::observe))
         .wrap(from_fn(security_headers::security_headers))
         .wrap(from_fn(context::request_context))

@@ -3,7 +3,8 @@
 //! no id or PHI can become a label. Served on the separate admin listener, not the API.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 #[derive(Debug, Clone)]
@@ -14,6 +15,146 @@ pub struct Metrics {
     rate_limited: IntCounterVec,
     cors_refused: IntCounterVec,
     audit_failures: prometheus::IntCounter,
+    security: Security,
+}
+
+/// The security dashboard's numbers (refreshed from the database every 30 s by each instance)
+/// and this instance's security counters.
+#[derive(Debug, Clone)]
+struct Security {
+    alerts: IntGaugeVec,
+    blocks_active: IntGauge,
+    failed_logins: IntGauge,
+    refusals: IntGaugeVec,
+    break_glass_pending: IntGauge,
+    dead_deliveries: IntGauge,
+    audit_head_seq: IntGauge,
+    checkpoint_time: IntGauge,
+    checkpoint_failed: IntGauge,
+    key_age: IntGaugeVec,
+    key_rotation_due: IntGaugeVec,
+    blocklist_stale: IntGauge,
+    blocked: IntCounterVec,
+    shared_limit_failures: IntCounterVec,
+    signal_failures: prometheus::IntCounter,
+}
+
+impl Security {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        fn gauge(
+            registry: &Registry,
+            name: &str,
+            help: &str,
+        ) -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        }
+        fn gauges(
+            registry: &Registry,
+            name: &str,
+            help: &str,
+            label: &str,
+        ) -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), &[label])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        }
+        fn counters(
+            registry: &Registry,
+            name: &str,
+            help: &str,
+            label: &str,
+        ) -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        let signal_failures = prometheus::IntCounter::new(
+            "security_signal_failures_total",
+            "Abuse signals that could not be recorded (the shared store was unreachable)",
+        )?;
+        registry.register(Box::new(signal_failures.clone()))?;
+        Ok(Self {
+            alerts: gauges(
+                registry,
+                "security_alerts",
+                "Unresolved security alerts by state",
+                "state",
+            )?,
+            blocks_active: gauge(
+                registry,
+                "security_blocks_active",
+                "Active blocks of addresses and accounts",
+            )?,
+            failed_logins: gauge(
+                registry,
+                "security_failed_logins_24h",
+                "Failed or refused logins in the last 24 hours",
+            )?,
+            refusals: gauges(
+                registry,
+                "security_refusals_24h",
+                "Refused requests in the last 24 hours by problem code",
+                "class",
+            )?,
+            break_glass_pending: gauge(
+                registry,
+                "security_break_glass_pending_review",
+                "Emergency accesses awaiting review",
+            )?,
+            dead_deliveries: gauge(
+                registry,
+                "security_alert_deliveries_dead",
+                "Alert deliveries that gave up",
+            )?,
+            audit_head_seq: gauge(
+                registry,
+                "security_audit_head_seq",
+                "The audit chain's last sequence number",
+            )?,
+            checkpoint_time: gauge(
+                registry,
+                "security_audit_last_checkpoint_timestamp_seconds",
+                "When the last audit checkpoint was written (0: never)",
+            )?,
+            checkpoint_failed: gauge(
+                registry,
+                "security_audit_checkpoint_failed",
+                "1 if the last audit checkpoint run failed",
+            )?,
+            key_age: gauges(
+                registry,
+                "security_key_age_days",
+                "Age of the active key of each purpose",
+                "purpose",
+            )?,
+            key_rotation_due: gauges(
+                registry,
+                "security_key_rotation_due",
+                "1 if the active key of a purpose is due for rotation",
+                "purpose",
+            )?,
+            blocklist_stale: gauge(
+                registry,
+                "security_blocklist_stale",
+                "1 if this instance could not refresh its block list",
+            )?,
+            blocked: counters(
+                registry,
+                "security_blocked_requests_total",
+                "Requests refused by a block, by target",
+                "target",
+            )?,
+            shared_limit_failures: counters(
+                registry,
+                "shared_limit_failures_total",
+                "Shared rate-limit decisions that failed (login fails closed; others fall back to this instance)",
+                "policy",
+            )?,
+            signal_failures,
+        })
+    }
 }
 
 impl Metrics {
@@ -56,7 +197,9 @@ impl Metrics {
         )?;
         registry.register(Box::new(cors_refused.clone()))?;
         registry.register(Box::new(audit_failures.clone()))?;
+        let security = Security::new(&registry)?;
         Ok(Self {
+            security,
             registry,
             requests,
             latency,
@@ -64,6 +207,54 @@ impl Metrics {
             cors_refused,
             audit_failures,
         })
+    }
+
+    /// Sets the dashboard gauges from a freshly read dashboard.
+    pub fn observe_security(&self, board: &clinicd_secops::dashboard::Dashboard, stale: bool) {
+        let s = &self.security;
+        s.alerts.with_label_values(&["open"]).set(board.alerts.open);
+        s.alerts
+            .with_label_values(&["acknowledged"])
+            .set(board.alerts.acknowledged);
+        s.blocks_active.set(board.active_blocks);
+        s.failed_logins.set(board.failed_logins_24h);
+        s.refusals.reset();
+        for refusal in &board.refusals_24h {
+            s.refusals
+                .with_label_values(&[refusal.class.as_str()])
+                .set(refusal.count);
+        }
+        s.break_glass_pending.set(board.break_glass_pending_review);
+        s.dead_deliveries.set(board.dead_deliveries);
+        s.audit_head_seq.set(board.audit.head_seq.unwrap_or(0));
+        s.checkpoint_time
+            .set(board.audit.last_checkpoint_at.map_or(0, |t| t.timestamp()));
+        s.checkpoint_failed
+            .set(i64::from(board.audit.last_checkpoint_failed));
+        for key in &board.keys {
+            s.key_age
+                .with_label_values(&[key.purpose.as_str()])
+                .set(key.age_days);
+            s.key_rotation_due
+                .with_label_values(&[key.purpose.as_str()])
+                .set(i64::from(key.rotation_due));
+        }
+        s.blocklist_stale.set(i64::from(stale));
+    }
+
+    pub fn count_blocked(&self, target: &str) {
+        self.security.blocked.with_label_values(&[target]).inc();
+    }
+
+    pub fn count_shared_limit_failure(&self, policy: &str) {
+        self.security
+            .shared_limit_failures
+            .with_label_values(&[policy])
+            .inc();
+    }
+
+    pub fn count_signal_failure(&self) {
+        self.security.signal_failures.inc();
     }
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {

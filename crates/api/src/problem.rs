@@ -151,6 +151,14 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("the service is temporarily unavailable")]
     Unavailable,
+    /// The client's address is blocked (automatic after an attack pattern, or by an officer).
+    #[error(
+        "requests from this address are blocked for a while after repeated suspicious requests; contact the clinic's security office if this is a mistake"
+    )]
+    Blocked { retry_after: Duration },
+    /// The account is blocked by the security office or after suspicious use.
+    #[error("this account is blocked; contact the clinic's security office")]
+    AccountBlocked,
     /// Anything we did not expect. Logged with its chain; the client sees only `internal_error`.
     #[error("an internal error occurred")]
     Unexpected(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -226,6 +234,8 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable => "service_unavailable",
+            Self::Blocked { .. } => "blocked",
+            Self::AccountBlocked => "account_blocked",
             Self::Unexpected(_) => "internal_error",
             Self::Other(status) => generic_code(*status),
         }
@@ -334,6 +344,7 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Blocked { .. } | Self::AccountBlocked => StatusCode::FORBIDDEN,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Other(status) => *status,
         }
@@ -351,7 +362,9 @@ impl ResponseError for ApiError {
             .insert(crate::audit::ErrorCode(self.code()));
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         match self {
-            Self::RateLimited { retry_after } | Self::LoginThrottled { retry_after } => {
+            Self::RateLimited { retry_after }
+            | Self::LoginThrottled { retry_after }
+            | Self::Blocked { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs(*retry_after)));
             }
             Self::Unauthenticated => {

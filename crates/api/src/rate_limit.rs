@@ -1,9 +1,12 @@
 //! Rate limits (GCRA, via governor): one per-client-IP limit for every route, plus a limit per
 //! route class (`api`, `login`, `upload`) from a table in configuration.
 //!
-//! Limits live in each instance's memory: behind a load balancer with N instances a client
-//! can reach N times a limit. The login lockout that must hold across instances is a
-//! Postgres counter in the identity crate; these limits are a first, cheap line.
+//! The `api` class and the per-IP limit live in each instance's memory: behind a load balancer
+//! with N instances a client can reach N times them (set them as the global figure divided by
+//! N). The security classes (`login`, which covers the MFA steps, `upload`, `export`) are shared
+//! by every instance when `CLINICD_SHARED_LIMITS` is on: decided in Postgres by the secops
+//! crate's GCRA ([`check_class`]). If Postgres cannot decide, the login class fails closed
+//! (503) and the others fall back to this process's limiters, counted and logged.
 
 use std::fmt;
 use std::hash::Hash;
@@ -12,11 +15,15 @@ use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
 
+use clinicd_secops::{Decision, Rate};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use uuid::Uuid;
+
+use crate::problem::ApiError;
+use crate::state::ApiState;
 
 /// A route's rate-limit class, declared in the route table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,6 +35,8 @@ pub enum RateClass {
     Login,
     /// File uploads: keyed by user.
     Upload,
+    /// Whole-record exports: keyed by user.
+    Export,
 }
 
 impl RateClass {
@@ -36,7 +45,13 @@ impl RateClass {
             Self::Api => "api",
             Self::Login => "login",
             Self::Upload => "upload",
+            Self::Export => "export",
         }
+    }
+
+    /// Classes that guard against attacks rather than floods: shared across instances.
+    pub fn is_security(self) -> bool {
+        !matches!(self, Self::Api)
     }
 }
 
@@ -118,6 +133,7 @@ pub struct RateLimitSettings {
     pub api: QuotaSpec,
     pub login: QuotaSpec,
     pub upload: QuotaSpec,
+    pub export: QuotaSpec,
 }
 
 impl Default for RateLimitSettings {
@@ -133,6 +149,7 @@ impl Default for RateLimitSettings {
             api: spec(100, 60),
             login: spec(5, 15 * 60),
             upload: spec(10, 3600),
+            export: spec(20, 3600),
         }
     }
 }
@@ -167,6 +184,7 @@ pub struct Limits {
     api: Keyed<RateKey>,
     login: Keyed<RateKey>,
     upload: Keyed<RateKey>,
+    export: Keyed<RateKey>,
     clock: DefaultClock,
 }
 
@@ -185,6 +203,7 @@ impl Limits {
             api: keyed(settings.api),
             login: keyed(settings.login),
             upload: keyed(settings.upload),
+            export: keyed(settings.export),
             clock: DefaultClock::default(),
             settings,
         }
@@ -194,11 +213,21 @@ impl Limits {
         self.decide("ip", self.settings.per_ip, self.per_ip.check_key(&ip))
     }
 
+    pub fn spec(&self, class: RateClass) -> QuotaSpec {
+        match class {
+            RateClass::Api => self.settings.api,
+            RateClass::Login => self.settings.login,
+            RateClass::Upload => self.settings.upload,
+            RateClass::Export => self.settings.export,
+        }
+    }
+
     pub fn check(&self, class: RateClass, key: &RateKey) -> Result<PolicyState, Refusal> {
         let (limiter, spec) = match class {
             RateClass::Api => (&self.api, self.settings.api),
             RateClass::Login => (&self.login, self.settings.login),
             RateClass::Upload => (&self.upload, self.settings.upload),
+            RateClass::Export => (&self.export, self.settings.export),
         };
         self.decide(class.policy_name(), spec, limiter.check_key(key))
     }
@@ -236,11 +265,80 @@ impl Limits {
     pub fn prune(&self) {
         self.per_ip.retain_recent();
         self.per_ip.shrink_to_fit();
-        for limiter in [&self.api, &self.login, &self.upload] {
+        for limiter in [&self.api, &self.login, &self.upload, &self.export] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
     }
+}
+
+/// Counts a request against its class: in Postgres for a security class when limits are
+/// shared, else in this process. `Err` only when the login class cannot be decided (fail
+/// closed: 503).
+pub async fn check_class(
+    state: &ApiState,
+    class: RateClass,
+    key: &RateKey,
+) -> Result<Result<PolicyState, Refusal>, ApiError> {
+    let shared = state
+        .secops
+        .limiter
+        .as_ref()
+        .filter(|_| class.is_security());
+    let Some(limiter) = shared else {
+        return Ok(state.limits.check(class, key));
+    };
+    let spec = state.limits.spec(class);
+    let decided = async {
+        let key = shared_key(state, key).await?;
+        let rate = Rate {
+            count: spec.count.get(),
+            window: spec.window,
+        };
+        limiter
+            .check(class.policy_name(), &key, rate)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    match decided {
+        Ok(Decision::Allowed { remaining, reset }) => Ok(Ok(PolicyState {
+            policy: class.policy_name(),
+            spec,
+            remaining,
+            reset_secs: reset.as_secs_f64().ceil() as u64,
+        })),
+        Ok(Decision::Refused { retry_after }) => Ok(Err(Refusal {
+            policy: class.policy_name(),
+            spec,
+            retry_after,
+        })),
+        Err(error) => {
+            state
+                .metrics
+                .count_shared_limit_failure(class.policy_name());
+            if class == RateClass::Login {
+                tracing::error!(policy = class.policy_name(), %error, "shared rate limit unavailable; login refused (fail closed)");
+                Err(ApiError::Unavailable)
+            } else {
+                tracing::warn!(policy = class.policy_name(), %error, "shared rate limit unavailable; using this instance's limit");
+                Ok(state.limits.check(class, key))
+            }
+        }
+    }
+}
+
+/// The key of a shared bucket. A username is stored only as a keyed hash: people type
+/// passwords into the username field.
+async fn shared_key(state: &ApiState, key: &RateKey) -> Result<String, String> {
+    Ok(match key {
+        RateKey::Ip(ip) => format!("ip:{ip}"),
+        RateKey::User(user) => format!("user:{user}"),
+        RateKey::IpAndUsername(ip, name) => {
+            let hashed = state.secops.keyed(name).await.map_err(|e| e.to_string())?;
+            format!("ipuser:{ip}:{hashed}")
+        }
+    })
 }
 
 /// `RateLimit-Policy` and `RateLimit` header values (IETF draft-ietf-httpapi-ratelimit-headers,

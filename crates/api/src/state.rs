@@ -7,6 +7,7 @@ use clinicd_domain::{AppointmentStore, NoteStore, PatientStore};
 use clinicd_files::Files;
 use clinicd_identity::Identity;
 use clinicd_rbac::Rbac;
+use clinicd_secops::SecOps;
 use sqlx::PgPool;
 
 use crate::metrics::Metrics;
@@ -26,6 +27,7 @@ pub struct ApiState {
     pub appointments: AppointmentStore,
     pub notes: NoteStore,
     pub files: Files,
+    pub secops: SecOps,
 }
 
 /// The services the handlers call. The API does not build them: the binary composes them
@@ -40,6 +42,7 @@ pub struct Services {
     pub appointments: AppointmentStore,
     pub notes: NoteStore,
     pub files: Files,
+    pub secops: SecOps,
 }
 
 impl ApiState {
@@ -52,6 +55,7 @@ impl ApiState {
             appointments,
             notes,
             files,
+            secops,
         } = services;
         Self {
             rbac,
@@ -59,6 +63,7 @@ impl ApiState {
             appointments,
             notes,
             files,
+            secops,
             identity,
             audit,
             db,

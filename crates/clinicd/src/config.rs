@@ -58,6 +58,7 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub keys: KeyProviderSettings,
     pub storage: StorageSettings,
+    pub secops: clinicd_secops::SecOpsSettings,
     pub log_filter: String,
 }
 
@@ -433,6 +434,7 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
     };
     let keys = read_keys(r, &data_dir, production);
     let storage = read_storage(r, &data_dir);
+    let secops = read_secops(r);
     let log_filter = r.optional("CLINICD_LOG").unwrap_or("info").to_owned();
     if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
         r.problem(
@@ -460,7 +462,152 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
         audit,
         keys: keys?,
         storage: storage?,
+        secops: secops?,
         log_filter,
+    })
+}
+
+/// Security operations (docs/security-operations.md): shared limits, blocking thresholds,
+/// misuse rules, alert delivery.
+fn read_secops(r: &mut Reader<'_>) -> Option<clinicd_secops::SecOpsSettings> {
+    use clinicd_secops::{AbuseSettings, DeliverySettings, DetectSettings, Threshold};
+    let defaults = clinicd_secops::SecOpsSettings::default();
+    let shared_limits = r.parse_with("CLINICD_SHARED_LIMITS", false, parse_bool);
+    let threshold = |r: &mut Reader<'_>, name: &'static str, default: Threshold| {
+        r.parse_with(name, default, |v| {
+            parse_quota(v).map(|q| Threshold {
+                count: q.count.get(),
+                window: q.window,
+            })
+        })
+    };
+    let a = AbuseSettings::default();
+    let abuse = AbuseSettings {
+        stuffing: threshold(r, "CLINICD_BLOCK_STUFFING", a.stuffing),
+        spraying: threshold(r, "CLINICD_BLOCK_SPRAYING", a.spraying),
+        enumeration: threshold(r, "CLINICD_BLOCK_ENUMERATION", a.enumeration),
+        token: threshold(r, "CLINICD_BLOCK_TOKENS", a.token),
+        origin: threshold(r, "CLINICD_BLOCK_ORIGIN", a.origin),
+        block_for: seconds(r.number("CLINICD_BLOCK_SECS", 900, 60..=86_400)),
+        allow: r
+            .parse_with(
+                "CLINICD_BLOCK_ALLOW",
+                TrustedProxies::default(),
+                parse_networks,
+            )
+            .networks()
+            .to_vec(),
+    };
+    let d = DetectSettings::default();
+    let working_hours = r.parse_with("CLINICD_DETECT_WORKING_HOURS", d.working_hours, |v| {
+        if v == "off" {
+            return Ok(None);
+        }
+        let (start, end) = v
+            .split_once('-')
+            .ok_or("must be START-END hours such as 06-20, or off")?;
+        match (start.trim().parse::<u32>(), end.trim().parse::<u32>()) {
+            (Ok(start), Ok(end)) if start < end && end <= 24 => Ok(Some((start, end))),
+            _ => Err(
+                "must be START-END hours such as 06-20 (0 to 24, start before end), or off".into(),
+            ),
+        }
+    });
+    let timezone = r.parse_with("CLINICD_DETECT_TIMEZONE", d.timezone.clone(), |v| {
+        if !v.is_empty()
+            && v.len() <= 64
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b))
+        {
+            Ok(v.to_owned())
+        } else {
+            Err("must be an IANA time zone name such as America/Chicago".into())
+        }
+    });
+    let detect = DetectSettings {
+        window: seconds(r.number("CLINICD_DETECT_WINDOW_SECS", 3600, 300..=86_400)),
+        volume_min: r.number("CLINICD_DETECT_VOLUME_MIN", d.volume_min, 1..=1_000_000),
+        volume_factor: r.number("CLINICD_DETECT_VOLUME_FACTOR", d.volume_factor, 1..=1000),
+        working_hours,
+        timezone,
+        export_max: r.number("CLINICD_DETECT_EXPORT_MAX", d.export_max, 1..=1_000_000),
+        dormant_days: r.number("CLINICD_DETECT_DORMANT_DAYS", d.dormant_days, 1..=3650),
+    };
+    let webhook_url = r.optional_with("CLINICD_ALERT_WEBHOOK_URL", |v| match url::Url::parse(v) {
+        Ok(u)
+            if u.scheme() == "https"
+                || u.host_str()
+                    .is_some_and(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]") =>
+        {
+            Ok(v.to_owned())
+        }
+        Ok(_) => Err("must be an https URL (plain http only to localhost)".into()),
+        Err(e) => Err(format!("is not a URL: {e}")),
+    });
+    let webhook_secret = r
+        .optional("CLINICD_ALERT_WEBHOOK_SECRET")
+        .map(|v| SecretString::from(v.to_owned()));
+    if webhook_url.is_some()
+        && webhook_secret
+            .as_ref()
+            .is_none_or(|s| s.expose_secret().len() < 16)
+    {
+        r.problem(
+            "CLINICD_ALERT_WEBHOOK_SECRET",
+            "must be set (16 characters or more) when CLINICD_ALERT_WEBHOOK_URL is",
+        );
+    }
+    let smtp_url = r
+        .optional("CLINICD_ALERT_SMTP_URL")
+        .map(|v| SecretString::from(v.to_owned()));
+    if let Some(url) = &smtp_url
+        && let Err(e) = clinicd_secops::deliver::smtp_transport(url.expose_secret())
+    {
+        r.problem("CLINICD_ALERT_SMTP_URL", e);
+    }
+    let email_to: Vec<String> = r
+        .optional("CLINICD_ALERT_EMAIL_TO")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if smtp_url.is_some() && email_to.is_empty() {
+        r.problem(
+            "CLINICD_ALERT_EMAIL_TO",
+            "must list at least one address when CLINICD_ALERT_SMTP_URL is set",
+        );
+    }
+    let delivery = DeliverySettings {
+        webhook_url,
+        webhook_secret,
+        smtp_url,
+        email_from: r.optional("CLINICD_ALERT_EMAIL_FROM").map(str::to_owned),
+        email_to,
+        max_attempts: r.number(
+            "CLINICD_ALERT_MAX_ATTEMPTS",
+            defaults.delivery.max_attempts,
+            1..=50,
+        ),
+        per_hour: r.number(
+            "CLINICD_ALERT_MAX_PER_HOUR",
+            defaults.delivery.per_hour,
+            1..=10_000,
+        ),
+    };
+    Some(clinicd_secops::SecOpsSettings {
+        shared_limits,
+        abuse,
+        detect,
+        delivery,
+        key_rotation_days: r.number(
+            "CLINICD_KEY_ROTATION_DAYS",
+            defaults.key_rotation_days,
+            30..=3650,
+        ),
     })
 }
 
@@ -570,6 +717,7 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
         api: r.parse_with("CLINICD_RATE_LIMIT_API", defaults.api, parse_quota),
         login: r.parse_with("CLINICD_RATE_LIMIT_LOGIN", defaults.login, parse_quota),
         upload: r.parse_with("CLINICD_RATE_LIMIT_UPLOAD", defaults.upload, parse_quota),
+        export: r.parse_with("CLINICD_RATE_LIMIT_EXPORT", defaults.export, parse_quota),
     };
     let json_limit = r.parse_with("CLINICD_JSON_BODY_LIMIT", DEFAULT_JSON_LIMIT, |v| {
         match v.parse::<usize>() {

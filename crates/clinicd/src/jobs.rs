@@ -13,6 +13,9 @@
 //! | `audit_archive` | daily 02:10 UTC | partitions past retention archived and detached |
 //! | `files_purge` | daily 03:10 UTC | deleted files past retention removed, each audited |
 //! | `forget_login_attempts` | hourly | failure counters whose window and lock are long over |
+//! | `detect_misuse` | every 5 minutes | the insider-misuse rules over the trail; alerts raised |
+//! | `deliver_alerts` | every minute | due alert deliveries (webhook, e-mail), retried with backoff |
+//! | `secops_upkeep` | hourly | abuse signals and shared rate buckets past their window |
 //!
 //! Each run is recorded in `job_runs` (which tick, which instance, how it went), for operators.
 
@@ -48,6 +51,7 @@ pub struct JobContext {
     pub archives: Arc<dyn ArchiveStore>,
     pub files: Files,
     pub retention_years: u32,
+    pub secops: clinicd_secops::SecOps,
     /// This process, in `job_runs`.
     pub instance: Uuid,
 }
@@ -90,6 +94,9 @@ pub async fn worker(
         .define_job::<AuditArchive>()
         .define_job::<FilesPurge>()
         .define_job::<ForgetLoginAttempts>()
+        .define_job::<DetectMisuse>()
+        .define_job::<DeliverAlerts>()
+        .define_job::<SecopsUpkeep>()
         .add_extension(context)
         .with_cron(
             Cron::every_minute::<ForwardSecurityEvents>()
@@ -118,6 +125,22 @@ pub async fn worker(
             Cron::daily_at::<FilesPurge>(3, 10)
                 .map_err(cron_error)?
                 .fill(CrontabFill::days(2))
+                .payload_value(serde_json::json!({})),
+        )
+        .with_cron(
+            Cron::every_n_minutes::<DetectMisuse>(5)
+                .map_err(cron_error)?
+                .fill(CrontabFill::minutes(30))
+                .payload_value(serde_json::json!({})),
+        )
+        .with_cron(
+            Cron::every_minute::<DeliverAlerts>()
+                .fill(CrontabFill::minutes(5))
+                .payload_value(serde_json::json!({})),
+        )
+        .with_cron(
+            Cron::hourly_at::<SecopsUpkeep>(25)
+                .map_err(cron_error)?
                 .payload_value(serde_json::json!({})),
         )
         .with_cron(
@@ -307,6 +330,25 @@ job!(ForgetLoginAttempts, "forget_login_attempts", |context| {
     let forgotten = clinicd_identity::login::forget_stale_attempts(&context.db)
         .await
         .map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({ "forgotten": forgotten }))
+});
+
+job!(DetectMisuse, "detect_misuse", |context| {
+    let report = context
+        .secops
+        .detect(&clinicd_domain::patient::FAMILY_NAME_INDEX)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({ "findings": report.findings, "new_alerts": report.new_alerts }))
+});
+
+job!(DeliverAlerts, "deliver_alerts", |context| {
+    let pass = context.secops.deliver().await.map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({ "sent": pass.sent, "retried": pass.retried, "dead": pass.dead }))
+});
+
+job!(SecopsUpkeep, "secops_upkeep", |context| {
+    let forgotten = context.secops.forget().await.map_err(|e| e.to_string())?;
     Ok(serde_json::json!({ "forgotten": forgotten }))
 });
 

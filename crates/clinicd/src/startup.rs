@@ -25,6 +25,7 @@ use clinicd_identity::challenge::SiteVerifyChallenge;
 use clinicd_identity::clock::SystemClock;
 use clinicd_identity::otp::{LogOtpSender, WebhookOtpSender};
 use clinicd_rbac::Rbac;
+use clinicd_secops::SecOps;
 use graphile_worker::Worker;
 use rustls::ServerConfig;
 use sqlx::PgPool;
@@ -130,6 +131,7 @@ impl Application {
         let audit = AuditWriter::start(pool.clone(), keyring.clone(), WriterSettings::default())
             .with_checkpoints(checkpoints.clone());
         let files = file_store(&settings).await?;
+        let secops = secops(&settings, &pool, &keyring);
         let jobs = crate::jobs::worker(
             JobContext {
                 db: pool.clone(),
@@ -144,13 +146,23 @@ impl Application {
                     settings.http.files.clone(),
                 ),
                 retention_years: settings.audit.retention_years,
+                secops: secops.clone(),
                 instance: uuid::Uuid::new_v4(),
             },
             settings.audit.checkpoint_interval,
         )
         .await?;
         let identity = identity(&settings, pool.clone(), keyring)?;
-        let services = services(&pool, &settings.http, Arc::new(identity), audit, files);
+        secops.follow_blocks();
+        follow_security_metrics(secops.clone(), metrics.clone());
+        let services = services(
+            &pool,
+            &settings.http,
+            Arc::new(identity),
+            audit,
+            files,
+            secops,
+        );
         let state = ApiState::new(pool, settings.http.clone(), metrics.clone(), services);
         let limits = state.limits.clone();
 
@@ -405,6 +417,7 @@ fn services(
     identity: Arc<Identity>,
     audit: AuditWriter,
     file_store: Arc<dyn ObjectStore>,
+    secops: SecOps,
 ) -> Services {
     let keyring = identity.keyring.clone();
     Services {
@@ -420,5 +433,31 @@ fn services(
         files: Files::new(db.clone(), keyring, file_store, http.files.clone()),
         identity,
         audit,
+        secops,
     }
+}
+
+/// Security operations for this process: the trusted proxies are never blocked.
+fn secops(settings: &Settings, pool: &PgPool, keyring: &Arc<clinicd_crypto::Keyring>) -> SecOps {
+    let mut secops = settings.secops.clone();
+    secops
+        .abuse
+        .allow
+        .extend_from_slice(settings.http.trusted_proxies.networks());
+    SecOps::new(pool.clone(), keyring.clone(), secops)
+}
+
+/// Refreshes the dashboard's metrics every 30 s (each instance exports the same figures;
+/// the shipped rules take the maximum across instances).
+fn follow_security_metrics(secops: SecOps, metrics: Metrics) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            match secops.dashboard().await {
+                Ok(board) => metrics.observe_security(&board, secops.blocks.is_stale()),
+                Err(error) => tracing::warn!(%error, "could not refresh the security metrics"),
+            }
+        }
+    });
 }

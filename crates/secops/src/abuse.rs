@@ -22,6 +22,10 @@ use ipnet::IpNet;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use clinicd_audit::writer::append_in;
+use clinicd_audit::{Action, NewEvent, Outcome as EventOutcome};
+use clinicd_crypto::Keyring;
+
 use crate::alerts::{self, Channels, NewAlert, Severity};
 use crate::blocks::{self, Block, NewBlock, Source, Target};
 
@@ -105,11 +109,17 @@ impl AbuseSettings {
 
     /// The longest window, kept in the signals table.
     pub fn longest_window(&self) -> Duration {
-        [self.stuffing, self.spraying, self.enumeration, self.token, self.origin]
-            .iter()
-            .map(|t| t.window)
-            .max()
-            .unwrap_or(Duration::from_secs(600))
+        [
+            self.stuffing,
+            self.spraying,
+            self.enumeration,
+            self.token,
+            self.origin,
+        ]
+        .iter()
+        .map(|t| t.window)
+        .max()
+        .unwrap_or(Duration::from_secs(600))
     }
 }
 
@@ -123,10 +133,11 @@ pub struct Outcome {
 /// account) when a threshold is crossed.
 pub async fn record(
     db: &PgPool,
+    keyring: &Keyring,
     settings: &AbuseSettings,
     channels: Channels,
     signal: &Signal,
-) -> Result<Outcome, sqlx::Error> {
+) -> Result<Outcome, AbuseError> {
     if settings.allowed(signal.ip) {
         return Ok(Outcome::default());
     }
@@ -146,7 +157,11 @@ pub async fn record(
         Kind::Login => ("credential_stuffing", settings.stuffing, "usernames"),
         Kind::Enumeration => ("enumeration", settings.enumeration, "resources"),
         Kind::Token => ("token_probing", settings.token, "refused tokens"),
-        Kind::Origin => ("origin_refusal", settings.origin, "refused cross-origin or CSRF requests"),
+        Kind::Origin => (
+            "origin_refusal",
+            settings.origin,
+            "refused cross-origin or CSRF requests",
+        ),
     };
     let by_ip = distinct_by_ip(db, signal.kind, &ip, per_ip.1.window).await?;
     if by_ip >= i64::from(per_ip.1.count) {
@@ -202,7 +217,7 @@ pub async fn record(
     for finding in findings {
         outcome
             .blocks
-            .extend(block(db, settings, channels, finding).await?);
+            .extend(block(db, keyring, settings, channels, finding).await?);
     }
     Ok(outcome)
 }
@@ -237,10 +252,11 @@ async fn distinct_by_ip(
 /// one block, not two.
 async fn block(
     db: &PgPool,
+    keyring: &Keyring,
     settings: &AbuseSettings,
     channels: Channels,
     finding: Finding,
-) -> Result<Vec<Block>, sqlx::Error> {
+) -> Result<Vec<Block>, AbuseError> {
     let now = Utc::now();
     let mut tx = db.begin().await?;
     sqlx::query_scalar!(
@@ -279,7 +295,10 @@ async fn block(
             dedup_key: format!(
                 "block:{}:{}",
                 finding.rule,
-                first_ip.clone().or(finding.user.map(|u| u.to_string())).unwrap_or_default()
+                first_ip
+                    .clone()
+                    .or(finding.user.map(|u| u.to_string()))
+                    .unwrap_or_default()
             ),
             subject_user: finding.user,
             subject_ip: first_ip,
@@ -290,12 +309,40 @@ async fn block(
             }),
         };
         alerts::raise(&mut tx, &alert, channels, now).await?;
+        let events: Vec<NewEvent> = placed.iter().map(block_event).collect();
+        let refs: Vec<&NewEvent> = events.iter().collect();
+        append_in(&mut tx, keyring, &refs).await?;
     }
     tx.commit().await?;
     for block in &placed {
         tracing::warn!(block = %block.id, rule = %block.rule, target = %block.target, offence = block.offence, "automatic block placed");
     }
     Ok(placed)
+}
+
+/// The trail's record of an automatic block: a system event naming the block, its target and
+/// rule (the evidence stays in `blocks`).
+fn block_event(block: &Block) -> NewEvent {
+    let mut event = NewEvent::new(Action::SecurityEvent, EventOutcome::Success);
+    event.resource_type = Some("block".into());
+    event.resource_id = Some(block.id.to_string());
+    event.client_ip.clone_from(&block.network);
+    event.reason = Some(block.rule.clone());
+    event.user_agent = Some(format!("clinicd/{} secops", env!("CARGO_PKG_VERSION")));
+    event.metadata = serde_json::json!({
+        "kind": "automatic_block", "target": block.target, "network": block.network,
+        "user_id": block.user_id, "offence": block.offence, "expires_at": block.expires_at,
+    });
+    event
+}
+
+/// Why recording a signal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AbuseError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Audit(#[from] clinicd_audit::AuditError),
 }
 
 async fn already_blocked(

@@ -127,7 +127,8 @@ pub async fn deliver_due(
                     tracing::warn!(delivery = %row.id, channel = %row.channel, %error, "alert delivery failed; will retry");
                 }
                 let next = Utc::now()
-                    + chrono::Duration::from_std(backoff(attempts)).unwrap_or(chrono::Duration::hours(1));
+                    + chrono::Duration::from_std(backoff(attempts))
+                        .unwrap_or(chrono::Duration::hours(1));
                 record_failure(&mut tx, row.id, attempts, dead, next, &error).await?;
             }
         }
@@ -172,14 +173,21 @@ async fn send_webhook(
     http: &reqwest::Client,
     alert: &Alert,
 ) -> Result<(), String> {
-    let url = settings.webhook_url.as_deref().ok_or("no webhook configured")?;
+    let url = settings
+        .webhook_url
+        .as_deref()
+        .ok_or("no webhook configured")?;
     let body = serde_json::to_vec(&payload(alert)).map_err(|e| e.to_string())?;
     let mut request = http
         .post(url)
         .header("content-type", "application/json")
         .header("clinicd-alert-id", alert.id.to_string());
     if let Some(secret) = &settings.webhook_secret {
-        let sig = signature(secret.expose_secret().as_bytes(), Utc::now().timestamp(), &body);
+        let sig = signature(
+            secret.expose_secret().as_bytes(),
+            Utc::now().timestamp(),
+            &body,
+        );
         request = request.header("clinicd-signature", sig);
     }
     let response = request
@@ -196,7 +204,10 @@ async fn send_webhook(
 }
 
 async fn send_email(settings: &DeliverySettings, alert: &Alert) -> Result<(), String> {
-    let url = settings.smtp_url.as_ref().ok_or("no SMTP server configured")?;
+    let url = settings
+        .smtp_url
+        .as_ref()
+        .ok_or("no SMTP server configured")?;
     let transport = smtp_transport(url.expose_secret())?;
     let from: Mailbox = settings
         .email_from
@@ -204,12 +215,13 @@ async fn send_email(settings: &DeliverySettings, alert: &Alert) -> Result<(), St
         .unwrap_or("clinicd <clinicd@localhost>")
         .parse()
         .map_err(|e| format!("bad sender address: {e}"))?;
-    let mut message = Message::builder().from(from).subject(format!(
-        "[clinicd {}] {}",
-        alert.severity, alert.rule
-    ));
+    let mut message = Message::builder()
+        .from(from)
+        .subject(format!("[clinicd {}] {}", alert.severity, alert.rule));
     for to in &settings.email_to {
-        let to: Mailbox = to.parse().map_err(|e| format!("bad recipient address: {e}"))?;
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| format!("bad recipient address: {e}"))?;
         message = message.to(to);
     }
     let body = format!(
@@ -242,7 +254,10 @@ pub fn smtp_transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, S
             .query_pairs()
             .any(|(k, v)| k == "tls" && v == "required");
     if !tls && !loopback {
-        return Err("SMTP without TLS is allowed only to a loopback relay: use smtps:// or ?tls=required".into());
+        return Err(
+            "SMTP without TLS is allowed only to a loopback relay: use smtps:// or ?tls=required"
+                .into(),
+        );
     }
     AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
         .map(|builder| builder.timeout(Some(Duration::from_secs(10))).build())

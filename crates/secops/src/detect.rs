@@ -69,7 +69,8 @@ pub async fn run(
     channels: Channels,
     now: DateTime<Utc>,
 ) -> Result<Report, DetectError> {
-    let since = now - chrono::Duration::from_std(settings.window).unwrap_or(chrono::Duration::hours(1));
+    let since =
+        now - chrono::Duration::from_std(settings.window).unwrap_or(chrono::Duration::hours(1));
     let mut found = Vec::new();
     found.extend(volume(db, settings, since, now).await?);
     if let Some(hours) = settings.working_hours {
@@ -170,8 +171,12 @@ async fn volume(
     let mut found = Vec::new();
     for row in rows {
         let baseline = row.baseline.unwrap_or(0.0);
-        let threshold = f64::from(settings.volume_min).max(baseline * f64::from(settings.volume_factor));
-        #[expect(clippy::cast_precision_loss, reason = "counts of patients are far below 2^52")]
+        let threshold =
+            f64::from(settings.volume_min).max(baseline * f64::from(settings.volume_factor));
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "counts of patients are far below 2^52"
+        )]
         let n = row.n as f64;
         if n > threshold {
             found.push(user_alert(
@@ -425,15 +430,19 @@ async fn dormant(
         .into_iter()
         .filter(|row| row.previous.is_none_or(|p| now - p > dormant_after))
         .map(|row| {
-            let idle = row
-                .previous
-                .map_or_else(|| "never before".to_owned(), |p| format!("none for {} days", (now - p).num_days()));
+            let idle = row.previous.map_or_else(
+                || "never before".to_owned(),
+                |p| format!("none for {} days", (now - p).num_days()),
+            );
             user_alert(
                 "dormant_account",
                 Severity::Medium,
                 row.user,
                 format!("dormant:{}:{}", row.user, day(now)),
-                format!("dormant account {} logged in (previous login: {idle})", row.username),
+                format!(
+                    "dormant account {} logged in (previous login: {idle})",
+                    row.username
+                ),
                 serde_json::json!({ "previous_login": row.previous, "audit_seqs": [row.seq] }),
             )
         })

@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod deliver;
 pub mod detect;
 pub mod limits;
+pub mod watch;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -124,9 +125,10 @@ impl SecOps {
 
     /// Records a bad outcome; a threshold crossed blocks and alerts. The block list of this
     /// instance is reloaded at once (others follow the notification).
-    pub async fn signal(&self, signal: Signal) -> Result<abuse::Outcome, sqlx::Error> {
+    pub async fn signal(&self, signal: Signal) -> Result<abuse::Outcome, abuse::AbuseError> {
         let outcome = abuse::record(
             &self.db,
+            &self.keyring,
             &self.settings.abuse,
             self.settings.delivery.channels(),
             &signal,
@@ -147,8 +149,12 @@ impl SecOps {
         password: &str,
     ) -> Result<abuse::Outcome, DetectOrDb> {
         let hash = |index: Option<clinicd_crypto::BlindIndex>| index.map(|i| hex::encode(i.value));
-        let subject = hash(self.keyring.blind_index(&USERNAME_HASH, &username.to_lowercase()).await?)
-            .unwrap_or_default();
+        let subject = hash(
+            self.keyring
+                .blind_index(&USERNAME_HASH, &username.to_lowercase())
+                .await?,
+        )
+        .unwrap_or_default();
         let secondary = hash(self.keyring.blind_index(&PASSWORD_HASH, password).await?);
         Ok(self
             .signal(Signal {
@@ -159,6 +165,19 @@ impl SecOps {
                 secondary,
             })
             .await?)
+    }
+
+    /// A keyed hash of a value for shared counters and buckets (64 bits, under the blind-index
+    /// key), so a username typed with a password in it never sits in a table in clear.
+    pub async fn keyed(&self, value: &str) -> Result<String, clinicd_crypto::CryptoError> {
+        const KEYED: BlindIndexSpec = BlindIndexSpec {
+            table: "rate_buckets",
+            column: "key",
+            bits: 64,
+            normalizer: Normalizer::Exact,
+        };
+        let index = self.keyring.blind_index(&KEYED, value).await?;
+        Ok(index.map(|i| hex::encode(i.value)).unwrap_or_default())
     }
 
     /// Delivers due alerts now, in the background (the scheduled job retries what fails).
@@ -211,7 +230,7 @@ impl SecOps {
 #[derive(Debug, thiserror::Error)]
 pub enum DetectOrDb {
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Abuse(#[from] abuse::AbuseError),
     #[error(transparent)]
     Crypto(#[from] clinicd_crypto::CryptoError),
 }

@@ -34,13 +34,8 @@ impl Rate {
 /// A shared decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    Allowed {
-        remaining: u32,
-        reset: Duration,
-    },
-    Refused {
-        retry_after: Duration,
-    },
+    Allowed { remaining: u32, reset: Duration },
+    Refused { retry_after: Duration },
 }
 
 /// The limiter over the shared table.
@@ -55,7 +50,12 @@ impl SharedLimiter {
     }
 
     /// Counts one request of `key` against `policy`.
-    pub async fn check(&self, policy: &str, key: &str, rate: Rate) -> Result<Decision, sqlx::Error> {
+    pub async fn check(
+        &self,
+        policy: &str,
+        key: &str,
+        rate: Rate,
+    ) -> Result<Decision, sqlx::Error> {
         let emission = rate.emission_micros();
         let window = rate.window_micros();
         // Returns how far ahead of now the new TAT lies, or no row when refused.

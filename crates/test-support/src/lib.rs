@@ -94,7 +94,17 @@ pub fn compose(
         patients: clinicd_domain::PatientStore::new(pool.clone(), keyring.clone()),
         appointments: clinicd_domain::AppointmentStore::new(pool.clone()),
         notes: clinicd_domain::NoteStore::new(pool.clone(), keyring.clone()),
-        files: clinicd_files::Files::new(pool.clone(), keyring, file_store, settings.files.clone()),
+        files: clinicd_files::Files::new(
+            pool.clone(),
+            keyring.clone(),
+            file_store,
+            settings.files.clone(),
+        ),
+        secops: clinicd_secops::SecOps::new(
+            pool.clone(),
+            keyring,
+            clinicd_secops::SecOpsSettings::default(),
+        ),
         identity,
         audit,
     };

@@ -124,6 +124,11 @@ pub(crate) fn principal(req: &HttpRequest) -> LocalBoxFuture<'static, Result<Pri
             Err(SessionError::Database(error)) => return Err(ApiError::unexpected(error)),
             Err(_) => return Err(ApiError::Unauthenticated),
         };
+        if let Some(block) = state.secops.account_blocked(principal.user_id.0) {
+            state.metrics.count_blocked("account");
+            tracing::warn!(block = %block.id, "request of a blocked account refused");
+            return Err(ApiError::AccountBlocked);
+        }
         if let Some(presented) = csrf {
             let valid = presented
                 .is_some_and(|value| sessions.csrf_token_matches(principal.session_id, &value));

@@ -47,7 +47,10 @@ pub async fn authorize(
     };
     match grants.decide(permission) {
         Decision::Allowed => {
-            let counted = class_limit(&req, &state, principal.user_id);
+            let counted = match class_limit(&req, &state, principal.user_id).await {
+                Ok(counted) => counted,
+                Err(error) => return Ok(refuse(req, &error, None)),
+            };
             if let Some(Err(refusal)) = counted {
                 return Ok(refuse_over_limit(req, &state, refusal));
             }
@@ -75,13 +78,17 @@ pub async fn authorize(
 /// The route's class limit (`api`, `upload`), keyed by user. Counted only once the caller is
 /// allowed, so a request refused for a missing permission uses no quota (the per-IP limit in
 /// the throttle layer still counts it).
-fn class_limit(
+async fn class_limit(
     req: &ServiceRequest,
     state: &ApiState,
     user: UserId,
-) -> Option<Result<PolicyState, Refusal>> {
-    let class = MatchedRoute::of(req.request())?.0.rate_class?;
-    Some(state.limits.check(class, &RateKey::User(user.0)))
+) -> Result<Option<Result<PolicyState, Refusal>>, ApiError> {
+    let Some(class) = MatchedRoute::of(req.request()).and_then(|r| r.0.rate_class) else {
+        return Ok(None);
+    };
+    crate::rate_limit::check_class(state, class, &RateKey::User(user.0))
+        .await
+        .map(Some)
 }
 
 /// 429, carrying the refusal for the throttle layer's headers.

@@ -1,5 +1,6 @@
 //! The middleware stack, outermost first: request context (id, client IP, log span, access
-//! log), security headers (and problem+json for every error), metrics, CORS, rate limits,
+//! log), security headers (and problem+json for every error), metrics, blocks and attack
+//! signals (`guard`), CORS, rate limits,
 //! audit (it sees exactly what the caller was answered), authorisation (deny by default,
 //! before any extractor or handler runs), input hygiene (no control characters in a path or
 //! query). Each route's resource is wrapped once more, to turn a panic into a 500.
@@ -14,6 +15,7 @@ pub mod audit;
 pub mod authorize;
 pub mod context;
 pub mod cors;
+pub mod guard;
 pub mod hygiene;
 pub mod observe;
 pub mod panics;

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod health;
 pub mod records;
+pub mod security;
 
 use admin::{audit, keys, proposals, roles, users};
 use auth::{login, mfa};
@@ -80,6 +81,7 @@ const fn needs(permission: Permission) -> Access {
 const LOGIN: Option<RateClass> = Some(RateClass::Login);
 const API: Option<RateClass> = Some(RateClass::Api);
 const UPLOAD: Option<RateClass> = Some(RateClass::Upload);
+const EXPORT: Option<RateClass> = Some(RateClass::Export);
 
 pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/health", None, None, PUBLIC, || {
@@ -579,7 +581,7 @@ pub static ROUTES: &[RouteSpec] = &[
     route(
         Method::GET,
         "/api/patients/{id}/export",
-        API,
+        EXPORT,
         audited(Action::Export, "patient"),
         needs(Permission::Export),
         || web::to(patients::export),
@@ -631,6 +633,86 @@ pub static ROUTES: &[RouteSpec] = &[
         changes(Action::Update, "break_glass"),
         needs(Permission::SecurityRead),
         || web::to(care_team::review),
+    ),
+    route(
+        Method::GET,
+        "/api/security/dashboard",
+        API,
+        audited(Action::View, "security_dashboard"),
+        needs(Permission::SecurityRead),
+        || web::to(security::dashboard),
+    ),
+    route(
+        Method::GET,
+        "/api/security/alerts",
+        API,
+        audited(Action::View, "security_alert"),
+        needs(Permission::SecurityRead),
+        || web::to(security::list_alerts),
+    ),
+    route(
+        Method::POST,
+        "/api/security/alerts/{id}/acknowledge",
+        API,
+        changes(Action::Update, "security_alert"),
+        needs(Permission::SecurityRead),
+        || web::to(security::acknowledge),
+    ),
+    route(
+        Method::POST,
+        "/api/security/alerts/{id}/resolve",
+        API,
+        changes(Action::Update, "security_alert"),
+        needs(Permission::SecurityRead),
+        || web::to(security::resolve),
+    ),
+    route(
+        Method::GET,
+        "/api/security/alert-deliveries",
+        API,
+        audited(Action::View, "alert_delivery"),
+        needs(Permission::SecurityRead),
+        || web::to(security::list_deliveries),
+    ),
+    route(
+        Method::GET,
+        "/api/security/blocks",
+        API,
+        audited(Action::View, "block"),
+        needs(Permission::SecurityRead),
+        || web::to(security::list_blocks),
+    ),
+    route(
+        Method::POST,
+        "/api/security/blocks",
+        API,
+        changes(Action::Create, "block"),
+        needs(Permission::SecurityRead),
+        || web::to(security::add_block),
+    ),
+    route(
+        Method::POST,
+        "/api/security/blocks/{id}/lift",
+        API,
+        changes(Action::Update, "block"),
+        needs(Permission::SecurityRead),
+        || web::to(security::lift_block),
+    ),
+    route(
+        Method::PUT,
+        "/api/security/watched-patients/{id}",
+        API,
+        changes(Action::Update, "watched_patient"),
+        needs(Permission::SecurityRead),
+        || web::to(security::watch),
+    ),
+    route(
+        Method::DELETE,
+        "/api/security/watched-patients/{id}",
+        API,
+        changes(Action::Delete, "watched_patient"),
+        needs(Permission::SecurityRead),
+        || web::to(security::unwatch),
     ),
 ];
 

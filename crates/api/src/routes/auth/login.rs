@@ -88,7 +88,7 @@ pub async fn login(
     body: Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let client = client_info(&req);
-    count_login_class(&state, &client, &body.username.trim().to_lowercase())?;
+    count_login_class(&state, &client, &body.username.trim().to_lowercase()).await?;
     let device = body
         .device_token
         .clone()
@@ -100,9 +100,21 @@ pub async fn login(
         remember_me: body.remember_me,
         challenge_response: body.challenge_response.as_deref(),
     };
-    let verified = login.check(&attempt, &client).await.map_err(login_error)?;
+    let verified = match login.check(&attempt, &client).await {
+        Ok(verified) => verified,
+        Err(LoginError::InvalidCredentials) => {
+            signal_failed_login(&state, &client, &body.username, &body.password).await;
+            return Err(ApiError::InvalidCredentials);
+        }
+        Err(error) => return Err(login_error(error)),
+    };
     let username = verified.username().to_owned();
     let user = verified.user_id();
+    // Only after the password: an account block is no answer to someone without it.
+    if state.secops.account_blocked(user.0).is_some() {
+        state.metrics.count_blocked("account");
+        return Err(ApiError::AccountBlocked);
+    }
     let mut tx = audit.begin().await?;
     let outcome = login
         .finish(&mut tx, verified, device.as_ref(), &client)
@@ -141,6 +153,29 @@ pub async fn login(
 
 /// The answer to a failed password step: every refusal that could tell whether the account
 /// exists is the same for known and unknown usernames.
+/// A failed login is a signal for the stuffing and spraying rules (keyed hashes of the
+/// username and password only); a failure to record it is counted and logged, and the answer
+/// stays `invalid_credentials`.
+async fn signal_failed_login(
+    state: &ApiState,
+    client: &clinicd_identity::sessions::ClientInfo,
+    username: &str,
+    password: &SecretString,
+) {
+    use secrecy::ExposeSecret;
+    let Some(ip) = client.ip else {
+        return;
+    };
+    let recorded = state
+        .secops
+        .login_failed(ip, username.trim(), password.expose_secret())
+        .await;
+    if let Err(error) = recorded {
+        state.metrics.count_signal_failure();
+        tracing::warn!(%error, "could not record a failed login signal");
+    }
+}
+
 fn login_error(error: LoginError) -> ApiError {
     match error {
         LoginError::InvalidCredentials => ApiError::InvalidCredentials,

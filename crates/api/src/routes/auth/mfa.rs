@@ -61,7 +61,8 @@ pub async fn complete_mfa(
         &state,
         &client,
         &challenge_subject(&state, &body.challenge_token),
-    )?;
+    )
+    .await?;
     let login = &state.identity.login;
     let verified = login
         .check_mfa(&body.challenge_token, body.code.expose_secret(), &client)
@@ -465,7 +466,8 @@ pub async fn send_code(
         &state,
         &client,
         &challenge_subject(&state, &body.challenge_token),
-    )?;
+    )
+    .await?;
     let mut tx = audit.begin().await?;
     match state
         .identity

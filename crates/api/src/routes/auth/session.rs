@@ -98,7 +98,7 @@ pub(crate) fn session_note(tokens: &IssuedTokens, username: Option<&str>) -> Aud
 /// client address and `subject` together: the username, or the user of an MFA challenge. By
 /// both, so one clinic's shared address does not lock every colleague out, and one account
 /// cannot be hammered from one address.
-pub(crate) fn count_login_class(
+pub(crate) async fn count_login_class(
     state: &ApiState,
     client: &ClientInfo,
     subject: &str,
@@ -107,9 +107,8 @@ pub(crate) fn count_login_class(
         return Ok(());
     };
     let key = RateKey::IpAndUsername(ip, subject.to_owned());
-    state
-        .limits
-        .check(RateClass::Login, &key)
+    crate::rate_limit::check_class(state, RateClass::Login, &key)
+        .await?
         .map(|_| ())
         .map_err(|refusal| {
             state.metrics.count_rate_limited(refusal.policy);
