@@ -19,7 +19,8 @@ pub struct Dashboard {
     pub active_blocks: i64,
     /// The newest active blocks (at most 20).
     pub blocks: Vec<Block>,
-    /// Login requests refused or failed in the last 24 hours.
+    /// Login requests refused or failed in the last 24 hours (the requests' own events, not the
+    /// identity events forwarded beside them).
     pub failed_logins_24h: i64,
     /// Refused requests in the last 24 hours by problem code.
     pub refusals_24h: Vec<RefusalCount>,
@@ -88,7 +89,7 @@ pub async fn read(db: &PgPool, rotation_days: u32) -> Result<Dashboard, sqlx::Er
     .await?;
     let failed_logins_24h = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM audit_events
-            WHERE occurred_at > now() - interval '24 hours' AND action = 'login' AND outcome <> 'success'"#
+            WHERE occurred_at > now() - interval '24 hours' AND action = 'login_failed' AND http_method IS NOT NULL"#
     )
     .fetch_one(db)
     .await?;

@@ -32,5 +32,6 @@ mod rbac;
 mod records;
 mod request_ids;
 mod scope;
+mod security;
 mod separation;
 mod shredding;
