@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | `credential_stuffing` | failed login | usernames | address |
 //! | `password_spraying` | failed login | accounts | password (keyed hash) |
-//! | `enumeration` | 404 or 403 on a route with an id | resources | address |
+//! | `enumeration` | 404 on a route that names a record id | records | address (and the account, if authenticated) |
 //! | `token_probing` | a presented token refused | requests | address |
 //! | `origin_refusal` | CORS or CSRF refusal | requests | address |
 //!
@@ -34,7 +34,7 @@ use crate::blocks::{self, Block, NewBlock, Source, Target};
 pub enum Kind {
     /// Failed login: `subject` a keyed hash of the username, `secondary` of the password.
     Login,
-    /// 404 or 403 on a route naming a resource: `subject` the route and id.
+    /// 404 on a route naming a record: `subject` the path.
     Enumeration,
     /// A bearer token or session cookie that did not authenticate: `subject` unique per request.
     Token,

@@ -313,7 +313,11 @@ impl BlockList {
     }
 
     async fn listen(&self, db: &PgPool) -> Result<(), sqlx::Error> {
-        let mut listener = PgListener::connect_with(db).await?;
+        // A connection of its own, outside the server's pool: a listener holds it for good.
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*db.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&own).await?;
         listener.listen(CHANNEL).await?;
         // Anything placed while the listener was down.
         self.reload(db).await?;

@@ -1,8 +1,9 @@
 //! Blocks and attack signals. A request from a blocked address is refused here, before CORS,
 //! limits, authentication or any handler, with 403 `blocked` and `Retry-After` (the block list
 //! is in memory: no query). After the inner layers answer, a refusal that shows a pattern is
-//! recorded as a signal for automatic blocking (docs/security-operations.md): a 404 or 403
-//! (enumeration), a presented token that did not authenticate (token probing), a CORS or CSRF
+//! recorded as a signal for automatic blocking (docs/security-operations.md): a 404 on a route
+//! that names a resource id (enumeration: out-of-care-team records answer 404 too), a
+//! presented token that did not authenticate (token probing), a CORS or CSRF
 //! refusal. Only bad outcomes are recorded: the success path writes nothing. Failed logins are
 //! signalled by the login handler, which knows the username.
 
@@ -22,6 +23,7 @@ use crate::audit::ErrorCode;
 use crate::client_ip::ClientIp;
 use crate::cookies;
 use crate::problem::ApiError;
+use crate::routes::MatchedRoute;
 
 pub async fn guard(
     req: ServiceRequest,
@@ -39,6 +41,7 @@ pub async fn guard(
     let presented_token = req.headers().contains_key(header::AUTHORIZATION)
         || cookies::access_token(req.request()).is_some();
     let path: String = req.path().chars().take(200).collect();
+    let names_id = MatchedRoute::of(req.request()).is_some_and(|r| r.0.path.contains('{'));
     let response = next.call(req).await?.map_into_boxed_body();
     let Some(ip) = ip else {
         return Ok(response);
@@ -48,7 +51,7 @@ pub async fn guard(
         .extensions()
         .get::<ErrorCode>()
         .map(|c| c.0);
-    if let Some(kind) = classify(response.status(), code, presented_token) {
+    if let Some(kind) = classify(response.status(), code, presented_token, names_id) {
         let user = response
             .request()
             .extensions()
@@ -60,14 +63,18 @@ pub async fn guard(
 }
 
 /// Which pattern a refusal belongs to, if any.
-fn classify(status: StatusCode, code: Option<&str>, presented_token: bool) -> Option<Kind> {
+fn classify(
+    status: StatusCode,
+    code: Option<&str>,
+    presented_token: bool,
+    names_id: bool,
+) -> Option<Kind> {
     match code {
         Some("origin_not_allowed" | "csrf_token_invalid") => Some(Kind::Origin),
         Some("unauthenticated" | "session_invalid" | "session_revoked") if presented_token => {
             Some(Kind::Token)
         }
-        Some("not_found" | "permission_denied") => Some(Kind::Enumeration),
-        _ if status == StatusCode::NOT_FOUND => Some(Kind::Enumeration),
+        _ if status == StatusCode::NOT_FOUND && names_id => Some(Kind::Enumeration),
         _ => None,
     }
 }
@@ -103,36 +110,51 @@ mod tests {
 
     #[test]
     fn classifies_refusals_by_pattern() {
-        let c = |status: u16, code, token| {
+        let c = |status: u16, code, token, id| {
             classify(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
                 code,
                 token,
+                id,
             )
         };
         assert_eq!(
-            c(403, Some("origin_not_allowed"), false),
+            c(403, Some("origin_not_allowed"), false, false),
             Some(Kind::Origin)
         );
-        assert_eq!(c(403, Some("csrf_token_invalid"), true), Some(Kind::Origin));
-        assert_eq!(c(401, Some("unauthenticated"), true), Some(Kind::Token));
         assert_eq!(
-            c(401, Some("unauthenticated"), false),
-            None,
-            "no token presented: not probing"
+            c(403, Some("csrf_token_invalid"), true, false),
+            Some(Kind::Origin)
         );
-        assert_eq!(c(404, Some("not_found"), true), Some(Kind::Enumeration));
         assert_eq!(
-            c(403, Some("permission_denied"), true),
+            c(401, Some("unauthenticated"), true, false),
+            Some(Kind::Token)
+        );
+        assert_eq!(
+            c(401, Some("unauthenticated"), false, false),
+            None,
+            "no token: not probing"
+        );
+        assert_eq!(
+            c(404, Some("not_found"), true, true),
             Some(Kind::Enumeration)
         );
-        assert_eq!(c(404, None, false), Some(Kind::Enumeration));
         assert_eq!(
-            c(401, Some("invalid_credentials"), false),
+            c(404, Some("not_found"), true, false),
             None,
-            "signalled by the login handler"
+            "an unknown path names no record"
         );
-        assert_eq!(c(422, Some("invalid_field"), true), None);
-        assert_eq!(c(200, None, true), None);
+        assert_eq!(
+            c(403, Some("permission_denied"), true, true),
+            None,
+            "a role refusal is not per record"
+        );
+        assert_eq!(
+            c(401, Some("invalid_credentials"), false, false),
+            None,
+            "the login handler signals"
+        );
+        assert_eq!(c(422, Some("invalid_field"), true, true), None);
+        assert_eq!(c(200, None, true, true), None);
     }
 }

@@ -266,6 +266,7 @@ fn read_note(metadata: serde_json::Value) -> AuditNote {
         (status = 200, description = "Open alerts, active blocks, failed logins and refusals in 24 h, emergency accesses awaiting review, audit chain head and last checkpoint, key ages and rotation due, backup status", body = Object),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing `security:read`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn dashboard(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
@@ -295,6 +296,7 @@ pub async fn dashboard(state: web::Data<ApiState>) -> Result<HttpResponse, ApiEr
         (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing `security:read`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_alerts(
@@ -327,6 +329,7 @@ pub async fn list_alerts(
         (status = 403, description = "Missing `security:read`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such alert", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not open (invalid_transition)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn acknowledge(
@@ -362,6 +365,7 @@ pub async fn acknowledge(
         (status = 409, description = "Already resolved (invalid_transition)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Resolution too short or too long", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn resolve(
@@ -412,6 +416,7 @@ fn transition_error(error: TransitionError) -> ApiError {
         (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing `security:read`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_deliveries(
@@ -443,6 +448,7 @@ pub async fn list_deliveries(
         (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing `security:read`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_blocks(
@@ -473,6 +479,7 @@ pub async fn list_blocks(
         (status = 403, description = "Missing `security:read`, or the caller's own account (own_account)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Neither or both targets, an invalid network, an allow-listed or trusted one, an unknown account, a bad reason or duration", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn add_block(
@@ -593,6 +600,7 @@ fn block_target(
         (status = 404, description = "No active block with this id", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad reason", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn lift_block(
@@ -637,6 +645,7 @@ pub async fn lift_block(
         (status = 404, description = "No such patient", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad label or reason", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn watch(
@@ -683,6 +692,7 @@ pub async fn watch(
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing `security:read`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not watched", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn unwatch(audit: Audit, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {

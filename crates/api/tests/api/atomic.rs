@@ -258,6 +258,48 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
         ))
         .await,
     );
+    let block = id_of(
+        &app.call(send(
+            "POST",
+            "/api/security/blocks",
+            &officer,
+            Some(
+                json!({"network": "198.51.100.9", "reason": "a scanner seen twice", "minutes": 60}),
+            ),
+        ))
+        .await,
+    );
+    let watched = app
+        .call(send(
+            "PUT",
+            &format!("/api/security/watched-patients/{patient}"),
+            &officer,
+            Some(json!({"label": "employee", "reason": "works at the front desk"})),
+        ))
+        .await;
+    assert_eq!(watched.status, 204);
+    let mut alerts = Vec::new();
+    for n in 0..2 {
+        let mut conn = pool.acquire().await.unwrap();
+        let alert = clinicd_secops::alerts::NewAlert {
+            rule: "volume".into(),
+            severity: clinicd_secops::alerts::Severity::High,
+            dedup_key: format!("test:{n}"),
+            subject_user: Some(doctor.0),
+            subject_ip: None,
+            summary: "a test alert".into(),
+            evidence: json!({}),
+        };
+        let raised = clinicd_secops::alerts::raise(
+            &mut conn,
+            &alert,
+            clinicd_secops::alerts::Channels::default(),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+        alerts.push(raised.id);
+    }
     let role = app
         .call(send(
             "POST",
@@ -740,6 +782,74 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
                 &format!("/api/patients/{patient}/break-glass"),
                 &other_token,
                 Some(json!({"reason": "called in for an emergency consult"})),
+            ),
+            &[],
+        ),
+        (
+            "POST",
+            "/api/security/alerts/{id}/acknowledge",
+            send(
+                "POST",
+                &format!("/api/security/alerts/{}/acknowledge", alerts[0]),
+                &officer,
+                None,
+            ),
+            &[],
+        ),
+        (
+            "POST",
+            "/api/security/alerts/{id}/resolve",
+            send(
+                "POST",
+                &format!("/api/security/alerts/{}/resolve", alerts[1]),
+                &officer,
+                Some(json!({"resolution": "a test, nothing more"})),
+            ),
+            &[],
+        ),
+        (
+            "POST",
+            "/api/security/blocks",
+            send(
+                "POST",
+                "/api/security/blocks",
+                &officer,
+                Some(
+                    json!({"network": "203.0.113.0/24", "reason": "scans from this range", "minutes": 30}),
+                ),
+            ),
+            &[],
+        ),
+        (
+            "POST",
+            "/api/security/blocks/{id}/lift",
+            send(
+                "POST",
+                &format!("/api/security/blocks/{block}/lift"),
+                &officer,
+                Some(json!({"reason": "the scanner was ours"})),
+            ),
+            &[],
+        ),
+        (
+            "PUT",
+            "/api/security/watched-patients/{id}",
+            send(
+                "PUT",
+                &format!("/api/security/watched-patients/{patient}"),
+                &officer,
+                Some(json!({"label": "vip", "reason": "a board member's relative"})),
+            ),
+            &[],
+        ),
+        (
+            "DELETE",
+            "/api/security/watched-patients/{id}",
+            send(
+                "DELETE",
+                &format!("/api/security/watched-patients/{patient}"),
+                &officer,
+                None,
             ),
             &[],
         ),
