@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BELOW_API = ["clinicd-crypto", "clinicd-identity", "clinicd-audit", "clinicd-rbac",
-             "clinicd-domain", "clinicd-files", "clinicd-test-kit"]
+             "clinicd-domain", "clinicd-files", "clinicd-secops", "clinicd-test-kit"]
 WEB = ("actix-web", "actix-http", "actix-multipart", "actix-router", "utoipa-swagger-ui")
 
 

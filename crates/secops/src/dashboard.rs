@@ -79,7 +79,7 @@ pub async fn read(db: &PgPool, rotation_days: u32) -> Result<Dashboard, sqlx::Er
     .await?;
     let mut recent = alerts::list(db, Some("open"), 20).await?;
     recent.extend(alerts::list(db, Some("acknowledged"), 20).await?);
-    recent.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+    recent.sort_by_key(|a| std::cmp::Reverse(a.last_seen));
     recent.truncate(20);
     let blocks = blocks::list(db, true, 20).await?;
     let active_blocks = sqlx::query_scalar!(
