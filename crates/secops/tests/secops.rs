@@ -78,7 +78,7 @@ fn hours(off_now: bool) -> Option<(u32, u32)> {
     if !off_now {
         return Some((0, 24));
     }
-    let h = u32::try_from(chrono::Timelike::hour(&Utc::now())).unwrap();
+    let h = chrono::Timelike::hour(&Utc::now());
     Some(if h == 0 { (1, 24) } else { (0, h) })
 }
 
