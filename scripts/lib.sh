@@ -127,6 +127,18 @@ pgbackrest_bin() {
   command -v pgbackrest || die "pgBackRest is required (apt-get install pgbackrest)"
 }
 
+# promtool (checks and unit-tests the shipped Prometheus rules): on PATH, or Debian's
+# prometheus package installed once when we are root with apt.
+promtool_bin() {
+  if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    note "installing Debian's prometheus package (for promtool)"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2 \
+      || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2; }; } \
+      || die "could not install promtool (apt-get install prometheus)"
+  fi
+  command -v promtool || die "promtool is required to check deploy/prometheus (apt-get install prometheus)"
+}
+
 # nginx (a TLS front for moto in the backup drill: pgBackRest 2.45 reaches S3 over HTTPS
 # only): on PATH, or Debian's nginx-light installed once when we are root with apt.
 nginx_bin() {

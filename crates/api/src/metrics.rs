@@ -95,7 +95,7 @@ impl Security {
             refusals: gauges(
                 registry,
                 "security_refusals_24h",
-                "Refused requests in the last 24 hours by problem code",
+                "Refused requests in the last 24 hours by problem code (`all`: their sum)",
                 "class",
             )?,
             break_glass_pending: gauge(
@@ -198,6 +198,23 @@ impl Metrics {
         registry.register(Box::new(cors_refused.clone()))?;
         registry.register(Box::new(audit_failures.clone()))?;
         let security = Security::new(&registry)?;
+        // Every known label present from the start (at 0), so rules and dashboards see the
+        // series before the first event rather than "no data".
+        for target in ["ip", "account"] {
+            security.blocked.with_label_values(&[target]);
+        }
+        for policy in ["login", "upload", "export"] {
+            security.shared_limit_failures.with_label_values(&[policy]);
+        }
+        for state in ["open", "acknowledged"] {
+            security.alerts.with_label_values(&[state]);
+        }
+        for policy in ["ip", "api", "login", "upload", "export"] {
+            rate_limited.with_label_values(&[policy]);
+        }
+        for kind in ["preflight", "request"] {
+            cors_refused.with_label_values(&[kind]);
+        }
         Ok(Self {
             security,
             registry,
@@ -219,6 +236,8 @@ impl Metrics {
         s.blocks_active.set(board.active_blocks);
         s.failed_logins.set(board.failed_logins_24h);
         s.refusals.reset();
+        let all: i64 = board.refusals_24h.iter().map(|r| r.count).sum();
+        s.refusals.with_label_values(&["all"]).set(all);
         for refusal in &board.refusals_24h {
             s.refusals
                 .with_label_values(&[refusal.class.as_str()])

@@ -170,3 +170,64 @@ async fn metrics_are_served_on_the_admin_listener_only(pool: PgPool) {
         .unwrap();
     assert_eq!(on_api.status(), 404);
 }
+
+/// The shipped operator files (Prometheus rules, the Grafana dashboard) use only metrics the
+/// server exports, and the dashboard imports without an `__inputs` placeholder: its data source
+/// is a variable.
+#[sqlx::test(migrations = "../../migrations")]
+async fn every_metric_the_shipped_rules_and_dashboards_use_is_exported(pool: PgPool) {
+    let running = start(pool, &[]).await;
+    let (_, metrics_port, _) = running.app_ports;
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let mut referenced = std::collections::BTreeSet::new();
+    let mut files = Vec::new();
+    for dir in ["prometheus", "grafana"] {
+        for entry in std::fs::read_dir(deploy.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().contains(".test.") {
+                continue;
+            }
+            files.push(path.clone());
+            let text = std::fs::read_to_string(&path).unwrap();
+            let names = regex::Regex::new(r"clinicd_[a-z0-9_]+").unwrap();
+            for name in names.find_iter(&text) {
+                referenced.insert(name.as_str().to_owned());
+            }
+        }
+    }
+    assert!(referenced.len() >= 15, "{referenced:?} in {files:?}");
+    // The dashboard gauges are filled by a refresher on its first tick.
+    let mut exported = String::new();
+    for _ in 0..100 {
+        exported = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if exported.contains("clinicd_security_key_age_days") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let names: std::collections::BTreeSet<&str> = exported
+        .lines()
+        .filter(|l| l.starts_with("# TYPE "))
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    for metric in &referenced {
+        assert!(
+            names.contains(metric.as_str()),
+            "{metric} is used in deploy/ but not exported:\n{exported}"
+        );
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy.join("grafana/clinicd-security.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(dashboard.get("__inputs").is_none());
+    assert_eq!(dashboard["templating"]["list"][0]["type"], "datasource");
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{panel}");
+    }
+}
