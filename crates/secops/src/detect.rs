@@ -426,9 +426,18 @@ async fn dormant(
     .fetch_all(db)
     .await?;
     let dormant_after = chrono::Duration::days(i64::from(settings.dormant_days));
+    // "No login ever" counts only if the trail reaches back that far: a trail that began last
+    // week (a new installation, an archived past) cannot tell a dormant account from any other.
+    let trail_start = sqlx::query_scalar!("SELECT min(occurred_at) FROM audit_events")
+        .fetch_one(db)
+        .await?;
+    let trail_covers = trail_start.is_some_and(|t| now - t > dormant_after);
     Ok(rows
         .into_iter()
-        .filter(|row| row.previous.is_none_or(|p| now - p > dormant_after))
+        .filter(|row| match row.previous {
+            Some(previous) => now - previous > dormant_after,
+            None => trail_covers,
+        })
         .map(|row| {
             let idle = row.previous.map_or_else(
                 || "never before".to_owned(),
@@ -461,13 +470,25 @@ async fn two_networks(
                 WHERE occurred_at > $1 AND occurred_at <= $2 AND outcome = 'success'
                   AND actor_user_id IS NOT NULL AND client_ip ~ '^[0-9A-Fa-f:.]+$'),
            nets AS (
-               SELECT u, seq, date_bin('30 minutes', occurred_at, timestamptz '2000-01-01') AS bucket,
+               SELECT u, seq, occurred_at,
                       network(set_masklen(ip, CASE WHEN family(ip) = 4 THEN 16 ELSE 48 END)) AS net
-                 FROM events)
-           SELECT n.u AS "user!", usr.username AS "username!", count(DISTINCT n.net) AS "networks!",
-                  array_agg(DISTINCT host(n.net)) AS "nets!", (array_agg(n.seq ORDER BY n.seq DESC))[1:20] AS "seqs!"
-             FROM nets n JOIN users usr ON usr.id = n.u
-            GROUP BY n.u, usr.username, n.bucket HAVING count(DISTINCT n.net) > 1"#,
+                 FROM events),
+           -- Two events within 30 minutes from different networks imply two consecutive ones
+           -- that are: comparing each event with the one before it finds every case.
+           steps AS (
+               SELECT u, seq, net, occurred_at,
+                      lag(net) OVER (PARTITION BY u ORDER BY occurred_at, seq) AS prev_net,
+                      lag(occurred_at) OVER (PARTITION BY u ORDER BY occurred_at, seq) AS prev_at,
+                      lag(seq) OVER (PARTITION BY u ORDER BY occurred_at, seq) AS prev_seq
+                 FROM nets)
+           SELECT s.u AS "user!", usr.username AS "username!",
+                  count(DISTINCT s.net) + 1 AS "networks!",
+                  array_agg(DISTINCT host(s.net)) || array_agg(DISTINCT host(s.prev_net)) AS "nets!",
+                  (array_agg(s.seq ORDER BY s.seq DESC) || array_agg(s.prev_seq ORDER BY s.seq DESC))[1:20] AS "seqs!"
+             FROM steps s JOIN users usr ON usr.id = s.u
+            WHERE s.prev_net IS NOT NULL AND s.net <> s.prev_net
+              AND s.occurred_at - s.prev_at <= interval '30 minutes'
+            GROUP BY s.u, usr.username"#,
         since,
         now
     )
