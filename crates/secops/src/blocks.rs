@@ -6,6 +6,7 @@
 //! A block expires on its own. A repeat offender's next automatic block lasts longer: the base
 //! duration times 4 for each earlier block of the same target in the last 30 days, capped.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -231,10 +232,13 @@ pub struct BlockList {
     stale: AtomicBool,
 }
 
+/// Single addresses (what automatic blocks place, possibly thousands during an attack) in a
+/// hash map, so a request's check stays constant-time; wider networks (manual, few) scanned.
 #[derive(Debug, Default)]
 struct Snapshot {
+    hosts: HashMap<IpAddr, BlockHit>,
     networks: Vec<(IpNet, BlockHit)>,
-    accounts: Vec<(Uuid, BlockHit)>,
+    accounts: HashMap<Uuid, BlockHit>,
 }
 
 impl BlockList {
@@ -244,26 +248,30 @@ impl BlockList {
 
     pub fn ip(&self, ip: IpAddr, now: DateTime<Utc>) -> Option<BlockHit> {
         let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
-        snapshot
-            .networks
-            .iter()
-            .find(|(net, hit)| hit.expires_at > now && net.contains(&ip))
-            .map(|(_, hit)| *hit)
+        let host = snapshot.hosts.get(&ip).filter(|hit| hit.expires_at > now);
+        host.or_else(|| {
+            snapshot
+                .networks
+                .iter()
+                .find(|(net, hit)| hit.expires_at > now && net.contains(&ip))
+                .map(|(_, hit)| hit)
+        })
+        .copied()
     }
 
     pub fn account(&self, user: Uuid, now: DateTime<Utc>) -> Option<BlockHit> {
         let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
         snapshot
             .accounts
-            .iter()
-            .find(|(id, hit)| *id == user && hit.expires_at > now)
-            .map(|(_, hit)| *hit)
+            .get(&user)
+            .filter(|hit| hit.expires_at > now)
+            .copied()
     }
 
     /// How many blocks are held (active when loaded).
     pub fn len(&self) -> usize {
         let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
-        snapshot.networks.len() + snapshot.accounts.len()
+        snapshot.hosts.len() + snapshot.networks.len() + snapshot.accounts.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -290,9 +298,13 @@ impl BlockList {
                 expires_at: row.expires_at,
             };
             if let Some(net) = row.network.as_deref().and_then(|n| n.parse::<IpNet>().ok()) {
-                next.networks.push((net, hit));
+                if net.prefix_len() == net.max_prefix_len() {
+                    keep_longest(&mut next.hosts, net.addr(), hit);
+                } else {
+                    next.networks.push((net, hit));
+                }
             } else if let Some(user) = row.user_id {
-                next.accounts.push((user, hit));
+                keep_longest(&mut next.accounts, user, hit);
             }
         }
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = next;
@@ -332,6 +344,14 @@ impl BlockList {
                 Err(_elapsed) => self.reload(db).await?,
             }
         }
+    }
+}
+
+/// Two active blocks of one target (a manual one over an automatic one): the later expiry holds.
+fn keep_longest<K: std::hash::Hash + Eq>(map: &mut HashMap<K, BlockHit>, key: K, hit: BlockHit) {
+    let entry = map.entry(key).or_insert(hit);
+    if hit.expires_at > entry.expires_at {
+        *entry = hit;
     }
 }
 
