@@ -7,7 +7,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    reason = "tests: a panic is the report"
+    clippy::print_stdout,
+    reason = "tests: a panic is the report; the baseline prints its figures"
 )]
 
 use std::sync::{Arc, Mutex};
