@@ -181,6 +181,7 @@ async fn every_metric_the_shipped_rules_and_dashboards_use_is_exported(pool: PgP
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
     let mut referenced = std::collections::BTreeSet::new();
     let mut files = Vec::new();
+    let names = regex::Regex::new(r"clinicd_[a-z0-9_]+").unwrap();
     for dir in ["prometheus", "grafana"] {
         for entry in std::fs::read_dir(deploy.join(dir)).unwrap() {
             let path = entry.unwrap().path();
@@ -189,7 +190,6 @@ async fn every_metric_the_shipped_rules_and_dashboards_use_is_exported(pool: PgP
             }
             files.push(path.clone());
             let text = std::fs::read_to_string(&path).unwrap();
-            let names = regex::Regex::new(r"clinicd_[a-z0-9_]+").unwrap();
             for name in names.find_iter(&text) {
                 referenced.insert(name.as_str().to_owned());
             }
