@@ -116,3 +116,7 @@ CREATE TABLE alert_deliveries (
 );
 CREATE INDEX alert_deliveries_due ON alert_deliveries (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX alert_deliveries_by_alert ON alert_deliveries (alert_id);
+
+-- The misuse rules scan the accounting of disclosures (owned by clinicd-audit) by time: every
+-- patient an event disclosed, searches and lists included.
+CREATE INDEX audit_disclosures_by_time ON audit_disclosures (occurred_at);

@@ -137,17 +137,19 @@ async fn volume(
 ) -> Result<Vec<NewAlert>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"WITH recent AS (
-               SELECT actor_user_id AS u, count(DISTINCT patient_id) AS n,
-                      (array_agg(seq ORDER BY seq DESC))[1:20] AS seqs
-                 FROM audit_events
-                WHERE occurred_at > $1 AND occurred_at <= $2 AND patient_id IS NOT NULL
-                  AND actor_user_id IS NOT NULL AND outcome = 'success'
+               SELECT e.actor_user_id AS u, count(DISTINCT d.patient_id) AS n,
+                      (array_agg(DISTINCT e.seq ORDER BY e.seq DESC))[1:20] AS seqs
+                 FROM audit_disclosures d
+                 JOIN audit_events e ON e.seq = d.seq AND e.occurred_at = d.occurred_at
+                WHERE d.occurred_at > $1 AND d.occurred_at <= $2
+                  AND e.actor_user_id IS NOT NULL AND e.outcome = 'success'
                 GROUP BY 1),
            hourly AS (
-               SELECT actor_user_id AS u, date_trunc('hour', occurred_at) AS h, count(DISTINCT patient_id) AS n
-                 FROM audit_events
-                WHERE occurred_at > $1 - interval '30 days' AND occurred_at <= $1
-                  AND patient_id IS NOT NULL AND actor_user_id IS NOT NULL AND outcome = 'success'
+               SELECT e.actor_user_id AS u, date_trunc('hour', d.occurred_at) AS h, count(DISTINCT d.patient_id) AS n
+                 FROM audit_disclosures d
+                 JOIN audit_events e ON e.seq = d.seq AND e.occurred_at = d.occurred_at
+                WHERE d.occurred_at > $1 - interval '30 days' AND d.occurred_at <= $1
+                  AND e.actor_user_id IS NOT NULL AND e.outcome = 'success'
                 GROUP BY 1, 2),
            own AS (SELECT u, avg(n)::float8 AS avg, count(*) AS hours FROM hourly GROUP BY u),
            peers AS (
@@ -208,13 +210,14 @@ async fn off_hours(
     now: DateTime<Utc>,
 ) -> Result<Vec<NewAlert>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT e.actor_user_id AS "user!", u.username AS "username!", count(*) AS "n!",
-                  count(DISTINCT e.patient_id) AS "patients!", (array_agg(e.seq ORDER BY e.seq DESC))[1:20] AS "seqs!"
-             FROM audit_events e JOIN users u ON u.id = e.actor_user_id
-            WHERE e.occurred_at > $1 AND e.occurred_at <= $2 AND e.patient_id IS NOT NULL
-              AND e.outcome = 'success'
-              AND NOT (extract(hour FROM e.occurred_at AT TIME ZONE $3)::int >= $4
-                       AND extract(hour FROM e.occurred_at AT TIME ZONE $3)::int < $5)
+        r#"SELECT e.actor_user_id AS "user!", u.username AS "username!", count(DISTINCT e.seq) AS "n!",
+                  count(DISTINCT d.patient_id) AS "patients!", (array_agg(DISTINCT e.seq ORDER BY e.seq DESC))[1:20] AS "seqs!"
+             FROM audit_disclosures d
+             JOIN audit_events e ON e.seq = d.seq AND e.occurred_at = d.occurred_at
+             JOIN users u ON u.id = e.actor_user_id
+            WHERE d.occurred_at > $1 AND d.occurred_at <= $2 AND e.outcome = 'success'
+              AND NOT (extract(hour FROM d.occurred_at AT TIME ZONE $3)::int >= $4
+                       AND extract(hour FROM d.occurred_at AT TIME ZONE $3)::int < $5)
             GROUP BY 1, 2"#,
         since,
         now,
@@ -250,8 +253,11 @@ async fn family_names(
     now: DateTime<Utc>,
 ) -> Result<Vec<NewAlert>, DetectError> {
     let users = sqlx::query!(
-        r#"SELECT DISTINCT u.id, u.username, u.display_name FROM audit_events e JOIN users u ON u.id = e.actor_user_id
-            WHERE e.occurred_at > $1 AND e.occurred_at <= $2 AND e.patient_id IS NOT NULL AND e.outcome = 'success'"#,
+        r#"SELECT DISTINCT u.id, u.username, u.display_name
+             FROM audit_disclosures d
+             JOIN audit_events e ON e.seq = d.seq AND e.occurred_at = d.occurred_at
+             JOIN users u ON u.id = e.actor_user_id
+            WHERE d.occurred_at > $1 AND d.occurred_at <= $2 AND e.outcome = 'success'"#,
         since,
         now
     )
@@ -266,9 +272,11 @@ async fn family_names(
             continue;
         };
         let rows = sqlx::query!(
-            r#"SELECT e.patient_id AS "patient!", count(*) AS "n!", (array_agg(e.seq ORDER BY e.seq DESC))[1:20] AS "seqs!"
-                 FROM audit_events e JOIN patients p ON p.id = e.patient_id
-                WHERE e.occurred_at > $1 AND e.occurred_at <= $2 AND e.actor_user_id = $3 AND e.outcome = 'success'
+            r#"SELECT d.patient_id AS "patient!", count(*) AS "n!", (array_agg(e.seq ORDER BY e.seq DESC))[1:20] AS "seqs!"
+                 FROM audit_disclosures d
+                 JOIN audit_events e ON e.seq = d.seq AND e.occurred_at = d.occurred_at
+                 JOIN patients p ON p.id = d.patient_id
+                WHERE d.occurred_at > $1 AND d.occurred_at <= $2 AND e.actor_user_id = $3 AND e.outcome = 'success'
                   AND p.family_name_bidx = $4 AND p.family_name_bidx_version = $5
                 GROUP BY 1"#,
             since,
@@ -302,12 +310,13 @@ async fn watched(
     now: DateTime<Utc>,
 ) -> Result<Vec<NewAlert>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT e.actor_user_id AS "user!", u.username AS "username!", e.patient_id AS "patient!",
+        r#"SELECT e.actor_user_id AS "user!", u.username AS "username!", d.patient_id AS "patient!",
                   w.label AS "label!", count(*) AS "n!", (array_agg(e.seq ORDER BY e.seq DESC))[1:20] AS "seqs!"
-             FROM audit_events e
-             JOIN watched_patients w ON w.patient_id = e.patient_id
+             FROM audit_disclosures d
+             JOIN watched_patients w ON w.patient_id = d.patient_id
+             JOIN audit_events e ON e.seq = d.seq AND e.occurred_at = d.occurred_at
              JOIN users u ON u.id = e.actor_user_id
-            WHERE e.occurred_at > $1 AND e.occurred_at <= $2 AND e.outcome = 'success'
+            WHERE d.occurred_at > $1 AND d.occurred_at <= $2 AND e.outcome = 'success'
             GROUP BY 1, 2, 3, 4"#,
         since,
         now

@@ -784,3 +784,33 @@ async fn baseline_users_raise_no_false_alerts_and_every_scenario_is_caught(pool:
     println!("scenarios: 5 injected, {new} alert(s) raised");
     assert_eq!(new, 5, "one alert per scenario, nothing else: {found:?}");
 }
+
+/// Patients returned by searches and lists count as touched, as records opened do.
+#[sqlx::test(migrations = "../../migrations")]
+async fn patients_seen_through_searches_count_towards_volume(pool: PgPool) {
+    let keyring = keyring(&pool).await;
+    let trawler = user(&pool, "search.trawler", "Terry Trawl", 400).await;
+    let now = Utc::now();
+    let mut events = Vec::new();
+    for page in 0..6 {
+        let mut search = event(
+            trawler,
+            Action::Search,
+            None,
+            now - chrono::Duration::minutes(page),
+            "10.0.0.4",
+        );
+        let found: Vec<Uuid> = (0..25).map(|_| Uuid::now_v7()).collect();
+        search.metadata = json!({ "patients": found });
+        events.push(search);
+    }
+    seed(&pool, &keyring, &events).await;
+    let settings = DetectSettings {
+        working_hours: hours(false),
+        ..DetectSettings::default()
+    };
+    let found = run(&pool, &keyring, &settings).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].rule, "volume");
+    assert_eq!(found[0].evidence["count"], 150);
+}

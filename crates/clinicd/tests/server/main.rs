@@ -20,4 +20,5 @@ mod jobs;
 mod keys_cli;
 mod listeners;
 mod logs;
+mod secops;
 mod support;
