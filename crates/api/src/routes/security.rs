@@ -146,12 +146,50 @@ impl From<alerts::Delivery> for DeliveryView {
     }
 }
 
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Acknowledged => "acknowledged",
+            Self::Resolved => "resolved",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Sent,
+    Dead,
+    Suppressed,
+}
+
+impl DeliveryState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Dead => "dead",
+            Self::Suppressed => "suppressed",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AlertQuery {
-    /// `open`, `acknowledged` or `resolved`; all when absent.
-    pub state: Option<String>,
+    /// All states when absent.
+    pub state: Option<AlertState>,
     /// 1 to 500 (default 100).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
@@ -161,8 +199,8 @@ pub struct AlertQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
-    /// `pending`, `sent`, `dead` or `suppressed`; all when absent.
-    pub state: Option<String>,
+    /// All states when absent.
+    pub state: Option<DeliveryState>,
     /// 1 to 500 (default 100).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
@@ -197,9 +235,9 @@ pub struct NewBlockRequest {
     /// Why: 5 to 500 characters.
     #[schema(min_length = 5, max_length = 500)]
     pub reason: String,
-    /// How long: 1 to 43200 minutes (30 days).
-    #[schema(minimum = 1, maximum = 43200)]
-    pub minutes: u32,
+    /// How long: 1 to 43200 whole minutes (30 days).
+    #[schema(value_type = i64, minimum = 1, maximum = 43200)]
+    pub minutes: serde_json::Number,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -226,13 +264,6 @@ fn limit(value: Option<i64>) -> Result<i64, ApiError> {
         Ok(limit)
     } else {
         Err(ApiError::InvalidParameters)
-    }
-}
-
-fn one_of(value: Option<&str>, allowed: &[&str]) -> Result<(), ApiError> {
-    match value {
-        Some(v) if !allowed.contains(&v) => Err(ApiError::InvalidParameters),
-        _ => Ok(()),
     }
 }
 
@@ -303,13 +334,13 @@ pub async fn list_alerts(
     state: web::Data<ApiState>,
     query: web::Query<AlertQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    one_of(
-        query.state.as_deref(),
-        &["open", "acknowledged", "resolved"],
-    )?;
-    let found = alerts::list(&state.db, query.state.as_deref(), limit(query.limit)?)
-        .await
-        .map_err(ApiError::unexpected)?;
+    let found = alerts::list(
+        &state.db,
+        query.state.map(AlertState::as_str),
+        limit(query.limit)?,
+    )
+    .await
+    .map_err(ApiError::unexpected)?;
     let view: Vec<AlertView> = found.into_iter().map(AlertView::from).collect();
     let mut response = HttpResponse::Ok().json(&view);
     read_note(serde_json::json!({ "returned": view.len() })).attach(&mut response);
@@ -423,13 +454,13 @@ pub async fn list_deliveries(
     state: web::Data<ApiState>,
     query: web::Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    one_of(
-        query.state.as_deref(),
-        &["pending", "sent", "dead", "suppressed"],
-    )?;
-    let found = alerts::deliveries(&state.db, query.state.as_deref(), limit(query.limit)?)
-        .await
-        .map_err(ApiError::unexpected)?;
+    let found = alerts::deliveries(
+        &state.db,
+        query.state.map(DeliveryState::as_str),
+        limit(query.limit)?,
+    )
+    .await
+    .map_err(ApiError::unexpected)?;
     let view: Vec<DeliveryView> = found.into_iter().map(DeliveryView::from).collect();
     let mut response = HttpResponse::Ok().json(&view);
     read_note(serde_json::json!({ "returned": view.len() })).attach(&mut response);
@@ -490,12 +521,10 @@ pub async fn add_block(
 ) -> Result<HttpResponse, ApiError> {
     let target = block_target(&state, &caller, &body)?;
     let reason = text("reason", &body.reason)?;
-    if !(1..=43_200).contains(&body.minutes) {
-        return Err(ApiError::InvalidField {
-            field: "minutes",
-            reason: "must be 1 to 43200".into(),
-        });
-    }
+    let minutes = whole_minutes(&body.minutes).ok_or_else(|| ApiError::InvalidField {
+        field: "minutes",
+        reason: "must be a whole number from 1 to 43200".into(),
+    })?;
     let mut tx = audit.begin().await?;
     if let Target::Account(user) = &target {
         let known = clinicd_identity::users::find_in(&mut *tx, UserId(*user))
@@ -515,7 +544,7 @@ pub async fn add_block(
         reason,
         evidence: serde_json::json!({}),
         created_by: Some(caller.0.user_id.0),
-        duration: std::time::Duration::from_secs(u64::from(body.minutes) * 60),
+        duration: std::time::Duration::from_secs(minutes * 60),
     };
     let placed = blocks::place(&mut tx, &block, Utc::now())
         .await
@@ -534,6 +563,20 @@ pub async fn add_block(
         tracing::warn!(%error, "could not reload the block list");
     }
     Ok(HttpResponse::Created().json(BlockView::from(placed)))
+}
+
+/// A whole number of minutes in range; JSON `90.0` is the whole number 90, as JSON Schema says.
+fn whole_minutes(value: &serde_json::Number) -> Option<u64> {
+    let minutes = value.as_u64().or_else(|| {
+        let float = value.as_f64()?;
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "checked whole and within 1..=43200 before the cast"
+        )]
+        ((float.fract() == 0.0) && (1.0..=43_200.0).contains(&float)).then_some(float as u64)
+    })?;
+    (1..=43_200).contains(&minutes).then_some(minutes)
 }
 
 fn block_target(

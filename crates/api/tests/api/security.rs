@@ -428,10 +428,30 @@ async fn officers_block_and_lift_by_hand_and_bad_input_is_refused(pool: PgPool) 
         ),
         (
             json!({"network": "192.0.2.1", "reason": reason, "minutes": -1}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"network": "192.0.2.1", "reason": reason, "minutes": 2.5}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"network": "192.0.2.1", "reason": reason, "minutes": "5"}),
             400,
             "invalid_body",
         ),
     ];
+    // JSON Schema's integers include 90.0; a whole number is accepted however written.
+    let whole = app
+        .call(send(
+            "POST",
+            "/api/security/blocks",
+            &officer,
+            Some(json!({"network": "192.0.2.1", "reason": reason, "minutes": 90.0})),
+        ))
+        .await;
+    assert_eq!(whole.status, 201, "{:?}", whole.json_or_null());
     for (body, status, code) in bad {
         app.call(send(
             "POST",
