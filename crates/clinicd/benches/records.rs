@@ -9,7 +9,9 @@
 //! matters is ours/ceiling (target: at least 0.5).
 //!
 //! Run with `./scripts/bench records`. Knobs: BENCH_SECONDS (per window, default 5),
-//! BENCH_PATIENTS.
+//! BENCH_PATIENTS. `BENCH_SHARED_LIMITS=1` runs only the comparison of the patient read on a
+//! server with shared limits (CLINICD_SHARED_LIMITS) against one without, on the same
+//! database, interleaved, three rounds (docs/security-operations.md).
 
 #![allow(
     clippy::unwrap_used,
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 use clinicd_test_support::access_token;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::{Server, env_number, on_own_thread, start, summarise};
+use support::{Server, env_number, on_own_thread, start, start_with, summarise};
 
 const PASSWORD: &str = "correct horse battery staple";
 const FAMILIES: [&str; 8] = [
@@ -226,6 +228,39 @@ async fn prepare_ceiling(pool: &PgPool) {
     }
 }
 
+/// The patient read with shared limits on against off: two servers on one database, windows
+/// interleaved so drift hits both, medians of three rounds.
+async fn shared_limits(
+    pool: &PgPool,
+    off: &Server,
+    token_off: &str,
+    patients: Arc<Vec<(String, String, String)>>,
+    seconds: u64,
+) {
+    let on = start_with(pool.clone(), &[("CLINICD_SHARED_LIMITS", "true")]).await;
+    let token_on = access_token(&on.client(), &on.base, "bench.desk", PASSWORD).await;
+    let window = Duration::from_secs(seconds);
+    let (mut rates_off, mut rates_on) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        for (server, token, rates) in [
+            (off, token_off, &mut rates_off),
+            (&on, token_on.as_str(), &mut rates_on),
+        ] {
+            let latencies = load(server, token, patients.clone(), Kind::Read, 16, window);
+            rates.push(summarise(latencies).requests as f64 / seconds as f64);
+        }
+    }
+    let median = |rates: &mut Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[1]
+    };
+    let (off, on) = (median(&mut rates_off), median(&mut rates_on));
+    println!(
+        "GET /api/patients/{{id}}, 16 clients, {seconds} s windows x3 interleaved: in-memory limits {off:.0}/s, shared limits {on:.0}/s, ratio {:.3}",
+        on / off
+    );
+}
+
 fn run_window(label: &str, latencies: Vec<Duration>, seconds: f64, ceiling: f64) -> f64 {
     let s = summarise(latencies);
     let rate = s.requests as f64 / seconds;
@@ -266,6 +301,10 @@ async fn run() {
         started.elapsed().as_secs_f64(),
         count as f64 / started.elapsed().as_secs_f64()
     );
+    if std::env::var("BENCH_SHARED_LIMITS").is_ok_and(|v| v == "1") {
+        shared_limits(&pool, &server, &token, patients, seconds).await;
+        return;
+    }
     prepare_ceiling(&pool).await;
     let read_sql = format!(
         "\\set n random(1, {count})\nSELECT p.* FROM patients p JOIN bench_rows b ON b.id = p.id WHERE b.n = :n;\n{AUDIT_INSERT}\n"

@@ -55,6 +55,11 @@ pub fn on_own_thread<T: Send + 'static>(
 }
 
 pub async fn start(pool: PgPool) -> Server {
+    start_with(pool, &[]).await
+}
+
+/// As [`start`], with settings of the caller's on top (the records bench's shared-limits run).
+pub async fn start_with(pool: PgPool, extra: &[(&str, &str)]) -> Server {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("master.key");
@@ -93,6 +98,9 @@ pub async fn start(pool: PgPool) -> Server {
         if let Ok(value) = std::env::var(name) {
             vars.insert(name.into(), value);
         }
+    }
+    for (name, value) in extra {
+        vars.insert((*name).into(), (*value).into());
     }
     let settings = Settings::from_vars(&vars).expect("bench settings");
     println!(
