@@ -809,3 +809,30 @@ async fn wait_for(condition: impl Fn() -> bool) -> bool {
     }
     false
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_blocked_account_is_refused_at_login_only_after_its_password(pool: PgPool) {
+    let app = app_with(&pool, SecOpsSettings::default());
+    let (_, officer) = member(&app, "officer.login", &["PrivacyOfficer"]).await;
+    let (clerk, _) = member(&app, "blocked.clerk", &["Staff"]).await;
+    let placed = app
+        .call(send(
+            "POST",
+            "/api/security/blocks",
+            &officer,
+            Some(json!({"user_id": clerk.0, "reason": "shared password found", "minutes": 30})),
+        ))
+        .await;
+    assert_eq!(placed.status, 201);
+    // A wrong password learns nothing about the block.
+    app.call(login("192.0.2.150", "blocked.clerk", "not the password"))
+        .await
+        .assert_problem(401, "invalid_credentials");
+    app.call(login(
+        "192.0.2.150",
+        "blocked.clerk",
+        "correct horse battery staple",
+    ))
+    .await
+    .assert_problem(403, "account_blocked");
+}
