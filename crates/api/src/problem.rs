@@ -134,6 +134,16 @@ pub enum ApiError {
     StorageUnavailable,
     #[error("the data was destroyed with its key and cannot be recovered")]
     DataDestroyed,
+    /// A legal hold covers the patient: nothing of theirs may be destroyed until it is released.
+    #[error(
+        "legal hold {0} covers this patient's records: nothing of theirs can be deleted, purged, archived or erased until it is released"
+    )]
+    LegalHold(uuid::Uuid),
+    /// An erasure the retention rules still forbid (and whose legal basis does not override).
+    #[error("{0}")]
+    RetentionApplies(String),
+    #[error("an erasure is approved by another person than the one who asked for it")]
+    OwnErasure,
     #[error("this update needs an If-Match header with the ETag of the version it changes")]
     PreconditionRequired,
     #[error("the resource has changed since it was read: read it again (its ETag is current)")]
@@ -229,6 +239,9 @@ impl ApiError {
             Self::FileIntegrity => "file_integrity_failed",
             Self::StorageUnavailable => "storage_unavailable",
             Self::DataDestroyed => "data_destroyed",
+            Self::LegalHold(_) => "legal_hold",
+            Self::RetentionApplies(_) => "retention_applies",
+            Self::OwnErasure => "own_erasure",
             Self::InvalidField { .. } => "invalid_field",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -340,6 +353,8 @@ impl ResponseError for ApiError {
             Self::FileIntegrity => StatusCode::BAD_GATEWAY,
             Self::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::DataDestroyed => StatusCode::GONE,
+            Self::LegalHold(_) | Self::RetentionApplies(_) => StatusCode::CONFLICT,
+            Self::OwnErasure => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -579,6 +594,7 @@ impl From<clinicd_files::FileError> for ApiError {
             E::TypeNotAllowed(_) => Self::UnsupportedFileType,
             E::Incomplete(_) => Self::UploadIncomplete,
             E::Integrity(_) | E::ObjectMissing => Self::FileIntegrity,
+            E::Held(hold) => Self::LegalHold(hold),
             E::Store(_) => {
                 tracing::error!(error = %error, "the object store failed");
                 Self::StorageUnavailable

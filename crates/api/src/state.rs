@@ -6,6 +6,7 @@ use clinicd_audit::AuditWriter;
 use clinicd_domain::{AppointmentStore, NoteStore, PatientStore};
 use clinicd_files::Files;
 use clinicd_identity::Identity;
+use clinicd_lifecycle::Lifecycle;
 use clinicd_rbac::Rbac;
 use clinicd_secops::SecOps;
 use sqlx::PgPool;
@@ -28,6 +29,7 @@ pub struct ApiState {
     pub notes: NoteStore,
     pub files: Files,
     pub secops: SecOps,
+    pub lifecycle: Lifecycle,
 }
 
 /// The services the handlers call. The API does not build them: the binary composes them
@@ -43,6 +45,7 @@ pub struct Services {
     pub notes: NoteStore,
     pub files: Files,
     pub secops: SecOps,
+    pub lifecycle: Lifecycle,
 }
 
 impl ApiState {
@@ -56,6 +59,7 @@ impl ApiState {
             notes,
             files,
             secops,
+            lifecycle,
         } = services;
         Self {
             rbac,
@@ -64,6 +68,7 @@ impl ApiState {
             notes,
             files,
             secops,
+            lifecycle,
             identity,
             audit,
             db,

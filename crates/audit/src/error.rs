@@ -5,6 +5,13 @@
 pub enum AuditError {
     #[error("the audit trail is unavailable: {0}")]
     Unavailable(String),
+    /// Archiving stops while a legal hold is in force (docs/lifecycle.md): the trail a case
+    /// may need stays in the database, verifiable as it is.
+    #[error("legal hold {0} is in force: the audit trail is not archived while a hold lasts")]
+    Held(uuid::Uuid),
+    /// The sealed values' key was destroyed (the patient was erased): gone for good.
+    #[error("the values were destroyed with their patient's key")]
+    Destroyed,
 }
 
 impl From<sqlx::Error> for AuditError {

@@ -48,6 +48,12 @@ pub enum Action {
     SecurityEvent,
     /// A backup command: taken, listed, verified, restored or drilled (`metadata.command`).
     Backup,
+    /// A legal hold placed or released (docs/lifecycle.md).
+    LegalHold,
+    LegalHoldRelease,
+    /// An erasure asked for, and an erasure carried out (approved, or replayed from the ledger).
+    ErasureRequest,
+    Erasure,
 }
 
 impl Action {
@@ -87,6 +93,10 @@ impl Action {
             Self::Reject => "reject",
             Self::SecurityEvent => "security_event",
             Self::Backup => "backup",
+            Self::LegalHold => "legal_hold",
+            Self::LegalHoldRelease => "legal_hold_release",
+            Self::ErasureRequest => "erasure_request",
+            Self::Erasure => "erasure",
         }
     }
 }

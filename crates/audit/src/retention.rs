@@ -130,6 +130,13 @@ pub async fn archive_expired(
 ) -> Result<Vec<ArchivedPartition>, AuditError> {
     let years = retention_years.max(MIN_RETENTION_YEARS);
     let cutoff = now.date_naive() - Months::new(12 * years);
+    if let Some(hold) = sqlx::query_scalar!("SELECT legal_hold_any() AS hold")
+        .fetch_one(pool)
+        .await
+        .map_err(db)?
+    {
+        return Err(AuditError::Held(hold));
+    }
     let mut names: Vec<String> = sqlx::query_scalar!(
         "SELECT c.relname::text AS \"name!\" FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
          WHERE i.inhparent = 'audit_events'::regclass"

@@ -1,10 +1,13 @@
-//! Before and after values of a change, kept in the event only as a ciphertext under the audit
-//! key (a field ciphertext of the crypto crate, bound to its own random id, which the event
-//! carries in `metadata.values_id`). Reading them back needs the key and, at the API, the
+//! Before and after values of a change, kept in the event only as a ciphertext (a field
+//! ciphertext of the crypto crate, bound to its own random id, which the event carries in
+//! `metadata.values_id`): under the patient's own subject key when the event concerns a
+//! patient, so that erasing the patient (destroying that key) reaches their values here and in
+//! the trail's archives while the chain, which covers the ciphertext, still verifies; under the
+//! audit key otherwise (users, roles, settings). Reading them back needs the key and, at the API, the
 //! `audit:read_values` permission (RBAC); the field names changed stay readable in
 //! `metadata.changed`.
 
-use clinicd_crypto::{FieldLocation, Keyring, Owner, Purpose};
+use clinicd_crypto::{FieldLocation, Keyring, Owner, Purpose, SubjectId};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -15,7 +18,8 @@ fn location(id: Uuid) -> FieldLocation<'static> {
     FieldLocation::new("audit_events", "sealed_values", id)
 }
 
-/// Seals `{"before": ..., "after": ...}` into `event`, and lists the changed field names.
+/// Seals `{"before": ..., "after": ...}` into `event` (under its patient's key, if it has a
+/// patient), and lists the changed field names.
 pub async fn seal_values(
     keyring: &Keyring,
     event: &mut NewEvent,
@@ -25,9 +29,11 @@ pub async fn seal_values(
     let id = Uuid::now_v7();
     let plain = serde_json::to_vec(&serde_json::json!({ "before": before, "after": after }))
         .map_err(|e| AuditError::Unavailable(e.to_string()))?;
-    let sealed = keyring
-        .encrypt(Owner::Purpose(Purpose::Audit), &location(id), &plain)
-        .await?;
+    let owner = match event.patient_id {
+        Some(patient) => Owner::Subject(SubjectId(patient)),
+        None => Owner::Purpose(Purpose::Audit),
+    };
+    let sealed = keyring.encrypt(owner, &location(id), &plain).await?;
     let changed: Vec<&String> = match (before, after) {
         (Value::Object(b), Value::Object(a)) => {
             let mut names: Vec<&String> = a
@@ -60,6 +66,12 @@ pub async fn open_values(
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| AuditError::Unavailable("the event names no sealed values".into()))?;
-    let plain = keyring.decrypt(&location(id), sealed).await?;
+    let plain = keyring
+        .decrypt(&location(id), sealed)
+        .await
+        .map_err(|error| match error {
+            clinicd_crypto::CryptoError::KeyDestroyed => AuditError::Destroyed,
+            other => other.into(),
+        })?;
     serde_json::from_slice(&plain).map_err(|e| AuditError::Unavailable(e.to_string()))
 }

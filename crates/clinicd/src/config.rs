@@ -59,6 +59,7 @@ pub struct Settings {
     pub keys: KeyProviderSettings,
     pub storage: StorageSettings,
     pub secops: clinicd_secops::SecOpsSettings,
+    pub retention: clinicd_lifecycle::RetentionPolicy,
     pub log_filter: String,
 }
 
@@ -435,6 +436,7 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
     let keys = read_keys(r, &data_dir, production);
     let storage = read_storage(r, &data_dir);
     let secops = read_secops(r);
+    let retention = read_retention(r);
     let log_filter = r.optional("CLINICD_LOG").unwrap_or("info").to_owned();
     if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
         r.problem(
@@ -463,8 +465,33 @@ fn read(r: &mut Reader<'_>) -> Option<Settings> {
         keys: keys?,
         storage: storage?,
         secops: secops?,
+        retention,
         log_filter,
     })
+}
+
+/// Retention of the records (docs/lifecycle.md): never under the six-year floor.
+fn read_retention(r: &mut Reader<'_>) -> clinicd_lifecycle::RetentionPolicy {
+    use clinicd_lifecycle::retention::{DEFAULT_MINOR_AGE, DEFAULT_YEARS, FLOOR_YEARS};
+    clinicd_lifecycle::RetentionPolicy {
+        record_years: r.number(
+            "CLINICD_RETENTION_RECORD_YEARS",
+            DEFAULT_YEARS,
+            FLOOR_YEARS..=100,
+        ),
+        note_years: r.number(
+            "CLINICD_RETENTION_NOTE_YEARS",
+            DEFAULT_YEARS,
+            FLOOR_YEARS..=100,
+        ),
+        file_years: r.number(
+            "CLINICD_RETENTION_FILE_YEARS",
+            DEFAULT_YEARS,
+            FLOOR_YEARS..=100,
+        ),
+        minor_age: r.number("CLINICD_RETENTION_MINOR_AGE", DEFAULT_MINOR_AGE, 18..=30),
+        auto_erase: r.parse_with("CLINICD_RETENTION_AUTO_ERASE", false, parse_bool),
+    }
 }
 
 /// Security operations (docs/security-operations.md): shared limits, blocking thresholds,

@@ -52,6 +52,7 @@ pub struct JobContext {
     pub files: Files,
     pub retention_years: u32,
     pub secops: clinicd_secops::SecOps,
+    pub lifecycle: clinicd_lifecycle::Lifecycle,
     /// This process, in `job_runs`.
     pub instance: Uuid,
 }
@@ -97,6 +98,7 @@ pub async fn worker(
         .define_job::<DetectMisuse>()
         .define_job::<DeliverAlerts>()
         .define_job::<SecopsUpkeep>()
+        .define_job::<LifecycleRetention>()
         .add_extension(context)
         .with_cron(
             Cron::every_minute::<ForwardSecurityEvents>()
@@ -141,6 +143,12 @@ pub async fn worker(
         .with_cron(
             Cron::hourly_at::<SecopsUpkeep>(25)
                 .map_err(cron_error)?
+                .payload_value(serde_json::json!({})),
+        )
+        .with_cron(
+            Cron::daily_at::<LifecycleRetention>(4, 10)
+                .map_err(cron_error)?
+                .fill(CrontabFill::days(2))
                 .payload_value(serde_json::json!({})),
         )
         .with_cron(
@@ -300,7 +308,7 @@ job!(AuditArchive, "audit_archive", |context| {
         );
         return Ok(serde_json::json!({ "skipped": "the server's role does not own the trail" }));
     }
-    let archived = archive_expired(
+    let archived = match archive_expired(
         &context.db,
         &context.keyring,
         &context.writer,
@@ -309,7 +317,14 @@ job!(AuditArchive, "audit_archive", |context| {
         Utc::now(),
     )
     .await
-    .map_err(|e| e.to_string())?;
+    {
+        Ok(archived) => archived,
+        Err(clinicd_audit::AuditError::Held(hold)) => {
+            tracing::info!(hold_id = %hold, "audit archiving skipped: legal hold");
+            return Ok(serde_json::json!({ "skipped": "legal hold", "hold_id": hold }));
+        }
+        Err(error) => return Err(error.to_string()),
+    };
     // Each archived partition has its own event (written by `archive_expired`).
     Ok(serde_json::json!({ "archived": archived }))
 });
@@ -345,6 +360,15 @@ job!(DetectMisuse, "detect_misuse", |context| {
 job!(DeliverAlerts, "deliver_alerts", |context| {
     let pass = context.secops.deliver().await.map_err(|e| e.to_string())?;
     Ok(serde_json::json!({ "sent": pass.sent, "retried": pass.retried, "dead": pass.dead }))
+});
+
+// Retention (docs/lifecycle.md): files erasure requests for what has passed retention and is
+// not held; erases them too when the policy approves by itself (CLINICD_RETENTION_AUTO_ERASE).
+job!(LifecycleRetention, "lifecycle_retention", |context| {
+    let run = clinicd_lifecycle::retention::run(&context.lifecycle, Utc::now())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(serde_json::to_value(run).unwrap_or_default())
 });
 
 job!(SecopsUpkeep, "secops_upkeep", |context| {

@@ -17,6 +17,7 @@ use clinicd_audit::checkpoint::{
 };
 use clinicd_audit::retention::{ArchiveStore, LocalArchives, S3Archives};
 use clinicd_audit::{AuditWriter, WriterSettings};
+use clinicd_crypto::Keyring;
 use clinicd_domain::{AppointmentStore, NoteStore, PatientStore};
 use clinicd_files::s3::S3Store;
 use clinicd_files::{Files, LocalStore, ObjectStore};
@@ -24,6 +25,7 @@ use clinicd_identity::Identity;
 use clinicd_identity::challenge::SiteVerifyChallenge;
 use clinicd_identity::clock::SystemClock;
 use clinicd_identity::otp::{LogOtpSender, WebhookOtpSender};
+use clinicd_lifecycle::{LedgerStore, Lifecycle, LocalLedger, S3Ledger};
 use clinicd_rbac::Rbac;
 use clinicd_secops::SecOps;
 use graphile_worker::Worker;
@@ -63,6 +65,8 @@ pub enum StartupError {
     Identity(String),
     #[error("cannot prepare the file store: {0}")]
     Storage(String),
+    #[error("the erasure ledger cannot be replayed (docs/lifecycle.md): {0}")]
+    Lifecycle(String),
     #[error(transparent)]
     Jobs(#[from] crate::jobs::JobsError),
     #[error("cannot create metrics: {0}")]
@@ -132,6 +136,18 @@ impl Application {
             .with_checkpoints(checkpoints.clone());
         let files = file_store(&settings).await?;
         let secops = secops(&settings, &pool, &keyring);
+        let lifecycle = lifecycle(&settings, &pool, &keyring, files.clone()).await;
+        // A restored backup may still hold patients erased after it was taken: the ledger
+        // outside the database erases them again before anything is served (fail closed).
+        let replayed = clinicd_lifecycle::ledger::replay(&lifecycle)
+            .await
+            .map_err(|e| StartupError::Lifecycle(e.to_string()))?;
+        if !replayed.erased_again.is_empty() {
+            tracing::warn!(
+                patients = replayed.erased_again.len(),
+                "erased again from the erasure ledger (a restore brought them back)"
+            );
+        }
         let jobs = crate::jobs::worker(
             JobContext {
                 db: pool.clone(),
@@ -147,6 +163,7 @@ impl Application {
                 ),
                 retention_years: settings.audit.retention_years,
                 secops: secops.clone(),
+                lifecycle: lifecycle.clone(),
                 instance: uuid::Uuid::new_v4(),
             },
             settings.audit.checkpoint_interval,
@@ -162,6 +179,7 @@ impl Application {
             audit,
             files,
             secops,
+            lifecycle,
         );
         let state = ApiState::new(pool, settings.http.clone(), metrics.clone(), services);
         let limits = state.limits.clone();
@@ -418,6 +436,7 @@ fn services(
     audit: AuditWriter,
     file_store: Arc<dyn ObjectStore>,
     secops: SecOps,
+    lifecycle: Lifecycle,
 ) -> Services {
     let keyring = identity.keyring.clone();
     Services {
@@ -434,6 +453,40 @@ fn services(
         identity,
         audit,
         secops,
+        lifecycle,
+    }
+}
+
+/// The data lifecycle: retention policy, and the erasure ledger's copy outside the database
+/// (beside the audit checkpoints).
+pub async fn lifecycle(
+    settings: &Settings,
+    db: &PgPool,
+    keyring: &Arc<Keyring>,
+    file_store: Arc<dyn ObjectStore>,
+) -> Lifecycle {
+    let ledger: Arc<dyn LedgerStore> = match &settings.storage {
+        StorageSettings::S3 { bucket, prefix, .. } => Arc::new(S3Ledger::new(
+            s3_client_from_env().await,
+            bucket.clone(),
+            format!("{prefix}erasure-ledger/"),
+        )),
+        StorageSettings::Local { .. } => {
+            Arc::new(LocalLedger::new(settings.data_dir.join("erasure-ledger")))
+        }
+    };
+    Lifecycle {
+        db: db.clone(),
+        keyring: keyring.clone(),
+        patients: PatientStore::new(db.clone(), keyring.clone()),
+        files: Files::new(
+            db.clone(),
+            keyring.clone(),
+            file_store,
+            settings.http.files.clone(),
+        ),
+        ledger,
+        policy: settings.retention,
     }
 }
 

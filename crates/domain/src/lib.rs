@@ -19,7 +19,9 @@ pub mod types;
 pub use appointment::{Appointment, AppointmentStore, BookingError};
 pub use note::{Note, NoteError, NoteStore};
 pub use patient::{Address, EmergencyContact, Insurance, Patient, PatientData};
-pub use patient_store::{NameTokenIndex, NewPatient, PatientStore, Search, StoreError, Viewer};
+pub use patient_store::{
+    NameTokenIndex, NewPatient, PatientStore, Search, StoreError, Tombstoned, Viewer,
+};
 pub use types::FieldError;
 
 /// Every field-encrypted column of the clinical tables, for `clinicd keys rekey`.

@@ -137,6 +137,13 @@ struct Sealed {
     tokens: Vec<(Vec<u8>, i32)>,
 }
 
+/// What a tombstone removed besides the row's own values: counts, for the certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tombstoned {
+    pub notes: u64,
+    pub appointments: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct PatientStore {
     db: PgPool,
@@ -381,6 +388,67 @@ impl PatientStore {
         Ok(self.keyring.destroy_subject(tx, SubjectId(id)).await?)
     }
 
+    /// Reduces a shredded patient to a tombstone in the caller's transaction (which must have
+    /// set `clinicd.erasing` to the patient, so that signed notes may go): their notes and
+    /// appointments are deleted, every ciphertext of the row emptied, and the MRN replaced by a
+    /// fresh one that links to nothing outside. The id stays, for the audit trail and the
+    /// erasure ledger, and so do the care-team rows (ids only), so that the care team is told
+    /// 410 Gone rather than 404. Returns the counts removed, by table.
+    pub async fn tombstone(
+        &self,
+        tx: &mut PgConnection,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Tombstoned, StoreError> {
+        // Amendments point at the notes they correct: one statement removes both.
+        let notes = sqlx::query!("DELETE FROM clinical_notes WHERE patient_id = $1", id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let appointments = sqlx::query!("DELETE FROM appointments WHERE patient_id = $1", id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let sequence: i64 = sqlx::query_scalar!("SELECT nextval('patient_mrn_seq') AS \"v!\"")
+            .fetch_one(&mut *tx)
+            .await?;
+        let updated = sqlx::query!(
+            "UPDATE patients SET mrn = $2, given_name = '\\x', family_name = '\\x', date_of_birth = '\\x', \
+               sex = 'unknown', ssn = NULL, address = NULL, phone = NULL, email = NULL, insurance_primary = NULL, \
+               insurance_secondary = NULL, emergency_contact = NULL, import_key = NULL, status = 'inactive', \
+               version = version + 1, updated_at = $3, erased_at = $3 \
+             WHERE id = $1 AND erased_at IS NULL",
+            id,
+            patient::mrn(sequence),
+            at
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(Tombstoned {
+            notes,
+            appointments,
+        })
+    }
+
+    /// When the patient was erased (`None`: never), or `Err(NotFound)` for no such patient.
+    pub async fn erased_at(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        sqlx::query_scalar!(
+            "SELECT erased_at FROM patients WHERE id = $1 FOR UPDATE",
+            id
+        )
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)
+    }
+
     /// One page of the patients `viewer` may reach that match `search`, ordered by id, after
     /// `cursor`. Candidates come from the truncated blind indexes and are decrypted and compared
     /// exactly; the second value is the cursor for the next page, if there may be one.
@@ -532,6 +600,11 @@ impl PatientStore {
     }
 
     async fn open(&self, row: Row) -> Result<Patient, StoreError> {
+        // An erased patient's tombstone holds empty ciphertexts (only `tombstone` writes them):
+        // the record is gone for good, exactly as when its key was destroyed.
+        if row.given_name.is_empty() {
+            return Err(StoreError::Crypto(CryptoError::KeyDestroyed));
+        }
         let k = &*self.keyring;
         let id = row.id;
         let text =

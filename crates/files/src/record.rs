@@ -219,14 +219,41 @@ pub async fn soft_delete(
     Ok(done.rows_affected() == 1)
 }
 
-/// Deleted files whose retention has run out: `(id, patient, object key)`.
+/// The legal hold that covers the file's patient, if any (`legal_hold_for` takes the lifecycle
+/// lock shared, so a hold placed meanwhile waits for this transaction); `Err(RowNotFound)` for
+/// no such file.
+pub async fn hold_on(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT legal_hold_for(patient_id) AS hold FROM files WHERE id = $1",
+        id
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Deletes every file row of a patient being erased, returning their object keys.
+pub async fn erase_patient(
+    db: impl PgExecutor<'_>,
+    patient: Uuid,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "DELETE FROM files WHERE patient_id = $1 RETURNING object_key",
+        patient
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Deleted files whose retention has run out and whose patient is not held: `(id, patient,
+/// object key)`.
 pub async fn due_for_purge(
     db: impl PgExecutor<'_>,
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
     let rows = sqlx::query!(
-        "SELECT id, patient_id, object_key FROM files WHERE purge_after <= $1 ORDER BY purge_after LIMIT $2",
+        "SELECT id, patient_id, object_key FROM files WHERE purge_after <= $1 AND legal_hold_for(patient_id) IS NULL \
+         ORDER BY purge_after LIMIT $2",
         now,
         limit
     )

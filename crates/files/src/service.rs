@@ -65,6 +65,9 @@ pub enum FileError {
     Integrity(FormatError),
     #[error("the stored object is missing")]
     ObjectMissing,
+    /// The file's patient is under this legal hold: nothing of theirs may be deleted.
+    #[error("the patient is under legal hold {0}")]
+    Held(Uuid),
     #[error(transparent)]
     Store(ObjectStoreError),
     #[error(transparent)]
@@ -667,6 +670,9 @@ impl Files {
         by: Uuid,
         now: DateTime<Utc>,
     ) -> Result<bool, FileError> {
+        if let Some(hold) = record::hold_on(&mut *tx, id).await? {
+            return Err(FileError::Held(hold));
+        }
         let purge_after = now + chrono::Duration::days(i64::from(self.settings.retention_days));
         Ok(record::soft_delete(tx, id, by, now, purge_after).await?)
     }
@@ -685,12 +691,21 @@ impl Files {
             if due.is_empty() {
                 return Ok(purged);
             }
+            let mut progressed = false;
             for (id, patient, object_key) in due {
+                // The hold is asked in the transaction that removes the row, after which the
+                // object goes: a hold placed meanwhile waits for the lifecycle lock, and a held
+                // file is left exactly as it is (the next run asks again).
+                let mut tx = self.db.begin().await?;
+                if let Some(hold) = record::hold_on(&mut *tx, id).await? {
+                    tracing::info!(file_id = %id, hold_id = %hold, "purge skipped: legal hold");
+                    continue;
+                }
                 match self.store.delete(&object_key).await {
                     Ok(()) | Err(ObjectStoreError::NotFound) => {}
                     Err(e) => return Err(e.into()),
                 }
-                let mut tx = self.db.begin().await?;
+                progressed = true;
                 record::remove(&mut *tx, id).await?;
                 let Audited {
                     recorder,
@@ -700,7 +715,31 @@ impl Files {
                 recorder.commit(tx, status, note).await?;
                 purged += 1;
             }
+            if !progressed {
+                return Ok(purged);
+            }
         }
+    }
+
+    /// Deletes every file row of a patient being erased, inside the erasing transaction;
+    /// returns the object keys, for [`FileService::delete_objects`].
+    pub async fn erase_patient_rows(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        patient: Uuid,
+    ) -> Result<Vec<String>, FileError> {
+        Ok(record::erase_patient(tx, patient).await?)
+    }
+
+    /// Deletes objects from the store (one already gone counts as deleted); returns how many.
+    pub async fn delete_objects(&self, keys: &[String]) -> Result<usize, FileError> {
+        for key in keys {
+            match self.store.delete(key).await {
+                Ok(()) | Err(ObjectStoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(keys.len())
     }
 }
 

@@ -59,6 +59,8 @@ permissions! {
     KeysManage => "keys:manage", "Rotate and inspect encryption keys.";
     BreakGlass => "break_glass", "Gain time-limited emergency access to a patient outside one's care team.";
     Export => "export", "Export a patient's whole record (right of access).";
+    LegalHold => "lifecycle:hold", "Place and release legal holds on patients' records.";
+    Erasure => "lifecycle:erase", "Ask for and approve the erasure of a patient's records (never one's own request).";
 }
 
 impl Permission {

@@ -84,6 +84,12 @@ pub fn compose(
     file_store: Arc<dyn clinicd_files::ObjectStore>,
 ) -> ApiState {
     let keyring = identity.keyring.clone();
+    let files = clinicd_files::Files::new(
+        pool.clone(),
+        keyring.clone(),
+        file_store,
+        settings.files.clone(),
+    );
     let services = clinicd_api::Services {
         rbac: Arc::new(clinicd_rbac::Rbac::new(
             pool.clone(),
@@ -94,13 +100,16 @@ pub fn compose(
         patients: clinicd_domain::PatientStore::new(pool.clone(), keyring.clone()),
         appointments: clinicd_domain::AppointmentStore::new(pool.clone()),
         notes: clinicd_domain::NoteStore::new(pool.clone(), keyring.clone()),
-        files: clinicd_files::Files::new(
-            pool.clone(),
-            keyring.clone(),
-            file_store,
-            settings.files.clone(),
-        ),
-        secops: clinicd_secops::SecOps::new(pool.clone(), keyring, roomy_secops()),
+        files: files.clone(),
+        secops: clinicd_secops::SecOps::new(pool.clone(), keyring.clone(), roomy_secops()),
+        lifecycle: clinicd_lifecycle::Lifecycle {
+            db: pool.clone(),
+            keyring: keyring.clone(),
+            patients: clinicd_domain::PatientStore::new(pool.clone(), keyring),
+            files,
+            ledger: ledger_store(),
+            policy: clinicd_lifecycle::RetentionPolicy::default(),
+        },
         identity,
         audit,
     };
@@ -121,6 +130,14 @@ pub fn roomy_secops() -> clinicd_secops::SecOpsSettings {
     settings.abuse.token = roomy;
     settings.abuse.origin = roomy;
     settings
+}
+
+/// The erasure ledger's outside copy in a fresh directory of its own.
+pub fn ledger_store() -> Arc<dyn clinicd_lifecycle::LedgerStore> {
+    let dir = std::env::temp_dir()
+        .join("clinicd-test-ledger")
+        .join(uuid::Uuid::now_v7().to_string());
+    Arc::new(clinicd_lifecycle::LocalLedger::new(dir))
 }
 
 /// A local object store in a fresh directory of its own (left for the OS to clean).

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod lifecycle;
 pub mod records;
 pub mod security;
 
@@ -713,6 +714,70 @@ pub static ROUTES: &[RouteSpec] = &[
         changes(Action::Delete, "watched_patient"),
         needs(Permission::SecurityRead),
         || web::to(security::unwatch),
+    ),
+    route(
+        Method::GET,
+        "/api/lifecycle/holds",
+        API,
+        audited(Action::View, "legal_hold"),
+        needs(Permission::LegalHold),
+        || web::to(lifecycle::list_holds),
+    ),
+    route(
+        Method::POST,
+        "/api/lifecycle/holds",
+        API,
+        changes(Action::LegalHold, "legal_hold"),
+        needs(Permission::LegalHold),
+        || web::to(lifecycle::place_hold),
+    ),
+    route(
+        Method::POST,
+        "/api/lifecycle/holds/{id}/release",
+        API,
+        changes(Action::LegalHoldRelease, "legal_hold"),
+        needs(Permission::LegalHold),
+        || web::to(lifecycle::release_hold),
+    ),
+    route(
+        Method::GET,
+        "/api/lifecycle/erasures",
+        API,
+        audited(Action::View, "erasure_request"),
+        needs(Permission::Erasure),
+        || web::to(lifecycle::list_erasures),
+    ),
+    route(
+        Method::POST,
+        "/api/lifecycle/erasures",
+        API,
+        changes(Action::ErasureRequest, "erasure_request"),
+        needs(Permission::Erasure),
+        || web::to(lifecycle::request_erasure),
+    ),
+    route(
+        Method::GET,
+        "/api/lifecycle/erasures/{id}",
+        API,
+        audited(Action::View, "erasure_request"),
+        needs(Permission::Erasure),
+        || web::to(lifecycle::get_erasure),
+    ),
+    route(
+        Method::POST,
+        "/api/lifecycle/erasures/{id}/approve",
+        API,
+        changes(Action::Erasure, "erasure_request"),
+        needs(Permission::Erasure),
+        || web::to(lifecycle::approve_erasure),
+    ),
+    route(
+        Method::POST,
+        "/api/lifecycle/erasures/{id}/reject",
+        API,
+        changes(Action::Reject, "erasure_request"),
+        needs(Permission::Erasure),
+        || web::to(lifecycle::reject_erasure),
     ),
 ];
 

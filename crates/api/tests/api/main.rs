@@ -22,6 +22,7 @@ mod cors;
 mod files;
 mod headers;
 mod health;
+mod lifecycle;
 mod login_throttle;
 mod mfa;
 mod openapi;

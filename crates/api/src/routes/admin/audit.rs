@@ -601,7 +601,11 @@ pub async fn values(
     let opened =
         clinicd_audit::values::open_values(&state.identity.keyring, &event.metadata, sealed)
             .await
-            .map_err(ApiError::unexpected)?;
+            .map_err(|error| match error {
+                // The patient was erased: their values went with their key.
+                clinicd_audit::AuditError::Destroyed => ApiError::DataDestroyed,
+                other => ApiError::unexpected(other),
+            })?;
     let mut response = HttpResponse::Ok().json(AuditValues {
         seq,
         changed: event.metadata.get("changed").cloned().unwrap_or_default(),

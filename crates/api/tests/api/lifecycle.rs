@@ -1,0 +1,622 @@
+//! The data lifecycle through the HTTP layer: an approved erasure leaves a 410, no search hit,
+//! no object, no readable audit value, an intact chain and a certificate; a legal hold stops
+//! every destructive path (file delete, purge, erasure request and approval, audit archiving);
+//! a restore of an older database is brought back into line by the erasure ledger; and every
+//! refusal (second person, retention, bad input, roles).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use actix_web::test::TestRequest;
+use clinicd_files::{Files, LocalStore};
+use clinicd_lifecycle::LocalLedger;
+use clinicd_test_support::{TestApp, bearer, member, roomy_settings, send};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const BOUNDARY: &str = "lifecycle-boundary";
+
+/// An app whose files and erasure ledger live under `dir`.
+fn lifecycle_app(pool: &PgPool, dir: &Path) -> TestApp {
+    let mut settings = roomy_settings();
+    settings.rate_limits.upload = settings.rate_limits.api;
+    let mut app = TestApp::with_pool(settings.clone(), pool.clone());
+    let files = Files::new(
+        pool.clone(),
+        app.state.identity.keyring.clone(),
+        Arc::new(LocalStore::new(dir.join("files"))),
+        settings.files,
+    );
+    app.state.files = files.clone();
+    app.state.lifecycle.files = files;
+    app.state.lifecycle.ledger = Arc::new(LocalLedger::new(dir.join("ledger")));
+    app
+}
+
+fn upload_request(patient: &str, token: &str, bytes: &[u8]) -> TestRequest {
+    let mut body = Vec::new();
+    body.extend(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"category\"\r\n\r\nlab_result\r\n").bytes());
+    body.extend(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"lab.txt\"\r\nContent-Type: text/plain\r\n\r\n").bytes());
+    body.extend_from_slice(bytes);
+    body.extend(format!("\r\n--{BOUNDARY}--\r\n").bytes());
+    bearer(
+        TestRequest::post()
+            .uri(&format!("/api/patients/{patient}/files"))
+            .insert_header((
+                "Content-Type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            ))
+            .set_payload(body),
+        token,
+    )
+}
+
+async fn upload(app: &TestApp, patient: &str, token: &str) -> String {
+    let response = app
+        .call(upload_request(
+            patient,
+            token,
+            b"potassium 4.1 mmol/L, lab result text",
+        ))
+        .await;
+    assert_eq!(
+        response.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    response.json()["id"].as_str().unwrap().to_owned()
+}
+
+async fn new_patient(app: &TestApp, token: &str, family: &str) -> String {
+    let response = app
+        .call(send(
+            "POST",
+            "/api/patients",
+            token,
+            Some(
+                json!({"given_name": "Ada", "family_name": family, "date_of_birth": "1985-12-10",
+                "sex": "female", "ssn": "123-45-6789"}),
+            ),
+        ))
+        .await;
+    assert_eq!(
+        response.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    response.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// Objects in a local file store (complete and partial).
+fn objects(dir: &Path) -> usize {
+    walk(&dir.join("files"))
+}
+
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    walk(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}
+
+async fn search_ids(app: &TestApp, token: &str, family: &str) -> Vec<String> {
+    let found = app
+        .call(send(
+            "POST",
+            "/api/patients/search",
+            token,
+            Some(json!({"family_name": family, "date_of_birth": "1985-12-10"})),
+        ))
+        .await;
+    assert_eq!(found.status, 200);
+    found.json()["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn request_erasure(app: &TestApp, token: &str, patient: &str, basis: &str) -> (u16, Value) {
+    let response = app
+        .call(send(
+            "POST",
+            "/api/lifecycle/erasures",
+            token,
+            Some(json!({"patient_id": patient, "basis": basis, "reason": "ordered by the court, docket 24-118"})),
+        ))
+        .await;
+    let status = response.status.as_u16();
+    (status, response.json())
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_approved_erasure_leaves_nothing_readable_and_a_certificate(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = lifecycle_app(&pool, dir.path());
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let (_, first) = member(&app, "records.one", &["RecordsManager"]).await;
+    let (_, second) = member(&app, "records.two", &["RecordsManager"]).await;
+    let (_, officer) = member(&app, "privacy.officer", &["PrivacyOfficer"]).await;
+    let patient = new_patient(&app, &desk, "Lovelace").await;
+    let kept = new_patient(&app, &desk, "Lovelace").await;
+    let change = app
+        .call(
+            send(
+                "PATCH",
+                &format!("/api/patients/{patient}"),
+                &desk,
+                Some(json!({"phone": "+15551230100"})),
+            )
+            .insert_header(("If-Match", "\"1\"")),
+        )
+        .await;
+    assert_eq!(
+        change.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&change.body)
+    );
+    upload(&app, &patient, &desk).await;
+    assert_eq!(objects(dir.path()), 1);
+    // The change's before/after values are sealed, and readable before the erasure.
+    let sealed: Vec<i64> = sqlx::query_scalar(
+        "SELECT seq FROM audit_events WHERE patient_id = $1 AND sealed_values IS NOT NULL ORDER BY seq",
+    )
+    .bind(Uuid::parse_str(&patient).unwrap())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(!sealed.is_empty());
+    let values = format!("/api/audit/events/{}/values", sealed[0]);
+    assert_eq!(
+        app.call(send("GET", &values, &officer, None)).await.status,
+        200
+    );
+
+    let (status, filed) = request_erasure(&app, &first, &patient, "court_order").await;
+    assert_eq!(status, 201, "{filed}");
+    assert_eq!(filed["state"], "pending");
+    let approve = format!(
+        "/api/lifecycle/erasures/{}/approve",
+        filed["id"].as_str().unwrap()
+    );
+    // The requester cannot approve their own request.
+    app.call(send("POST", &approve, &first, None))
+        .await
+        .assert_problem(403, "own_erasure");
+    let done = app.call(send("POST", &approve, &second, None)).await;
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    let done = done.json();
+    assert_eq!(done["state"], "completed");
+    let certificate = &done["certificate"];
+    assert_eq!(certificate["patient_id"], patient.as_str());
+    assert_eq!(certificate["basis"], "court_order");
+    assert!(
+        !certificate["destroyed"]["subject_keys"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(certificate["destroyed"]["file_objects_deleted"], 1);
+    assert_eq!(certificate["ledger_seq"], 1);
+    assert!(!done.to_string().contains("Lovelace"));
+
+    // Gone: 410 on read and change, no search hit, no object, no readable value, no token.
+    app.call(send(
+        "GET",
+        &format!("/api/patients/{patient}"),
+        &desk,
+        None,
+    ))
+    .await
+    .assert_problem(410, "data_destroyed");
+    assert_eq!(
+        search_ids(&app, &desk, "Lovelace").await,
+        vec![kept.clone()]
+    );
+    assert_eq!(objects(dir.path()), 0);
+    app.call(send("GET", &values, &officer, None))
+        .await
+        .assert_problem(410, "data_destroyed");
+    let id = Uuid::parse_str(&patient).unwrap();
+    let (names, files, live_keys, tombstone): (i64, i64, i64, Vec<u8>) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM patient_name_tokens WHERE patient_id = $1), \
+                (SELECT count(*) FROM files WHERE patient_id = $1), \
+                (SELECT count(*) FROM subject_keys WHERE subject_id = $1 AND wrapped IS NOT NULL), \
+                (SELECT given_name FROM patients WHERE id = $1)",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((names, files, live_keys, tombstone.len()), (0, 0, 0, 0));
+    // The chain still verifies; the certificate is stored; the ledger has its entry outside.
+    let report = app.state.audit.verify().await.unwrap();
+    assert_eq!(report.first_broken_seq, None, "{:?}", report.problem);
+    let stored = app
+        .call(send(
+            "GET",
+            &format!("/api/lifecycle/erasures/{}", filed["id"].as_str().unwrap()),
+            &second,
+            None,
+        ))
+        .await;
+    assert_eq!(stored.json()["certificate"], *certificate);
+    assert_eq!(walk(&dir.path().join("ledger")), 1);
+    // A second request for the erased patient: 410.
+    let (status, _) = request_erasure(&app, &first, &patient, "court_order").await;
+    assert_eq!(status, 410);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_legal_hold_stops_every_destructive_path_until_released(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = lifecycle_app(&pool, dir.path());
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let (_, first) = member(&app, "records.one", &["RecordsManager"]).await;
+    let (_, second) = member(&app, "records.two", &["RecordsManager"]).await;
+    let patient = new_patient(&app, &desk, "Hopper").await;
+    let other = new_patient(&app, &desk, "Turing").await;
+    let file = upload(&app, &patient, &desk).await;
+    let deleted = upload(&app, &patient, &desk).await;
+    assert_eq!(
+        app.call(send(
+            "DELETE",
+            &format!("/api/files/{deleted}"),
+            &desk,
+            None
+        ))
+        .await
+        .status,
+        204
+    );
+    let (status, filed) = request_erasure(&app, &first, &patient, "court_order").await;
+    assert_eq!(status, 201);
+
+    let placed = app
+        .call(send(
+            "POST",
+            "/api/lifecycle/holds",
+            &first,
+            Some(
+                json!({"scope": "patients", "patient_ids": [patient], "reason": "litigation hold",
+                "case_reference": "CV-2026-0042"}),
+            ),
+        ))
+        .await;
+    assert_eq!(
+        placed.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&placed.body)
+    );
+    let hold = placed.json()["id"].as_str().unwrap().to_owned();
+
+    // File delete: 409 naming the hold.
+    let refused = app
+        .call(send("DELETE", &format!("/api/files/{file}"), &desk, None))
+        .await;
+    let problem = refused.assert_problem(409, "legal_hold");
+    assert!(problem["detail"].as_str().unwrap().contains(&hold));
+    // Purge of the file deleted before the hold: skipped, object kept.
+    let later = chrono::Utc::now() + chrono::Duration::days(3650);
+    let audit = |_file: Uuid, _patient: Uuid| unreachable!("nothing is purged under a hold");
+    assert_eq!(app.state.files.purge(later, &audit).await.unwrap(), 0);
+    assert_eq!(objects(dir.path()), 2);
+    // Erasure: a new request and the approval of the one filed before are refused.
+    let (status, body) = request_erasure(&app, &second, &patient, "court_order").await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("legal_hold")));
+    let approve = format!(
+        "/api/lifecycle/erasures/{}/approve",
+        filed["id"].as_str().unwrap()
+    );
+    app.call(send("POST", &approve, &second, None))
+        .await
+        .assert_problem(409, "legal_hold");
+    // Audit archiving stops while any hold lasts.
+    let archives = clinicd_audit::retention::LocalArchives::new(dir.path().join("archive"));
+    let archived = clinicd_audit::retention::archive_expired(
+        &pool,
+        &app.state.identity.keyring,
+        &app.state.audit,
+        &archives,
+        7,
+        later,
+    )
+    .await;
+    assert!(matches!(archived, Err(clinicd_audit::AuditError::Held(h)) if h.to_string() == hold));
+    // The other patient is not held.
+    assert_eq!(
+        app.call(send("GET", &format!("/api/patients/{other}"), &desk, None))
+            .await
+            .status,
+        200
+    );
+
+    // A hold on everything holds the other patient too.
+    let all = app
+        .call(send(
+            "POST",
+            "/api/lifecycle/holds",
+            &second,
+            Some(json!({"scope": "all", "reason": "regulator's inquiry", "case_reference": "OCR-77"})),
+        ))
+        .await;
+    assert_eq!(all.status, 201);
+    let all = all.json()["id"].as_str().unwrap().to_owned();
+    let (status, _) = request_erasure(&app, &first, &other, "court_order").await;
+    assert_eq!(status, 409);
+
+    // Released (both): the destructive paths work again.
+    for id in [&hold, &all] {
+        let released = app
+            .call(send(
+                "POST",
+                &format!("/api/lifecycle/holds/{id}/release"),
+                &first,
+                Some(json!({"reason": "case settled"})),
+            ))
+            .await;
+        assert_eq!(released.status, 200);
+        assert!(released.json()["released_at"].is_string());
+    }
+    app.call(send(
+        "POST",
+        &format!("/api/lifecycle/holds/{hold}/release"),
+        &first,
+        Some(json!({"reason": "again"})),
+    ))
+    .await
+    .assert_problem(409, "conflict");
+    let listed = app
+        .call(send("GET", "/api/lifecycle/holds", &first, None))
+        .await;
+    assert_eq!(listed.json().as_array().unwrap().len(), 0);
+    assert_eq!(
+        app.call(send("DELETE", &format!("/api/files/{file}"), &desk, None))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        app.call(send("POST", &approve, &second, None)).await.status,
+        200
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn refusals_name_their_reason(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = lifecycle_app(&pool, dir.path());
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let (_, provider) = member(&app, "dr.who", &["Provider"]).await;
+    let (_, first) = member(&app, "records.one", &["RecordsManager"]).await;
+    let (_, second) = member(&app, "records.two", &["RecordsManager"]).await;
+    let patient = new_patient(&app, &desk, "Noether").await;
+
+    // Retention keeps a new record from a patient's own request and from "retention expired".
+    for basis in ["patient_request", "retention_expired"] {
+        let (status, body) = request_erasure(&app, &first, &patient, basis).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (409, Some("retention_applies")),
+            "{basis}"
+        );
+        assert!(!body.to_string().contains("Noether"));
+    }
+    // Bad input.
+    for (body, field) in [
+        (
+            json!({"patient_id": patient, "basis": "because", "reason": "x"}),
+            "basis",
+        ),
+        (
+            json!({"patient_id": patient, "basis": "court_order", "reason": "   "}),
+            "reason",
+        ),
+    ] {
+        let response = app
+            .call(send("POST", "/api/lifecycle/erasures", &first, Some(body)))
+            .await;
+        let problem = response.assert_problem(422, "invalid_field");
+        assert_eq!(problem["field"], field);
+    }
+    let (status, _) =
+        request_erasure(&app, &first, &Uuid::now_v7().to_string(), "court_order").await;
+    assert_eq!(status, 404);
+    for (body, field) in [
+        (
+            json!({"scope": "some", "reason": "r", "case_reference": "c"}),
+            "scope",
+        ),
+        (
+            json!({"scope": "patients", "reason": "r", "case_reference": "c"}),
+            "patient_ids",
+        ),
+        (
+            json!({"scope": "all", "patient_ids": [patient], "reason": "r", "case_reference": "c"}),
+            "patient_ids",
+        ),
+        (
+            json!({"scope": "patients", "patient_ids": [Uuid::now_v7()], "reason": "r", "case_reference": "c"}),
+            "patient_ids",
+        ),
+        (
+            json!({"scope": "patients", "patient_ids": [patient], "reason": "", "case_reference": "c"}),
+            "reason",
+        ),
+        (
+            json!({"scope": "patients", "patient_ids": [patient], "reason": "r", "case_reference": "c".repeat(101)}),
+            "case_reference",
+        ),
+    ] {
+        let response = app
+            .call(send(
+                "POST",
+                "/api/lifecycle/holds",
+                &first,
+                Some(body.clone()),
+            ))
+            .await;
+        let problem = response.assert_problem(422, "invalid_field");
+        assert_eq!(problem["field"], field, "{body}");
+    }
+    app.call(send(
+        "POST",
+        "/api/lifecycle/holds",
+        &first,
+        Some(json!({"scope": "all"})),
+    ))
+    .await
+    .assert_problem(400, "invalid_body");
+    app.call(send(
+        "POST",
+        &format!("/api/lifecycle/holds/{}/release", Uuid::now_v7()),
+        &first,
+        Some(json!({"reason": "done"})),
+    ))
+    .await
+    .assert_problem(404, "not_found");
+
+    // Reject, then approval is refused as decided.
+    let (_, filed) = request_erasure(&app, &first, &patient, "created_in_error").await;
+    let id = filed["id"].as_str().unwrap();
+    let rejected = app
+        .call(send(
+            "POST",
+            &format!("/api/lifecycle/erasures/{id}/reject"),
+            &second,
+            Some(json!({"reason": "not a duplicate"})),
+        ))
+        .await;
+    assert_eq!(rejected.json()["state"], "rejected");
+    app.call(send(
+        "POST",
+        &format!("/api/lifecycle/erasures/{id}/approve"),
+        &second,
+        None,
+    ))
+    .await
+    .assert_problem(409, "conflict");
+
+    // Roles without the lifecycle permissions are refused on every route.
+    let erasure = format!("/api/lifecycle/erasures/{id}");
+    for token in [&desk, &provider] {
+        for (method, path) in [
+            ("GET", "/api/lifecycle/holds"),
+            ("POST", "/api/lifecycle/holds"),
+            ("GET", "/api/lifecycle/erasures"),
+            ("POST", "/api/lifecycle/erasures"),
+            ("GET", erasure.as_str()),
+            ("POST", &format!("{erasure}/approve")),
+            ("POST", &format!("{erasure}/reject")),
+        ] {
+            app.call(send(method, path, token, Some(json!({}))))
+                .await
+                .assert_problem(403, "permission_denied");
+        }
+    }
+}
+
+/// A backup taken before an erasure, restored: the ledger outside the database erases the
+/// patient again before anything is served.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_restore_never_brings_an_erased_patient_back(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let server = url.rsplit_once('/').unwrap().0.to_owned();
+    let (patient, desk) = {
+        let app = lifecycle_app(&pool, dir.path());
+        let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+        member(&app, "records.one", &["RecordsManager"]).await;
+        member(&app, "records.two", &["RecordsManager"]).await;
+        (new_patient(&app, &desk, "Franklin").await, desk)
+    };
+    // The "backup": a copy of the database as it is now.
+    pool.close().await;
+    let admin = PgPool::connect(&url).await.unwrap();
+    // Short: Postgres cuts names at 63 bytes, and the test database's is near that already.
+    let backup = format!("restored_{}", Uuid::now_v7().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{backup}\" TEMPLATE \"{name}\""
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+
+    // The erasure, on the live database.
+    let live = PgPool::connect(&format!("{server}/{name}")).await.unwrap();
+    let app = lifecycle_app(&live, dir.path());
+    let token = |user: &str| {
+        let app = app.clone();
+        let user = user.to_owned();
+        async move {
+            let id: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+                .bind(&user)
+                .fetch_one(&app.state.db)
+                .await
+                .unwrap();
+            clinicd_test_support::session_token(&app, clinicd_identity::users::UserId(id)).await
+        }
+    };
+    let (first, second) = (token("records.one").await, token("records.two").await);
+    let (_, filed) = request_erasure(&app, &first, &patient, "court_order").await;
+    let approve = format!(
+        "/api/lifecycle/erasures/{}/approve",
+        filed["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        app.call(send("POST", &approve, &second, None)).await.status,
+        200
+    );
+    live.close().await;
+
+    // The "restore": the copy, with the same ledger outside. It still holds the patient...
+    let restored = PgPool::connect(&format!("{server}/{backup}"))
+        .await
+        .unwrap();
+    let app = lifecycle_app(&restored, dir.path());
+    let read = format!("/api/patients/{patient}");
+    assert_eq!(app.call(send("GET", &read, &desk, None)).await.status, 200);
+    // ...until the replay that runs before the server reports ready.
+    let replay = clinicd_lifecycle::ledger::replay(&app.state.lifecycle)
+        .await
+        .unwrap();
+    assert_eq!(
+        replay.erased_again,
+        vec![Uuid::parse_str(&patient).unwrap()]
+    );
+    app.call(send("GET", &read, &desk, None))
+        .await
+        .assert_problem(410, "data_destroyed");
+    assert!(search_ids(&app, &desk, "Franklin").await.is_empty());
+    let report = app.state.audit.verify().await.unwrap();
+    assert_eq!(report.first_broken_seq, None, "{:?}", report.problem);
+    // A second replay finds nothing to do.
+    let again = clinicd_lifecycle::ledger::replay(&app.state.lifecycle)
+        .await
+        .unwrap();
+    assert!(again.erased_again.is_empty());
+    assert_eq!(again.recorded, 0);
+    restored.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{backup}\" WITH (FORCE)")))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
