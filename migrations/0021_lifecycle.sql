@@ -97,6 +97,15 @@ CREATE TRIGGER erasure_ledger_append_only BEFORE UPDATE OR DELETE ON erasure_led
 CREATE TRIGGER erasure_ledger_no_truncate BEFORE TRUNCATE ON erasure_ledger
     FOR EACH STATEMENT EXECUTE FUNCTION erasure_ledger_refuse_change();
 
+-- Objects of an erased patient's files still to delete from the store: written in the erasing
+-- transaction, deleted from the store right after it commits (and by the retention job if that
+-- failed). Their data keys were under the destroyed subject key, so they are unreadable already.
+CREATE TABLE erasure_objects (
+    object_key  text        PRIMARY KEY,
+    request_id  uuid        NOT NULL,
+    queued_at   timestamptz NOT NULL DEFAULT now()
+);
+
 -- An erased patient's row is a tombstone: `erased_at` set, every ciphertext emptied, the MRN
 -- replaced by a fresh number that links to nothing (domain's table, changed here for the
 -- lifecycle).
@@ -107,7 +116,8 @@ ALTER TABLE patients ADD COLUMN erased_at timestamptz;
 CREATE OR REPLACE FUNCTION clinical_notes_signed_are_final() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF OLD.status = 'signed'
-       AND NOT (TG_OP = 'DELETE' AND current_setting('clinicd.erasing', true) = OLD.patient_id::text) THEN
+       -- coalesce: an unset setting is NULL, and NOT (... = NULL) would let the delete through.
+       AND NOT (TG_OP = 'DELETE' AND coalesce(current_setting('clinicd.erasing', true), '') = OLD.patient_id::text) THEN
         RAISE EXCEPTION 'clinical note % is signed and cannot change', OLD.id
             USING ERRCODE = 'integrity_constraint_violation';
     END IF;

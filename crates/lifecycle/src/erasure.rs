@@ -75,8 +75,8 @@ pub struct Destroyed {
     pub subject_keys: Vec<String>,
     pub clinical_notes: u64,
     pub appointments: u64,
-    pub file_rows: u64,
-    pub file_objects_deleted: u64,
+    /// Files whose rows went; their objects are deleted from the store as the erasure commits.
+    pub files: u64,
 }
 
 /// The certificate of destruction: what was destroyed, when, on whose request and approval.
@@ -211,8 +211,8 @@ pub async fn request(
 }
 
 /// Approves a pending request and erases the patient, in the caller's transaction (committed
-/// with its audit event; the ledger entry outside and the objects' deletion happen before it
-/// returns). `by` is `None` for the retention policy's own approval.
+/// with its audit event); once it commits, the caller calls [`finish`] to write the ledger entry
+/// outside and delete the file objects. `by` is `None` for the retention policy's own approval.
 pub async fn approve(
     lifecycle: &Lifecycle,
     tx: &mut PgConnection,
@@ -336,8 +336,8 @@ pub async fn list(
 }
 
 /// The destruction itself, in the caller's transaction: keys, indexes and tokens, notes,
-/// appointments, file rows, the tombstone, the ledger entry (with `append`; a replay
-/// records the entry it replays itself), then the file objects.
+/// appointments, file rows (their objects queued for deletion), the tombstone and the ledger
+/// entry (with `append`; a replay records the entry it replays itself).
 async fn erase(
     lifecycle: &Lifecycle,
     tx: &mut PgConnection,
@@ -361,29 +361,62 @@ async fn erase(
     .fetch_all(&mut *tx)
     .await?;
     let objects = lifecycle.files.erase_patient_rows(tx, patient).await?;
+    sqlx::query!(
+        "INSERT INTO erasure_objects (object_key, request_id) SELECT unnest($1::text[]), $2 \
+         ON CONFLICT (object_key) DO NOTHING",
+        &objects,
+        request
+    )
+    .execute(&mut *tx)
+    .await?;
     let removed = lifecycle.patients.tombstone(tx, patient, now).await?;
     let entry = if append {
-        ledger::append(
-            tx,
-            &lifecycle.keyring,
-            lifecycle.ledger.as_ref(),
-            patient,
-            request,
-            now,
-        )
-        .await?
+        ledger::append(tx, &lifecycle.keyring, patient, request, now).await?
     } else {
         placeholder(patient, request, now)
     };
-    let deleted = lifecycle.files.delete_objects(&objects).await?;
     let destroyed = Destroyed {
         subject_keys: versions.iter().map(|v| format!("{patient}/v{v}")).collect(),
         clinical_notes: removed.notes,
         appointments: removed.appointments,
-        file_rows: objects.len() as u64,
-        file_objects_deleted: deleted as u64,
+        files: objects.len() as u64,
     };
     Ok((destroyed, entry))
+}
+
+/// What follows a committed erasure outside the database: the ledger entry written out, the
+/// file objects deleted from the store. Idempotent; on failure the database still lists what is
+/// left, and the next call (the retention job, the next start) finishes it.
+pub async fn finish(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
+    let outside = lifecycle.ledger.all().await?;
+    let mut conn = lifecycle.db.acquire().await?;
+    let inside = ledger::database_entries(&mut conn).await?;
+    drop(conn);
+    for entry in inside.iter().skip(outside.len()) {
+        lifecycle.ledger.put(entry).await?;
+    }
+    delete_queued_objects(lifecycle).await
+}
+
+/// Deletes the objects queued by erasures, a batch at a time.
+pub(crate) async fn delete_queued_objects(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
+    loop {
+        let keys: Vec<String> = sqlx::query_scalar!(
+            "SELECT object_key FROM erasure_objects ORDER BY queued_at, object_key LIMIT 100"
+        )
+        .fetch_all(&lifecycle.db)
+        .await?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        lifecycle.files.delete_objects(&keys).await?;
+        sqlx::query!(
+            "DELETE FROM erasure_objects WHERE object_key = ANY($1)",
+            &keys
+        )
+        .execute(&lifecycle.db)
+        .await?;
+    }
 }
 
 fn placeholder(patient: Uuid, request: Uuid, at: DateTime<Utc>) -> LedgerEntry {

@@ -5,8 +5,9 @@
 //! patient's wrapped key; the copy outside survives the restore, and the server replays it
 //! before it reports ready ([`replay`]), so a restore never brings an erased patient back.
 //!
-//! The entry goes outside before the erasure commits: if the commit then fails, the request is
-//! still approved and pending, and its retry writes the same sequence number again.
+//! The entry goes outside right after the erasure commits ([`crate::erasure::finish`]); if that
+//! fails (or the process dies in between), the database's copy has it, and the next start or
+//! run of the retention job writes it out ([`replay`] republishes what the outside lacks).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -288,12 +289,11 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-/// Appends the erasure of `patient` in the caller's transaction and writes it outside the
-/// database before returning (the caller commits after).
+/// Appends the erasure of `patient` to the database's copy in the caller's transaction (the
+/// copy outside follows once it commits).
 pub(crate) async fn append(
     conn: &mut PgConnection,
     keyring: &Keyring,
-    store: &dyn LedgerStore,
     patient: Uuid,
     request: Uuid,
     at: DateTime<Utc>,
@@ -322,7 +322,6 @@ pub(crate) async fn append(
         key_version,
     };
     insert(conn, &entry).await?;
-    store.put(&entry).await?;
     Ok(entry)
 }
 
@@ -362,7 +361,8 @@ pub struct Replay {
 }
 
 /// Brings the database and the ledger outside it into agreement, erasing again any patient the
-/// ledger says is gone but the database still holds (after a restore). Both copies must verify
+/// ledger says is gone but the database still holds (after a restore), and deletes the objects
+/// still queued for deletion. Both copies must verify
 /// and agree where they overlap; otherwise nothing is done and the error says why (the server
 /// does not start: an operator must look).
 pub async fn replay(lifecycle: &crate::Lifecycle) -> Result<Replay, LifecycleError> {
@@ -394,6 +394,7 @@ pub async fn replay(lifecycle: &crate::Lifecycle) -> Result<Replay, LifecycleErr
         }
         report.recorded += 1;
     }
+    crate::erasure::delete_queued_objects(lifecycle).await?;
     if !report.erased_again.is_empty() || report.recorded > 0 || report.republished > 0 {
         tracing::warn!(
             erased_again = report.erased_again.len(),

@@ -283,6 +283,8 @@ pub async fn run(
     lifecycle: &Lifecycle,
     now: DateTime<Utc>,
 ) -> Result<RetentionRun, LifecycleError> {
+    // What an earlier erasure left undone outside the database (an unreachable store).
+    erasure::finish(lifecycle).await?;
     let due = report(lifecycle, now).await?;
     let mut run = RetentionRun {
         due: due.len(),
@@ -332,6 +334,7 @@ pub async fn run(
             }
         }
     }
+    erasure::finish(lifecycle).await?;
     Ok(run)
 }
 

@@ -416,7 +416,7 @@ pub async fn request_erasure(
         (status = 409, description = "A legal hold (legal_hold), retention (retention_applies), or already decided (conflict)", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The patient is already erased", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The file store or the erasure ledger is unreachable: nothing was erased", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The audit trail is unavailable: nothing was erased", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn approve_erasure(
@@ -434,14 +434,7 @@ pub async fn approve_erasure(
         Some(caller.0.user_id.0),
         Utc::now(),
     )
-    .await
-    .map_err(|error| match error {
-        LifecycleError::Ledger(why) => {
-            tracing::error!(%why, "erasure ledger unreachable: nothing erased");
-            ApiError::Unavailable
-        }
-        other => other.into(),
-    })?;
+    .await?;
     let note = AuditNote {
         resource_id: Some(id.to_string()),
         patient_id: Some(done.patient_id),
@@ -449,6 +442,11 @@ pub async fn approve_erasure(
         ..AuditNote::default()
     };
     audit.commit(tx, StatusCode::OK, note).await?;
+    // Outside the database, after the commit: the ledger entry and the objects. A failure is
+    // finished by the retention job or the next start; the erasure itself holds already.
+    if let Err(error) = erasure::finish(&state.lifecycle).await {
+        tracing::error!(%error, "an erasure's ledger entry or objects wait for the next run");
+    }
     Ok(HttpResponse::Ok().json(ErasureView::from(done)))
 }
 

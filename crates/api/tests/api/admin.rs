@@ -441,7 +441,8 @@ async fn the_last_active_administrator_cannot_be_removed(pool: PgPool) {
                 "permissions": ["audit:read", "user:manage", "role:manage", "security:read", "keys:manage"],
                 "delegable": ["patient:read", "patient:write", "patient:read_identifiers", "care_team:manage",
                               "appointment:read", "appointment:write", "note:read", "note:write", "file:upload",
-                              "file:read", "audit:read_values", "break_glass", "export"]
+                              "file:read", "audit:read_values", "break_glass", "export", "lifecycle:hold",
+                              "lifecycle:erase"]
             })),
         ))
         .await;
@@ -587,7 +588,14 @@ async fn custom_roles_are_managed_and_built_in_ones_are_fixed(pool: PgPool) {
         .collect();
     assert_eq!(
         names,
-        vec!["Admin", "PrivacyOfficer", "Provider", "ReadOnly", "Staff"]
+        vec![
+            "Admin",
+            "PrivacyOfficer",
+            "Provider",
+            "ReadOnly",
+            "RecordsManager",
+            "Staff"
+        ]
     );
 }
 

@@ -278,6 +278,43 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
         ))
         .await;
     assert_eq!(watched.status, 204);
+    // The lifecycle: a hold to release, two pending erasures (one to approve, one to reject) of
+    // patients the desk registered, one of them with a stored file.
+    let (_, records) = member(&app, "records.manager", &["RecordsManager"]).await;
+    let mut doomed = Vec::new();
+    for family in ["Erased", "Rejected"] {
+        doomed.push(id_of(
+            &app.call(send(
+                "POST",
+                "/api/patients",
+                &desk,
+                Some(json!({"given_name": "Ann", "family_name": family, "date_of_birth": "1970-01-02", "sex": "female"})),
+            ))
+            .await,
+        ));
+    }
+    id_of(&app.call(upload(doomed[0], &desk)).await);
+    let hold = id_of(
+        &app.call(send(
+            "POST",
+            "/api/lifecycle/holds",
+            &records,
+            Some(json!({"scope": "patients", "patient_ids": [patient], "reason": "litigation", "case_reference": "CV-1"})),
+        ))
+        .await,
+    );
+    let mut erasures = Vec::new();
+    for target in &doomed {
+        erasures.push(id_of(
+            &app.call(send(
+                "POST",
+                "/api/lifecycle/erasures",
+                &records,
+                Some(json!({"patient_id": target, "basis": "court_order", "reason": "court order 12"})),
+            ))
+            .await,
+        ));
+    }
     let mut alerts = Vec::new();
     for n in 0..2 {
         let mut conn = pool.acquire().await.unwrap();
@@ -861,6 +898,65 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
                 &format!("/api/security/break-glass/{grant}/review"),
                 &officer,
                 None,
+            ),
+            &[],
+        ),
+        (
+            "POST",
+            "/api/lifecycle/holds",
+            send(
+                "POST",
+                "/api/lifecycle/holds",
+                &records,
+                Some(
+                    json!({"scope": "all", "reason": "regulator's inquiry", "case_reference": "OCR-1"}),
+                ),
+            ),
+            &[],
+        ),
+        (
+            "POST",
+            "/api/lifecycle/holds/{id}/release",
+            send(
+                "POST",
+                &format!("/api/lifecycle/holds/{hold}/release"),
+                &records,
+                Some(json!({"reason": "settled"})),
+            ),
+            &[],
+        ),
+        (
+            "POST",
+            "/api/lifecycle/erasures",
+            send(
+                "POST",
+                "/api/lifecycle/erasures",
+                &officer,
+                Some(
+                    json!({"patient_id": patient, "basis": "court_order", "reason": "court order 13"}),
+                ),
+            ),
+            &[],
+        ),
+        (
+            "POST",
+            "/api/lifecycle/erasures/{id}/approve",
+            send(
+                "POST",
+                &format!("/api/lifecycle/erasures/{}/approve", erasures[0]),
+                &officer,
+                None,
+            ),
+            &[],
+        ),
+        (
+            "POST",
+            "/api/lifecycle/erasures/{id}/reject",
+            send(
+                "POST",
+                &format!("/api/lifecycle/erasures/{}/reject", erasures[1]),
+                &officer,
+                Some(json!({"reason": "not ordered after all"})),
             ),
             &[],
         ),

@@ -170,6 +170,46 @@ async fn an_approved_erasure_leaves_nothing_readable_and_a_certificate(pool: PgP
     );
     upload(&app, &patient, &desk).await;
     assert_eq!(objects(dir.path()), 1);
+    // A signed clinical note, which nothing else may ever delete.
+    let (doctor, provider) = member(&app, "dr.grey", &["Provider"]).await;
+    let assigned = app
+        .call(send(
+            "POST",
+            &format!("/api/patients/{patient}/care-team"),
+            &desk,
+            Some(json!({"user_id": doctor.0, "reason": "primary care physician"})),
+        ))
+        .await;
+    assert_eq!(
+        assigned.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&assigned.body)
+    );
+    let note = app
+        .call(send(
+            "POST",
+            &format!("/api/patients/{patient}/notes"),
+            &provider,
+            Some(
+                json!({"encounter_date": "2026-11-30", "body": "Lovelace: follow-up in two weeks"}),
+            ),
+        ))
+        .await;
+    assert_eq!(note.status, 201, "{}", String::from_utf8_lossy(&note.body));
+    let note = note.json()["id"].as_str().unwrap().to_owned();
+    let signed = app
+        .call(
+            send("POST", &format!("/api/notes/{note}/sign"), &provider, None)
+                .insert_header(("If-Match", "\"1\"")),
+        )
+        .await;
+    assert_eq!(
+        signed.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&signed.body)
+    );
     // The change's before/after values are sealed, and readable before the erasure.
     let sealed: Vec<i64> = sqlx::query_scalar(
         "SELECT seq FROM audit_events WHERE patient_id = $1 AND sealed_values IS NOT NULL ORDER BY seq",
@@ -209,7 +249,8 @@ async fn an_approved_erasure_leaves_nothing_readable_and_a_certificate(pool: PgP
             .unwrap()
             .is_empty()
     );
-    assert_eq!(certificate["destroyed"]["file_objects_deleted"], 1);
+    assert_eq!(certificate["destroyed"]["files"], 1);
+    assert_eq!(certificate["destroyed"]["clinical_notes"], 1);
     assert_eq!(certificate["ledger_seq"], 1);
     assert!(!done.to_string().contains("Lovelace"));
 
@@ -230,6 +271,9 @@ async fn an_approved_erasure_leaves_nothing_readable_and_a_certificate(pool: PgP
     app.call(send("GET", &values, &officer, None))
         .await
         .assert_problem(410, "data_destroyed");
+    app.call(send("GET", &format!("/api/notes/{note}"), &provider, None))
+        .await
+        .assert_problem(404, "not_found");
     let id = Uuid::parse_str(&patient).unwrap();
     let (names, files, live_keys, tombstone): (i64, i64, i64, Vec<u8>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM patient_name_tokens WHERE patient_id = $1), \
@@ -615,8 +659,10 @@ async fn a_restore_never_brings_an_erased_patient_back(pool: PgPool) {
     assert!(again.erased_again.is_empty());
     assert_eq!(again.recorded, 0);
     restored.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{backup}\" WITH (FORCE)")))
-        .execute(&admin)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE \"{backup}\" WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
 }
