@@ -40,6 +40,23 @@ pub enum Command {
     /// Backups and what protects them (docs/backup.md).
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Retention, legal holds and erasure (docs/lifecycle.md).
+    #[command(subcommand)]
+    Lifecycle(LifecycleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LifecycleCommand {
+    /// The dry run of retention: one JSON line per patient past every retention period (id,
+    /// the rule that kept the record longest, days overdue, any hold or pending request), then
+    /// a summary. Changes nothing; prints no PHI.
+    Report,
+    /// The legal holds in force, as JSON lines.
+    Holds,
+    /// Checks the erasure ledger (both copies: chain, MACs, agreement), replays what the
+    /// database lacks (as the server does at start) and finishes what an erasure left undone
+    /// outside the database. Prints a JSON report; exits non-zero on a problem.
+    Ledger,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use clinicd::cli::{
     AdminCommand, AuditCommand, BackupCommand, Cli, Command, FilesCommand, ImportCommand,
-    KeysCommand,
+    KeysCommand, LifecycleCommand,
 };
 use clinicd::cli_audit::CliAudit;
 use clinicd::{Application, Settings, keys, startup, telemetry};
@@ -71,6 +71,7 @@ fn main() -> ExitCode {
             Command::Import(command) => import_command(settings, command).await,
             Command::Files(command) => files_command(settings, command).await,
             Command::Backup(command) => clinicd::backup::run::command(settings, command).await,
+            Command::Lifecycle(command) => lifecycle_command(settings, command).await,
         }
     });
     match result {
@@ -319,7 +320,17 @@ async fn files_command(settings: Settings, command: FilesCommand) -> anyhow::Res
                     }
                 })
                 .await?;
-            writeln!(out, "{}", serde_json::json!({ "purged": purged }))?;
+            // Files a legal hold keeps are left alone (docs/lifecycle.md); say how many.
+            let held: i64 = sqlx::query_scalar!(
+                r#"SELECT count(*) AS "n!" FROM files WHERE purge_after <= now() AND legal_hold_for(patient_id) IS NOT NULL"#
+            )
+            .fetch_one(&pool)
+            .await?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({ "purged": purged, "kept_by_legal_hold": held })
+            )?;
             0
         }
     };
@@ -327,6 +338,58 @@ async fn files_command(settings: Settings, command: FilesCommand) -> anyhow::Res
     if failed > 0 {
         anyhow::bail!("{failed} file(s) could not be imported (see the report)");
     }
+    Ok(())
+}
+
+async fn lifecycle_command(settings: Settings, command: LifecycleCommand) -> anyhow::Result<()> {
+    let pool = connect(&settings).await?;
+    if settings.database.migrate_on_start {
+        startup::MIGRATOR.run(&pool).await?;
+    }
+    let keyring = std::sync::Arc::new(keys::keyring(&settings.keys, pool.clone()).await?);
+    keyring.bootstrap().await?;
+    let files = startup::file_store(&settings).await?;
+    let lifecycle = startup::lifecycle(&settings, &pool, &keyring, files).await;
+    let audit = CliAudit::start(pool.clone(), keyring.clone(), "lifecycle");
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match command {
+        LifecycleCommand::Report => {
+            // Reads dates of birth (for the minors' rule) of the patients past the other rules:
+            // an access to PHI, in the trail before anything is printed.
+            let due = clinicd_lifecycle::retention::report(&lifecycle, chrono::Utc::now()).await?;
+            let held = due.iter().filter(|d| d.hold_id.is_some()).count();
+            let summary = serde_json::json!({ "due": due.len(), "held": held,
+                "policy": lifecycle.policy });
+            audit
+                .record(Action::View, "retention_report", summary.clone())
+                .await?;
+            for item in &due {
+                writeln!(out, "{}", serde_json::to_string(item)?)?;
+            }
+            writeln!(out, "{summary}")?;
+        }
+        LifecycleCommand::Holds => {
+            let mut conn = pool.acquire().await?;
+            let holds = clinicd_lifecycle::holds::list(&mut conn, true).await?;
+            audit
+                .record(
+                    Action::View,
+                    "legal_hold",
+                    serde_json::json!({ "returned": holds.len() }),
+                )
+                .await?;
+            for hold in &holds {
+                writeln!(out, "{}", serde_json::to_string(hold)?)?;
+            }
+        }
+        LifecycleCommand::Ledger => {
+            let replay = clinicd_lifecycle::ledger::replay(&lifecycle).await?;
+            clinicd_lifecycle::erasure::finish(&lifecycle).await?;
+            writeln!(out, "{}", serde_json::to_string(&replay)?)?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 

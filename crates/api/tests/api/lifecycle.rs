@@ -666,3 +666,90 @@ async fn a_restore_never_brings_an_erased_patient_back(pool: PgPool) {
     .await
     .unwrap();
 }
+
+/// The retention job: with the policy approving by itself, what is past retention and not held
+/// is erased (and the job's own events are in the trail); without, requests wait for a person.
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_retention_job_erases_only_what_retention_and_holds_allow(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = lifecycle_app(&pool, dir.path());
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let (_, records) = member(&app, "records.one", &["RecordsManager"]).await;
+    let old = new_patient(&app, &desk, "Aged").await;
+    let held = new_patient(&app, &desk, "Kept").await;
+    let recent = new_patient(&app, &desk, "Fresh").await;
+    sqlx::query("UPDATE patients SET created_at = now() - interval '9 years' WHERE id = ANY($1)")
+        .bind(vec![
+            Uuid::parse_str(&old).unwrap(),
+            Uuid::parse_str(&held).unwrap(),
+        ])
+        .execute(&pool)
+        .await
+        .unwrap();
+    let placed = app
+        .call(send(
+            "POST",
+            "/api/lifecycle/holds",
+            &records,
+            Some(
+                json!({"scope": "patients", "patient_ids": [held], "reason": "audit by the payer",
+                "case_reference": "PAY-3"}),
+            ),
+        ))
+        .await;
+    assert_eq!(placed.status, 201);
+
+    // Requests only, by default.
+    let now = chrono::Utc::now();
+    let run = clinicd_lifecycle::retention::run(&app.state.lifecycle, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.due, run.held, run.requests_filed, run.erased),
+        (2, 1, 1, 0)
+    );
+    let pending = app
+        .call(send(
+            "GET",
+            "/api/lifecycle/erasures?pending=true",
+            &records,
+            None,
+        ))
+        .await
+        .json();
+    assert_eq!(pending.as_array().unwrap().len(), 1);
+    assert_eq!(pending[0]["patient_id"], old.as_str());
+    assert_eq!(pending[0]["basis"], "retention_expired");
+    assert!(pending[0]["requested_by"].is_null());
+
+    // With the policy approving: the pending request is carried out; the held one stays.
+    app.state.lifecycle.policy.auto_erase = true;
+    let run = clinicd_lifecycle::retention::run(&app.state.lifecycle, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.due, run.held, run.requests_filed, run.erased),
+        (2, 1, 0, 1)
+    );
+    for (patient, status) in [(&old, 410), (&held, 200), (&recent, 200)] {
+        let response = app
+            .call(send(
+                "GET",
+                &format!("/api/patients/{patient}"),
+                &desk,
+                None,
+            ))
+            .await;
+        assert_eq!(response.status, status, "{patient}");
+    }
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action IN ('erasure_request', 'erasure') \
+         AND user_agent LIKE '%lifecycle_retention'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 2);
+    let report = app.state.audit.verify().await.unwrap();
+    assert_eq!(report.first_broken_seq, None, "{:?}", report.problem);
+}

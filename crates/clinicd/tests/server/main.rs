@@ -18,6 +18,7 @@ mod files_https;
 mod import_cli;
 mod jobs;
 mod keys_cli;
+mod lifecycle_cli;
 mod listeners;
 mod logs;
 mod secops;
