@@ -159,6 +159,11 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("too many requests: try again later")]
     RateLimited { retry_after: Duration },
+    /// The caller's daily limit of patients exported or downloaded (docs/lifecycle.md).
+    #[error(
+        "you have reached your daily limit of {limit} patients exported or downloaded; the security office has been told"
+    )]
+    ExportLimit { limit: u32, retry_after: Duration },
     #[error("the service is temporarily unavailable")]
     Unavailable,
     /// The client's address is blocked (automatic after an attack pattern, or by an officer).
@@ -246,6 +251,7 @@ impl ApiError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
+            Self::ExportLimit { .. } => "export_limit",
             Self::Unavailable => "service_unavailable",
             Self::Blocked { .. } => "blocked",
             Self::AccountBlocked => "account_blocked",
@@ -357,7 +363,7 @@ impl ResponseError for ApiError {
             Self::OwnErasure => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::ExportLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Blocked { .. } | Self::AccountBlocked => StatusCode::FORBIDDEN,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -378,6 +384,7 @@ impl ResponseError for ApiError {
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         match self {
             Self::RateLimited { retry_after }
+            | Self::ExportLimit { retry_after, .. }
             | Self::LoginThrottled { retry_after }
             | Self::Blocked { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs(*retry_after)));

@@ -359,6 +359,31 @@ pub fn state_header(states: &[PolicyState]) -> String {
         .join(", ")
 }
 
+/// The caller's daily export limit (docs/lifecycle.md): counts `patient` against it, or refuses
+/// with `429 export_limit` (and an alert to the security office). Shared by every instance. If
+/// the count cannot be kept, the export is refused (503): a limit that fails open is none.
+pub async fn take_export(
+    state: &crate::state::ApiState,
+    grants: &clinicd_rbac::Grants,
+    patient: uuid::Uuid,
+) -> Result<(), ApiError> {
+    use clinicd_secops::export_quota::Quota;
+    match state
+        .secops
+        .take_export(grants.user.0, &grants.roles, patient)
+        .await
+    {
+        Ok(Quota::Allowed) => Ok(()),
+        Ok(Quota::Exceeded { limit, retry_after }) => {
+            Err(ApiError::ExportLimit { limit, retry_after })
+        }
+        Err(error) => {
+            tracing::error!(%error, "the export count could not be kept: refusing the export");
+            Err(ApiError::Unavailable)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

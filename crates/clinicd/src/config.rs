@@ -635,7 +635,42 @@ fn read_secops(r: &mut Reader<'_>) -> Option<clinicd_secops::SecOpsSettings> {
             defaults.key_rotation_days,
             30..=3650,
         ),
+        export: clinicd_secops::export_quota::ExportLimits {
+            default: r.number(
+                "CLINICD_EXPORT_DAILY_LIMIT",
+                defaults.export.default,
+                1..=100_000,
+            ),
+            by_role: r.parse_with(
+                "CLINICD_EXPORT_DAILY_LIMITS",
+                defaults.export.by_role,
+                parse_role_limits,
+            ),
+        },
     })
+}
+
+/// `Role=count,Role=count`: a daily export limit per role (docs/lifecycle.md).
+fn parse_role_limits(value: &str) -> Result<std::collections::BTreeMap<String, u32>, String> {
+    let mut limits = std::collections::BTreeMap::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = pair.split_once('=').and_then(|(role, count)| {
+            let count = count
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100_000).contains(n))?;
+            let role = role.trim();
+            (!role.is_empty()).then(|| (role.to_owned(), count))
+        });
+        let Some((role, count)) = parsed else {
+            return Err(
+                "must be `Role=count` pairs separated by commas, each count 1 to 100000".into(),
+            );
+        };
+        limits.insert(role, count);
+    }
+    Ok(limits)
 }
 
 fn read_tls(r: &mut Reader<'_>, production: bool, data_dir: &Path) -> Option<TlsSettings> {

@@ -239,8 +239,12 @@ pub async fn permits(
 /// Every patient past retention, with any hold that keeps them and any pending request: the
 /// dry run (`clinicd lifecycle report`) and the job's work list.
 pub async fn report(lifecycle: &Lifecycle, now: DateTime<Utc>) -> Result<Vec<Due>, LifecycleError> {
-    let mut conn = lifecycle.db.acquire().await?;
-    let all = facts(&mut conn, None).await?;
+    // One connection at a time: never hold one while waiting for another (a small pool shared
+    // with the other jobs would run dry).
+    let all = {
+        let mut conn = lifecycle.db.acquire().await?;
+        facts(&mut conn, None).await?
+    };
     let mut due = Vec::new();
     for facts in all {
         let (until, rule) = retained_until(lifecycle, &facts, now).await?;
@@ -254,7 +258,7 @@ pub async fn report(lifecycle: &Lifecycle, now: DateTime<Utc>) -> Result<Vec<Due
             "SELECT id FROM erasure_requests WHERE patient_id = $1 AND state = 'pending'",
             facts.id
         )
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&lifecycle.db)
         .await?;
         due.push(Due {
             patient_id: facts.id,

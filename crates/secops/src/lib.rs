@@ -15,6 +15,7 @@ pub mod blocks;
 pub mod dashboard;
 pub mod deliver;
 pub mod detect;
+pub mod export_quota;
 pub mod limits;
 pub mod watch;
 
@@ -58,6 +59,8 @@ pub struct SecOpsSettings {
     pub delivery: DeliverySettings,
     /// The age in days at which a key's rotation is due (the dashboard and its metric).
     pub key_rotation_days: u32,
+    /// Per-user daily limits on patients exported or downloaded, by role.
+    pub export: export_quota::ExportLimits,
 }
 
 impl Default for SecOpsSettings {
@@ -72,6 +75,7 @@ impl Default for SecOpsSettings {
                 ..DeliverySettings::default()
             },
             key_rotation_days: 365,
+            export: export_quota::ExportLimits::default(),
         }
     }
 }
@@ -214,6 +218,31 @@ impl SecOps {
         Ok(report)
     }
 
+    /// Counts `patient` against `user`'s daily export limit (`roles` pick the limit); over it,
+    /// refuses and raises an alert.
+    pub async fn take_export(
+        &self,
+        user: Uuid,
+        roles: &[String],
+        patient: Uuid,
+    ) -> Result<export_quota::Quota, sqlx::Error> {
+        let now = Utc::now();
+        let limit = self.settings.export.for_roles(roles);
+        let quota = export_quota::take(&self.db, user, patient, limit, now).await?;
+        if let export_quota::Quota::Exceeded { limit, .. } = quota {
+            export_quota::alert(
+                &self.db,
+                user,
+                limit,
+                self.settings.delivery.channels(),
+                now,
+            )
+            .await?;
+            self.kick_delivery();
+        }
+        Ok(quota)
+    }
+
     pub async fn dashboard(&self) -> Result<dashboard::Dashboard, sqlx::Error> {
         dashboard::read(&self.db, self.settings.key_rotation_days).await
     }
@@ -221,6 +250,7 @@ impl SecOps {
     /// Upkeep: forgets old signals and full rate buckets.
     pub async fn forget(&self) -> Result<u64, sqlx::Error> {
         let signals = abuse::forget(&self.db, &self.settings.abuse).await?;
+        export_quota::forget(&self.db, Utc::now()).await?;
         let buckets = SharedLimiter::new(self.db.clone()).prune().await?;
         Ok(signals + buckets)
     }

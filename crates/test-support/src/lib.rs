@@ -129,6 +129,7 @@ pub fn roomy_secops() -> clinicd_secops::SecOpsSettings {
     settings.abuse.enumeration = roomy;
     settings.abuse.token = roomy;
     settings.abuse.origin = roomy;
+    settings.export.default = 1_000_000;
     settings
 }
 

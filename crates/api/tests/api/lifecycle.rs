@@ -753,3 +753,62 @@ async fn the_retention_job_erases_only_what_retention_and_holds_allow(pool: PgPo
     let report = app.state.audit.verify().await.unwrap();
     assert_eq!(report.first_broken_seq, None, "{:?}", report.problem);
 }
+
+/// Export controls: distinct patients per user per day, by role, one count for every instance;
+/// over it, 429 with Retry-After and a high alert; the same patient again costs nothing.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_daily_export_limit_holds_across_instances_and_raises_an_alert(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let limited = |app: &mut TestApp| {
+        let mut settings = clinicd_test_support::roomy_secops();
+        settings.export.default = 1_000_000;
+        settings.export.by_role.insert("Staff".into(), 2);
+        app.state.secops =
+            clinicd_secops::SecOps::new(pool.clone(), app.state.identity.keyring.clone(), settings);
+    };
+    let mut here = lifecycle_app(&pool, dir.path());
+    limited(&mut here);
+    let mut there = lifecycle_app(&pool, dir.path());
+    limited(&mut there);
+    let (desk_id, desk) = member(&here, "front.desk", &["Staff"]).await;
+    let mut files = Vec::new();
+    for family in ["One", "Two", "Three"] {
+        let patient = new_patient(&here, &desk, family).await;
+        files.push(upload(&here, &patient, &desk).await);
+    }
+    let download = |file: &str| send("GET", &format!("/api/files/{file}"), &desk, None);
+    assert_eq!(here.call(download(&files[0])).await.status, 200);
+    assert_eq!(there.call(download(&files[0])).await.status, 200);
+    assert_eq!(there.call(download(&files[1])).await.status, 200);
+    // The third patient, on either instance: refused.
+    for app in [&here, &there] {
+        let refused = app.call(download(&files[2])).await;
+        let retry: u64 = refused
+            .headers
+            .get("retry-after")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=86_400).contains(&retry));
+        refused.assert_problem(429, "export_limit");
+    }
+    // Patients already counted today stay open.
+    assert_eq!(here.call(download(&files[1])).await.status, 200);
+    let (alerts, subject): (i64, Option<Uuid>) = sqlx::query_as(
+        "SELECT count(*), min(subject_user::text)::uuid FROM security_alerts WHERE rule = 'export_limit'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((alerts, subject), (1, Some(desk_id.0)));
+    let refused_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE reason = 'export_limit' AND actor_user_id = $1",
+    )
+    .bind(desk_id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(refused_events, 2);
+}

@@ -239,7 +239,7 @@ async fn a_folder_is_imported_once_and_originals_go_only_after_read_back(pool: P
     assert!(output.status.success());
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        r#"{"purged":0}"#
+        r#"{"kept_by_legal_hold":0,"purged":0}"#
     );
 }
 

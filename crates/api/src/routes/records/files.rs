@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
 use crate::extract::client_info;
-use crate::extract::{ReachableFile, ReachablePatientId};
+use crate::extract::{Granted, ReachableFile, ReachablePatientId};
 use crate::problem::{ApiError, Problem};
 use crate::state::ApiState;
 
@@ -339,8 +339,10 @@ pub async fn list(
 pub async fn download(
     state: web::Data<ApiState>,
     file: ReachableFile,
+    Granted(grants): Granted,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    crate::rate_limit::take_export(&state, &grants, file.patient_id).await?;
     let info = state.files.info(&file).await?;
     let note = AuditNote {
         patient_id: Some(file.patient_id),

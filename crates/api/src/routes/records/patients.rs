@@ -421,8 +421,10 @@ pub async fn export(
     state: web::Data<ApiState>,
     release: web::Query<Release>,
     ExportablePatient(patient): ExportablePatient,
+    Granted(grants): Granted,
 ) -> Result<HttpResponse, ApiError> {
     let id = patient.id;
+    crate::rate_limit::take_export(&state, &grants, id).await?;
     let recipient =
         export::recipient(&release.recipient).map_err(|_| ApiError::InvalidParameters)?;
     let record = PatientRecord::gather(
