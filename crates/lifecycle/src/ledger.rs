@@ -361,8 +361,7 @@ pub struct Replay {
 }
 
 /// Brings the database and the ledger outside it into agreement, erasing again any patient the
-/// ledger says is gone but the database still holds (after a restore), and deletes the objects
-/// still queued for deletion. Both copies must verify
+/// ledger says is gone but the database still holds (after a restore). Both copies must verify
 /// and agree where they overlap; otherwise nothing is done and the error says why (the server
 /// does not start: an operator must look).
 pub async fn replay(lifecycle: &crate::Lifecycle) -> Result<Replay, LifecycleError> {
@@ -394,7 +393,9 @@ pub async fn replay(lifecycle: &crate::Lifecycle) -> Result<Replay, LifecycleErr
         }
         report.recorded += 1;
     }
-    crate::erasure::delete_queued_objects(lifecycle).await?;
+    // The objects of patients erased again stay queued in `erasure_objects`: the retention job
+    // and `clinicd lifecycle ledger` delete them ([`crate::erasure::finish`]); start-up does not
+    // wait on the object store.
     if !report.erased_again.is_empty() || report.recorded > 0 || report.republished > 0 {
         tracing::warn!(
             erased_again = report.erased_again.len(),
