@@ -159,6 +159,11 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("too many requests: try again later")]
     RateLimited { retry_after: Duration },
+    /// A restricted item the caller may not read: the label is named, the content never.
+    #[error(
+        "this item is labelled {0}: reading it needs the permission of each of its sensitivity codes and a place on the patient's care team"
+    )]
+    RestrictedContent(String),
     /// The caller's daily limit of patients exported or downloaded (docs/lifecycle.md).
     #[error(
         "you have reached your daily limit of {limit} patients exported or downloaded; the security office has been told"
@@ -251,6 +256,7 @@ impl ApiError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
+            Self::RestrictedContent(_) => "restricted_content",
             Self::ExportLimit { .. } => "export_limit",
             Self::Unavailable => "service_unavailable",
             Self::Blocked { .. } => "blocked",
@@ -365,7 +371,9 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited { .. } | Self::ExportLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Blocked { .. } | Self::AccountBlocked => StatusCode::FORBIDDEN,
+            Self::Blocked { .. } | Self::AccountBlocked | Self::RestrictedContent(_) => {
+                StatusCode::FORBIDDEN
+            }
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Other(status) => *status,
         }

@@ -18,6 +18,9 @@ pub struct HttpSettings {
     pub json_limit: usize,
     /// How long a break-the-glass grant lasts.
     pub break_glass_minutes: u32,
+    /// Whether break-the-glass opens notes labelled psychiatric (PSY, PSYTHPN) to a holder of
+    /// `restricted:psychotherapy` outside the care team (docs/lifecycle.md). Off by default.
+    pub break_glass_opens_psychiatric: bool,
     /// How long a dual-control proposal waits for a second administrator.
     pub proposal_ttl_hours: u32,
     /// How far back and ahead a booking may start.
@@ -35,6 +38,7 @@ impl Default for HttpSettings {
             rate_limits: RateLimitSettings::default(),
             json_limit: DEFAULT_JSON_LIMIT,
             break_glass_minutes: clinicd_rbac::DEFAULT_BREAK_GLASS_MINUTES,
+            break_glass_opens_psychiatric: false,
             proposal_ttl_hours: clinicd_rbac::proposals::DEFAULT_TTL_HOURS,
             booking: clinicd_domain::appointment::BookingWindow::default(),
             files: clinicd_files::FileSettings::default(),

@@ -795,6 +795,8 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
             _ => Err("must be a number of minutes from 5 to 720".into()),
         },
     );
+    let break_glass_opens_psychiatric =
+        r.parse_with("CLINICD_BREAK_GLASS_OPENS_PSYCHIATRIC", false, parse_bool);
     let proposal_ttl_hours = r.parse_with(
         "CLINICD_PROPOSAL_TTL_HOURS",
         clinicd_rbac::proposals::DEFAULT_TTL_HOURS,
@@ -816,6 +818,7 @@ fn read_http(r: &mut Reader<'_>, production: bool) -> Option<HttpSettings> {
         rate_limits,
         json_limit,
         break_glass_minutes,
+        break_glass_opens_psychiatric,
         proposal_ttl_hours,
         booking,
         files,

@@ -10,6 +10,7 @@
 
 pub mod appointment;
 pub mod export;
+pub mod label;
 pub mod note;
 pub mod patient;
 pub mod patient_form;
@@ -17,7 +18,8 @@ pub mod patient_store;
 pub mod types;
 
 pub use appointment::{Appointment, AppointmentStore, BookingError};
-pub use note::{Note, NoteError, NoteStore};
+pub use label::{Confidentiality, Label, Sensitivity};
+pub use note::{Draft, Note, NoteError, NoteStore};
 pub use patient::{Address, EmergencyContact, Insurance, Patient, PatientData};
 pub use patient_store::{
     NameTokenIndex, NewPatient, PatientStore, Search, StoreError, Tombstoned, Viewer,

@@ -8,6 +8,7 @@ use clinicd_crypto::{FieldLocation, Keyring, Owner, SubjectId};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::label::Label;
 use crate::patient_store::StoreError;
 use crate::types::{FieldError, bounded_text, refuse};
 
@@ -45,6 +46,8 @@ pub struct Note {
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Its sensitivity label (docs/lifecycle.md).
+    pub label: Label,
 }
 
 impl Note {
@@ -98,6 +101,8 @@ struct Row {
     version: i32,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    confidentiality: String,
+    sensitivity: Vec<String>,
 }
 
 /// What a write to a draft does besides changing its date and body.
@@ -109,6 +114,16 @@ enum Write {
 
 fn location(note: Uuid) -> FieldLocation<'static> {
     FieldLocation::new("clinical_notes", "body", note)
+}
+
+/// What a new note is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct Draft<'a> {
+    pub patient: Uuid,
+    pub author: Uuid,
+    pub encounter_date: NaiveDate,
+    pub body: &'a str,
+    pub label: &'a Label,
 }
 
 #[derive(Debug, Clone)]
@@ -147,20 +162,25 @@ impl NoteStore {
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            label: Label::from_stored(&row.confidentiality, &row.sensitivity),
         })
     }
 
-    /// A new draft by `author`, in the caller's transaction; for an amendment, `amends` is the
-    /// signed original.
+    /// A new draft, in the caller's transaction; for an amendment, `amends` is the signed
+    /// original.
     pub async fn create(
         &self,
         tx: &mut PgConnection,
-        patient: Uuid,
-        author: Uuid,
-        encounter_date: NaiveDate,
-        body: &str,
+        draft: Draft<'_>,
         amends: Option<&Note>,
     ) -> Result<Note, NoteError> {
+        let Draft {
+            patient,
+            author,
+            encounter_date,
+            body,
+            label,
+        } = draft;
         if amends.is_some_and(|original| !original.signed()) {
             return Err(NoteError::NotSigned);
         }
@@ -168,15 +188,15 @@ impl NoteStore {
         let sealed = self.seal(patient, id, body).await?;
         // An amendment of an amendment points at the same original, so history is one list.
         let original = amends.map(|n| n.amends.unwrap_or(n.id));
-        let row: Row = sqlx::query_as!(Row, "INSERT INTO clinical_notes (id, patient_id, author_id, encounter_date, body, amends) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at", id, patient, author, encounter_date, &sealed, original)
+        let row: Row = sqlx::query_as!(Row, "INSERT INTO clinical_notes (id, patient_id, author_id, encounter_date, body, amends, confidentiality, sensitivity) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at, confidentiality, sensitivity", id, patient, author, encounter_date, &sealed, original, label.confidentiality.as_str(), &label.codes())
         .fetch_one(tx)
         .await?;
         Ok(opened(row, body))
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Note>, NoteError> {
-        let row: Option<Row> = sqlx::query_as!(Row, "SELECT id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at FROM clinical_notes WHERE id = $1", id)
+        let row: Option<Row> = sqlx::query_as!(Row, "SELECT id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at, confidentiality, sensitivity FROM clinical_notes WHERE id = $1", id)
         .fetch_optional(&self.db)
         .await?;
         match row {
@@ -187,7 +207,7 @@ impl NoteStore {
 
     /// A patient's notes, newest encounter first.
     pub async fn for_patient(&self, patient: Uuid) -> Result<Vec<Note>, NoteError> {
-        let rows: Vec<Row> = sqlx::query_as!(Row, "SELECT id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at FROM clinical_notes WHERE patient_id = $1 ORDER BY encounter_date DESC, id DESC", patient)
+        let rows: Vec<Row> = sqlx::query_as!(Row, "SELECT id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at, confidentiality, sensitivity FROM clinical_notes WHERE patient_id = $1 ORDER BY encounter_date DESC, id DESC", patient)
         .fetch_all(&self.db)
         .await?;
         let mut notes = Vec::with_capacity(rows.len());
@@ -200,7 +220,7 @@ impl NoteStore {
     /// The original of `note` and every amendment of it, oldest first.
     pub async fn history(&self, note: &Note) -> Result<Vec<Note>, NoteError> {
         let original = note.amends.unwrap_or(note.id);
-        let rows: Vec<Row> = sqlx::query_as!(Row, "SELECT id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at FROM clinical_notes WHERE id = $1 OR amends = $1 ORDER BY created_at, id", original)
+        let rows: Vec<Row> = sqlx::query_as!(Row, "SELECT id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at, confidentiality, sensitivity FROM clinical_notes WHERE id = $1 OR amends = $1 ORDER BY created_at, id", original)
         .fetch_all(&self.db)
         .await?;
         let mut notes = Vec::with_capacity(rows.len());
@@ -253,6 +273,22 @@ impl NoteStore {
         Ok(opened(row, &note.body))
     }
 
+    /// Changes a note's label (signed or not), in the caller's transaction; the version stays
+    /// (the content did not change).
+    pub async fn relabel(
+        &self,
+        tx: &mut PgConnection,
+        note: &Note,
+        label: &Label,
+    ) -> Result<Note, NoteError> {
+        let row: Option<Row> = sqlx::query_as!(Row, "UPDATE clinical_notes SET confidentiality = $2, sensitivity = $3, updated_at = now() \
+             WHERE id = $1 RETURNING id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at, confidentiality, sensitivity", note.id, label.confidentiality.as_str(), &label.codes())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        Ok(opened(row, &note.body))
+    }
+
     async fn write(
         &self,
         tx: &mut PgConnection,
@@ -269,7 +305,7 @@ impl NoteStore {
                  encounter_date = coalesce($3, encounter_date), body = coalesce($4, body), \
                  version = version + 1, updated_at = now() \
              WHERE id = $1 AND version = $2 AND status = 'draft' \
-             RETURNING id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at", note.id, expected_version, encounter_date, body, sign)
+             RETURNING id, patient_id, author_id, encounter_date, body, amends, signed_at, version, created_at, updated_at, confidentiality, sensitivity", note.id, expected_version, encounter_date, body, sign)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = row {
@@ -305,6 +341,7 @@ fn opened(row: Row, body: &str) -> Note {
         version: row.version,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        label: Label::from_stored(&row.confidentiality, &row.sensitivity),
     }
 }
 

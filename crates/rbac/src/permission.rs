@@ -61,6 +61,11 @@ permissions! {
     Export => "export", "Export a patient's whole record (right of access).";
     LegalHold => "lifecycle:hold", "Place and release legal holds on patients' records.";
     Erasure => "lifecycle:erase", "Ask for and approve the erasure of a patient's records (never one's own request).";
+    RestrictedPsychotherapy => "restricted:psychotherapy", "Read notes labelled psychiatric or psychotherapy (PSY, PSYTHPN) of patients in one's care.";
+    RestrictedSubstanceUse => "restricted:substance_use", "Read notes labelled substance-use treatment (ETH, 42 CFR Part 2) of patients in one's care.";
+    RestrictedHiv => "restricted:hiv", "Read notes labelled HIV or sexually transmitted disease (HIV, STD) of patients in one's care.";
+    RestrictedReproductive => "restricted:reproductive", "Read notes labelled sexuality and reproductive health (SEX) of patients in one's care.";
+    RestrictedOther => "restricted:other", "Read notes labelled genetic disease or sexual and domestic violence (GDIS, SDV) of patients in one's care.";
 }
 
 impl Permission {

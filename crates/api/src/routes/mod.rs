@@ -524,6 +524,14 @@ pub static ROUTES: &[RouteSpec] = &[
         || web::to(notes::edit),
     ),
     route(
+        Method::PUT,
+        "/api/notes/{id}/label",
+        API,
+        changes(Action::Update, "note_label"),
+        needs(Permission::NoteWrite),
+        || web::to(notes::relabel),
+    ),
+    route(
         Method::POST,
         "/api/notes/{id}/sign",
         API,

@@ -442,7 +442,8 @@ async fn the_last_active_administrator_cannot_be_removed(pool: PgPool) {
                 "delegable": ["patient:read", "patient:write", "patient:read_identifiers", "care_team:manage",
                               "appointment:read", "appointment:write", "note:read", "note:write", "file:upload",
                               "file:read", "audit:read_values", "break_glass", "export", "lifecycle:hold",
-                              "lifecycle:erase"]
+                              "lifecycle:erase", "restricted:psychotherapy", "restricted:substance_use",
+                              "restricted:hiv", "restricted:reproductive", "restricted:other"]
             })),
         ))
         .await;

@@ -902,6 +902,17 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
             &[],
         ),
         (
+            "PUT",
+            "/api/notes/{id}/label",
+            send(
+                "PUT",
+                &format!("/api/notes/{signed}/label"),
+                &doctor_token,
+                Some(json!({"confidentiality": "R", "reason": "the patient asked for privacy"})),
+            ),
+            &[],
+        ),
+        (
             "POST",
             "/api/lifecycle/holds",
             send(

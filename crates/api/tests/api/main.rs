@@ -22,6 +22,7 @@ mod cors;
 mod files;
 mod headers;
 mod health;
+mod labels;
 mod lifecycle;
 mod login_throttle;
 mod mfa;

@@ -130,6 +130,11 @@ fn request(
         ("POST", "/api/notes/{id}/sign") => {
             versioned(json_request("POST", format!("/api/notes/{n}/sign"), None))
         }
+        ("PUT", "/api/notes/{id}/label") => json_request(
+            "PUT",
+            format!("/api/notes/{n}/label"),
+            Some(json!({"confidentiality": "R", "reason": "the patient asked for privacy"})),
+        ),
         ("POST", "/api/notes/{id}/amendments") => json_request(
             "POST",
             format!("/api/notes/{n}/amendments"),

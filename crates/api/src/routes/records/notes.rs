@@ -1,19 +1,23 @@
 //! Clinical notes: write a draft, edit it, sign it, amend a signed note, read a note, a
-//! patient's notes and a note's history. A note is reached through its patient's care team;
-//! outside it a note id answers like one that does not exist.
+//! patient's notes and a note's history, relabel a note. A note is reached through its
+//! patient's care team; outside it a note id answers like one that does not exist. A note
+//! labelled restricted (docs/lifecycle.md) shows its content only to a caller who holds the
+//! permission of each of its codes and reaches the patient as the label allows: others get
+//! `403 restricted_content` naming the label, and lists show its id and label without content.
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
-use clinicd_domain::Note;
 use clinicd_domain::note::{body as note_body, encounter_date};
+use clinicd_domain::{Draft, Label, Note};
+use clinicd_rbac::{Grants, Reach};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
-use crate::extract::{Json, ReachableNote, ReachablePatientId};
+use crate::extract::{Granted, Json, ReachableNote, ReachablePatientId};
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
 use crate::state::ApiState;
@@ -25,6 +29,24 @@ pub struct NoteRequest {
     pub encounter_date: String,
     /// 1 to 50,000 characters.
     pub body: String,
+    /// HL7 confidentiality: `N` (default), `R` or `V`.
+    pub confidentiality: Option<String>,
+    /// HL7 sensitivity codes: `PSY`, `PSYTHPN`, `ETH`, `HIV`, `STD`, `SEX`, `GDIS`, `SDV`
+    /// (any of them makes the note at least `R`).
+    #[serde(default)]
+    pub sensitivity: Vec<String>,
+}
+
+/// A new label for a note, with the reason (kept sealed in the audit trail).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRequest {
+    /// `N`, `R` or `V`.
+    pub confidentiality: String,
+    #[serde(default)]
+    pub sensitivity: Vec<String>,
+    /// Why (5 to 500 characters).
+    pub reason: String,
 }
 
 /// A draft change: fields left out stay.
@@ -49,7 +71,14 @@ pub struct NoteView {
     pub patient_id: Uuid,
     pub author_id: Uuid,
     pub encounter_date: NaiveDate,
-    pub body: String,
+    /// Absent (null) when the label withholds the content from the caller (`withheld`).
+    pub body: Option<String>,
+    /// The content is withheld from the caller by the label.
+    pub withheld: bool,
+    /// HL7 confidentiality code: `N`, `R` or `V`.
+    pub confidentiality: String,
+    /// HL7 sensitivity codes.
+    pub sensitivity: Vec<String>,
     /// The signed note this one corrects.
     pub amends: Option<Uuid>,
     /// `draft` or `signed`.
@@ -68,7 +97,10 @@ impl From<&Note> for NoteView {
             patient_id: n.patient_id,
             author_id: n.author_id,
             encounter_date: n.encounter_date,
-            body: n.body.clone(),
+            body: Some(n.body.clone()),
+            withheld: false,
+            confidentiality: n.label.confidentiality.as_str().to_owned(),
+            sensitivity: n.label.codes(),
             amends: n.amends,
             status: if n.signed() { "signed" } else { "draft" }.to_owned(),
             signed_at: n.signed_at,
@@ -79,11 +111,41 @@ impl From<&Note> for NoteView {
     }
 }
 
+impl NoteView {
+    /// The note as a caller who may not read its content sees it: id, label, dates.
+    fn withheld(n: &Note) -> Self {
+        Self {
+            body: None,
+            withheld: true,
+            ..Self::from(n)
+        }
+    }
+}
+
+/// Whether the caller may read `note`'s content (docs/lifecycle.md).
+fn readable(state: &ApiState, grants: &Grants, reach: Reach, label: &Label) -> bool {
+    label.readable(grants, reach, state.settings.break_glass_opens_psychiatric)
+}
+
+/// Refuses a caller who may not read a note with `label`, naming the label.
+fn guard(state: &ApiState, grants: &Grants, reach: Reach, label: &Label) -> Result<(), ApiError> {
+    if readable(state, grants, reach, label) {
+        Ok(())
+    } else {
+        Err(ApiError::RestrictedContent(label.describe()))
+    }
+}
+
 fn one(mut response: HttpResponse, note: &Note) -> HttpResponse {
     set_etag(&mut response, note);
+    // The trail keeps the confidentiality level only: a code such as HIV beside a patient id
+    // is itself sensitive.
     AuditNote {
         patient_id: Some(note.patient_id),
         resource_id: Some(note.id.to_string()),
+        metadata: Some(
+            serde_json::json!({ "confidentiality": note.label.confidentiality.as_str() }),
+        ),
         ..AuditNote::default()
     }
     .attach(&mut response);
@@ -112,9 +174,11 @@ async fn committed(
     let note = AuditNote {
         patient_id: Some(after.patient_id),
         resource_id: Some(after.id.to_string()),
-        metadata: after
-            .amends
-            .map(|original| serde_json::json!({ "amends": original })),
+        metadata: Some(match after.amends {
+            Some(original) => serde_json::json!({ "amends": original,
+                "confidentiality": after.label.confidentiality.as_str() }),
+            None => serde_json::json!({ "confidentiality": after.label.confidentiality.as_str() }),
+        }),
         values: Some((before.map(value).unwrap_or_default(), value(after))),
         ..AuditNote::default()
     };
@@ -128,13 +192,25 @@ async fn committed(
     Ok(response)
 }
 
-fn many(notes: &[Note], patient: Uuid) -> HttpResponse {
+fn many(notes: &[Note], patient: Uuid, readable: impl Fn(&Note) -> bool) -> HttpResponse {
     let ids: Vec<Uuid> = notes.iter().map(|n| n.id).collect();
-    let mut response =
-        HttpResponse::Ok().json(notes.iter().map(NoteView::from).collect::<Vec<_>>());
+    let views: Vec<NoteView> = notes
+        .iter()
+        .map(|n| {
+            if readable(n) {
+                NoteView::from(n)
+            } else {
+                NoteView::withheld(n)
+            }
+        })
+        .collect();
+    let withheld = views.iter().filter(|v| v.withheld).count();
+    let mut response = HttpResponse::Ok().json(views);
     AuditNote {
         patient_id: Some(patient),
-        metadata: Some(serde_json::json!({ "returned": ids.len(), "ids": ids })),
+        metadata: Some(
+            serde_json::json!({ "returned": ids.len(), "ids": ids, "withheld": withheld }),
+        ),
         ..AuditNote::default()
     }
     .attach(&mut response);
@@ -168,13 +244,27 @@ pub async fn create(
     audit: Audit,
     body: Json<NoteRequest>,
     patient: ReachablePatientId,
+    Granted(grants): Granted,
 ) -> Result<HttpResponse, ApiError> {
     let date = encounter_date(&body.encounter_date, today(&state))?;
     let text = note_body(&body.body)?;
+    let label = Label::parse(body.confidentiality.as_deref(), &body.sensitivity)?;
+    // No one labels a note so that they could not read it themselves.
+    guard(&state, &grants, patient.reach(), &label)?;
     let mut tx = audit.begin().await?;
     let note = state
         .notes
-        .create(&mut tx, patient.0, patient.user().0, date, &text, None)
+        .create(
+            &mut tx,
+            Draft {
+                patient: patient.0,
+                author: patient.user().0,
+                encounter_date: date,
+                body: &text,
+                label: &label,
+            },
+            None,
+        )
         .await?;
     committed(&audit, tx, StatusCode::CREATED, None, &note).await
 }
@@ -198,9 +288,13 @@ pub async fn create(
 pub async fn list(
     state: web::Data<ApiState>,
     patient: ReachablePatientId,
+    Granted(grants): Granted,
 ) -> Result<HttpResponse, ApiError> {
     let notes = state.notes.for_patient(patient.0).await?;
-    Ok(many(&notes, patient.0))
+    let reach = patient.reach();
+    Ok(many(&notes, patient.0, |n| {
+        readable(&state, &grants, reach, &n.label)
+    }))
 }
 
 /// One note.
@@ -219,8 +313,71 @@ pub async fn list(
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn read(note: ReachableNote) -> Result<HttpResponse, ApiError> {
+pub async fn read(
+    state: web::Data<ApiState>,
+    note: ReachableNote,
+    Granted(grants): Granted,
+) -> Result<HttpResponse, ApiError> {
+    guard(&state, &grants, note.reach(), &note.label)?;
     Ok(one(HttpResponse::Ok().json(NoteView::from(&*note)), &note))
+}
+
+/// Changes a note's label (signed notes too), with a reason. The caller must be able to read
+/// the note under both labels.
+#[utoipa::path(
+    put,
+    path = "/api/notes/{id}/label",
+    tag = "notes",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Note id")),
+    request_body = LabelRequest,
+    responses(
+        (status = 200, description = "The note with its new label", body = NoteView),
+        (status = 400, description = "Malformed JSON, an unknown field or a malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `note:write`, or a label the caller could not read (restricted_content)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such note, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad code or reason (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn relabel(
+    state: web::Data<ApiState>,
+    audit: Audit,
+    body: Json<LabelRequest>,
+    note: ReachableNote,
+    Granted(grants): Granted,
+) -> Result<HttpResponse, ApiError> {
+    let label = Label::parse(Some(&body.confidentiality), &body.sensitivity)?;
+    let reason = body.reason.trim();
+    if !(5..=500).contains(&reason.chars().count()) || reason.chars().any(char::is_control) {
+        return Err(ApiError::InvalidField {
+            field: "reason",
+            reason: "must be 5 to 500 printable characters".into(),
+        });
+    }
+    guard(&state, &grants, note.reach(), &note.label)?;
+    guard(&state, &grants, note.reach(), &label)?;
+    let mut tx = audit.begin().await?;
+    let relabelled = state.notes.relabel(&mut tx, &note, &label).await?;
+    // The codes and the reason go only into the sealed values (under the patient's key).
+    let audit_note = AuditNote {
+        patient_id: Some(note.patient_id),
+        resource_id: Some(note.id.to_string()),
+        metadata: Some(serde_json::json!({ "relabel": true,
+            "confidentiality": { "from": note.label.confidentiality.as_str(),
+                                 "to": label.confidentiality.as_str() } })),
+        values: Some((
+            serde_json::json!({ "label": note.label }),
+            serde_json::json!({ "label": label, "reason": reason }),
+        )),
+        ..AuditNote::default()
+    };
+    audit.commit(tx, StatusCode::OK, audit_note).await?;
+    let mut response = HttpResponse::Ok().json(NoteView::from(&relabelled));
+    set_etag(&mut response, &relabelled);
+    Ok(response)
 }
 
 /// Edits a draft (its author only). Needs `If-Match`.
@@ -253,7 +410,9 @@ pub async fn edit(
     audit: Audit,
     body: Json<NoteEdit>,
     note: ReachableNote,
+    Granted(grants): Granted,
 ) -> Result<HttpResponse, ApiError> {
+    guard(&state, &grants, note.reach(), &note.label)?;
     let expected = if_match(&req)?;
     let date = body
         .encounter_date
@@ -303,7 +462,9 @@ pub async fn sign(
     state: web::Data<ApiState>,
     audit: Audit,
     note: ReachableNote,
+    Granted(grants): Granted,
 ) -> Result<HttpResponse, ApiError> {
+    guard(&state, &grants, note.reach(), &note.label)?;
     let expected = if_match(&req)?;
     let mut tx = audit.begin().await?;
     let signed = state
@@ -337,7 +498,9 @@ pub async fn amend(
     audit: Audit,
     body: Json<AmendmentRequest>,
     original: ReachableNote,
+    Granted(grants): Granted,
 ) -> Result<HttpResponse, ApiError> {
+    guard(&state, &grants, original.reach(), &original.label)?;
     let date = match body.encounter_date.as_deref() {
         Some(d) => encounter_date(d, today(&state))?,
         None => original.encounter_date,
@@ -348,10 +511,14 @@ pub async fn amend(
         .notes
         .create(
             &mut tx,
-            original.patient_id,
-            original.user().0,
-            date,
-            &text,
+            Draft {
+                patient: original.patient_id,
+                author: original.user().0,
+                encounter_date: date,
+                body: &text,
+                // An amendment carries its original's label.
+                label: &original.label,
+            },
             Some(&original),
         )
         .await?;
@@ -377,7 +544,11 @@ pub async fn amend(
 pub async fn history(
     state: web::Data<ApiState>,
     note: ReachableNote,
+    Granted(grants): Granted,
 ) -> Result<HttpResponse, ApiError> {
     let notes = state.notes.history(&note).await?;
-    Ok(many(&notes, note.patient_id))
+    let reach = note.reach();
+    Ok(many(&notes, note.patient_id, |n| {
+        readable(&state, &grants, reach, &n.label)
+    }))
 }

@@ -434,9 +434,17 @@ pub async fn export(
         state.files.list(id),
     )
     .await?;
+    // Psychotherapy notes are outside the right of access (45 CFR 164.524(a)(1)(i)), and
+    // substance-use records need the patient's written consent (42 CFR Part 2), which clinicd
+    // does not record yet: both stay out of every export (docs/lifecycle.md).
+    let mut record = record;
+    let before = record.notes.len();
+    record.notes.retain(|n| !n.label.withheld_from_export());
+    let withheld = before - record.notes.len();
     let metadata = serde_json::json!({
         "appointments": record.appointments.len(),
         "notes": record.notes.len(),
+        "notes_withheld": withheld,
         "files": record.documents.len(),
         "disclosure": "external",
         "recipient": recipient,

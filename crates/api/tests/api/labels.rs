@@ -1,0 +1,320 @@
+//! Sensitivity labels on clinical notes: a restricted psychotherapy note shows its content only
+//! to a holder of `restricted:psychotherapy` on the care team; others (a provider on the team,
+//! an emergency physician through break-the-glass) see its id and label and get
+//! `403 restricted_content` for the content; the clinic may let break-the-glass open it; a label
+//! changes only with a reason, and the trail keeps the confidentiality level only; exports leave
+//! psychotherapy notes out.
+
+use clinicd_test_support::{TestApp, member, roomy_settings, send};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const THERAPY: &str = "Session 12: discussed the panic attacks in detail";
+
+async fn role(pool: &PgPool, name: &str, permissions: &[&str]) {
+    sqlx::query(
+        "INSERT INTO roles (name, description, built_in, privileged, permissions) \
+         VALUES ($1, 'a role of this test', false, true, $2)",
+    )
+    .bind(name)
+    .bind(permissions)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn json_of(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let response = app.call(send(method, path, token, body)).await;
+    let value = if response.body.is_empty() {
+        Value::Null
+    } else {
+        response.json()
+    };
+    (response.status.as_u16(), value)
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_psychotherapy_note_is_shown_only_to_whom_its_label_allows(pool: PgPool) {
+    let app = TestApp::with_pool(roomy_settings(), pool.clone());
+    role(
+        &pool,
+        "Therapist",
+        &[
+            "patient:read",
+            "note:read",
+            "note:write",
+            "restricted:psychotherapy",
+        ],
+    )
+    .await;
+    role(
+        &pool,
+        "EmergencyPsych",
+        &[
+            "patient:read",
+            "note:read",
+            "break_glass",
+            "restricted:psychotherapy",
+        ],
+    )
+    .await;
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let (therapist_id, therapist) = member(&app, "dr.freud", &["Therapist"]).await;
+    let (doctor_id, doctor) = member(&app, "dr.grey", &["Provider"]).await;
+    let (_, emergency) = member(&app, "dr.er", &["EmergencyPsych"]).await;
+    let (_, officer) = member(&app, "privacy.officer", &["PrivacyOfficer"]).await;
+    let (_, patient) = json_of(
+        &app,
+        "POST",
+        "/api/patients",
+        &desk,
+        Some(json!({"given_name": "Anna", "family_name": "O", "date_of_birth": "1959-02-27", "sex": "female"})),
+    )
+    .await;
+    let patient = patient["id"].as_str().unwrap().to_owned();
+    for user in [therapist_id, doctor_id] {
+        let (status, _) = json_of(
+            &app,
+            "POST",
+            &format!("/api/patients/{patient}/care-team"),
+            &desk,
+            Some(json!({"user_id": user.0, "reason": "treating clinician"})),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let notes = format!("/api/patients/{patient}/notes");
+
+    // Written and labelled by the therapist.
+    let (status, note) = json_of(
+        &app,
+        "POST",
+        &notes,
+        &therapist,
+        Some(
+            json!({"encounter_date": "2026-11-30", "body": THERAPY, "confidentiality": "R",
+            "sensitivity": ["PSYTHPN"]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{note}");
+    assert_eq!(
+        (
+            note["confidentiality"].as_str(),
+            note["sensitivity"][0].as_str()
+        ),
+        (Some("R"), Some("PSYTHPN"))
+    );
+    let note_path = format!("/api/notes/{}", note["id"].as_str().unwrap());
+    let (_, plain) = json_of(
+        &app,
+        "POST",
+        &notes,
+        &doctor,
+        Some(json!({"encounter_date": "2026-11-30", "body": "BP 120/80"})),
+    )
+    .await;
+    let plain_path = format!("/api/notes/{}", plain["id"].as_str().unwrap());
+    // No one labels a note beyond what they may read themselves.
+    let (status, refused) = json_of(
+        &app,
+        "POST",
+        &notes,
+        &doctor,
+        Some(json!({"encounter_date": "2026-11-30", "body": "x", "confidentiality": "R", "sensitivity": ["PSYTHPN"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (403, Some("restricted_content"))
+    );
+
+    // The therapist reads it; the provider on the team does not, and sees only id and label.
+    let (status, read) = json_of(&app, "GET", &note_path, &therapist, None).await;
+    assert_eq!((status, read["body"].as_str()), (200, Some(THERAPY)));
+    let response = app.call(send("GET", &note_path, &doctor, None)).await;
+    let problem = response.assert_problem(403, "restricted_content");
+    assert!(problem["detail"].as_str().unwrap().contains("R/PSYTHPN"));
+    assert!(!String::from_utf8_lossy(&response.body).contains("panic"));
+    let listed = app.call(send("GET", &notes, &doctor, None)).await;
+    assert!(!String::from_utf8_lossy(&listed.body).contains("panic"));
+    let listed = listed.json();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == note["id"])
+        .unwrap();
+    assert_eq!(
+        (entry["withheld"].as_bool(), entry["body"].is_null()),
+        (Some(true), true)
+    );
+    assert_eq!(entry["sensitivity"], json!(["PSYTHPN"]));
+    // Neither edits, signs nor amends it.
+    let (status, _) = json_of(
+        &app,
+        "PATCH",
+        &note_path,
+        &doctor,
+        Some(json!({"body": "changed"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Break-the-glass opens the ordinary note, not the psychotherapy one.
+    let (status, _) = json_of(
+        &app,
+        "POST",
+        &format!("/api/patients/{patient}/break-glass"),
+        &emergency,
+        Some(json!({"reason": "Patient in acute crisis in the emergency room"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        json_of(&app, "GET", &plain_path, &emergency, None).await.0,
+        200
+    );
+    app.call(send("GET", &note_path, &emergency, None))
+        .await
+        .assert_problem(403, "restricted_content");
+    // ... unless the clinic configures it to.
+    let mut settings = roomy_settings();
+    settings.break_glass_opens_psychiatric = true;
+    let opened = TestApp::with_pool(settings, pool.clone());
+    let (status, read) = json_of(&opened, "GET", &note_path, &emergency, None).await;
+    assert_eq!((status, read["body"].as_str()), (200, Some(THERAPY)));
+
+    // Exports leave psychotherapy notes out (outside the right of access).
+    let (status, export) = json_of(
+        &app,
+        "GET",
+        &format!("/api/patients/{patient}/export?recipient=the%20patient&purpose=individual"),
+        &officer,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{export}");
+    let exported: Vec<&str> = export["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(exported, vec![plain["id"].as_str().unwrap()]);
+
+    // Relabelled with a reason: the provider reads it now; the trail keeps levels, not codes.
+    let label = format!("{note_path}/label");
+    let (status, _) = json_of(
+        &app,
+        "PUT",
+        &label,
+        &therapist,
+        Some(json!({"confidentiality": "N", "reason": "no"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, relabelled) = json_of(
+        &app,
+        "PUT",
+        &label,
+        &therapist,
+        Some(json!({"confidentiality": "N", "sensitivity": [], "reason": "filed under the wrong category"})),
+    )
+    .await;
+    assert_eq!(
+        (status, relabelled["confidentiality"].as_str()),
+        (200, Some("N"))
+    );
+    assert_eq!(json_of(&app, "GET", &note_path, &doctor, None).await.0, 200);
+    let coded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE patient_id = $1 AND metadata::text LIKE '%PSYTHPN%'",
+    )
+    .bind(Uuid::parse_str(&patient).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(coded, 0);
+    let relabel_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE resource_type = 'note_label' AND sealed_values IS NOT NULL \
+         AND metadata->'confidentiality'->>'from' = 'R'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(relabel_events, 1);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn labels_refuse_unknown_codes_and_coded_normal_notes(pool: PgPool) {
+    let app = TestApp::with_pool(roomy_settings(), pool.clone());
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let (doctor_id, doctor) = member(&app, "dr.grey", &["Provider"]).await;
+    let (_, patient) = json_of(
+        &app,
+        "POST",
+        "/api/patients",
+        &desk,
+        Some(json!({"given_name": "Ann", "family_name": "Lee", "date_of_birth": "1970-01-01", "sex": "female"})),
+    )
+    .await;
+    let patient = patient["id"].as_str().unwrap().to_owned();
+    json_of(
+        &app,
+        "POST",
+        &format!("/api/patients/{patient}/care-team"),
+        &desk,
+        Some(json!({"user_id": doctor_id.0, "reason": "treating clinician"})),
+    )
+    .await;
+    let notes = format!("/api/patients/{patient}/notes");
+    for (body, field) in [
+        (
+            json!({"encounter_date": "2026-11-30", "body": "x", "confidentiality": "X"}),
+            "confidentiality",
+        ),
+        (
+            json!({"encounter_date": "2026-11-30", "body": "x", "confidentiality": "R", "sensitivity": ["FOO"]}),
+            "sensitivity",
+        ),
+        (
+            json!({"encounter_date": "2026-11-30", "body": "x", "sensitivity": ["HIV"]}),
+            "confidentiality",
+        ),
+    ] {
+        let response = app
+            .call(send("POST", &notes, &doctor, Some(body.clone())))
+            .await;
+        let problem = response.assert_problem(422, "invalid_field");
+        assert_eq!(problem["field"], field, "{body}");
+    }
+    // Restricted without a code: the care team reads it; V and R alike.
+    let (status, note) = json_of(
+        &app,
+        "POST",
+        &notes,
+        &doctor,
+        Some(json!({"encounter_date": "2026-11-30", "body": "private", "confidentiality": "V"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let path = format!("/api/notes/{}", note["id"].as_str().unwrap());
+    assert_eq!(json_of(&app, "GET", &path, &doctor, None).await.0, 200);
+    // Relabelling needs note:write.
+    let (_, reader) = member(&app, "read.only", &["ReadOnly"]).await;
+    app.call(send(
+        "PUT",
+        &format!("{path}/label"),
+        &reader,
+        Some(json!({"confidentiality": "N", "reason": "because"})),
+    ))
+    .await
+    .assert_problem(403, "permission_denied");
+}
