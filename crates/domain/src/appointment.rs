@@ -241,6 +241,17 @@ impl AppointmentStore {
         if !reach.allowed() {
             return Err(BookingError::PatientOutOfReach);
         }
+        // An erased patient is a tombstone: nothing new is recorded for them (410).
+        let erased = sqlx::query_scalar!(
+            r#"SELECT erased_at IS NOT NULL AS "erased!" FROM patients WHERE id = $1"#,
+            patient
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .unwrap_or(false);
+        if erased {
+            return Err(StoreError::Crypto(clinicd_crypto::CryptoError::KeyDestroyed).into());
+        }
         let active =
             clinicd_identity::users::is_active(&mut *tx, UserId(provider)).await? == Some(true);
         // A clinician is someone who writes clinical notes: a reader or the front desk is not

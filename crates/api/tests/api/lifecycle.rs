@@ -299,6 +299,33 @@ async fn an_approved_erasure_leaves_nothing_readable_and_a_certificate(pool: PgP
         .await;
     assert_eq!(stored.json()["certificate"], *certificate);
     assert_eq!(walk(&dir.path().join("ledger")), 1);
+    // Nothing new is recorded for the patient: a booking or a note answers 410.
+    let booking = app
+        .call(send(
+            "POST",
+            "/api/appointments",
+            &desk,
+            Some(json!({"patient_id": patient, "provider_id": doctor.0,
+                "starts_at": (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339(),
+                "ends_at": (chrono::Utc::now() + chrono::Duration::days(3) + chrono::Duration::minutes(30)).to_rfc3339(),
+                "kind": "follow_up"})),
+        ))
+        .await;
+    assert_eq!(
+        booking.status,
+        410,
+        "{}",
+        String::from_utf8_lossy(&booking.body)
+    );
+    let note = app
+        .call(send(
+            "POST",
+            &format!("/api/patients/{patient}/notes"),
+            &provider,
+            Some(json!({"encounter_date": "2026-12-01", "body": "late entry"})),
+        ))
+        .await;
+    assert_eq!(note.status, 410, "{}", String::from_utf8_lossy(&note.body));
     // A second request for the erased patient: 410.
     let (status, _) = request_erasure(&app, &first, &patient, "court_order").await;
     assert_eq!(status, 410);
