@@ -24,8 +24,8 @@ const ALLOWED_HEADERS: [&str; 7] = [
     "x-csrf-token",
     "accept",
 ];
-const EXPOSED_HEADERS: &str =
-    "X-Request-Id, RateLimit, RateLimit-Policy, Retry-After, ETag, Location";
+const EXPOSED_HEADERS: &str = "X-Request-Id, RateLimit, RateLimit-Policy, Retry-After, ETag, Location, \
+     Clinicd-Download-Id, Clinicd-Downloaded-By, Clinicd-Downloaded-At, Clinicd-Notice";
 const MAX_AGE_SECS: &str = "600";
 
 pub async fn cors(

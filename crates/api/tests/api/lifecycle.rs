@@ -804,7 +804,29 @@ async fn a_daily_export_limit_holds_across_instances_and_raises_an_alert(pool: P
         files.push(upload(&here, &patient, &desk).await);
     }
     let download = |file: &str| send("GET", &format!("/api/files/{file}"), &desk, None);
-    assert_eq!(here.call(download(&files[0])).await.status, 200);
+    // Each copy carries who took it, when, a forensic id (in its audit event too) and a notice.
+    let first = here.call(download(&files[0])).await;
+    assert_eq!(first.status, 200);
+    let header = |name: &str| {
+        first
+            .headers
+            .get(name)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(header("clinicd-downloaded-by"), "front.desk");
+    assert_eq!(header("clinicd-notice"), "confidential: contains PHI");
+    assert!(chrono::DateTime::parse_from_rfc3339(&header("clinicd-downloaded-at")).is_ok());
+    let stamped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'download' AND metadata->>'download_id' = $1",
+    )
+    .bind(header("clinicd-download-id"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stamped, 1);
     assert_eq!(there.call(download(&files[0])).await.status, 200);
     assert_eq!(there.call(download(&files[1])).await.status, 200);
     // The third patient, on either instance: refused.
