@@ -202,6 +202,19 @@ async fn a_psychotherapy_note_is_shown_only_to_whom_its_label_allows(pool: PgPoo
     )
     .await;
     assert_eq!(status, 200, "{export}");
+    let copy = app
+        .call(send(
+            "GET",
+            &format!("/api/patients/{patient}/export?recipient=the%20patient&purpose=individual"),
+            &officer,
+            None,
+        ))
+        .await;
+    assert_eq!(
+        copy.headers.get("clinicd-downloaded-by").unwrap(),
+        "privacy.officer"
+    );
+    assert!(copy.headers.get("clinicd-download-id").is_some());
     let exported: Vec<&str> = export["notes"]
         .as_array()
         .unwrap()

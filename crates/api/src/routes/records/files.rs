@@ -346,11 +346,7 @@ pub async fn download(
     let info = state.files.info(&file).await?;
     // Who took this copy and when, on the copy itself (docs/lifecycle.md): a forensic id that
     // ties a file found elsewhere to this audit event.
-    let stamp = DownloadStamp {
-        id: Uuid::now_v7(),
-        by: file.caller().username.clone(),
-        at: Utc::now(),
-    };
+    let stamp = super::DownloadStamp::new(&file.caller().username);
     let note = AuditNote {
         patient_id: Some(file.patient_id),
         resource_id: Some(file.id.to_string()),
@@ -397,32 +393,6 @@ pub async fn download(
     stamp.mark(response.headers_mut());
     note.attach(&mut response);
     Ok(response)
-}
-
-/// The facts every downloaded copy carries in its headers (and its audit event the id): who,
-/// when, a forensic download id, and that it holds PHI. The request id is in `X-Request-Id`.
-struct DownloadStamp {
-    id: Uuid,
-    by: String,
-    at: chrono::DateTime<Utc>,
-}
-
-impl DownloadStamp {
-    fn mark(&self, headers: &mut header::HeaderMap) {
-        let at = self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        for (name, value) in [
-            ("clinicd-download-id", self.id.to_string()),
-            ("clinicd-downloaded-by", self.by.clone()),
-            ("clinicd-downloaded-at", at),
-            ("clinicd-notice", "confidential: contains PHI".to_owned()),
-        ] {
-            // Usernames are checked ASCII at creation; a value that is not a valid header is
-            // left out rather than failing the download.
-            if let Ok(value) = header::HeaderValue::from_str(&value) {
-                headers.insert(header::HeaderName::from_static(name), value);
-            }
-        }
-    }
 }
 
 /// The rest of a download; a failure ends the stream with an error (the connection is closed

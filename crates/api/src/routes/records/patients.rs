@@ -422,6 +422,7 @@ pub async fn export(
     release: web::Query<Release>,
     ExportablePatient(patient): ExportablePatient,
     Granted(grants): Granted,
+    caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let id = patient.id;
     crate::rate_limit::take_export(&state, &grants, id).await?;
@@ -441,7 +442,10 @@ pub async fn export(
     let before = record.notes.len();
     record.notes.retain(|n| !n.label.withheld_from_export());
     let withheld = before - record.notes.len();
+    // The export is a copy leaving the system: it carries who took it, when and its id.
+    let stamp = super::DownloadStamp::new(&caller.0.username);
     let metadata = serde_json::json!({
+        "download_id": stamp.id,
         "appointments": record.appointments.len(),
         "notes": record.notes.len(),
         "notes_withheld": withheld,
@@ -466,6 +470,7 @@ pub async fn export(
             ),
         ))
         .json(export);
+    stamp.mark(response.headers_mut());
     AuditNote {
         patient_id: Some(id),
         resource_id: Some(id.to_string()),
