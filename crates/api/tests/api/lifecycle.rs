@@ -861,3 +861,110 @@ async fn a_daily_export_limit_holds_across_instances_and_raises_an_alert(pool: P
     .unwrap();
     assert_eq!(refused_events, 2);
 }
+
+/// Malformed ids, queries and bodies on the lifecycle routes: 400/415 problems, never a 500.
+#[sqlx::test(migrations = "../../migrations")]
+async fn malformed_requests_get_clear_problems(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = lifecycle_app(&pool, dir.path());
+    let (_, records) = member(&app, "records.one", &["RecordsManager"]).await;
+    for (method, path, body, status, code) in [
+        (
+            "GET",
+            "/api/lifecycle/holds?active=perhaps",
+            None,
+            400,
+            "invalid_parameters",
+        ),
+        (
+            "GET",
+            "/api/lifecycle/holds?colour=red",
+            None,
+            400,
+            "invalid_parameters",
+        ),
+        (
+            "GET",
+            "/api/lifecycle/erasures?pending=2",
+            None,
+            400,
+            "invalid_parameters",
+        ),
+        (
+            "GET",
+            "/api/lifecycle/erasures/not-a-uuid",
+            None,
+            400,
+            "invalid_parameters",
+        ),
+        (
+            "POST",
+            "/api/lifecycle/erasures/not-a-uuid/approve",
+            None,
+            400,
+            "invalid_parameters",
+        ),
+        (
+            "POST",
+            "/api/lifecycle/holds/not-a-uuid/release",
+            Some(json!({"reason": "x"})),
+            400,
+            "invalid_parameters",
+        ),
+        (
+            "POST",
+            "/api/lifecycle/erasures",
+            Some(json!({"patient_id": "nope", "basis": "court_order", "reason": "x"})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/api/lifecycle/erasures",
+            Some(
+                json!({"patient_id": Uuid::now_v7(), "basis": "court_order", "reason": "x", "extra": 1}),
+            ),
+            400,
+            "unknown_field",
+        ),
+        (
+            "POST",
+            "/api/lifecycle/holds",
+            Some(
+                json!({"scope": "all", "reason": "r", "case_reference": "c", "patient_ids": "all"}),
+            ),
+            400,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/api/lifecycle/holds",
+            Some(json!([])),
+            400,
+            "invalid_body",
+        ),
+    ] {
+        let response = app.call(send(method, path, &records, body)).await;
+        let problem = response.assert_problem(status, code);
+        assert!(!problem.to_string().contains("nope"), "{method} {path}");
+    }
+    let not_json = app
+        .call(clinicd_test_support::bearer(
+            TestRequest::post()
+                .uri("/api/lifecycle/holds")
+                .insert_header(("Content-Type", "text/plain"))
+                .set_payload("scope=all"),
+            &records,
+        ))
+        .await;
+    not_json.assert_problem(415, "unsupported_media_type");
+    let unknown = app
+        .call(send(
+            "GET",
+            &format!("/api/lifecycle/erasures/{}", Uuid::now_v7()),
+            &records,
+            None,
+        ))
+        .await;
+    unknown.assert_problem(404, "not_found");
+}
