@@ -45,6 +45,14 @@ pub struct Note {
 }
 
 impl Note {
+    /// A note that only adds counts or ids to the event (a list's `returned`, say).
+    pub fn with_metadata(metadata: Value) -> Self {
+        Self {
+            metadata: Some(metadata),
+            ..Self::default()
+        }
+    }
+
     /// Copies what the note knows into `event`.
     pub fn apply(&self, event: &mut NewEvent) {
         if self.actor.is_some() {

@@ -385,6 +385,16 @@ impl Keyring {
         conn: &mut PgConnection,
         subject: SubjectId,
     ) -> Result<u64, CryptoError> {
+        Ok(self.destroy_subject_versions(conn, subject).await?.len() as u64)
+    }
+
+    /// As [`Keyring::destroy_subject`], returning the versions of the keys destroyed (for a
+    /// certificate of destruction).
+    pub async fn destroy_subject_versions(
+        &self,
+        conn: &mut PgConnection,
+        subject: SubjectId,
+    ) -> Result<Vec<u32>, CryptoError> {
         let destroyed = store::destroy_subject_keys(&mut *conn, subject).await?;
         // Every instance drops its cached copy when this commits (see `follow_destroyed_keys`).
         sqlx::query!(
@@ -395,7 +405,7 @@ impl Keyring {
         .execute(&mut *conn)
         .await?;
         self.forget_subject(subject);
-        tracing::warn!(subject_id = %subject, keys = destroyed, "subject keys destroyed");
+        tracing::warn!(subject_id = %subject, keys = destroyed.len(), "subject keys destroyed");
         Ok(destroyed)
     }
 

@@ -261,18 +261,23 @@ pub async fn rewrap_subject_key(
     Ok(())
 }
 
+/// Destroys every live key of `subject`; returns the versions destroyed, in order.
 pub async fn destroy_subject_keys(
     conn: &mut PgConnection,
     subject: SubjectId,
-) -> Result<u64, CryptoError> {
-    let result = sqlx::query!(
+) -> Result<Vec<u32>, CryptoError> {
+    let mut versions = sqlx::query_scalar!(
         "UPDATE subject_keys SET wrapped = NULL, status = 'destroyed', destroyed_at = now() \
-         WHERE subject_id = $1 AND status <> 'destroyed'",
+         WHERE subject_id = $1 AND status <> 'destroyed' RETURNING version",
         subject.0
     )
-    .execute(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(result.rows_affected())
+    versions.sort_unstable();
+    Ok(versions
+        .into_iter()
+        .filter_map(|v| u32::try_from(v).ok())
+        .collect())
 }
 
 /// Per branch key: how many subject keys it still wraps.

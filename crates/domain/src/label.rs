@@ -215,3 +215,67 @@ impl Label {
             .any(|c| matches!(c, Sensitivity::PSYTHPN | Sensitivity::ETH))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clinicd_identity::users::UserId;
+    use clinicd_rbac::{Grants, Permission, Reach};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn holding(permissions: &[Permission]) -> Grants {
+        let mut grants = Grants::none(UserId(Uuid::nil()));
+        for permission in permissions {
+            grants.permissions.insert(*permission);
+        }
+        grants
+    }
+
+    fn label(confidentiality: &str, codes: &[&str]) -> Label {
+        let codes: Vec<String> = codes.iter().map(|c| (*c).to_owned()).collect();
+        Label::parse(Some(confidentiality), &codes).unwrap()
+    }
+
+    #[test]
+    fn every_code_needs_its_permission_and_the_care_team() {
+        let both = label("R", &["HIV", "ETH"]);
+        let hiv_only = holding(&[Permission::RestrictedHiv]);
+        let hiv_and_sud = holding(&[
+            Permission::RestrictedHiv,
+            Permission::RestrictedSubstanceUse,
+        ]);
+        assert!(!both.readable(&hiv_only, Reach::CareTeam, false));
+        assert!(both.readable(&hiv_and_sud, Reach::CareTeam, false));
+        assert!(!both.readable(&hiv_and_sud, Reach::None, false));
+        assert!(label("N", &[]).readable(&holding(&[]), Reach::BreakGlass, false));
+    }
+
+    #[test]
+    fn break_the_glass_opens_restricted_but_never_very_restricted_nor_psychiatric_by_default() {
+        let psych = holding(&[
+            Permission::RestrictedPsychotherapy,
+            Permission::RestrictedHiv,
+        ]);
+        assert!(label("R", &["HIV"]).readable(&psych, Reach::BreakGlass, false));
+        assert!(!label("V", &["HIV"]).readable(&psych, Reach::BreakGlass, true));
+        assert!(!label("V", &[]).readable(&psych, Reach::BreakGlass, true));
+        assert!(label("V", &[]).readable(&psych, Reach::CareTeam, false));
+        let therapy = label("R", &["PSYTHPN"]);
+        assert!(!therapy.readable(&psych, Reach::BreakGlass, false));
+        assert!(therapy.readable(&psych, Reach::BreakGlass, true));
+    }
+
+    #[test]
+    fn a_coded_normal_label_and_unknown_codes_are_refused() {
+        assert!(Label::parse(None, &["HIV".to_owned()]).is_err());
+        assert!(Label::parse(Some("R"), &["FLU".to_owned()]).is_err());
+        assert!(Label::parse(Some("Q"), &[]).is_err());
+        let folded = Label::parse(
+            Some("R"),
+            &["STD".to_owned(), "HIV".to_owned(), "STD".to_owned()],
+        )
+        .unwrap();
+        assert_eq!(folded.describe(), "R/HIV,STD");
+    }
+}

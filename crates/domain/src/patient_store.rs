@@ -376,7 +376,8 @@ impl PatientStore {
     /// field, note and file key under them becomes unreadable, on every instance once this
     /// commits) and removes the blind indexes and name tokens that would still let someone
     /// find the row by a known value. The row stays as a tombstone for the lifecycle to reduce.
-    pub async fn shred(&self, tx: &mut PgConnection, id: Uuid) -> Result<u64, StoreError> {
+    /// Returns the versions of the subject keys destroyed.
+    pub async fn shred(&self, tx: &mut PgConnection, id: Uuid) -> Result<Vec<u32>, StoreError> {
         sqlx::query!("UPDATE patients SET ssn_bidx = NULL, ssn_bidx_version = NULL, date_of_birth_bidx = NULL, \
                date_of_birth_bidx_version = NULL, family_name_bidx = NULL, family_name_bidx_version = NULL \
              WHERE id = $1", id)
@@ -385,7 +386,10 @@ impl PatientStore {
         sqlx::query!("DELETE FROM patient_name_tokens WHERE patient_id = $1", id)
             .execute(&mut *tx)
             .await?;
-        Ok(self.keyring.destroy_subject(tx, SubjectId(id)).await?)
+        Ok(self
+            .keyring
+            .destroy_subject_versions(tx, SubjectId(id))
+            .await?)
     }
 
     /// Reduces a shredded patient to a tombstone in the caller's transaction (which must have

@@ -226,7 +226,8 @@ pub async fn approve(
     }
     erasable(lifecycle, tx, pending.patient_id).await?;
     retention::permits(lifecycle, tx, pending.patient_id, pending.basis, now).await?;
-    let (destroyed, entry) = erase(lifecycle, tx, pending.patient_id, id, now, true).await?;
+    let destroyed = erase(lifecycle, tx, pending.patient_id, id, now).await?;
+    let entry = ledger::append(tx, &lifecycle.keyring, pending.patient_id, id, now).await?;
     let certificate = Certificate {
         certificate_id: Uuid::now_v7(),
         request_id: id,
@@ -337,15 +338,14 @@ pub async fn list(
 
 /// The destruction itself, in the caller's transaction: keys, indexes and tokens, notes,
 /// appointments, file rows (their objects queued for deletion), the tombstone and the ledger
-/// entry (with `append`; a replay records the entry it replays itself).
+/// entry is the caller's: an approval appends one, a replay records the one it replays).
 async fn erase(
     lifecycle: &Lifecycle,
     tx: &mut PgConnection,
     patient: Uuid,
     request: Uuid,
     now: DateTime<Utc>,
-    append: bool,
-) -> Result<(Destroyed, LedgerEntry), LifecycleError> {
+) -> Result<Destroyed, LifecycleError> {
     // Lets this transaction, and only for this patient, remove signed notes.
     sqlx::query_scalar!(
         r#"SELECT set_config('clinicd.erasing', $1, true) AS "set!""#,
@@ -353,13 +353,7 @@ async fn erase(
     )
     .fetch_one(&mut *tx)
     .await?;
-    lifecycle.patients.shred(tx, patient).await?;
-    let versions: Vec<i32> = sqlx::query_scalar!(
-        "SELECT version FROM subject_keys WHERE subject_id = $1 AND status = 'destroyed' ORDER BY version",
-        patient
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let versions = lifecycle.patients.shred(tx, patient).await?;
     let objects = lifecycle.files.erase_patient_rows(tx, patient).await?;
     sqlx::query!(
         "INSERT INTO erasure_objects (object_key, request_id) SELECT unnest($1::text[]), $2 \
@@ -370,18 +364,12 @@ async fn erase(
     .execute(&mut *tx)
     .await?;
     let removed = lifecycle.patients.tombstone(tx, patient, now).await?;
-    let entry = if append {
-        ledger::append(tx, &lifecycle.keyring, patient, request, now).await?
-    } else {
-        placeholder(patient, request, now)
-    };
-    let destroyed = Destroyed {
+    Ok(Destroyed {
         subject_keys: versions.iter().map(|v| format!("{patient}/v{v}")).collect(),
         clinical_notes: removed.notes,
         appointments: removed.appointments,
         files: objects.len() as u64,
-    };
-    Ok((destroyed, entry))
+    })
 }
 
 /// What follows a committed erasure outside the database: the ledger entry written out, the
@@ -419,19 +407,6 @@ pub(crate) async fn delete_queued_objects(lifecycle: &Lifecycle) -> Result<(), L
     }
 }
 
-fn placeholder(patient: Uuid, request: Uuid, at: DateTime<Utc>) -> LedgerEntry {
-    LedgerEntry {
-        seq: 0,
-        patient_id: patient,
-        request_id: request,
-        erased_at: at,
-        prev_hash: String::new(),
-        hash: String::new(),
-        key_version: 0,
-        mac: String::new(),
-    }
-}
-
 /// Replays one ledger entry the database lacks: erases the patient again if the database still
 /// holds them (a restored backup), whatever holds or retention say (the erasure happened), and
 /// records the entry. Returns whether the patient was erased again.
@@ -450,13 +425,12 @@ pub(crate) async fn replay_entry(
         Err(other) => return Err(other.into()),
     };
     if present {
-        let (destroyed, _) = erase(
+        let destroyed = erase(
             lifecycle,
             &mut tx,
             entry.patient_id,
             entry.request_id,
             Utc::now(),
-            false,
         )
         .await?;
         let mut event = NewEvent::new(Action::Erasure, Outcome::Success);

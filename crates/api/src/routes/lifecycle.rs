@@ -162,13 +162,6 @@ pub struct NewErasureRequest {
     pub reason: String,
 }
 
-fn read_note(metadata: serde_json::Value) -> AuditNote {
-    AuditNote {
-        metadata: Some(metadata),
-        ..AuditNote::default()
-    }
-}
-
 /// Legal holds, newest first.
 #[utoipa::path(
     get,
@@ -192,7 +185,7 @@ pub async fn list_holds(
     let found = holds::list(&mut conn, query.active.unwrap_or(true)).await?;
     let view: Vec<HoldView> = found.into_iter().map(HoldView::from).collect();
     let mut response = HttpResponse::Ok().json(&view);
-    read_note(serde_json::json!({ "returned": view.len() })).attach(&mut response);
+    AuditNote::with_metadata(serde_json::json!({ "returned": view.len() })).attach(&mut response);
     Ok(response)
 }
 
@@ -306,7 +299,7 @@ pub async fn list_erasures(
     let found = erasure::list(&mut conn, query.pending.unwrap_or(false)).await?;
     let view: Vec<ErasureView> = found.into_iter().map(ErasureView::from).collect();
     let mut response = HttpResponse::Ok().json(&view);
-    read_note(serde_json::json!({ "returned": view.len() })).attach(&mut response);
+    AuditNote::with_metadata(serde_json::json!({ "returned": view.len() })).attach(&mut response);
     Ok(response)
 }
 

@@ -789,6 +789,21 @@ pub static ROUTES: &[RouteSpec] = &[
     ),
 ];
 
+/// A reason a person typed (lifting a block, relabelling a note): trimmed, 5 to 500 characters,
+/// no control characters.
+pub(crate) fn reason_text(field: &'static str, value: &str) -> Result<String, ApiError> {
+    let value = value.trim();
+    let n = value.chars().count();
+    if (5..=500).contains(&n) && !value.chars().any(char::is_control) {
+        Ok(value.to_owned())
+    } else {
+        Err(ApiError::InvalidField {
+            field,
+            reason: "must be 5 to 500 printable characters".into(),
+        })
+    }
+}
+
 const fn route(
     method: Method,
     path: &'static str,

@@ -267,26 +267,6 @@ fn limit(value: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-fn text(field: &'static str, value: &str) -> Result<String, ApiError> {
-    let value = value.trim();
-    let n = value.chars().count();
-    if (5..=500).contains(&n) && !value.chars().any(char::is_control) {
-        Ok(value.to_owned())
-    } else {
-        Err(ApiError::InvalidField {
-            field,
-            reason: "must be 5 to 500 printable characters".into(),
-        })
-    }
-}
-
-fn read_note(metadata: serde_json::Value) -> AuditNote {
-    AuditNote {
-        metadata: Some(metadata),
-        ..AuditNote::default()
-    }
-}
-
 /// The security picture in one call.
 #[utoipa::path(
     get,
@@ -310,7 +290,7 @@ pub async fn dashboard(state: web::Data<ApiState>) -> Result<HttpResponse, ApiEr
         .metrics
         .observe_security(&board, state.secops.blocks.is_stale());
     let mut response = HttpResponse::Ok().json(&board);
-    read_note(serde_json::json!({ "open_alerts": board.alerts.open, "active_blocks": board.active_blocks }))
+    AuditNote::with_metadata(serde_json::json!({ "open_alerts": board.alerts.open, "active_blocks": board.active_blocks }))
         .attach(&mut response);
     Ok(response)
 }
@@ -343,7 +323,7 @@ pub async fn list_alerts(
     .map_err(ApiError::unexpected)?;
     let view: Vec<AlertView> = found.into_iter().map(AlertView::from).collect();
     let mut response = HttpResponse::Ok().json(&view);
-    read_note(serde_json::json!({ "returned": view.len() })).attach(&mut response);
+    AuditNote::with_metadata(serde_json::json!({ "returned": view.len() })).attach(&mut response);
     Ok(response)
 }
 
@@ -406,7 +386,7 @@ pub async fn resolve(
     body: Json<ResolveRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let resolution = text("resolution", &body.resolution)?;
+    let resolution = super::reason_text("resolution", &body.resolution)?;
     let mut tx = audit.begin().await?;
     let alert = alerts::resolve(&mut tx, id, caller.0.user_id.0, &resolution, Utc::now())
         .await
@@ -463,7 +443,7 @@ pub async fn list_deliveries(
     .map_err(ApiError::unexpected)?;
     let view: Vec<DeliveryView> = found.into_iter().map(DeliveryView::from).collect();
     let mut response = HttpResponse::Ok().json(&view);
-    read_note(serde_json::json!({ "returned": view.len() })).attach(&mut response);
+    AuditNote::with_metadata(serde_json::json!({ "returned": view.len() })).attach(&mut response);
     Ok(response)
 }
 
@@ -491,7 +471,7 @@ pub async fn list_blocks(
         .map_err(ApiError::unexpected)?;
     let view: Vec<BlockView> = found.into_iter().map(BlockView::from).collect();
     let mut response = HttpResponse::Ok().json(&view);
-    read_note(serde_json::json!({ "returned": view.len() })).attach(&mut response);
+    AuditNote::with_metadata(serde_json::json!({ "returned": view.len() })).attach(&mut response);
     Ok(response)
 }
 
@@ -520,7 +500,7 @@ pub async fn add_block(
     body: Json<NewBlockRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let target = block_target(&state, &caller, &body)?;
-    let reason = text("reason", &body.reason)?;
+    let reason = super::reason_text("reason", &body.reason)?;
     let minutes = whole_minutes(&body.minutes).ok_or_else(|| ApiError::InvalidField {
         field: "minutes",
         reason: "must be a whole number from 1 to 43200".into(),
@@ -654,7 +634,7 @@ pub async fn lift_block(
     body: Json<LiftRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let reason = text("reason", &body.reason)?;
+    let reason = super::reason_text("reason", &body.reason)?;
     let mut tx = audit.begin().await?;
     let lifted = blocks::lift(&mut tx, id, caller.0.user_id.0, &reason, Utc::now())
         .await
@@ -704,7 +684,7 @@ pub async fn watch(
             reason: "must be vip, employee or other".into(),
         });
     }
-    let reason = text("reason", &body.reason)?;
+    let reason = super::reason_text("reason", &body.reason)?;
     let mut tx = audit.begin().await?;
     let watched =
         clinicd_secops::watch::watch(&mut tx, patient, &body.label, &reason, caller.0.user_id.0)

@@ -968,3 +968,77 @@ async fn malformed_requests_get_clear_problems(pool: PgPool) {
         .await;
     unknown.assert_problem(404, "not_found");
 }
+
+/// The ledger outside the database is tamper-evident: an entry changed, or one taken out of the
+/// middle, and the replay that a server runs before serving refuses (fail closed).
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_tampered_or_cut_ledger_is_refused(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = lifecycle_app(&pool, dir.path());
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let (_, first) = member(&app, "records.one", &["RecordsManager"]).await;
+    let (_, second) = member(&app, "records.two", &["RecordsManager"]).await;
+    for family in ["Alpha", "Beta"] {
+        let patient = new_patient(&app, &desk, family).await;
+        let (_, filed) = request_erasure(&app, &first, &patient, "court_order").await;
+        let approve = format!(
+            "/api/lifecycle/erasures/{}/approve",
+            filed["id"].as_str().unwrap()
+        );
+        assert_eq!(
+            app.call(send("POST", &approve, &second, None)).await.status,
+            200
+        );
+    }
+    let replay = || clinicd_lifecycle::ledger::replay(&app.state.lifecycle);
+    assert_eq!(replay().await.unwrap().entries, 2);
+    let entry = dir
+        .path()
+        .join("ledger")
+        .join(format!("erasure-{:020}.json", 1));
+    let original = std::fs::read(&entry).unwrap();
+
+    // Another patient's id in the first entry: its hash no longer matches.
+    let mut changed: Value = serde_json::from_slice(&original).unwrap();
+    changed["patient_id"] = json!(Uuid::now_v7());
+    std::fs::write(&entry, serde_json::to_vec(&changed).unwrap()).unwrap();
+    assert!(matches!(
+        replay().await,
+        Err(clinicd_lifecycle::LifecycleError::Ledger(_))
+    ));
+    // A new hash computed for it still needs the audit key's MAC.
+    changed["hash"] = json!("0".repeat(64));
+    std::fs::write(&entry, serde_json::to_vec(&changed).unwrap()).unwrap();
+    assert!(matches!(
+        replay().await,
+        Err(clinicd_lifecycle::LifecycleError::Ledger(_))
+    ));
+    // The first entry taken out: the second no longer starts the chain.
+    std::fs::remove_file(&entry).unwrap();
+    assert!(matches!(
+        replay().await,
+        Err(clinicd_lifecycle::LifecycleError::Ledger(_))
+    ));
+    // Put back as it was, it verifies again.
+    std::fs::write(&entry, &original).unwrap();
+    assert_eq!(replay().await.unwrap().entries, 2);
+}
+
+/// If the export count cannot be kept, the download is refused (503), not let through.
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_export_count_that_cannot_be_kept_refuses_the_download(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = lifecycle_app(&pool, dir.path());
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let patient = new_patient(&app, &desk, "Counted").await;
+    let file = upload(&app, &patient, &desk).await;
+    sqlx::query("ALTER TABLE export_usage RENAME TO export_usage_gone")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let refused = app
+        .call(send("GET", &format!("/api/files/{file}"), &desk, None))
+        .await;
+    refused.assert_problem(503, "service_unavailable");
+    assert!(!String::from_utf8_lossy(&refused.body).contains("potassium"));
+}

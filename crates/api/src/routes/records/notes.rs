@@ -350,13 +350,7 @@ pub async fn relabel(
     Granted(grants): Granted,
 ) -> Result<HttpResponse, ApiError> {
     let label = Label::parse(Some(&body.confidentiality), &body.sensitivity)?;
-    let reason = body.reason.trim();
-    if !(5..=500).contains(&reason.chars().count()) || reason.chars().any(char::is_control) {
-        return Err(ApiError::InvalidField {
-            field: "reason",
-            reason: "must be 5 to 500 printable characters".into(),
-        });
-    }
+    let reason = crate::routes::reason_text("reason", &body.reason)?;
     guard(&state, &grants, note.reach(), &note.label)?;
     guard(&state, &grants, note.reach(), &label)?;
     let mut tx = audit.begin().await?;
