@@ -88,9 +88,17 @@ pub struct Running {
     pub dir: tempfile::TempDir,
 }
 
-/// Starts the real server on port 0 for every listener, with a self-signed certificate.
+/// Starts the real server on port 0 for every listener, with a self-signed certificate, on a
+/// pool of its own against the test's database, as a real instance would have: two servers on
+/// the test's five-connection pool starve each other (each keeps LISTEN connections for jobs
+/// and blocks), which made the two-instance tests time out on a busy machine.
 pub async fn start(pool: PgPool, extra: &[(&str, &str)]) -> Running {
     install_crypto_provider();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut vars = dev_vars(dir.path());
     vars.insert("CLINICD_LISTEN_ADDR".into(), "127.0.0.1:0".into());
