@@ -169,6 +169,11 @@ pub enum ApiError {
         "you have reached your daily limit of {limit} patients exported or downloaded; the security office has been told"
     )]
     ExportLimit { limit: u32, retry_after: Duration },
+    /// A stored PDF that cannot carry the download watermark is not released unstamped.
+    #[error(
+        "this PDF cannot carry the download watermark (it is damaged or password-protected), so it is not released; upload a copy without a password"
+    )]
+    PdfUnstampable,
     #[error("the service is temporarily unavailable")]
     Unavailable,
     /// The client's address is blocked (automatic after an attack pattern, or by an officer).
@@ -258,6 +263,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::RestrictedContent(_) => "restricted_content",
             Self::ExportLimit { .. } => "export_limit",
+            Self::PdfUnstampable => "pdf_unstampable",
             Self::Unavailable => "service_unavailable",
             Self::Blocked { .. } => "blocked",
             Self::AccountBlocked => "account_blocked",
@@ -348,7 +354,7 @@ impl ResponseError for ApiError {
             Self::LastAdministrator | Self::BuiltInRole | Self::RoleInUse | Self::Conflict(_) => {
                 StatusCode::CONFLICT
             }
-            Self::InvalidField { .. } | Self::UnprintableText { .. } => {
+            Self::InvalidField { .. } | Self::UnprintableText { .. } | Self::PdfUnstampable => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,

@@ -45,11 +45,87 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A real one-page PDF of exactly `len` bytes (an unreferenced stream of noise pads it, so runs
+/// of it do not compress or show in ciphertext), ending in `%%EOF` as lopdf writes it. Below a
+/// real document's size: the magic and noise, enough for an upload that is never downloaded.
 fn pdf(len: usize) -> Vec<u8> {
-    let mut bytes = b"%PDF-1.7\n".to_vec();
-    bytes.extend(noise(len.saturating_sub(bytes.len()), len as u64));
-    bytes.truncate(len);
-    bytes
+    use lopdf::{Document, Object, Stream, dictionary};
+    let build = |pad: usize| {
+        let mut doc = Document::with_version("1.7");
+        let tree = doc.new_object_id();
+        let content = doc.add_object(Stream::new(
+            dictionary! {},
+            b"BT /F1 12 Tf 72 700 Td (Referral) Tj ET".to_vec(),
+        ));
+        let page = doc.add_object(dictionary! {
+            "Type" => "Page", "Parent" => tree, "Contents" => content,
+            "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+        });
+        doc.objects.insert(
+            tree,
+            Object::Dictionary(
+                dictionary! { "Type" => "Pages", "Count" => 1, "Kids" => vec![page.into()] },
+            ),
+        );
+        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => tree });
+        doc.trailer.set("Root", catalog);
+        doc.add_object(Stream::new(dictionary! {}, noise(pad, len as u64)).with_compression(false));
+        let mut bytes = Vec::new();
+        doc.save_to(&mut bytes).unwrap();
+        bytes
+    };
+    let bare = build(0).len();
+    if len < bare {
+        let mut bytes = b"%PDF-1.7\n".to_vec();
+        bytes.extend(noise(len.saturating_sub(bytes.len()), len as u64));
+        bytes.truncate(len);
+        return bytes;
+    }
+    // The padding's own length digits move the size a little: converge on it.
+    let mut pad = len - bare;
+    for _ in 0..8 {
+        let bytes = build(pad);
+        if bytes.len() == len {
+            return bytes;
+        }
+        pad = (pad + len).checked_sub(bytes.len()).unwrap();
+    }
+    panic!("no PDF of exactly {len} bytes");
+}
+
+/// A downloaded PDF's stamp, checked and taken off: the body is the original bytes followed by
+/// an incremental update that draws the stamp on every page and puts the download id (the
+/// `Clinicd-Download-Id` header) in the document information. Returns the original bytes.
+fn unstamp(headers: &actix_web::http::header::HeaderMap, body: Vec<u8>) -> Vec<u8> {
+    let doc = lopdf::Document::load_mem(&body).expect("the stamped PDF parses");
+    let download_id = headers
+        .get("clinicd-download-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let info = doc
+        .get_dictionary(doc.trailer.get(b"Info").unwrap().as_reference().unwrap())
+        .unwrap();
+    assert_eq!(
+        info.get(b"ClinicdDownloadId").unwrap().as_str().unwrap(),
+        download_id.as_bytes()
+    );
+    for page in doc.get_pages().into_values() {
+        let content = String::from_utf8_lossy(&doc.get_page_content(page)).into_owned();
+        assert!(
+            content.contains("/ClinicdStamp"),
+            "a page without the stamp: {content}"
+        );
+    }
+    // The update begins right after the original's own end-of-file marker.
+    let ends: Vec<usize> = body
+        .windows(5)
+        .enumerate()
+        .filter(|(_, w)| *w == b"%%EOF")
+        .map(|(i, _)| i + 5)
+        .collect();
+    assert!(ends.len() >= 2, "no incremental update after the original");
+    body[..ends[ends.len() - 2]].to_vec()
 }
 
 fn png(len: usize) -> Vec<u8> {
@@ -118,8 +194,27 @@ async fn upload(app: &TestApp, patient: &str, token: &str, name: &str, bytes: &[
     response.json()
 }
 
-/// Status, headers and the body, or `None` if the body stream failed part way.
+/// Status, headers and the body, or `None` if the body stream failed part way; a PDF's stamp
+/// checked and taken off (`unstamp`).
 async fn download(
+    app: &TestApp,
+    id: &str,
+    token: &str,
+) -> (u16, actix_web::http::header::HeaderMap, Option<Vec<u8>>) {
+    let (status, headers, body) = download_as_sent(app, id, token).await;
+    // A PDF comes stamped: the stamp is checked here, and callers compare the original bytes.
+    let is_pdf = headers
+        .get("content-type")
+        .is_some_and(|t| t.as_bytes() == b"application/pdf");
+    let body = match body {
+        Some(body) if status == 200 && is_pdf => Some(unstamp(&headers, body)),
+        other => other,
+    };
+    (status, headers, body)
+}
+
+/// The download exactly as sent.
+async fn download_as_sent(
     app: &TestApp,
     id: &str,
     token: &str,
@@ -281,10 +376,19 @@ async fn files_round_trip_byte_identical_and_rest_encrypted(pool: PgPool) {
         );
         assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
         assert_eq!(headers.get("cache-control").unwrap(), "no-store");
-        assert_eq!(
-            headers.get("content-length").unwrap(),
-            bytes.len().to_string().as_str()
-        );
+        let sent: usize = headers
+            .get("content-length")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if *mime == "application/pdf" {
+            // The stamp is appended (checked by `download`).
+            assert!(sent > bytes.len(), "{name}");
+        } else {
+            assert_eq!(sent, bytes.len(), "{name}");
+        }
         assert!(headers.contains_key("repr-digest"));
 
         // At rest: the object is our format, and no run of the plaintext appears in it.
@@ -1153,4 +1257,158 @@ async fn a_stalled_upload_is_abandoned_after_the_idle_timeout(pool: PgPool) {
     );
     assert_eq!(file_rows(&pool).await, 0);
     assert_eq!(objects(dir.path()), 0);
+}
+
+/// A document of `pages` pages, as a scanner would write it (no information dictionary).
+fn pdf_pages(pages: usize) -> Vec<u8> {
+    use lopdf::{Document, Object, Stream, dictionary};
+    let mut doc = Document::with_version("1.4");
+    let tree = doc.new_object_id();
+    let kids: Vec<Object> = (0..pages)
+        .map(|i| {
+            let content = doc.add_object(Stream::new(
+                dictionary! {},
+                format!("BT /F1 12 Tf 72 700 Td (result page {i}) Tj ET").into_bytes(),
+            ));
+            doc.add_object(
+                dictionary! { "Type" => "Page", "Parent" => tree, "Contents" => content },
+            )
+            .into()
+        })
+        .collect();
+    doc.objects.insert(
+        tree,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Count" => pages as i64, "Kids" => kids,
+            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+        }),
+    );
+    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => tree });
+    doc.trailer.set("Root", catalog);
+    let mut bytes = Vec::new();
+    doc.save_to(&mut bytes).unwrap();
+    bytes
+}
+
+/// Every page of a downloaded PDF shows who took it, when, the request and download ids and
+/// the PHI notice; the document information holds the download id of the audit event; the
+/// length and digest headers describe the stamped copy; and a PDF that cannot carry the stamp
+/// is refused (422, audited) rather than released without it.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_downloaded_pdf_carries_the_watermark_on_every_page(pool: PgPool) {
+    use aws_lc_rs::digest;
+    use base64::Engine;
+    let Clinic {
+        dir: _dir,
+        app,
+        grey: _,
+        token,
+        patient,
+    } = clinic(&pool, FileSettings::default()).await;
+    let original = pdf_pages(3);
+    let id = upload_id(&app, &patient, &token, "results.pdf", &original).await;
+
+    let (status, headers, body) = download_as_sent(&app, &id, &token).await;
+    assert_eq!(status, 200);
+    let body = body.unwrap();
+    assert!(body.starts_with(&original), "the original bytes come first");
+    assert_eq!(
+        headers.get("content-length").unwrap(),
+        body.len().to_string().as_str()
+    );
+    let sha = digest::digest(&digest::SHA256, &body);
+    assert_eq!(
+        headers.get("repr-digest").unwrap().to_str().unwrap(),
+        format!(
+            "sha-256=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(sha.as_ref())
+        )
+    );
+    let download_id = headers
+        .get("clinicd-download-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let request_id = headers
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let at = headers
+        .get("clinicd-downloaded-at")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    let doc = lopdf::Document::load_mem(&body).unwrap();
+    let pages: Vec<_> = doc.get_pages().into_values().collect();
+    assert_eq!(pages.len(), 3);
+    for (n, page) in pages.iter().enumerate() {
+        let content = String::from_utf8_lossy(&doc.get_page_content(*page)).into_owned();
+        assert!(content.contains(&format!("(result page {n})")));
+        let name = content
+            .split('/')
+            .find_map(|part| part.strip_prefix("ClinicdStamp"))
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("page {n} is not stamped: {content}"));
+        let (resources, _) = doc.get_page_resources(*page).unwrap();
+        let form = resources
+            .unwrap()
+            .get(b"XObject")
+            .unwrap()
+            .as_dict()
+            .unwrap()
+            .get(format!("ClinicdStamp{name}").as_bytes())
+            .unwrap()
+            .as_reference()
+            .unwrap();
+        let drawn =
+            String::from_utf8_lossy(&doc.get_object(form).unwrap().as_stream().unwrap().content)
+                .into_owned();
+        for fact in [
+            "Downloaded by dr.grey",
+            &at,
+            &request_id,
+            &download_id,
+            "confidential: contains PHI",
+        ] {
+            assert!(drawn.contains(fact), "page {n} lacks {fact}: {drawn}");
+        }
+    }
+    assert_eq!(unstamp(&headers, body), original);
+
+    // The audit event holds the same download id.
+    let metadata: serde_json::Value = sqlx::query_scalar(
+        "SELECT metadata FROM audit_events WHERE resource_type = 'file' AND action = 'download' \
+         AND resource_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(metadata["download_id"], download_id.as_str());
+    assert_eq!(metadata["watermarked"], true);
+
+    // A file that sniffs as a PDF but is none (or is password-protected) is not released.
+    let broken = upload_id(&app, &patient, &token, "broken.pdf", &pdf(300)).await;
+    let (status, headers, body) = download_as_sent(&app, &broken, &token).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    let problem: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(problem["code"], "pdf_unstampable");
+    let refused: i32 = sqlx::query_scalar(
+        "SELECT status_code::int FROM audit_events WHERE resource_type = 'file' \
+         AND resource_id = $1 AND action = 'download'",
+    )
+    .bind(&broken)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(refused, 422);
 }

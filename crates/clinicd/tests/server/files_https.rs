@@ -11,10 +11,10 @@ use crate::support::{client, start};
 const PASSWORD: &str = "correct horse battery staple";
 const BOUNDARY: &str = "clinicd-https-test";
 
-fn pdf(len: usize) -> Vec<u8> {
-    let mut bytes = b"%PDF-1.5\n".to_vec();
+fn png(len: usize) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut x: u32 = 0x1234_5678;
-    bytes.extend((9..len).map(|_| {
+    bytes.extend((8..len).map(|_| {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
@@ -46,10 +46,10 @@ async fn documents_stream_over_https_and_damage_never_reaches_the_client(pool: P
     let patient = patient["id"].as_str().unwrap();
 
     // 2 MiB: four of the server's decryption batches.
-    let document = pdf(2 * 1024 * 1024 + 7);
+    let document = png(2 * 1024 * 1024 + 7);
     let mut body = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"category\"\r\n\r\nreferral\r\n\
-         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"Referral letter.pdf\"\r\n\r\n"
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"Referral letter.png\"\r\n\r\n"
     )
     .into_bytes();
     body.extend_from_slice(&document);
@@ -79,10 +79,10 @@ async fn documents_stream_over_https_and_damage_never_reaches_the_client(pool: P
     let downloaded = http.get(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(downloaded.status(), 200);
     let headers = downloaded.headers().clone();
-    assert_eq!(headers["content-type"], "application/pdf");
+    assert_eq!(headers["content-type"], "image/png");
     assert_eq!(
         headers["content-disposition"],
-        "attachment; filename=\"Referral_letter.pdf\""
+        "attachment; filename=\"Referral_letter.png\""
     );
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(

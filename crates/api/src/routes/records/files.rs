@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::pdf_stamp::Refusal;
 use crate::audit::{Attach, Audit, AuditNote};
 use crate::extract::client_info;
 use crate::extract::{Granted, ReachableFile, ReachablePatientId};
@@ -325,13 +326,14 @@ pub async fn list(
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "File id")),
     responses(
-        (status = 200, description = "The document as an attachment, with its type, `Content-Length` and `Repr-Digest` (SHA-256). Only authenticated bytes are sent; if the stored object fails verification after the response has started, the connection is closed before `Content-Length` bytes arrive (the event is audited), so a client must treat a short body as a failure", body = FileBytes, content_type = "application/octet-stream"),
+        (status = 200, description = "The document as an attachment, with its type, `Content-Length` and `Repr-Digest` (SHA-256 of the bytes sent), and the download stamp headers (`Clinicd-Download-Id`, `-Downloaded-By`, `-Downloaded-At`, `-Notice`). A PDF is stamped: every page shows who downloaded it, when, the request id, the download id and \"confidential: contains PHI\", and its document information holds `ClinicdDownloadId`; the stamp is an incremental update appended to the stored bytes, which come first unchanged. Only authenticated bytes are sent; if the stored object fails verification after the response has started, the connection is closed before `Content-Length` bytes arrive (the event is audited), so a client must treat a short body as a failure", body = FileBytes, content_type = "application/octet-stream"),
         (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without `file:read` (permission_denied)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such file, deleted, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The patient's keys were destroyed (data_destroyed)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A PDF that cannot carry the download stamp (damaged or password-protected) is not released (pdf_unstampable); audited", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited, or over the daily export limit (export_limit)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The stored object failed verification before anything was sent (file_integrity_failed); audited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The file store is unavailable (storage_unavailable)", body = Problem, content_type = "application/problem+json"),
     )
@@ -347,12 +349,13 @@ pub async fn download(
     // Who took this copy and when, on the copy itself (docs/lifecycle.md): a forensic id that
     // ties a file found elsewhere to this audit event.
     let stamp = super::DownloadStamp::new(&file.caller().username);
+    let is_pdf = info.content_type == clinicd_files::ContentType::Pdf;
     let note = AuditNote {
         patient_id: Some(file.patient_id),
         resource_id: Some(file.id.to_string()),
         metadata: Some(
             serde_json::json!({ "access": file.reach().as_str(), "size": info.size,
-            "download_id": stamp.id }),
+            "download_id": stamp.id, "watermarked": is_pdf }),
         ),
         ..AuditNote::default()
     };
@@ -366,6 +369,24 @@ pub async fn download(
         },
         now: Utc::now(),
     };
+    // A PDF carries the stamp on every page too; one that cannot is not released.
+    let watermark = if is_pdf {
+        match super::pdf_stamp::prepare(&state, &file, info.size, &stamp).await {
+            Ok(watermark) => Some(watermark),
+            Err(Refusal::File(e)) => return Ok(refuse(e, alarm, note).await),
+            Err(Refusal::Unstampable) => {
+                let mut response = ApiError::PdfUnstampable.error_response();
+                note.attach(&mut response);
+                return Ok(response);
+            }
+        }
+    } else {
+        None
+    };
+    let (size, sha256) = match &watermark {
+        Some(w) => (info.size + w.appended.len() as u64, w.sha256),
+        None => (info.size, info.sha256),
+    };
     let mut download = state.files.open(&file).await?;
     // The header and first segment are verified before the response starts, so a swapped,
     // truncated-to-nothing or re-keyed object is a clean error rather than a cut connection.
@@ -375,7 +396,10 @@ pub async fn download(
         Some(Err(e)) => return Ok(refuse(e, alarm, note).await),
     };
     let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
-        .chain(remaining(download, alarm));
+        .chain(remaining(download, alarm))
+        .chain(futures_util::stream::iter(
+            watermark.map(|w| Ok::<_, std::io::Error>(w.appended)),
+        ));
     let mut response = HttpResponse::Ok()
         .content_type(match info.content_type {
             clinicd_files::ContentType::Text => "text/plain; charset=utf-8",
@@ -386,10 +410,10 @@ pub async fn download(
             "Repr-Digest",
             format!(
                 "sha-256=:{}:",
-                base64::engine::general_purpose::STANDARD.encode(info.sha256)
+                base64::engine::general_purpose::STANDARD.encode(sha256)
             ),
         ))
-        .body(SizedStream::new(info.size, body));
+        .body(SizedStream::new(size, body));
     stamp.mark(response.headers_mut());
     note.attach(&mut response);
     Ok(response)

@@ -6,6 +6,7 @@ pub mod care_team;
 pub mod files;
 pub mod notes;
 pub mod patients;
+mod pdf_stamp;
 
 use actix_web::http::header;
 use uuid::Uuid;
@@ -25,6 +26,19 @@ impl DownloadStamp {
             by: username.to_owned(),
             at: chrono::Utc::now(),
         }
+    }
+
+    /// The visible line on a stamped PDF's pages.
+    pub fn line(&self) -> String {
+        let request = crate::request_id::current()
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| "-".to_owned());
+        format!(
+            "Downloaded by {} at {} - request {request} - download {} - confidential: contains PHI",
+            self.by,
+            self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            self.id
+        )
     }
 
     pub fn mark(&self, headers: &mut header::HeaderMap) {
