@@ -607,6 +607,16 @@ impl From<clinicd_domain::NoteError> for ApiError {
     }
 }
 
+impl From<clinicd_domain::ConsentError> for ApiError {
+    fn from(error: clinicd_domain::ConsentError) -> Self {
+        use clinicd_domain::ConsentError as E;
+        match error {
+            E::AlreadyRevoked => Self::Conflict("the consent is already revoked"),
+            E::Store(error) => error.into(),
+        }
+    }
+}
+
 impl From<clinicd_files::FileError> for ApiError {
     fn from(error: clinicd_files::FileError) -> Self {
         use clinicd_files::FileError as E;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use clinicd_audit::AuditWriter;
-use clinicd_domain::{AppointmentStore, NoteStore, PatientStore};
+use clinicd_domain::{AppointmentStore, ConsentStore, NoteStore, PatientStore};
 use clinicd_files::Files;
 use clinicd_identity::Identity;
 use clinicd_lifecycle::Lifecycle;
@@ -27,6 +27,8 @@ pub struct ApiState {
     pub patients: PatientStore,
     pub appointments: AppointmentStore,
     pub notes: NoteStore,
+    /// Consents patients have signed (Part 2 disclosures), under the same keyring.
+    pub consents: ConsentStore,
     pub files: Files,
     pub secops: SecOps,
     pub lifecycle: Lifecycle,
@@ -62,6 +64,7 @@ impl ApiState {
             lifecycle,
         } = services;
         Self {
+            consents: ConsentStore::new(db.clone(), identity.keyring.clone()),
             rbac,
             patients,
             appointments,

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::appointment::{Appointment, AppointmentStore};
 use crate::note::{Note, NoteError, NoteStore};
@@ -13,7 +13,7 @@ use crate::patient::Patient;
 use crate::types::FieldError;
 
 /// Why a record goes out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Purpose {

@@ -206,13 +206,20 @@ impl Label {
         }
     }
 
-    /// Whether an export to the patient or an outside recipient leaves the item out:
-    /// psychotherapy notes are outside the right of access, and substance-use records need the
-    /// patient's written consent under Part 2 (clinicd records no consent yet, so never).
-    pub fn withheld_from_export(&self) -> bool {
-        self.sensitivity
-            .iter()
-            .any(|c| matches!(c, Sensitivity::PSYTHPN | Sensitivity::ETH))
+    /// Whether an export leaves the item out: psychotherapy notes always (they are outside the
+    /// right of access), and substance-use records (Part 2) unless `part2_allowed` (the
+    /// patient's own access, or a recipient and purpose the patient's consent names).
+    pub fn withheld_from_export(&self, part2_allowed: bool) -> bool {
+        self.sensitivity.iter().any(|c| match c {
+            Sensitivity::PSYTHPN => true,
+            Sensitivity::ETH => !part2_allowed,
+            _ => false,
+        })
+    }
+
+    /// Whether the item is a substance-use treatment record under 42 CFR Part 2.
+    pub fn part2(&self) -> bool {
+        self.sensitivity.contains(&Sensitivity::ETH)
     }
 }
 

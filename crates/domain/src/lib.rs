@@ -2,13 +2,15 @@
 //!
 //! Owns: the domain types that cannot hold an invalid value (`Ssn`, `DateOfBirth`,
 //! `PersonName`, `Phone`...), the rules between them (no overlapping bookings, signed notes are
-//! immutable) and the SQL of the `patients`, `appointments` and `clinical_notes` tables.
+//! immutable) and the SQL of the `patients`, `appointments`, `clinical_notes` and
+//! `patient_consents` tables.
 //!
 //! Must not: import actix or know about HTTP; decide who may see what (the RBAC crate does; its
 //! care-team condition is used verbatim in searches); hold key material or encrypt by hand (it
 //! calls the crypto crate's field-encryption API).
 
 pub mod appointment;
+pub mod consent;
 pub mod export;
 pub mod label;
 pub mod note;
@@ -18,6 +20,7 @@ pub mod patient_store;
 pub mod types;
 
 pub use appointment::{Appointment, AppointmentStore, BookingError};
+pub use consent::{Consent, ConsentError, ConsentKind, ConsentStore, Terms};
 pub use label::{Confidentiality, Label, Sensitivity};
 pub use note::{Draft, Note, NoteError, NoteStore};
 pub use patient::{Address, EmergencyContact, Insurance, Patient, PatientData};
@@ -38,6 +41,10 @@ pub fn encrypted_columns() -> Vec<clinicd_crypto::EncryptedColumn> {
     columns.push(clinicd_crypto::EncryptedColumn {
         table: "clinical_notes",
         column: "body",
+    });
+    columns.push(clinicd_crypto::EncryptedColumn {
+        table: "patient_consents",
+        column: "terms",
     });
     columns
 }

@@ -409,6 +409,10 @@ impl PatientStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // Consents' terms are under the destroyed key already; the rows go too.
+        sqlx::query!("DELETE FROM patient_consents WHERE patient_id = $1", id)
+            .execute(&mut *tx)
+            .await?;
         let appointments = sqlx::query!("DELETE FROM appointments WHERE patient_id = $1", id)
             .execute(&mut *tx)
             .await?

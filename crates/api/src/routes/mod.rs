@@ -11,7 +11,7 @@ pub mod security;
 
 use admin::{audit, keys, proposals, roles, users};
 use auth::{login, mfa};
-use records::{appointments, care_team, files, notes, patients};
+use records::{appointments, care_team, consents, files, notes, patients};
 
 use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
@@ -594,6 +594,30 @@ pub static ROUTES: &[RouteSpec] = &[
         audited(Action::Export, "patient"),
         needs(Permission::Export),
         || web::to(patients::export),
+    ),
+    route(
+        Method::POST,
+        "/api/patients/{id}/consents",
+        API,
+        changes(Action::Create, "consent"),
+        needs(Permission::Export),
+        || web::to(consents::record),
+    ),
+    route(
+        Method::GET,
+        "/api/patients/{id}/consents",
+        API,
+        audited(Action::View, "consent"),
+        needs(Permission::Export),
+        || web::to(consents::list),
+    ),
+    route(
+        Method::POST,
+        "/api/consents/{id}/revoke",
+        API,
+        changes(Action::Update, "consent"),
+        needs(Permission::Export),
+        || web::to(consents::revoke),
     ),
     route(
         Method::GET,

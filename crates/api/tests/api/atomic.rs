@@ -315,6 +315,19 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
             .await,
         ));
     }
+    // A Part 2 consent to revoke.
+    let consent = id_of(
+        &app.call(send(
+            "POST",
+            &format!("/api/patients/{patient}/consents"),
+            &officer,
+            Some(
+                json!({"kind": "part2_disclosure", "recipient": "Riverside Recovery",
+                "purpose": "treatment", "signed_on": "2026-01-05", "expires_on": crate::consents::next_year()}),
+            ),
+        ))
+        .await,
+    );
     let mut alerts = Vec::new();
     for n in 0..2 {
         let mut conn = pool.acquire().await.unwrap();
@@ -909,6 +922,31 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
                 &format!("/api/notes/{signed}/label"),
                 &doctor_token,
                 Some(json!({"confidentiality": "R", "reason": "the patient asked for privacy"})),
+            ),
+            &[],
+        ),
+        (
+            "POST",
+            "/api/patients/{id}/consents",
+            send(
+                "POST",
+                &format!("/api/patients/{patient}/consents"),
+                &officer,
+                Some(
+                    json!({"kind": "part2_disclosure", "recipient": "Hope House",
+                    "purpose": "payment", "signed_on": "2026-01-05", "expires_on": crate::consents::next_year()}),
+                ),
+            ),
+            &[],
+        ),
+        (
+            "POST",
+            "/api/consents/{id}/revoke",
+            send(
+                "POST",
+                &format!("/api/consents/{consent}/revoke"),
+                &officer,
+                Some(json!({"reason": "the patient revoked it in writing"})),
             ),
             &[],
         ),

@@ -16,6 +16,7 @@ mod auth;
 mod bad_input;
 mod care_team;
 mod challenge;
+mod consents;
 mod contracts;
 mod cookies;
 mod cors;

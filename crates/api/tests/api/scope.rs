@@ -23,6 +23,10 @@ const NOT_SCOPED: &[(&str, &str)] = &[
         "the privacy office's export: ExportablePatient",
     ),
     (
+        "/api/patients/{id}/consents",
+        "the privacy office records the consents its disclosures rely on: ExportablePatient",
+    ),
+    (
         "/api/patients/{id}/care-team",
         "care-team administration (care_team:manage) manages the team itself",
     ),

@@ -3,6 +3,7 @@
 
 pub mod appointments;
 pub mod care_team;
+pub mod consents;
 pub mod files;
 pub mod notes;
 pub mod patients;

@@ -397,7 +397,13 @@ pub struct PatientExport {
     /// The patient's documents (metadata; each is downloaded through `GET /api/files/{id}`).
     pub files: Vec<crate::routes::records::files::FileView>,
     pub exported_at: DateTime<Utc>,
+    /// The notice 42 CFR §2.32 requires with every disclosure of substance-use records, present
+    /// when the export carries any (notes coded `ETH`).
+    pub part2_notice: Option<String>,
 }
+
+/// 42 CFR §2.32(a)(1), the statement that accompanies a disclosure of Part 2 records.
+pub const PART2_NOTICE: &str = "This record which has been disclosed to you is protected by federal confidentiality rules (42 CFR part 2). These rules prohibit you from using or disclosing this record, or testimony that describes the information contained in this record, in any civil, criminal, administrative, or legislative proceedings by any Federal, State, or local authority, against the patient, unless authorized by the consent of the patient, except as provided at 42 CFR 2.12(c)(5) or as authorized by a court in accordance with 42 CFR 2.64 or 2.65. In addition, the Federal rules prohibit you from making any other use or disclosure of this record unless at least one of the following applies: (i) Further use or disclosure is expressly permitted by the written consent of the individual whose information is being disclosed in this record or as otherwise permitted by 42 CFR part 2. (ii) You are a covered entity or business associate and have received the record for treatment, payment, or health care operations, or (iii) You have received the record from a covered entity or business associate as permitted by 45 CFR part 164, subparts A and E. A general authorization for the release of medical or other information is NOT sufficient to meet the required elements of written consent to further use or redisclose the record (see 42 CFR 2.31).";
 
 /// Exports a patient's whole record as JSON. For the privacy office answering a right-of-access
 /// request, so it is not limited to a care team; it is audited as an export naming the
@@ -435,13 +441,32 @@ pub async fn export(
         state.files.list(id),
     )
     .await?;
-    // Psychotherapy notes are outside the right of access (45 CFR 164.524(a)(1)(i)), and
-    // substance-use records need the patient's written consent (42 CFR Part 2), which clinicd
-    // does not record yet: both stay out of every export (docs/lifecycle.md).
+    // Psychotherapy notes are outside the right of access (45 CFR 164.524(a)(1)(i)) and never
+    // leave. Substance-use records (42 CFR Part 2) go to the patient themself (§2.23), and to an
+    // outside recipient only under the patient's consent naming that recipient and purpose
+    // (docs/lifecycle.md); the consent's id goes into the audit event.
     let mut record = record;
+    let part2_consent = if release.purpose == Purpose::Individual
+        || !record.notes.iter().any(|n| n.label.part2())
+    {
+        None
+    } else {
+        let today = state.rbac.now().date_naive();
+        state
+            .consents
+            .for_patient(id)
+            .await?
+            .into_iter()
+            .find(|c| c.permits_part2(&recipient, release.purpose, today))
+            .map(|c| c.id)
+    };
+    let part2_allowed = release.purpose == Purpose::Individual || part2_consent.is_some();
     let before = record.notes.len();
-    record.notes.retain(|n| !n.label.withheld_from_export());
+    record
+        .notes
+        .retain(|n| !n.label.withheld_from_export(part2_allowed));
     let withheld = before - record.notes.len();
+    let part2_included = record.notes.iter().any(|n| n.label.part2());
     // The export is a copy leaving the system: it carries who took it, when and its id.
     let stamp = super::DownloadStamp::new(&caller.0.username);
     let metadata = serde_json::json!({
@@ -450,6 +475,7 @@ pub async fn export(
         "notes": record.notes.len(),
         "notes_withheld": withheld,
         "files": record.documents.len(),
+        "part2_consent": part2_consent,
         "disclosure": "external",
         "recipient": recipient,
         "purpose": release.purpose.as_str(),
@@ -460,6 +486,7 @@ pub async fn export(
         notes: record.notes.iter().map(Into::into).collect(),
         files: record.documents.iter().map(Into::into).collect(),
         exported_at: state.rbac.now(),
+        part2_notice: part2_included.then(|| PART2_NOTICE.to_owned()),
     };
     let mut response = HttpResponse::Ok()
         .insert_header((
