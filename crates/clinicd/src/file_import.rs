@@ -149,6 +149,7 @@ impl Import<'_> {
                     category,
                     name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
                     now: chrono::Utc::now(),
+                    label: clinicd_files::StoredLabel::default(),
                 };
                 let staged = self
                     .files

@@ -15,7 +15,7 @@ pub mod service;
 pub mod sniff;
 pub mod store;
 
-pub use record::{Category, StoredFile};
+pub use record::{Category, StoredFile, StoredLabel};
 pub use service::{Download, FileError, FileInfo, FileSettings, Files, NewFile, Staged};
 pub use sniff::ContentType;
 pub use store::{LocalStore, ObjectStore, ObjectStoreError};

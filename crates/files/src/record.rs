@@ -92,6 +92,26 @@ pub struct StoredFile {
     pub data_key: Vec<u8>,
     pub object_key: String,
     pub created_at: DateTime<Utc>,
+    pub label: StoredLabel,
+}
+
+/// A file's sensitivity label as stored: HL7 confidentiality and sensitivity codes, checked by
+/// the table. What they mean (who reads what) is the domain's `Label`; this crate only keeps
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLabel {
+    pub confidentiality: String,
+    pub sensitivity: Vec<String>,
+}
+
+impl Default for StoredLabel {
+    /// Normal, no codes.
+    fn default() -> Self {
+        Self {
+            confidentiality: "N".to_owned(),
+            sensitivity: Vec::new(),
+        }
+    }
 }
 
 /// A `files` row as the checked queries return it, before its text columns are parsed.
@@ -107,6 +127,8 @@ struct FileRow {
     data_key: Vec<u8>,
     object_key: String,
     created_at: DateTime<Utc>,
+    confidentiality: String,
+    sensitivity: Vec<String>,
 }
 
 impl TryFrom<FileRow> for StoredFile {
@@ -130,6 +152,10 @@ impl TryFrom<FileRow> for StoredFile {
             data_key: row.data_key,
             object_key: row.object_key,
             created_at: row.created_at,
+            label: StoredLabel {
+                confidentiality: row.confidentiality,
+                sensitivity: row.sensitivity,
+            },
         })
     }
 }
@@ -139,7 +165,8 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<StoredFile>
     sqlx::query_as!(
         FileRow,
         r#"SELECT id, patient_id, uploaded_by, category, content_type, size_bytes, sha256,
-                  name AS "name: Encrypted<String>", data_key, object_key, created_at
+                  name AS "name: Encrypted<String>", data_key, object_key, created_at,
+                  confidentiality, sensitivity
            FROM files WHERE id = $1 AND deleted_at IS NULL"#,
         id
     )
@@ -157,7 +184,8 @@ pub async fn for_patient(
     sqlx::query_as!(
         FileRow,
         r#"SELECT id, patient_id, uploaded_by, category, content_type, size_bytes, sha256,
-                  name AS "name: Encrypted<String>", data_key, object_key, created_at
+                  name AS "name: Encrypted<String>", data_key, object_key, created_at,
+                  confidentiality, sensitivity
            FROM files WHERE patient_id = $1 AND deleted_at IS NULL
            ORDER BY created_at, id"#,
         patient
@@ -177,12 +205,29 @@ pub async fn insert(
     import_key: Option<&[u8]>,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query!("INSERT INTO files (id, patient_id, uploaded_by, category, content_type, size_bytes, sha256, \
-         name, data_key, object_key, format, import_key, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (import_key) DO NOTHING", file.id, file.patient_id, file.uploaded_by, file.category.as_str(), file.content_type.mime(), i64::try_from(file.size).unwrap_or(i64::MAX), &file.sha256, file.name.as_ref() as _, &file.data_key, &file.object_key, i16::from(crate::format::VERSION), import_key, file.created_at)
+         name, data_key, object_key, format, import_key, created_at, confidentiality, sensitivity) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (import_key) DO NOTHING", file.id, file.patient_id, file.uploaded_by, file.category.as_str(), file.content_type.mime(), i64::try_from(file.size).unwrap_or(i64::MAX), &file.sha256, file.name.as_ref() as _, &file.data_key, &file.object_key, i16::from(crate::format::VERSION), import_key, file.created_at, &file.label.confidentiality, &file.label.sensitivity)
     .execute(db)
     .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// Changes a live file's label. `false` if there is no such live file.
+pub async fn relabel(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    label: &StoredLabel,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
+        "UPDATE files SET confidentiality = $2, sensitivity = $3 WHERE id = $1 AND deleted_at IS NULL",
+        id,
+        &label.confidentiality,
+        &label.sensitivity
+    )
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected() == 1)
 }
 
 /// The file already imported under any of `keys`, if any (deleted or not).

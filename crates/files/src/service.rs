@@ -18,7 +18,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::format::{Context, DEFAULT_SEGMENT_SIZE, Decryptor, Encryptor, FormatError};
-use crate::record::{self, Category, StoredFile, location};
+use crate::record::{self, Category, StoredFile, StoredLabel, location};
 use crate::sniff::{self, ContentType, SNIFF_LEN, TextCheck};
 use crate::store::{ObjectReader, ObjectStore, ObjectStoreError, ObjectWriter};
 
@@ -105,6 +105,7 @@ pub struct NewFile {
     /// The original file name, without any directory; kept encrypted.
     pub name: Option<String>,
     pub now: DateTime<Utc>,
+    pub label: StoredLabel,
 }
 
 /// A stored file, its sealed columns opened.
@@ -119,6 +120,7 @@ pub struct FileInfo {
     pub sha256: [u8; 32],
     pub name: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub label: StoredLabel,
 }
 
 /// The encryption context bound into a file's header: an object copied into another file's
@@ -286,6 +288,7 @@ impl Staged {
             sha256: self.sealed.sha256,
             name: self.new.name.clone(),
             created_at: self.new.now,
+            label: self.new.label.clone(),
         }
     }
 
@@ -462,6 +465,7 @@ impl Files {
                 data_key: wrapped,
                 object_key: object_key.clone(),
                 created_at: new.now,
+                label: new.label.clone(),
             };
             let mut tx = self.db.begin().await?;
             if !record::insert(&mut *tx, &file, import_key.as_deref()).await? {
@@ -634,6 +638,7 @@ impl Files {
             sha256,
             name,
             created_at: row.created_at,
+            label: row.label.clone(),
         })
     }
 
@@ -675,6 +680,17 @@ impl Files {
         }
         let purge_after = now + chrono::Duration::days(i64::from(self.settings.retention_days));
         Ok(record::soft_delete(tx, id, by, now, purge_after).await?)
+    }
+
+    /// Changes a live file's label, in the caller's transaction (its audit event commits with
+    /// it). `false` if there is no such live file.
+    pub async fn relabel(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        id: Uuid,
+        label: &StoredLabel,
+    ) -> Result<bool, FileError> {
+        Ok(record::relabel(tx, id, label).await?)
     }
 
     /// Removes deleted files whose retention has ended: the object first, then the row (a

@@ -572,6 +572,14 @@ pub static ROUTES: &[RouteSpec] = &[
         || web::to(files::download),
     ),
     route(
+        Method::PUT,
+        "/api/files/{id}/label",
+        API,
+        changes(Action::Update, "file"),
+        needs(Permission::FileUpload),
+        || web::to(files::relabel),
+    ),
+    route(
         Method::DELETE,
         "/api/files/{id}",
         API,

@@ -797,6 +797,17 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
             &[],
         ),
         (
+            "PUT",
+            "/api/files/{id}/label",
+            send(
+                "PUT",
+                &format!("/api/files/{file}/label"),
+                &doctor_token,
+                Some(json!({"confidentiality": "R", "reason": "the patient asked for privacy"})),
+            ),
+            &[],
+        ),
+        (
             "DELETE",
             "/api/files/{id}",
             send("DELETE", &format!("/api/files/{file}"), &doctor_token, None),

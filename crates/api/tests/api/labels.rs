@@ -331,3 +331,246 @@ async fn labels_refuse_unknown_codes_and_coded_normal_notes(pool: PgPool) {
     .await
     .assert_problem(403, "permission_denied");
 }
+
+const BOUNDARY: &str = "labels-boundary";
+const RESULT: &[u8] = b"HIV-1/2 antibody: reactive. Confirmatory test ordered.\n";
+
+/// An upload form: `category`, then the given label parts, then the file.
+fn upload(patient: &str, token: &str, label: &[(&str, &str)]) -> actix_web::test::TestRequest {
+    let mut body = Vec::new();
+    let mut part = |name: &str, filename: Option<&str>, content: &[u8]| {
+        body.extend(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"").bytes(),
+        );
+        if let Some(filename) = filename {
+            body.extend(format!("; filename=\"{filename}\"").bytes());
+        }
+        body.extend(b"\r\n\r\n");
+        body.extend_from_slice(content);
+        body.extend(b"\r\n");
+    };
+    part("category", None, b"lab_result");
+    for (name, value) in label {
+        part(name, None, value.as_bytes());
+    }
+    part("file", Some("hiv-result.txt"), RESULT);
+    body.extend(format!("--{BOUNDARY}--\r\n").bytes());
+    clinicd_test_support::bearer(
+        actix_web::test::TestRequest::post()
+            .uri(&format!("/api/patients/{patient}/files"))
+            .insert_header((
+                "Content-Type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            ))
+            .set_payload(body),
+        token,
+    )
+}
+
+/// A file labelled restricted (HIV) at upload: its uploader, who holds `restricted:hiv`, reads
+/// it; a provider on the same team sees its id and label only, and cannot download, delete or
+/// relabel it, nor label a file beyond what they may read; a relabel needs a reason and opens
+/// it; the trail keeps the level, never the code; exports to outsiders leave out Part 2 files.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_restricted_file_is_shown_only_to_whom_its_label_allows(pool: PgPool) {
+    let app = TestApp::with_pool(roomy_settings(), pool.clone());
+    role(
+        &pool,
+        "HivClinic",
+        &[
+            "patient:read",
+            "file:read",
+            "file:upload",
+            "restricted:hiv",
+            "restricted:substance_use",
+        ],
+    )
+    .await;
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let (specialist_id, specialist) = member(&app, "dr.ho", &["HivClinic"]).await;
+    let (doctor_id, doctor) = member(&app, "dr.grey", &["Provider"]).await;
+    let (reader_id, reader) = member(&app, "auditor.read", &["ReadOnly"]).await;
+    let (_, officer) = member(&app, "privacy.officer", &["PrivacyOfficer"]).await;
+    let (_, patient) = json_of(
+        &app,
+        "POST",
+        "/api/patients",
+        &desk,
+        Some(json!({"given_name": "Pat", "family_name": "Doe", "date_of_birth": "1980-01-02", "sex": "unknown"})),
+    )
+    .await;
+    let patient = patient["id"].as_str().unwrap().to_owned();
+    for user in [specialist_id, doctor_id, reader_id] {
+        let (status, _) = json_of(
+            &app,
+            "POST",
+            &format!("/api/patients/{patient}/care-team"),
+            &desk,
+            Some(json!({"user_id": user.0, "reason": "treating clinician"})),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let hiv = [("confidentiality", "R"), ("sensitivity", "HIV")];
+
+    // Labelled at upload by someone who may read it.
+    let stored = app.call(upload(&patient, &specialist, &hiv)).await;
+    assert_eq!(stored.status, 201, "{:?}", stored.body);
+    let stored = stored.json();
+    assert_eq!(stored["confidentiality"], "R");
+    assert_eq!(stored["sensitivity"], json!(["HIV"]));
+    let id = stored["id"].as_str().unwrap().to_owned();
+    let file = format!("/api/files/{id}");
+
+    // Nobody labels a file beyond what they may read themselves.
+    app.call(upload(&patient, &doctor, &hiv))
+        .await
+        .assert_problem(403, "restricted_content");
+    // Bad labels and parts out of order are refused, and nothing is stored.
+    for (label, status, code) in [
+        (
+            vec![("confidentiality", "N"), ("sensitivity", "HIV")],
+            422,
+            "invalid_field",
+        ),
+        (vec![("confidentiality", "Q")], 422, "invalid_field"),
+        (
+            vec![("confidentiality", "R"), ("sensitivity", "HIV,XYZ")],
+            422,
+            "invalid_field",
+        ),
+        (
+            vec![("sensitivity", "HIV"), ("confidentiality", "R")],
+            400,
+            "invalid_multipart",
+        ),
+        (
+            vec![("confidentiality", "R"), ("confidentiality", "V")],
+            400,
+            "invalid_multipart",
+        ),
+    ] {
+        app.call(upload(&patient, &specialist, &label))
+            .await
+            .assert_problem(status, code);
+    }
+
+    // The provider sees the file exists, its label, and nothing else.
+    let (status, listed) = json_of(
+        &app,
+        "GET",
+        &format!("/api/patients/{patient}/files"),
+        &doctor,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let entry = &listed.as_array().unwrap()[0];
+    assert_eq!(
+        (
+            entry["id"].as_str(),
+            entry["withheld"].as_bool(),
+            entry["name"].is_null()
+        ),
+        (Some(id.as_str()), Some(true), true)
+    );
+    assert_eq!(entry["sensitivity"], json!(["HIV"]));
+    let refused = app
+        .call(send("GET", &file, &doctor, None))
+        .await
+        .assert_problem(403, "restricted_content");
+    assert!(refused["detail"].as_str().unwrap().contains("R/HIV"));
+    app.call(send("DELETE", &file, &doctor, None))
+        .await
+        .assert_problem(403, "restricted_content");
+    app.call(send(
+        "PUT",
+        &format!("{file}/label"),
+        &doctor,
+        Some(json!({"confidentiality": "N", "reason": "the result was negative"})),
+    ))
+    .await
+    .assert_problem(403, "restricted_content");
+    app.call(send(
+        "PUT",
+        &format!("{file}/label"),
+        &reader,
+        Some(json!({"confidentiality": "N", "reason": "the result was negative"})),
+    ))
+    .await
+    .assert_problem(403, "permission_denied");
+    // Its uploader reads it.
+    let download = app.call(send("GET", &file, &specialist, None)).await;
+    assert_eq!(
+        (download.status.as_u16(), &download.body[..]),
+        (200, RESULT)
+    );
+
+    // A relabel needs a good label and a reason; then the provider reads it.
+    for body in [
+        json!({"confidentiality": "N", "reason": "no"}),
+        json!({"confidentiality": "N", "sensitivity": ["HIV"], "reason": "the result was negative"}),
+    ] {
+        app.call(send(
+            "PUT",
+            &format!("{file}/label"),
+            &specialist,
+            Some(body),
+        ))
+        .await
+        .assert_problem(422, "invalid_field");
+    }
+    let (status, relabelled) = json_of(
+        &app,
+        "PUT",
+        &format!("{file}/label"),
+        &specialist,
+        Some(json!({"confidentiality": "N", "reason": "the confirmatory test was negative"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{relabelled}");
+    assert_eq!(relabelled["confidentiality"], "N");
+    let download = app.call(send("GET", &file, &doctor, None)).await;
+    assert_eq!(download.status, 200);
+
+    // The trail keeps levels, never codes.
+    let metadata: Vec<String> = sqlx::query_scalar(
+        "SELECT coalesce(metadata::text, '') FROM audit_events WHERE resource_type = 'file'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        metadata
+            .iter()
+            .any(|m| m.contains("\"confidentiality\": \"R\"")),
+        "{metadata:?}"
+    );
+    assert!(metadata.iter().all(|m| !m.contains("HIV")), "{metadata:?}");
+
+    // A substance-use file does not go to an outside recipient without the patient's consent.
+    let sud = app
+        .call(upload(
+            &patient,
+            &specialist,
+            &[("confidentiality", "R"), ("sensitivity", "ETH")],
+        ))
+        .await;
+    assert_eq!(sud.status, 201);
+    let (status, export) = json_of(
+        &app,
+        "GET",
+        &format!("/api/patients/{patient}/export?recipient=Other%20Clinic&purpose=treatment"),
+        &officer,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{export}");
+    let files: Vec<&str> = export["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, vec![id.as_str()]);
+}

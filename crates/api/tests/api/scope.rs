@@ -154,6 +154,11 @@ fn request(
         )),
         ("GET", "/api/files/{id}") => json_request("GET", format!("/api/files/{f}"), None),
         ("DELETE", "/api/files/{id}") => json_request("DELETE", format!("/api/files/{f}"), None),
+        ("PUT", "/api/files/{id}/label") => json_request(
+            "PUT",
+            format!("/api/files/{f}/label"),
+            Some(json!({"confidentiality": "R", "reason": "the patient asked for privacy"})),
+        ),
         _ => None,
     }
 }

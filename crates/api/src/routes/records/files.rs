@@ -9,8 +9,9 @@ use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use clinicd_domain::Label;
 use clinicd_files::service::Audited;
-use clinicd_files::{Category, Download, FileError, FileInfo, NewFile};
+use clinicd_files::{Category, Download, FileError, FileInfo, NewFile, StoredLabel};
 use clinicd_identity::security_events::{self, FileIntegrityFailure};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use super::pdf_stamp::Refusal;
 use crate::audit::{Attach, Audit, AuditNote};
 use crate::extract::client_info;
-use crate::extract::{Granted, ReachableFile, ReachablePatientId};
+use crate::extract::{Granted, Json, ReachableFile, ReachablePatientId};
 use crate::problem::{ApiError, Problem};
 use crate::state::ApiState;
 
@@ -29,7 +30,8 @@ use crate::state::ApiState;
 const FRAMING_ALLOWANCE: u64 = 16 * 1024;
 const MAX_NAME_CHARS: usize = 255;
 
-/// The upload form. Parts in this order: `category`, then `file`; no others.
+/// The upload form. Parts in this order: `category`, then optionally `confidentiality` and
+/// `sensitivity` (in that order), then `file`; no others.
 #[derive(Debug, ToSchema)]
 #[expect(
     dead_code,
@@ -39,6 +41,12 @@ pub struct UploadForm {
     /// `insurance_card_front`, `insurance_card_back`, `photo_id`, `referral`, `lab_result` or
     /// `other`.
     category: String,
+    /// The file's HL7 confidentiality: `N` (the default), `R` or `V`.
+    confidentiality: Option<String>,
+    /// Its HL7 sensitivity codes, comma-separated (`PSY`, `PSYTHPN`, `ETH`, `HIV`, `STD`, `SEX`,
+    /// `GDIS`, `SDV`); a coded file is at least `R`. The uploader must be able to read what they
+    /// label.
+    sensitivity: Option<String>,
     /// The document. Its type is judged from its bytes (PDF, PNG, JPEG, TIFF or plain text
     /// unless the server allows fewer); the part's declared type is ignored. Its file name is
     /// kept, encrypted.
@@ -69,6 +77,13 @@ pub struct FileView {
     /// `null` for a file brought in by `clinicd files import`.
     pub uploaded_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
+    /// HL7 confidentiality: `N`, `R` or `V` (docs/lifecycle.md).
+    pub confidentiality: String,
+    /// HL7 sensitivity codes (`PSY`, `PSYTHPN`, `ETH`, `HIV`, `STD`, `SEX`, `GDIS`, `SDV`).
+    pub sensitivity: Vec<String>,
+    /// The label withholds the file from the caller: its name is `null` and a download answers
+    /// `403 restricted_content`.
+    pub withheld: bool,
 }
 
 impl From<&FileInfo> for FileView {
@@ -83,7 +98,35 @@ impl From<&FileInfo> for FileView {
             name: f.name.clone(),
             uploaded_by: f.uploaded_by,
             created_at: f.created_at,
+            confidentiality: f.label.confidentiality.clone(),
+            sensitivity: f.label.sensitivity.clone(),
+            withheld: false,
         }
+    }
+}
+
+impl FileView {
+    /// The file as a caller its label keeps out sees it: no name (a name can say as much as
+    /// the content) and no digest.
+    fn withheld(f: &FileInfo) -> Self {
+        Self {
+            name: None,
+            sha256: String::new(),
+            withheld: true,
+            ..Self::from(f)
+        }
+    }
+}
+
+/// A file's label in the domain's terms.
+pub(crate) fn label_of(label: &StoredLabel) -> Label {
+    Label::from_stored(&label.confidentiality, &label.sensitivity)
+}
+
+fn stored(label: &Label) -> StoredLabel {
+    StoredLabel {
+        confidentiality: label.confidentiality.as_str().to_owned(),
+        sensitivity: label.codes(),
     }
 }
 
@@ -99,11 +142,11 @@ impl From<&FileInfo> for FileView {
         (status = 201, description = "Stored, encrypted; nothing is stored unless the whole file arrived", body = FileView),
         (status = 400, description = "Not multipart/form-data, parts missing, out of order or extra (invalid_multipart), or the body ended early (upload_incomplete)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Without `file:upload` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `file:upload` (permission_denied), or a label the uploader could not read (restricted_content)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such patient, or not in the caller's care team", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Larger than the limit (file_too_large)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The content is not an allowed type (unsupported_file_type)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "An unknown category (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An unknown category, or a bad confidentiality or sensitivity code (invalid_field)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Upload rate limit (per user)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The file store is unavailable (storage_unavailable)", body = Problem, content_type = "application/problem+json"),
     )
@@ -112,6 +155,7 @@ pub async fn upload(
     state: web::Data<ApiState>,
     audit: Audit,
     patient: ReachablePatientId,
+    Granted(grants): Granted,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -122,16 +166,9 @@ pub async fn upload(
     let idle = state.files.settings().idle_timeout;
     let mut form = Multipart::new(req.headers(), payload);
     let category = within(idle, read_category(&mut form)).await??;
-    let mut file = match within(idle, form.next()).await? {
-        Some(Ok(field)) if field.name() == Some("file") => field,
-        Some(Ok(_)) => {
-            return Err(ApiError::InvalidMultipart(
-                "the part after `category` must be `file`",
-            ));
-        }
-        Some(Err(e)) => return Err(multipart_error(&e)),
-        None => return Err(ApiError::InvalidMultipart("a `file` part is required")),
-    };
+    let (label, mut file) = within(idle, read_label(&mut form)).await??;
+    // No one labels a file so that they could not read it themselves.
+    super::guard(&state, &grants, patient.reach(), &label)?;
     let name = file
         .content_disposition()
         .and_then(|d| d.get_filename())
@@ -142,6 +179,7 @@ pub async fn upload(
         category,
         name,
         now: state.rbac.now(),
+        label: stored(&label),
     };
     let staged = state
         .files
@@ -170,6 +208,8 @@ pub async fn upload(
             "category": preview.category.as_str(),
             "content_type": preview.content_type.mime(),
             "size": preview.size,
+            // The level only: a code such as HIV beside a patient id is itself sensitive.
+            "confidentiality": preview.label.confidentiality,
         })),
         ..AuditNote::default()
     };
@@ -268,6 +308,57 @@ async fn read_category(form: &mut Multipart) -> Result<Category, ApiError> {
         })
 }
 
+/// The optional `confidentiality` and `sensitivity` parts, in that order, then the `file` part.
+async fn read_label(form: &mut Multipart) -> Result<(Label, actix_multipart::Field), ApiError> {
+    let mut confidentiality = None;
+    let mut sensitivity = None;
+    loop {
+        let mut field = match form.next().await {
+            Some(Ok(field)) => field,
+            Some(Err(e)) => return Err(multipart_error(&e)),
+            None => return Err(ApiError::InvalidMultipart("a `file` part is required")),
+        };
+        let slot = match field.name() {
+            Some("file") => {
+                let codes: Vec<String> = sensitivity
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let label = Label::parse(confidentiality.as_deref(), &codes)?;
+                return Ok((label, field));
+            }
+            Some("confidentiality") if confidentiality.is_none() && sensitivity.is_none() => {
+                &mut confidentiality
+            }
+            Some("sensitivity") if sensitivity.is_none() => &mut sensitivity,
+            _ => {
+                return Err(ApiError::InvalidMultipart(
+                    "after `category` come `confidentiality` and `sensitivity` (optional, in that order), then `file`",
+                ));
+            }
+        };
+        let bytes = match field.bytes(256).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => return Err(multipart_error(&e)),
+            Err(_) => {
+                return Err(ApiError::InvalidField {
+                    field: "sensitivity",
+                    reason: "is too long".into(),
+                });
+            }
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidField {
+            field: "confidentiality",
+            reason: "must be text".into(),
+        })?;
+        *slot = Some(text.trim().to_owned());
+    }
+}
+
 /// The last path segment of a client's file name, without control characters; `None` if
 /// nothing is left.
 fn base_name(raw: &str) -> Option<String> {
@@ -300,11 +391,22 @@ fn base_name(raw: &str) -> Option<String> {
 pub async fn list(
     state: web::Data<ApiState>,
     patient: ReachablePatientId,
+    Granted(grants): Granted,
 ) -> Result<HttpResponse, ApiError> {
     let files = state.files.list(patient.0).await?;
     let ids: Vec<Uuid> = files.iter().map(|f| f.id).collect();
-    let mut response =
-        HttpResponse::Ok().json(files.iter().map(FileView::from).collect::<Vec<_>>());
+    // A file the caller's label rights do not reach shows its id and label only.
+    let view: Vec<FileView> = files
+        .iter()
+        .map(|f| {
+            if super::readable(&state, &grants, patient.reach(), &label_of(&f.label)) {
+                FileView::from(f)
+            } else {
+                FileView::withheld(f)
+            }
+        })
+        .collect();
+    let mut response = HttpResponse::Ok().json(view);
     AuditNote {
         patient_id: Some(patient.0),
         metadata: Some(serde_json::json!({
@@ -329,7 +431,7 @@ pub async fn list(
         (status = 200, description = "The document as an attachment, with its type, `Content-Length` and `Repr-Digest` (SHA-256 of the bytes sent), and the download stamp headers (`Clinicd-Download-Id`, `-Downloaded-By`, `-Downloaded-At`, `-Notice`). A PDF is stamped: every page shows who downloaded it, when, the request id, the download id and \"confidential: contains PHI\", and its document information holds `ClinicdDownloadId`; the stamp is an incremental update appended to the stored bytes, which come first unchanged. Only authenticated bytes are sent; if the stored object fails verification after the response has started, the connection is closed before `Content-Length` bytes arrive (the event is audited), so a client must treat a short body as a failure", body = FileBytes, content_type = "application/octet-stream"),
         (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Without `file:read` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `file:read` (permission_denied), or a label that withholds the file from the caller (restricted_content, naming the label)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such file, deleted, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The patient's keys were destroyed (data_destroyed)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A PDF that cannot carry the download stamp (damaged or password-protected) is not released (pdf_unstampable); audited", body = Problem, content_type = "application/problem+json"),
@@ -344,6 +446,7 @@ pub async fn download(
     Granted(grants): Granted,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    super::guard(&state, &grants, file.reach(), &label_of(&file.label))?;
     crate::rate_limit::take_export(&state, &grants, file.patient_id).await?;
     let info = state.files.info(&file).await?;
     // Who took this copy and when, on the copy itself (docs/lifecycle.md): a forensic id that
@@ -499,7 +602,7 @@ fn disposition(info: &FileInfo) -> String {
         (status = 204, description = "Deleted"),
         (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Without `file:upload` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `file:upload` (permission_denied), or a label that withholds the file from the caller (restricted_content)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such file, already deleted, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
@@ -508,7 +611,9 @@ pub async fn delete(
     state: web::Data<ApiState>,
     audit: Audit,
     file: ReachableFile,
+    Granted(grants): Granted,
 ) -> Result<HttpResponse, ApiError> {
+    super::guard(&state, &grants, file.reach(), &label_of(&file.label))?;
     let mut tx = audit.begin().await?;
     let deleted = state
         .files
@@ -524,4 +629,63 @@ pub async fn delete(
     };
     audit.commit(tx, StatusCode::NO_CONTENT, note).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Changes a file's label, with a reason. The caller must be able to read the file under both
+/// labels.
+#[utoipa::path(
+    put,
+    path = "/api/files/{id}/label",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "File id")),
+    request_body = crate::routes::records::notes::LabelRequest,
+    responses(
+        (status = 200, description = "The file with its new label", body = FileView),
+        (status = 400, description = "A malformed id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `file:upload`, or a label the caller could not read (restricted_content)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such file, deleted, or its patient is not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad code or reason (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn relabel(
+    state: web::Data<ApiState>,
+    audit: Audit,
+    body: Json<crate::routes::records::notes::LabelRequest>,
+    file: ReachableFile,
+    Granted(grants): Granted,
+) -> Result<HttpResponse, ApiError> {
+    let label = Label::parse(Some(&body.confidentiality), &body.sensitivity)?;
+    let reason = crate::routes::reason_text("reason", &body.reason)?;
+    let before = label_of(&file.label);
+    super::guard(&state, &grants, file.reach(), &before)?;
+    super::guard(&state, &grants, file.reach(), &label)?;
+    let mut tx = audit.begin().await?;
+    if !state
+        .files
+        .relabel(&mut tx, file.id, &stored(&label))
+        .await?
+    {
+        return Err(ApiError::NotFound);
+    }
+    // The codes and the reason go only into the sealed values (under the patient's key).
+    let note = AuditNote {
+        patient_id: Some(file.patient_id),
+        resource_id: Some(file.id.to_string()),
+        metadata: Some(serde_json::json!({ "relabel": true,
+            "confidentiality": { "from": before.confidentiality.as_str(),
+                                 "to": label.confidentiality.as_str() } })),
+        values: Some((
+            serde_json::json!({ "label": before }),
+            serde_json::json!({ "label": label, "reason": reason }),
+        )),
+        ..AuditNote::default()
+    };
+    audit.commit(tx, StatusCode::OK, note).await?;
+    let mut info = state.files.info(&file).await?;
+    info.label = stored(&label);
+    Ok(HttpResponse::Ok().json(FileView::from(&info)))
 }

@@ -10,7 +10,32 @@ pub mod patients;
 mod pdf_stamp;
 
 use actix_web::http::header;
+use clinicd_domain::Label;
+use clinicd_rbac::{Grants, Reach};
 use uuid::Uuid;
+
+use crate::problem::ApiError;
+use crate::state::ApiState;
+
+/// Whether the caller may read the content of an item labelled `label` (a note, a file),
+/// reaching its patient by `reach` (docs/lifecycle.md).
+pub(crate) fn readable(state: &ApiState, grants: &Grants, reach: Reach, label: &Label) -> bool {
+    label.readable(grants, reach, state.settings.break_glass_opens_psychiatric)
+}
+
+/// Refuses a caller who may not read an item labelled `label`, naming the label.
+pub(crate) fn guard(
+    state: &ApiState,
+    grants: &Grants,
+    reach: Reach,
+    label: &Label,
+) -> Result<(), ApiError> {
+    if readable(state, grants, reach, label) {
+        Ok(())
+    } else {
+        Err(ApiError::RestrictedContent(label.describe()))
+    }
+}
 
 /// The facts every downloaded copy carries in its headers (and its audit event the id): who,
 /// when, a forensic download id, and that it holds PHI. The request id is in `X-Request-Id`.

@@ -10,7 +10,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
 use clinicd_domain::note::{body as note_body, encounter_date};
 use clinicd_domain::{Draft, Label, Note};
-use clinicd_rbac::{Grants, Reach};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use utoipa::ToSchema;
@@ -21,6 +20,8 @@ use crate::extract::{Granted, Json, ReachableNote, ReachablePatientId};
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
 use crate::state::ApiState;
+
+use super::{guard, readable};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -119,20 +120,6 @@ impl NoteView {
             withheld: true,
             ..Self::from(n)
         }
-    }
-}
-
-/// Whether the caller may read `note`'s content (docs/lifecycle.md).
-fn readable(state: &ApiState, grants: &Grants, reach: Reach, label: &Label) -> bool {
-    label.readable(grants, reach, state.settings.break_glass_opens_psychiatric)
-}
-
-/// Refuses a caller who may not read a note with `label`, naming the label.
-fn guard(state: &ApiState, grants: &Grants, reach: Reach, label: &Label) -> Result<(), ApiError> {
-    if readable(state, grants, reach, label) {
-        Ok(())
-    } else {
-        Err(ApiError::RestrictedContent(label.describe()))
     }
 }
 

@@ -446,8 +446,10 @@ pub async fn export(
     // outside recipient only under the patient's consent naming that recipient and purpose
     // (docs/lifecycle.md); the consent's id goes into the audit event.
     let mut record = record;
+    let file_label = |d: &clinicd_files::FileInfo| super::files::label_of(&d.label);
     let part2_consent = if release.purpose == Purpose::Individual
-        || !record.notes.iter().any(|n| n.label.part2())
+        || !(record.notes.iter().any(|n| n.label.part2())
+            || record.documents.iter().any(|d| file_label(d).part2()))
     {
         None
     } else {
@@ -466,7 +468,13 @@ pub async fn export(
         .notes
         .retain(|n| !n.label.withheld_from_export(part2_allowed));
     let withheld = before - record.notes.len();
-    let part2_included = record.notes.iter().any(|n| n.label.part2());
+    let documents_before = record.documents.len();
+    record
+        .documents
+        .retain(|d| !file_label(d).withheld_from_export(part2_allowed));
+    let files_withheld = documents_before - record.documents.len();
+    let part2_included = record.notes.iter().any(|n| n.label.part2())
+        || record.documents.iter().any(|d| file_label(d).part2());
     // The export is a copy leaving the system: it carries who took it, when and its id.
     let stamp = super::DownloadStamp::new(&caller.0.username);
     let metadata = serde_json::json!({
@@ -475,6 +483,7 @@ pub async fn export(
         "notes": record.notes.len(),
         "notes_withheld": withheld,
         "files": record.documents.len(),
+        "files_withheld": files_withheld,
         "part2_consent": part2_consent,
         "disclosure": "external",
         "recipient": recipient,
