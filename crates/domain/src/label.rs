@@ -158,6 +158,19 @@ impl Label {
         }
     }
 
+    /// At least `floor`: the higher confidentiality and every code of both (a patient's label
+    /// is the floor of their notes' and files').
+    pub fn at_least(&self, floor: &Label) -> Label {
+        let mut sensitivity = self.sensitivity.clone();
+        sensitivity.extend(floor.sensitivity.iter().copied());
+        sensitivity.sort_unstable();
+        sensitivity.dedup();
+        Label {
+            confidentiality: self.confidentiality.max(floor.confidentiality),
+            sensitivity,
+        }
+    }
+
     pub fn codes(&self) -> Vec<String> {
         self.sensitivity
             .iter()
@@ -220,6 +233,28 @@ impl Label {
     /// Whether the item is a substance-use treatment record under 42 CFR Part 2.
     pub fn part2(&self) -> bool {
         self.sensitivity.contains(&Sensitivity::ETH)
+    }
+}
+
+#[cfg(test)]
+mod floor_tests {
+    use super::*;
+
+    #[test]
+    fn a_floor_raises_the_level_and_adds_its_codes() {
+        let note = Label::parse(Some("R"), &["HIV".to_owned()]).unwrap();
+        let floor = Label::parse(Some("V"), &["ETH".to_owned(), "HIV".to_owned()]).unwrap();
+        let raised = note.at_least(&floor);
+        assert_eq!(raised.confidentiality, Confidentiality::V);
+        assert_eq!(raised.sensitivity, vec![Sensitivity::ETH, Sensitivity::HIV]);
+        // A lower floor changes nothing.
+        assert_eq!(floor.at_least(&Label::default()), floor);
+        assert_eq!(
+            Label::default()
+                .at_least(&Label::parse(Some("R"), &[]).unwrap())
+                .describe(),
+            "R"
+        );
     }
 }
 

@@ -151,6 +151,57 @@ pub struct PatientStore {
 }
 
 impl PatientStore {
+    /// The patient's label, the floor of their notes' and files' (normal if none was set).
+    pub async fn label(&self, patient: Uuid) -> Result<crate::Label, StoreError> {
+        let row = sqlx::query!(
+            "SELECT confidentiality, sensitivity FROM patient_labels WHERE patient_id = $1",
+            patient
+        )
+        .fetch_optional(&self.db)
+        .await?;
+        Ok(row
+            .map(|r| crate::Label::from_stored(&r.confidentiality, &r.sensitivity))
+            .unwrap_or_default())
+    }
+
+    /// Sets the patient's label and raises every note of theirs to at least it, in the caller's
+    /// transaction (the files' owner raises the files in the same one). Notes keep any higher
+    /// label of their own; lowering the patient's label lowers no note.
+    pub async fn set_label(
+        &self,
+        tx: &mut PgConnection,
+        patient: Uuid,
+        label: &crate::Label,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let codes = label.codes();
+        sqlx::query!(
+            "INSERT INTO patient_labels (patient_id, confidentiality, sensitivity, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (patient_id) DO UPDATE \
+             SET confidentiality = EXCLUDED.confidentiality, sensitivity = EXCLUDED.sensitivity, \
+                 updated_at = EXCLUDED.updated_at",
+            patient,
+            label.confidentiality.as_str(),
+            &codes,
+            at
+        )
+        .execute(&mut *tx)
+        .await?;
+        // 'N' < 'R' < 'V' as text, so GREATEST is the higher level.
+        let raised = sqlx::query!(
+            "UPDATE clinical_notes SET confidentiality = GREATEST(confidentiality, $2), \
+               sensitivity = ARRAY(SELECT DISTINCT c FROM unnest(sensitivity || $3::text[]) AS c ORDER BY c) \
+             WHERE patient_id = $1 AND (confidentiality < $2 OR NOT sensitivity @> $3::text[])",
+            patient,
+            label.confidentiality.as_str(),
+            &codes
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        Ok(raised)
+    }
+
     pub fn new(db: PgPool, keyring: std::sync::Arc<Keyring>) -> Self {
         Self { db, keyring }
     }
@@ -409,8 +460,12 @@ impl PatientStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        // Consents' terms are under the destroyed key already; the rows go too.
+        // Consents' terms are under the destroyed key already; the rows go too, and the label
+        // (a code beside a patient id says something about them).
         sqlx::query!("DELETE FROM patient_consents WHERE patient_id = $1", id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query!("DELETE FROM patient_labels WHERE patient_id = $1", id)
             .execute(&mut *tx)
             .await?;
         let appointments = sqlx::query!("DELETE FROM appointments WHERE patient_id = $1", id)

@@ -230,6 +230,26 @@ pub async fn relabel(
     Ok(updated.rows_affected() == 1)
 }
 
+/// Raises every file of a patient to at least `floor` (the patient's label); returns how many
+/// changed. 'N' < 'R' < 'V' as text, so GREATEST is the higher level.
+pub async fn raise_labels(
+    db: impl PgExecutor<'_>,
+    patient: Uuid,
+    floor: &StoredLabel,
+) -> Result<u64, sqlx::Error> {
+    let raised = sqlx::query!(
+        "UPDATE files SET confidentiality = GREATEST(confidentiality, $2), \
+           sensitivity = ARRAY(SELECT DISTINCT c FROM unnest(sensitivity || $3::text[]) AS c ORDER BY c) \
+         WHERE patient_id = $1 AND (confidentiality < $2 OR NOT sensitivity @> $3::text[])",
+        patient,
+        &floor.confidentiality,
+        &floor.sensitivity
+    )
+    .execute(db)
+    .await?;
+    Ok(raised.rows_affected())
+}
+
 /// The file already imported under any of `keys`, if any (deleted or not).
 pub async fn by_import_key(
     db: impl PgExecutor<'_>,

@@ -693,6 +693,16 @@ impl Files {
         Ok(record::relabel(tx, id, label).await?)
     }
 
+    /// Raises every file of `patient` to at least `floor`, in the caller's transaction.
+    pub async fn raise_labels(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        patient: Uuid,
+        floor: &StoredLabel,
+    ) -> Result<u64, FileError> {
+        Ok(record::raise_labels(tx, patient, floor).await?)
+    }
+
     /// Removes deleted files whose retention has ended: the object first, then the row (a
     /// crash in between leaves a row whose object is gone, which the next run removes).
     /// Each file's row goes with its audit event, `audit(file, patient)`, in one transaction.

@@ -604,6 +604,22 @@ pub static ROUTES: &[RouteSpec] = &[
         || web::to(patients::export),
     ),
     route(
+        Method::GET,
+        "/api/patients/{id}/label",
+        API,
+        audited(Action::View, "patient_label"),
+        needs(Permission::PatientRead),
+        || web::to(patients::label),
+    ),
+    route(
+        Method::PUT,
+        "/api/patients/{id}/label",
+        API,
+        changes(Action::Update, "patient_label"),
+        needs(Permission::PatientWrite),
+        || web::to(patients::relabel),
+    ),
+    route(
         Method::POST,
         "/api/patients/{id}/consents",
         API,

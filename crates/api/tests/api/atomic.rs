@@ -798,6 +798,17 @@ async fn every_change_and_its_event_commit_together_or_not_at_all(pool: PgPool) 
         ),
         (
             "PUT",
+            "/api/patients/{id}/label",
+            send(
+                "PUT",
+                &format!("/api/patients/{patient}/label"),
+                &desk,
+                Some(json!({"confidentiality": "R", "reason": "the patient asked for privacy"})),
+            ),
+            &[],
+        ),
+        (
+            "PUT",
             "/api/files/{id}/label",
             send(
                 "PUT",

@@ -574,3 +574,161 @@ async fn a_restricted_file_is_shown_only_to_whom_its_label_allows(pool: PgPool) 
         .collect();
     assert_eq!(files, vec![id.as_str()]);
 }
+
+/// A patient's label is the floor of their record: setting it (with a reason, by someone who
+/// may read under it) raises every note and file, and every later note starts from it; the
+/// provider without the permission then sees neither, and the trail keeps levels only.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_patient_label_raises_every_note_and_file_of_the_record(pool: PgPool) {
+    let app = TestApp::with_pool(roomy_settings(), pool.clone());
+    role(
+        &pool,
+        "Recovery",
+        &[
+            "patient:read",
+            "patient:write",
+            "note:read",
+            "note:write",
+            "file:read",
+            "file:upload",
+            "restricted:substance_use",
+        ],
+    )
+    .await;
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let (clinician_id, clinician) = member(&app, "dr.recovery", &["Recovery"]).await;
+    let (doctor_id, doctor) = member(&app, "dr.grey", &["Provider"]).await;
+    let (_, reader) = member(&app, "auditor.read", &["ReadOnly"]).await;
+    let (_, patient) = json_of(
+        &app,
+        "POST",
+        "/api/patients",
+        &desk,
+        Some(json!({"given_name": "Sam", "family_name": "Roe", "date_of_birth": "1975-03-04", "sex": "unknown"})),
+    )
+    .await;
+    let patient = patient["id"].as_str().unwrap().to_owned();
+    for user in [clinician_id, doctor_id] {
+        let (status, _) = json_of(
+            &app,
+            "POST",
+            &format!("/api/patients/{patient}/care-team"),
+            &desk,
+            Some(json!({"user_id": user.0, "reason": "treating clinician"})),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let notes = format!("/api/patients/{patient}/notes");
+    let (status, earlier) = json_of(
+        &app,
+        "POST",
+        &notes,
+        &doctor,
+        Some(json!({"encounter_date": "2026-11-30", "body": "Intake: withdrawal symptoms"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let earlier = format!("/api/notes/{}", earlier["id"].as_str().unwrap());
+    let file = app.call(upload(&patient, &doctor, &[])).await;
+    assert_eq!(file.status, 201);
+    let file = format!("/api/files/{}", file.json()["id"].as_str().unwrap());
+    let label = format!("/api/patients/{patient}/label");
+    let (status, read) = json_of(&app, "GET", &label, &doctor, None).await;
+    assert_eq!((status, read["confidentiality"].as_str()), (200, Some("N")));
+
+    let part2 = json!({"confidentiality": "R", "sensitivity": ["ETH"], "reason": "enrolled in the opioid treatment programme"});
+    // Refused: a label its setter could not read, a role without patient:write, bad input.
+    app.call(send("PUT", &label, &desk, Some(part2.clone())))
+        .await
+        .assert_problem(403, "restricted_content");
+    app.call(send("PUT", &label, &reader, Some(part2.clone())))
+        .await
+        .assert_problem(403, "permission_denied");
+    for (body, status, code) in [
+        (
+            json!({"confidentiality": "N", "sensitivity": ["ETH"], "reason": "enrolled in the programme"}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"confidentiality": "R", "sensitivity": ["ETH"], "reason": "no"}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"confidentiality": "R", "reason": "enrolled", "scope": "all"}),
+            400,
+            "unknown_field",
+        ),
+    ] {
+        app.call(send("PUT", &label, &clinician, Some(body)))
+            .await
+            .assert_problem(status, code);
+    }
+    let (status, set) = json_of(&app, "PUT", &label, &clinician, Some(part2)).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(
+        (set["notes_raised"].as_u64(), set["files_raised"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // The provider without restricted:substance_use now reads neither the note nor the file,
+    // nor writes a note that would carry the label.
+    app.call(send("GET", &earlier, &doctor, None))
+        .await
+        .assert_problem(403, "restricted_content");
+    app.call(send("GET", &file, &doctor, None))
+        .await
+        .assert_problem(403, "restricted_content");
+    app.call(send(
+        "POST",
+        &notes,
+        &doctor,
+        Some(json!({"encounter_date": "2026-12-01", "body": "Follow-up"})),
+    ))
+    .await
+    .assert_problem(403, "restricted_content");
+    // The clinician does; a new note starts from the patient's label.
+    let (status, read) = json_of(&app, "GET", &earlier, &clinician, None).await;
+    assert_eq!((status, read["sensitivity"].clone()), (200, json!(["ETH"])));
+    let (status, later) = json_of(
+        &app,
+        "POST",
+        &notes,
+        &clinician,
+        Some(json!({"encounter_date": "2026-12-01", "body": "Dose adjusted"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        (
+            later["confidentiality"].as_str(),
+            later["sensitivity"].clone()
+        ),
+        (Some("R"), json!(["ETH"]))
+    );
+    // Lowering the patient's label lowers nothing already raised.
+    let (status, _) = json_of(
+        &app,
+        "PUT",
+        &label,
+        &clinician,
+        Some(json!({"confidentiality": "N", "reason": "left the programme"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    app.call(send("GET", &earlier, &doctor, None))
+        .await
+        .assert_problem(403, "restricted_content");
+
+    // The trail keeps levels, never codes.
+    let metadata: Vec<String> = sqlx::query_scalar(
+        "SELECT coalesce(metadata::text, '') FROM audit_events WHERE resource_type = 'patient_label'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(metadata.len() >= 3, "{metadata:?}");
+    assert!(metadata.iter().all(|m| !m.contains("ETH")), "{metadata:?}");
+}

@@ -105,6 +105,14 @@ fn request(
     };
     match (method.as_str(), path) {
         ("GET", "/api/patients/{id}") => json_request("GET", format!("/api/patients/{p}"), None),
+        ("GET", "/api/patients/{id}/label") => {
+            json_request("GET", format!("/api/patients/{p}/label"), None)
+        }
+        ("PUT", "/api/patients/{id}/label") => json_request(
+            "PUT",
+            format!("/api/patients/{p}/label"),
+            Some(json!({"confidentiality": "R", "reason": "the patient asked for privacy"})),
+        ),
         ("PATCH", "/api/patients/{id}") => versioned(json_request(
             "PATCH",
             format!("/api/patients/{p}"),

@@ -167,6 +167,8 @@ pub async fn upload(
     let mut form = Multipart::new(req.headers(), payload);
     let category = within(idle, read_category(&mut form)).await??;
     let (label, mut file) = within(idle, read_label(&mut form)).await??;
+    // At least the patient's own label, the floor of their record.
+    let label = label.at_least(&state.patients.label(patient.0).await?);
     // No one labels a file so that they could not read it themselves.
     super::guard(&state, &grants, patient.reach(), &label)?;
     let name = file

@@ -235,7 +235,9 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let date = encounter_date(&body.encounter_date, today(&state))?;
     let text = note_body(&body.body)?;
-    let label = Label::parse(body.confidentiality.as_deref(), &body.sensitivity)?;
+    // At least the patient's own label, the floor of their record.
+    let label = Label::parse(body.confidentiality.as_deref(), &body.sensitivity)?
+        .at_least(&state.patients.label(patient.0).await?);
     // No one labels a note so that they could not read it themselves.
     guard(&state, &grants, patient.reach(), &label)?;
     let mut tx = audit.begin().await?;

@@ -23,7 +23,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
-use crate::extract::{Authenticated, ExportablePatient, Granted, Json, ReachablePatient};
+use crate::extract::{
+    Authenticated, ExportablePatient, Granted, Json, ReachablePatient, ReachablePatientId,
+};
 use crate::precondition::{etag, if_match};
 use crate::problem::{ApiError, Problem};
 use crate::state::ApiState;
@@ -515,4 +517,123 @@ pub async fn export(
     }
     .attach(&mut response);
     Ok(response)
+}
+
+/// A patient's sensitivity label: the floor of every note's and file's label.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PatientLabelView {
+    pub patient_id: Uuid,
+    /// HL7 confidentiality: `N`, `R` or `V`.
+    pub confidentiality: String,
+    /// HL7 sensitivity codes.
+    pub sensitivity: Vec<String>,
+    /// Notes raised to the new label by this change (absent on a read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes_raised: Option<u64>,
+    /// Files raised to the new label by this change (absent on a read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_raised: Option<u64>,
+}
+
+/// The patient's label (docs/lifecycle.md): `N` unless one was set.
+#[utoipa::path(
+    get,
+    path = "/api/patients/{id}/label",
+    tag = "patients",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Patient id")),
+    responses(
+        (status = 200, description = "The label", body = PatientLabelView),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `patient:read` (permission_denied)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such patient, or not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn label(
+    state: web::Data<ApiState>,
+    patient: ReachablePatientId,
+) -> Result<HttpResponse, ApiError> {
+    let label = state.patients.label(patient.0).await?;
+    let mut response = HttpResponse::Ok().json(PatientLabelView {
+        patient_id: patient.0,
+        confidentiality: label.confidentiality.as_str().to_owned(),
+        sensitivity: label.codes(),
+        notes_raised: None,
+        files_raised: None,
+    });
+    AuditNote {
+        patient_id: Some(patient.0),
+        ..AuditNote::default()
+    }
+    .attach(&mut response);
+    Ok(response)
+}
+
+/// Sets the patient's label, with a reason: every note and file of theirs is raised to at least
+/// it, and every one written afterwards starts from it. Lowering it lowers nothing already
+/// raised (each item is relabelled on its own). The caller must be able to read under it.
+#[utoipa::path(
+    put,
+    path = "/api/patients/{id}/label",
+    tag = "patients",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Patient id")),
+    request_body = crate::routes::records::notes::LabelRequest,
+    responses(
+        (status = 200, description = "The new label, and how many notes and files it raised", body = PatientLabelView),
+        (status = 400, description = "A malformed id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without `patient:write` (permission_denied), or a label the caller could not read (restricted_content)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such patient, or not in the caller's care team", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad code or reason (invalid_field)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn relabel(
+    state: web::Data<ApiState>,
+    audit: Audit,
+    patient: ReachablePatientId,
+    Granted(grants): Granted,
+    body: Json<crate::routes::records::notes::LabelRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let label = clinicd_domain::Label::parse(Some(&body.confidentiality), &body.sensitivity)?;
+    let reason = crate::routes::reason_text("reason", &body.reason)?;
+    super::guard(&state, &grants, patient.reach(), &label)?;
+    let before = state.patients.label(patient.0).await?;
+    let mut tx = audit.begin().await?;
+    let now = state.rbac.now();
+    let notes_raised = state
+        .patients
+        .set_label(&mut tx, patient.0, &label, now)
+        .await?;
+    let floor = clinicd_files::StoredLabel {
+        confidentiality: label.confidentiality.as_str().to_owned(),
+        sensitivity: label.codes(),
+    };
+    let files_raised = state.files.raise_labels(&mut tx, patient.0, &floor).await?;
+    // The codes and the reason go only into the sealed values (under the patient's key).
+    let note = AuditNote {
+        patient_id: Some(patient.0),
+        resource_id: Some(patient.0.to_string()),
+        metadata: Some(serde_json::json!({ "relabel": true,
+            "confidentiality": { "from": before.confidentiality.as_str(),
+                                 "to": label.confidentiality.as_str() },
+            "notes_raised": notes_raised, "files_raised": files_raised })),
+        values: Some((
+            serde_json::json!({ "label": before }),
+            serde_json::json!({ "label": label, "reason": reason }),
+        )),
+        ..AuditNote::default()
+    };
+    audit.commit(tx, StatusCode::OK, note).await?;
+    Ok(HttpResponse::Ok().json(PatientLabelView {
+        patient_id: patient.0,
+        confidentiality: label.confidentiality.as_str().to_owned(),
+        sensitivity: label.codes(),
+        notes_raised: Some(notes_raised),
+        files_raised: Some(files_raised),
+    }))
 }
