@@ -155,7 +155,10 @@ pub fn mrn(sequence: i64) -> String {
 pub fn mrn_is_well_formed(value: &str) -> bool {
     value.len() == 9
         && value.bytes().all(|b| b.is_ascii_digit())
-        && luhn_check_digit(&value[..8]).to_string() == value[8..]
+        && match (value.get(..8), value.get(8..)) {
+            (Some(body), Some(check)) => luhn_check_digit(body).to_string() == check,
+            _ => false,
+        }
 }
 
 fn luhn_check_digit(digits: &str) -> u32 {

@@ -46,7 +46,12 @@ impl Ssn {
         let Some(digits) = ssn_digits(value) else {
             return refuse(field, "must be 9 digits, as AAA-GG-SSSS");
         };
-        let (area, group, serial) = (&digits[0..3], &digits[3..5], &digits[5..9]);
+        // `ssn_digits` returns nine ASCII digits; `get` keeps a surprise from being a panic.
+        let (Some(area), Some(group), Some(serial)) =
+            (digits.get(0..3), digits.get(3..5), digits.get(5..9))
+        else {
+            return refuse(field, "must be 9 digits, as AAA-GG-SSSS");
+        };
         if area == "000" || area == "666" || area.starts_with('9') {
             return refuse(field, "has an area number that is never issued");
         }
