@@ -708,6 +708,24 @@ async fn a_patient_label_raises_every_note_and_file_of_the_record(pool: PgPool) 
         ),
         (Some("R"), json!(["ETH"]))
     );
+    // The export carries the patient's label.
+    let (_, officer) = member(&app, "privacy.officer", &["PrivacyOfficer"]).await;
+    let (status, export) = json_of(
+        &app,
+        "GET",
+        &format!("/api/patients/{patient}/export?recipient=the%20patient&purpose=individual"),
+        &officer,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{export}");
+    assert_eq!(
+        (
+            export["label"]["confidentiality"].as_str(),
+            export["label"]["sensitivity"].clone()
+        ),
+        (Some("R"), json!(["ETH"]))
+    );
     // Lowering the patient's label lowers nothing already raised.
     let (status, _) = json_of(
         &app,

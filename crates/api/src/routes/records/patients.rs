@@ -393,6 +393,8 @@ pub struct Release {
 pub struct PatientExport {
     /// Demographics with identifiers in clear: the record is the patient's own.
     pub patient: PatientView,
+    /// The patient's sensitivity label, the floor of every note's and file's.
+    pub label: PatientLabelView,
     pub appointments: Vec<crate::routes::records::appointments::AppointmentView>,
     /// Every note, amendments included, newest encounter first.
     pub notes: Vec<crate::routes::records::notes::NoteView>,
@@ -491,8 +493,16 @@ pub async fn export(
         "recipient": recipient,
         "purpose": release.purpose.as_str(),
     });
+    let label = state.patients.label(id).await?;
     let export = PatientExport {
         patient: view(&record.patient, Identifiers::Clear),
+        label: PatientLabelView {
+            patient_id: id,
+            confidentiality: label.confidentiality.as_str().to_owned(),
+            sensitivity: label.codes(),
+            notes_raised: None,
+            files_raised: None,
+        },
         appointments: record.appointments.iter().map(Into::into).collect(),
         notes: record.notes.iter().map(Into::into).collect(),
         files: record.documents.iter().map(Into::into).collect(),
