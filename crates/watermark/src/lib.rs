@@ -42,24 +42,67 @@ const MAX_INFLATED: usize = 32 * 1024 * 1024;
 const FONT_SIZE: f32 = 7.0;
 const MARGIN: f32 = 14.0;
 
-/// The bytes to append to `pdf` so that every page carries `stamp`. `pdf` is consumed: the
-/// parser keeps it while the update is built, and it is dropped before this returns.
-pub fn stamp_update(pdf: Vec<u8>, stamp: &Stamp) -> Result<Vec<u8>, WatermarkError> {
-    let original_len = pdf.len();
+/// A stamped PDF.
+#[derive(Debug)]
+pub enum Stamped {
+    /// The bytes to send after the original, unchanged ones.
+    Appended(Vec<u8>),
+    /// The whole stamped document: the original's cross-reference data was damaged (a reader
+    /// rebuilt it by scanning), so it was rewritten clean first and an update appended to that.
+    Rewritten(Vec<u8>),
+}
+
+fn load(pdf: &[u8]) -> Result<Document, WatermarkError> {
     let options = LoadOptions {
         max_decompressed_size: Some(MAX_INFLATED),
         ..LoadOptions::default()
     };
     let doc =
-        Document::load_mem_with_options(&pdf, options).map_err(|_| WatermarkError::Unreadable)?;
+        Document::load_mem_with_options(pdf, options).map_err(|_| WatermarkError::Unreadable)?;
     if doc.is_encrypted() {
         return Err(WatermarkError::Encrypted);
     }
+    Ok(doc)
+}
+
+/// Stamps `pdf`: an update appended to it when its cross-reference data is sound (the usual
+/// case, and the one whose memory is bounded at about twice the file), else a clean rewrite
+/// with the update appended (a damaged file costs about twice that).
+pub fn stamp(pdf: Vec<u8>, stamp: &Stamp) -> Result<Stamped, WatermarkError> {
+    let doc = load(&pdf)?;
     // A document whose cross-reference data had to be rebuilt by scanning has no section an
-    // update could point back to; appending to it would make a file readers disagree about.
+    // update could point back to: appending to it would make a file readers disagree about.
+    if doc.xref_start != 0 && doc.xref_recovery.is_none() {
+        return Ok(Stamped::Appended(update_for(pdf, doc, stamp)?));
+    }
+    drop(pdf);
+    let mut doc = doc;
+    let mut clean = Vec::new();
+    doc.save_to(&mut clean).map_err(|_| WatermarkError::Write)?;
+    drop(doc);
+    let reloaded = load(&clean)?;
+    if reloaded.xref_start == 0 || reloaded.xref_recovery.is_some() {
+        return Err(WatermarkError::Unreadable);
+    }
+    let appended = update_for(clean.clone(), reloaded, stamp)?;
+    clean.extend_from_slice(&appended);
+    Ok(Stamped::Rewritten(clean))
+}
+
+/// The bytes to append to `pdf` so that every page carries `stamp` (`Stamped::Appended`'s),
+/// for a PDF with sound cross-reference data (else an error).
+pub fn stamp_update(pdf: Vec<u8>, stamp: &Stamp) -> Result<Vec<u8>, WatermarkError> {
+    let doc = load(&pdf)?;
     if doc.xref_start == 0 || doc.xref_recovery.is_some() {
         return Err(WatermarkError::Unreadable);
     }
+    update_for(pdf, doc, stamp)
+}
+
+/// The update for `pdf` (parsed as `doc`). `pdf` is consumed: the parser keeps it while the
+/// update is built, and it is dropped before this returns.
+fn update_for(pdf: Vec<u8>, doc: Document, stamp: &Stamp) -> Result<Vec<u8>, WatermarkError> {
+    let original_len = pdf.len();
     let pages: Vec<ObjectId> = doc.get_pages().into_values().collect();
     if pages.is_empty() {
         return Err(WatermarkError::NoPages);

@@ -8,7 +8,7 @@
     reason = "tests: a panic is the report"
 )]
 
-use clinicd_watermark::{Stamp, WatermarkError, stamp_update};
+use clinicd_watermark::{Stamp, Stamped, WatermarkError, stamp_update};
 use lopdf::xref::XrefType;
 use lopdf::{Document, Object, ObjectId, Stream, dictionary};
 use proptest::prelude::*;
@@ -232,4 +232,53 @@ proptest! {
         let doc = Document::load_mem(&whole).unwrap();
         prop_assert_eq!(doc.get_pages().len(), 1);
     }
+}
+
+/// A PDF written by hand, its cross-reference offsets wrong (readers rebuild them by scanning):
+/// stamped as a clean rewrite with the update on it, which parses with the stamp on its page.
+#[test]
+fn a_pdf_with_a_damaged_cross_reference_table_is_rewritten_then_stamped() {
+    let damaged = b"%PDF-1.4
+1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj
+2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj
+3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >> endobj
+4 0 obj << /Length 35 >> stream
+BT /F1 12 Tf 72 700 Td (Hi) Tj ET
+endstream endobj
+xref
+0 5
+0000000000 65535 f 
+0000000010 00000 n 
+0000000020 00000 n 
+0000000030 00000 n 
+0000000040 00000 n 
+trailer << /Size 5 /Root 1 0 R >>
+startxref
+999
+%%EOF
+"
+    .to_vec();
+    assert!(stamp_update(damaged.clone(), &stamp()).is_err());
+    let Stamped::Rewritten(whole) = clinicd_watermark::stamp(damaged, &stamp()).unwrap() else {
+        panic!("a damaged file cannot take an appended update");
+    };
+    let doc = Document::load_mem(&whole).unwrap();
+    assert!(doc.xref_recovery.is_none());
+    let pages: Vec<ObjectId> = doc.get_pages().into_values().collect();
+    assert_eq!(pages.len(), 1);
+    let content = String::from_utf8_lossy(&doc.get_page_content(pages[0])).into_owned();
+    assert!(
+        content.contains("(Hi)") && content.contains("/ClinicdStamp"),
+        "{content}"
+    );
+}
+
+#[test]
+fn a_sound_pdf_gets_an_appended_update() {
+    let original = sample(2, XrefType::CrossReferenceTable, true);
+    let Stamped::Appended(appended) = clinicd_watermark::stamp(original.clone(), &stamp()).unwrap()
+    else {
+        panic!("a sound file is stamped by appending");
+    };
+    assert_eq!(appended, stamp_update(original, &stamp()).unwrap());
 }

@@ -1411,4 +1411,37 @@ async fn a_downloaded_pdf_carries_the_watermark_on_every_page(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(refused, 422);
+
+    // One written by hand, its cross-reference offsets wrong, is rewritten clean and stamped.
+    let damaged = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n\
+        2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n\
+        3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >> endobj\n\
+        4 0 obj << /Length 33 >> stream\nBT /F1 12 Tf 72 700 Td (Hi) Tj ET\nendstream endobj\n\
+        xref\n0 5\n0000000000 65535 f \n0000000010 00000 n \n0000000020 00000 n \n\
+        0000000030 00000 n \n0000000040 00000 n \ntrailer << /Size 5 /Root 1 0 R >>\n\
+        startxref\n999\n%%EOF\n";
+    let hand = upload_id(&app, &patient, &token, "hand.pdf", damaged).await;
+    let (status, headers, body) = download_as_sent(&app, &hand, &token).await;
+    assert_eq!(status, 200);
+    let body = body.unwrap();
+    assert_eq!(
+        headers.get("content-length").unwrap(),
+        body.len().to_string().as_str()
+    );
+    let doc = lopdf::Document::load_mem(&body).unwrap();
+    assert!(doc.xref_recovery.is_none(), "the copy sent is sound");
+    let info = doc
+        .get_dictionary(doc.trailer.get(b"Info").unwrap().as_reference().unwrap())
+        .unwrap();
+    assert_eq!(
+        info.get(b"ClinicdDownloadId").unwrap().as_str().unwrap(),
+        headers.get("clinicd-download-id").unwrap().as_bytes()
+    );
+    for page in doc.get_pages().into_values() {
+        let content = String::from_utf8_lossy(&doc.get_page_content(page)).into_owned();
+        assert!(
+            content.contains("(Hi)") && content.contains("/ClinicdStamp"),
+            "{content}"
+        );
+    }
 }

@@ -492,6 +492,23 @@ pub async fn download(
         Some(w) => (info.size + w.appended.len() as u64, w.sha256),
         None => (info.size, info.sha256),
     };
+    if let Some(w) = watermark.as_ref().filter(|w| w.whole) {
+        // A rewritten document goes from memory, whole.
+        let mut response = HttpResponse::Ok()
+            .content_type(info.content_type.mime())
+            .insert_header((header::CONTENT_DISPOSITION, disposition(&info)))
+            .insert_header((
+                "Repr-Digest",
+                format!(
+                    "sha-256=:{}:",
+                    base64::engine::general_purpose::STANDARD.encode(sha256)
+                ),
+            ))
+            .body(w.appended.clone());
+        stamp.mark(response.headers_mut());
+        note.attach(&mut response);
+        return Ok(response);
+    }
     let mut download = state.files.open(&file).await?;
     // The header and first segment are verified before the response starts, so a swapped,
     // truncated-to-nothing or re-keyed object is a clean error rather than a cut connection.

@@ -7,7 +7,9 @@
 //! and again, streamed and verified segment by segment, to send it followed by the update.
 //! Memory is bounded: at most [`AT_ONCE`] documents are held per instance, each for the time the
 //! update takes to build (measured at 2.0 times the file's size for a 50 MiB PDF,
-//! `./scripts/bench pdf`), and nothing of the document is held while it is sent.
+//! `./scripts/bench pdf`), and nothing of the document is held while it is sent. A PDF whose
+//! cross-reference data is damaged is the exception: it is rewritten clean, and the whole
+//! stamped copy is sent from memory.
 
 use actix_web::web::Bytes;
 use aws_lc_rs::digest;
@@ -22,9 +24,13 @@ use crate::state::ApiState;
 const AT_ONCE: usize = 2;
 static STAMPING: Semaphore = Semaphore::const_new(AT_ONCE);
 
-/// The update to send after the original bytes, and the SHA-256 of the whole stamped copy.
+/// What to send, and the SHA-256 of the whole stamped copy.
 pub(super) struct Watermark {
+    /// The update to send after the original bytes or, when `whole`, the whole stamped copy.
     pub appended: Bytes,
+    /// The original's cross-reference data was damaged, so it was rewritten clean: `appended`
+    /// is the whole document and the stored bytes are not sent again.
+    pub whole: bool,
     pub sha256: [u8; 32],
 }
 
@@ -54,11 +60,16 @@ pub(super) async fn prepare(
     let mut sha256 = digest::Context::new(&digest::SHA256);
     sha256.update(&plain);
     let stamped = tokio::task::spawn_blocking(move || {
-        clinicd_watermark::stamp_update(plain, &clinicd_watermark::Stamp { line, download_id })
+        clinicd_watermark::stamp(plain, &clinicd_watermark::Stamp { line, download_id })
     })
     .await;
-    let appended = match stamped {
-        Ok(Ok(appended)) => appended,
+    let (appended, whole) = match stamped {
+        Ok(Ok(clinicd_watermark::Stamped::Appended(appended))) => (appended, false),
+        // The whole document was rewritten: its digest is of it alone.
+        Ok(Ok(clinicd_watermark::Stamped::Rewritten(document))) => {
+            sha256 = digest::Context::new(&digest::SHA256);
+            (document, true)
+        }
         Ok(Err(error)) => {
             tracing::warn!(file = %file.id, error = %error, "a PDF could not be stamped and was not released");
             return Err(Refusal::Unstampable);
@@ -73,6 +84,7 @@ pub(super) async fn prepare(
         .map_err(|_| Refusal::Unstampable)?;
     Ok(Watermark {
         appended: Bytes::from(appended),
+        whole,
         sha256,
     })
 }
