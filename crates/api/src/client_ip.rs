@@ -108,4 +108,32 @@ mod tests {
             ip("10.0.0.2")
         );
     }
+
+    proptest::proptest! {
+        /// The property-test twin of a fuzz target: whatever an attacker puts in the header, the
+        /// answer is the peer, or an address the header holds, and an untrusted peer is always
+        /// itself.
+        #[test]
+        fn forwarded_headers_never_panic_or_invent_an_address(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            trusted_peer in proptest::prelude::any::<bool>(),
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_bytes(&raw) {
+                headers.insert(
+                    actix_web::http::header::HeaderName::from_static("x-forwarded-for"),
+                    value,
+                );
+            }
+            let peer = if trusted_peer { ip("10.1.2.3") } else { ip("203.0.113.9") };
+            let client = proxies().client_ip(peer, &headers);
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            proptest::prop_assert!(
+                client == peer || text.split(',').any(|hop| hop.trim().parse() == Ok(client))
+            );
+            if !trusted_peer {
+                proptest::prop_assert_eq!(client, peer);
+            }
+        }
+    }
 }

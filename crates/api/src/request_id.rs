@@ -110,4 +110,23 @@ mod tests {
         let id = RequestId::from_headers(&headers);
         assert!(uuid::Uuid::parse_str(id.as_str()).is_ok(), "{id}");
     }
+
+    proptest::proptest! {
+        /// The property-test twin of a fuzz target: any header value gives a well-formed id,
+        /// the caller's own only when it is short and of the safe characters.
+        #[test]
+        fn any_header_gives_a_safe_id(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_bytes(&raw) {
+                headers.insert(HEADER, value);
+            }
+            let id = RequestId::from_headers(&headers);
+            let id = id.as_str();
+            proptest::prop_assert!(!id.is_empty() && id.len() <= MAX_LEN);
+            proptest::prop_assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')));
+            if id.as_bytes() != raw.as_slice() {
+                proptest::prop_assert!(uuid::Uuid::parse_str(id).is_ok());
+            }
+        }
+    }
 }
