@@ -6,25 +6,11 @@
 
 use clinicd_test_support::{TestApp, member, roomy_settings, send};
 use serde_json::{Value, json};
+
+use crate::json_of;
 use sqlx::PgPool;
 
 const SUD: &str = "Opioid use disorder, on buprenorphine since March";
-
-async fn json_of(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let response = app.call(send(method, path, token, body)).await;
-    let value = if response.body.is_empty() {
-        Value::Null
-    } else {
-        response.json()
-    };
-    (response.status.as_u16(), value)
-}
 
 struct Clinic {
     app: TestApp,

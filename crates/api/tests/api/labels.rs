@@ -6,7 +6,9 @@
 //! psychotherapy notes out.
 
 use clinicd_test_support::{TestApp, member, roomy_settings, send};
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::json_of;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -22,22 +24,6 @@ async fn role(pool: &PgPool, name: &str, permissions: &[&str]) {
     .execute(pool)
     .await
     .unwrap();
-}
-
-async fn json_of(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let response = app.call(send(method, path, token, body)).await;
-    let value = if response.body.is_empty() {
-        Value::Null
-    } else {
-        response.json()
-    };
-    (response.status.as_u16(), value)
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -643,6 +629,11 @@ async fn a_patient_label_raises_every_note_and_file_of_the_record(pool: PgPool) 
         .await
         .assert_problem(403, "restricted_content");
     app.call(send("PUT", &label, &reader, Some(part2.clone())))
+        .await
+        .assert_problem(403, "permission_denied");
+    // Without patient:read, not even the label is read.
+    let (_, nobody) = member(&app, "no.roles", &[]).await;
+    app.call(send("GET", &label, &nobody, None))
         .await
         .assert_problem(403, "permission_denied");
     for (body, status, code) in [

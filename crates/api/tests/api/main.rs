@@ -39,3 +39,22 @@ mod scope;
 mod security;
 mod separation;
 mod shredding;
+
+/// Status and JSON body (`null` when empty) of one request.
+async fn json_of(
+    app: &clinicd_test_support::TestApp,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let response = app
+        .call(clinicd_test_support::send(method, path, token, body))
+        .await;
+    let value = if response.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        response.json()
+    };
+    (response.status.as_u16(), value)
+}

@@ -7,7 +7,6 @@ use actix_web::body::SizedStream;
 use actix_web::http::{StatusCode, header};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use clinicd_domain::Label;
 use clinicd_files::service::Audited;
@@ -123,7 +122,7 @@ pub(crate) fn label_of(label: &StoredLabel) -> Label {
     Label::from_stored(&label.confidentiality, &label.sensitivity)
 }
 
-fn stored(label: &Label) -> StoredLabel {
+pub(crate) fn stored(label: &Label) -> StoredLabel {
     StoredLabel {
         confidentiality: label.confidentiality.as_str().to_owned(),
         sensitivity: label.codes(),
@@ -320,7 +319,7 @@ async fn read_label(form: &mut Multipart) -> Result<(Label, actix_multipart::Fie
             Some(Err(e)) => return Err(multipart_error(&e)),
             None => return Err(ApiError::InvalidMultipart("a `file` part is required")),
         };
-        let slot = match field.name() {
+        let (name, slot) = match field.name() {
             Some("file") => {
                 let codes: Vec<String> = sensitivity
                     .as_deref()
@@ -334,9 +333,9 @@ async fn read_label(form: &mut Multipart) -> Result<(Label, actix_multipart::Fie
                 return Ok((label, field));
             }
             Some("confidentiality") if confidentiality.is_none() && sensitivity.is_none() => {
-                &mut confidentiality
+                ("confidentiality", &mut confidentiality)
             }
-            Some("sensitivity") if sensitivity.is_none() => &mut sensitivity,
+            Some("sensitivity") if sensitivity.is_none() => ("sensitivity", &mut sensitivity),
             _ => {
                 return Err(ApiError::InvalidMultipart(
                     "after `category` come `confidentiality` and `sensitivity` (optional, in that order), then `file`",
@@ -348,13 +347,13 @@ async fn read_label(form: &mut Multipart) -> Result<(Label, actix_multipart::Fie
             Ok(Err(e)) => return Err(multipart_error(&e)),
             Err(_) => {
                 return Err(ApiError::InvalidField {
-                    field: "sensitivity",
+                    field: name,
                     reason: "is too long".into(),
                 });
             }
         };
         let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidField {
-            field: "confidentiality",
+            field: name,
             reason: "must be text".into(),
         })?;
         *slot = Some(text.trim().to_owned());
@@ -497,13 +496,7 @@ pub async fn download(
         let mut response = HttpResponse::Ok()
             .content_type(info.content_type.mime())
             .insert_header((header::CONTENT_DISPOSITION, disposition(&info)))
-            .insert_header((
-                "Repr-Digest",
-                format!(
-                    "sha-256=:{}:",
-                    base64::engine::general_purpose::STANDARD.encode(sha256)
-                ),
-            ))
+            .insert_header(("Repr-Digest", super::repr_digest(&sha256)))
             .body(w.appended.clone());
         stamp.mark(response.headers_mut());
         note.attach(&mut response);
@@ -528,13 +521,7 @@ pub async fn download(
             other => other.mime(),
         })
         .insert_header((header::CONTENT_DISPOSITION, disposition(&info)))
-        .insert_header((
-            "Repr-Digest",
-            format!(
-                "sha-256=:{}:",
-                base64::engine::general_purpose::STANDARD.encode(sha256)
-            ),
-        ))
+        .insert_header(("Repr-Digest", super::repr_digest(&sha256)))
         .body(SizedStream::new(size, body));
     stamp.mark(response.headers_mut());
     note.attach(&mut response);
@@ -690,19 +677,7 @@ pub async fn relabel(
     {
         return Err(ApiError::NotFound);
     }
-    // The codes and the reason go only into the sealed values (under the patient's key).
-    let note = AuditNote {
-        patient_id: Some(file.patient_id),
-        resource_id: Some(file.id.to_string()),
-        metadata: Some(serde_json::json!({ "relabel": true,
-            "confidentiality": { "from": before.confidentiality.as_str(),
-                                 "to": label.confidentiality.as_str() } })),
-        values: Some((
-            serde_json::json!({ "label": before }),
-            serde_json::json!({ "label": label, "reason": reason }),
-        )),
-        ..AuditNote::default()
-    };
+    let note = super::relabel_note(file.patient_id, file.id, &before, &label, reason);
     audit.commit(tx, StatusCode::OK, note).await?;
     let mut info = state.files.info(&file).await?;
     info.label = stored(&label);

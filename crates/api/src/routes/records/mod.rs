@@ -14,8 +14,42 @@ use clinicd_domain::Label;
 use clinicd_rbac::{Grants, Reach};
 use uuid::Uuid;
 
+use crate::audit::AuditNote;
 use crate::problem::ApiError;
 use crate::state::ApiState;
+
+/// The audit note of a label change (a note's, a file's, a patient's): the confidentiality
+/// levels in the metadata, the codes and the reason only in the values sealed under the
+/// patient's key (a code such as HIV beside a patient id is itself sensitive).
+pub(crate) fn relabel_note(
+    patient: Uuid,
+    resource: Uuid,
+    before: &Label,
+    after: &Label,
+    reason: String,
+) -> AuditNote {
+    AuditNote {
+        patient_id: Some(patient),
+        resource_id: Some(resource.to_string()),
+        metadata: Some(serde_json::json!({ "relabel": true,
+            "confidentiality": { "from": before.confidentiality.as_str(),
+                                 "to": after.confidentiality.as_str() } })),
+        values: Some((
+            serde_json::json!({ "label": before }),
+            serde_json::json!({ "label": after, "reason": reason }),
+        )),
+        ..AuditNote::default()
+    }
+}
+
+/// A `Repr-Digest` header value for a SHA-256 digest.
+pub(crate) fn repr_digest(sha256: &[u8; 32]) -> String {
+    use base64::Engine;
+    format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(sha256)
+    )
+}
 
 /// Whether the caller may read the content of an item labelled `label` (a note, a file),
 /// reaching its patient by `reach` (docs/lifecycle.md).

@@ -344,19 +344,7 @@ pub async fn relabel(
     guard(&state, &grants, note.reach(), &label)?;
     let mut tx = audit.begin().await?;
     let relabelled = state.notes.relabel(&mut tx, &note, &label).await?;
-    // The codes and the reason go only into the sealed values (under the patient's key).
-    let audit_note = AuditNote {
-        patient_id: Some(note.patient_id),
-        resource_id: Some(note.id.to_string()),
-        metadata: Some(serde_json::json!({ "relabel": true,
-            "confidentiality": { "from": note.label.confidentiality.as_str(),
-                                 "to": label.confidentiality.as_str() } })),
-        values: Some((
-            serde_json::json!({ "label": note.label }),
-            serde_json::json!({ "label": label, "reason": reason }),
-        )),
-        ..AuditNote::default()
-    };
+    let audit_note = super::relabel_note(note.patient_id, note.id, &note.label, &label, reason);
     audit.commit(tx, StatusCode::OK, audit_note).await?;
     let mut response = HttpResponse::Ok().json(NoteView::from(&relabelled));
     set_etag(&mut response, &relabelled);

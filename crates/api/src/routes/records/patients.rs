@@ -496,13 +496,7 @@ pub async fn export(
     let label = state.patients.label(id).await?;
     let export = PatientExport {
         patient: view(&record.patient, Identifiers::Clear),
-        label: PatientLabelView {
-            patient_id: id,
-            confidentiality: label.confidentiality.as_str().to_owned(),
-            sensitivity: label.codes(),
-            notes_raised: None,
-            files_raised: None,
-        },
+        label: PatientLabelView::new(id, &label),
         appointments: record.appointments.iter().map(Into::into).collect(),
         notes: record.notes.iter().map(Into::into).collect(),
         files: record.documents.iter().map(Into::into).collect(),
@@ -545,6 +539,18 @@ pub struct PatientLabelView {
     pub files_raised: Option<u64>,
 }
 
+impl PatientLabelView {
+    fn new(patient: Uuid, label: &clinicd_domain::Label) -> Self {
+        Self {
+            patient_id: patient,
+            confidentiality: label.confidentiality.as_str().to_owned(),
+            sensitivity: label.codes(),
+            notes_raised: None,
+            files_raised: None,
+        }
+    }
+}
+
 /// The patient's label (docs/lifecycle.md): `N` unless one was set.
 #[utoipa::path(
     get,
@@ -566,13 +572,7 @@ pub async fn label(
     patient: ReachablePatientId,
 ) -> Result<HttpResponse, ApiError> {
     let label = state.patients.label(patient.0).await?;
-    let mut response = HttpResponse::Ok().json(PatientLabelView {
-        patient_id: patient.0,
-        confidentiality: label.confidentiality.as_str().to_owned(),
-        sensitivity: label.codes(),
-        notes_raised: None,
-        files_raised: None,
-    });
+    let mut response = HttpResponse::Ok().json(PatientLabelView::new(patient.0, &label));
     AuditNote {
         patient_id: Some(patient.0),
         ..AuditNote::default()
@@ -619,31 +619,19 @@ pub async fn relabel(
         .patients
         .set_label(&mut tx, patient.0, &label, now)
         .await?;
-    let floor = clinicd_files::StoredLabel {
-        confidentiality: label.confidentiality.as_str().to_owned(),
-        sensitivity: label.codes(),
-    };
-    let files_raised = state.files.raise_labels(&mut tx, patient.0, &floor).await?;
-    // The codes and the reason go only into the sealed values (under the patient's key).
-    let note = AuditNote {
-        patient_id: Some(patient.0),
-        resource_id: Some(patient.0.to_string()),
-        metadata: Some(serde_json::json!({ "relabel": true,
-            "confidentiality": { "from": before.confidentiality.as_str(),
-                                 "to": label.confidentiality.as_str() },
-            "notes_raised": notes_raised, "files_raised": files_raised })),
-        values: Some((
-            serde_json::json!({ "label": before }),
-            serde_json::json!({ "label": label, "reason": reason }),
-        )),
-        ..AuditNote::default()
-    };
+    let files_raised = state
+        .files
+        .raise_labels(&mut tx, patient.0, &super::files::stored(&label))
+        .await?;
+    let mut note = super::relabel_note(patient.0, patient.0, &before, &label, reason);
+    if let Some(serde_json::Value::Object(metadata)) = note.metadata.as_mut() {
+        metadata.insert("notes_raised".into(), notes_raised.into());
+        metadata.insert("files_raised".into(), files_raised.into());
+    }
     audit.commit(tx, StatusCode::OK, note).await?;
     Ok(HttpResponse::Ok().json(PatientLabelView {
-        patient_id: patient.0,
-        confidentiality: label.confidentiality.as_str().to_owned(),
-        sensitivity: label.codes(),
         notes_raised: Some(notes_raised),
         files_raised: Some(files_raised),
+        ..PatientLabelView::new(patient.0, &label)
     }))
 }
