@@ -86,7 +86,185 @@ pub fn document() -> Value {
     apply_field_rules(&mut document);
     refuse_controls_in_parameters(&mut document);
     add_common_answers(&mut document);
+    add_links(&mut document);
     document
+}
+
+/// OpenAPI links: what a created resource's id opens next (create a patient, then read it, write
+/// a note for it, upload a file to it). Clients and stateful fuzzers follow them. Each is
+/// (operation that creates, its success status, where the id is in its body, the operations it
+/// leads to, the path parameter that takes the id). utoipa's attribute macros cannot declare
+/// links, so they are added here; `operationRef` because several handlers share a function name.
+type Link = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+const LINKS: &[Link] = &[
+    (
+        "/api/patients",
+        "post",
+        "201",
+        "/id",
+        &[
+            ("/api/patients/{id}", "get"),
+            ("/api/patients/{id}", "patch"),
+            ("/api/patients/{id}/notes", "get"),
+            ("/api/patients/{id}/notes", "post"),
+            ("/api/patients/{id}/files", "get"),
+            ("/api/patients/{id}/files", "post"),
+            ("/api/patients/{id}/care-team", "get"),
+            ("/api/patients/{id}/consents", "get"),
+            ("/api/patients/{id}/label", "get"),
+        ],
+        "id",
+    ),
+    (
+        "/api/patients/{id}/notes",
+        "post",
+        "201",
+        "/id",
+        &[
+            ("/api/notes/{id}", "get"),
+            ("/api/notes/{id}", "patch"),
+            ("/api/notes/{id}/sign", "post"),
+            ("/api/notes/{id}/history", "get"),
+        ],
+        "id",
+    ),
+    (
+        "/api/patients/{id}/files",
+        "post",
+        "201",
+        "/id",
+        &[("/api/files/{id}", "get"), ("/api/files/{id}", "delete")],
+        "id",
+    ),
+    (
+        "/api/appointments",
+        "post",
+        "201",
+        "/id",
+        &[
+            ("/api/appointments/{id}", "get"),
+            ("/api/appointments/{id}", "patch"),
+        ],
+        "id",
+    ),
+    (
+        "/api/patients/{id}/consents",
+        "post",
+        "201",
+        "/id",
+        &[("/api/consents/{id}/revoke", "post")],
+        "id",
+    ),
+    (
+        "/api/admin/users",
+        "post",
+        "201",
+        "/user/id",
+        &[
+            ("/api/admin/users/{id}", "get"),
+            ("/api/admin/users/{id}", "patch"),
+        ],
+        "id",
+    ),
+    (
+        "/api/admin/roles",
+        "post",
+        "201",
+        "/name",
+        &[
+            ("/api/admin/roles/{name}", "put"),
+            ("/api/admin/roles/{name}", "delete"),
+        ],
+        "name",
+    ),
+    (
+        "/api/lifecycle/holds",
+        "post",
+        "201",
+        "/id",
+        &[("/api/lifecycle/holds/{id}/release", "post")],
+        "id",
+    ),
+    (
+        "/api/lifecycle/erasures",
+        "post",
+        "201",
+        "/id",
+        &[("/api/lifecycle/erasures/{id}", "get")],
+        "id",
+    ),
+    (
+        "/api/security/blocks",
+        "post",
+        "201",
+        "/id",
+        &[("/api/security/blocks/{id}/lift", "post")],
+        "id",
+    ),
+];
+
+fn add_links(document: &mut Value) {
+    for (path, method, status, field, targets, parameter) in LINKS {
+        let mut links = serde_json::Map::new();
+        for (target, target_method) in *targets {
+            // Only to operations the document has: a link to nowhere would mislead a client.
+            if document
+                .pointer(&format!(
+                    "/paths/{}/{target_method}",
+                    pointer_escape(target)
+                ))
+                .is_none()
+            {
+                continue;
+            }
+            links.insert(
+                link_name(target, target_method),
+                json!({
+                    "operationRef": format!("#/paths/{}/{target_method}", pointer_escape(target)),
+                    "parameters": { *parameter: format!("$response.body#{field}") },
+                }),
+            );
+        }
+        if let Some(response) = document
+            .pointer_mut(&format!(
+                "/paths/{}/{method}/responses/{status}",
+                pointer_escape(path)
+            ))
+            .and_then(Value::as_object_mut)
+        {
+            response.insert("links".to_owned(), Value::Object(links));
+        }
+    }
+}
+
+/// A JSON pointer token (RFC 6901): `~` and `/` escaped.
+fn pointer_escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// `GET /api/patients/{id}/notes` → `getPatientsIdNotes`: a stable key for the link map.
+fn link_name(path: &str, method: &str) -> String {
+    let mut name = method.to_owned();
+    for word in path
+        .trim_start_matches("/api/")
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            name.push(first.to_ascii_uppercase());
+            name.extend(chars);
+        }
+    }
+    name
 }
 
 // The rules the parsers enforce, as schema. Each is exactly its parser's rule or looser (a value

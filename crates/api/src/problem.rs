@@ -194,8 +194,16 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// An error no handler expected. One caused by a dependency being down (the database
+    /// restarting, the key provider unreachable) is 503: the request can be retried and nothing
+    /// was done, which a generic 500 would not say. Everything else is a 500.
     pub fn unexpected(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self::Unexpected(err.into())
+        let err = err.into();
+        if dependency_unavailable(err.as_ref()) {
+            tracing::warn!(error.chain = %ErrorChain(err.as_ref()), "a dependency is unavailable");
+            return Self::Unavailable;
+        }
+        Self::Unexpected(err)
     }
 
     /// The stable, machine-readable code of this error. Clients branch on this, never on text.
@@ -478,6 +486,51 @@ pub struct Problem {
     pub request_id: Option<String>,
 }
 
+/// Whether anything in the error's chain says a dependency is unreachable or going away, not that
+/// this request was wrong: a broken or refused connection, a pool with no connection to give, a
+/// server shutting down or refusing connections (SQLSTATE classes 08 and 57P), the key provider
+/// unreachable.
+fn dependency_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    std::iter::successors(Some(err), |e| e.source()).any(|e| {
+        if let Some(db) = e.downcast_ref::<sqlx::Error>() {
+            return match db {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
+                _ => false,
+            };
+        }
+        if let Some(provider) = e.downcast_ref::<clinicd_crypto::ProviderError>() {
+            return matches!(provider, clinicd_crypto::ProviderError::Unavailable(_));
+        }
+        if let Some(crypto) = e.downcast_ref::<clinicd_crypto::CryptoError>() {
+            return matches!(
+                crypto,
+                clinicd_crypto::CryptoError::Provider(clinicd_crypto::ProviderError::Unavailable(
+                    _
+                ))
+            );
+        }
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::BrokenPipe
+                    | K::NotConnected
+                    | K::UnexpectedEof
+            )
+        })
+    })
+}
+
 impl From<clinicd_rbac::RbacError> for ApiError {
     fn from(error: clinicd_rbac::RbacError) -> Self {
         use clinicd_rbac::RbacError as E;
@@ -634,5 +687,58 @@ impl From<clinicd_files::FileError> for ApiError {
             E::Audit(_) => Self::Unavailable,
             E::Crypto(_) | E::Database(_) | E::Encrypt(_) => Self::unexpected(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the store failed")]
+    struct Wrapper(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+    fn status(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StatusCode {
+        ApiError::unexpected(err).status_code()
+    }
+
+    #[test]
+    fn a_dependency_going_away_is_503_and_anything_else_500() {
+        assert_eq!(
+            status(sqlx::Error::PoolTimedOut),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            status(sqlx::Error::Io(reset)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // However deep in the chain.
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            status(Wrapper(Box::new(sqlx::Error::Io(refused)))),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let kms = clinicd_crypto::CryptoError::Provider(
+            clinicd_crypto::ProviderError::Unavailable("timed out".into()),
+        );
+        assert_eq!(
+            status(Wrapper(Box::new(kms))),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+
+        // A bug, a broken invariant or damaged data is not the network's fault.
+        assert_eq!(status("boom"), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            status(Wrapper(Box::new(clinicd_crypto::CryptoError::Integrity))),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status(sqlx::Error::RowNotFound),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(status(full), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -451,4 +451,86 @@ mod tests {
         );
         assert!(refused(&sign(claims_json(json!({"typ": "refresh"})))));
     }
+
+    // The property-test twin of the JWT fuzz target (docs/assurance.md): any bytes as a token,
+    // any JSON as its header (alg, kid, jku, crit, b64...), any one-byte change to a genuine
+    // token: an answer of Invalid, never a panic and never a token accepted.
+    mod twin {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn b64(bytes: &[u8]) -> String {
+            URL_SAFE_NO_PAD.encode(bytes)
+        }
+
+        fn header_json() -> impl Strategy<Value = String> {
+            let value = prop_oneof![
+                Just("\"HS256\"".to_owned()),
+                Just("\"none\"".to_owned()),
+                Just("\"RS256\"".to_owned()),
+                Just("null".to_owned()),
+                Just("false".to_owned()),
+                Just("[\"b64\"]".to_owned()),
+                "[ -~]{0,16}".prop_map(|s| serde_json::Value::String(s).to_string()),
+            ];
+            let key = prop_oneof![
+                Just("alg"),
+                Just("typ"),
+                Just("kid"),
+                Just("jku"),
+                Just("jwk"),
+                Just("x5u"),
+                Just("crit"),
+                Just("b64"),
+                Just("cty"),
+            ];
+            proptest::collection::vec((key, value), 0..5).prop_map(|pairs| {
+                let body: Vec<String> = pairs.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", body.join(","))
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_string_is_refused(token in any::<String>()) {
+                prop_assert!(refused(&token));
+            }
+
+            #[test]
+            fn any_three_parts_are_refused(
+                a in proptest::collection::vec(any::<u8>(), 0..64),
+                b in proptest::collection::vec(any::<u8>(), 0..64),
+                c in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let token = [b64(&a), b64(&b), b64(&c)].join(".");
+                prop_assert!(refused(&token));
+            }
+
+            #[test]
+            fn a_genuine_signature_under_any_other_header_is_refused(header in header_json()) {
+                // The signature is ours over the genuine header; swapping the header must
+                // break it, whatever the header says about algorithms or keys.
+                let (token, _) = access_now();
+                let parts: Vec<&str> = token.split('.').collect();
+                prop_assume!(URL_SAFE_NO_PAD.decode(parts[0]).ok().as_deref() != Some(header.as_bytes()));
+                let swapped = [b64(header.as_bytes()).as_str(), parts[1], parts[2]].join(".");
+                prop_assert!(refused(&swapped));
+            }
+
+            #[test]
+            fn one_changed_byte_in_a_genuine_token_is_refused(at in any::<prop::sample::Index>(), to in any::<u8>()) {
+                let (token, _) = access_now();
+                let mut bytes = token.into_bytes();
+                let i = at.index(bytes.len());
+                prop_assume!(bytes[i] != to);
+                bytes[i] = to;
+                // Base64 here is canonical (no spare bits may vary), and the signature covers
+                // the header and payload as sent: every change must break it.
+                prop_assert!(refused(&String::from_utf8_lossy(&bytes)));
+            }
+        }
+    }
 }

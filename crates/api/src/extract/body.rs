@@ -108,10 +108,37 @@ fn body_of<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     if let Some(field) = unprintable(&value, String::new()) {
         return Err(ApiError::UnprintableText { field });
     }
+    let mut value = value;
+    integral_numbers(&mut value);
     serde_json::from_value(value).map_err(|err| match unknown_field(&err) {
         Some(field) => ApiError::UnknownField { field },
         None => ApiError::InvalidBody { line: 0, column: 0 },
     })
+}
+
+/// JSON has one number type: `3.0` is the integer 3 (JSON Schema counts it as an `integer`, and
+/// a generated client may send it so), but serde refuses it for an integer field. A float that is
+/// a whole number within i64 becomes that integer before the body is typed; fields that want a
+/// float take the integer just as well.
+fn integral_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                // Exactly representable and in range: the round trip through i64 is lossless.
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_precision_loss,
+                    reason = "checked: whole and within ±2^53"
+                )]
+                if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
 }
 
 /// Where in `value` a string (or an object's key) holds a character no text field takes.

@@ -331,3 +331,53 @@ proptest::proptest! {
         accepted_by(member_number("m", &value).is_ok(), "InsuranceBody", "member_number")?;
     }
 }
+
+/// Every link leads to an operation the document has, whose path parameter it fills from a
+/// field the creating operation's response schema declares; creating a patient leads on to
+/// reading it, and a note to signing it (the stateful fuzzing of scripts/api-fuzz follows these).
+#[test]
+fn links_lead_from_what_is_created_to_operations_that_exist() {
+    let spec = served_spec();
+    let mut count = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let Some(links) = response.get("links").and_then(Value::as_object) else {
+                    continue;
+                };
+                for (name, link) in links {
+                    let reference = link["operationRef"].as_str().unwrap();
+                    let target = spec
+                        .pointer(reference.trim_start_matches('#'))
+                        .unwrap_or_else(|| {
+                            panic!("{method} {path} {status}: {name} leads nowhere")
+                        });
+                    for (parameter, expression) in link["parameters"].as_object().unwrap() {
+                        let declared = target["parameters"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|p| p["name"] == *parameter && p["in"] == "path");
+                        assert!(declared, "{name}: {parameter} is not a path parameter");
+                        assert!(
+                            expression.as_str().unwrap().starts_with("$response.body#/"),
+                            "{name}: {expression}"
+                        );
+                    }
+                    count += 1;
+                }
+            }
+        }
+    }
+    assert!(count >= 20, "only {count} links");
+    let patient = &spec["paths"]["/api/patients"]["post"]["responses"]["201"]["links"];
+    assert_eq!(
+        patient["getPatientsId"]["operationRef"],
+        "#/paths/~1api~1patients~1{id}/get"
+    );
+    let note = &spec["paths"]["/api/patients/{id}/notes"]["post"]["responses"]["201"]["links"];
+    assert_eq!(
+        note["postNotesIdSign"]["parameters"]["id"],
+        "$response.body#/id"
+    );
+}

@@ -12,6 +12,21 @@ async fn a_valid_body_passes() {
     assert_eq!(response.json()["count"], 3);
 }
 
+/// JSON Schema counts `3.0` as an integer, and so does the server; `3.5` is not one.
+#[actix_web::test]
+async fn a_whole_number_written_as_a_float_is_an_integer() {
+    let app = TestApp::new(settings());
+    let response = app.post_json(r#"{"name":"x","count":3.0}"#).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["count"], 3);
+    app.post_json(r#"{"name":"x","count":3.5}"#)
+        .await
+        .assert_problem(400, "invalid_body");
+    app.post_json(r#"{"name":"x","count":1e300}"#)
+        .await
+        .assert_problem(400, "invalid_body");
+}
+
 #[actix_web::test]
 async fn malformed_json_is_400() {
     let app = TestApp::new(settings());
