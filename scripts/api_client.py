@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 
-PASSWORD = "fuzzing is how we find the cracks 42"
+PASSWORD = "fuzzing is how we find the cracks 42"  # pragma: allowlist secret (throwaway test accounts)
 
 
 class Client:
