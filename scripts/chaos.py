@@ -47,6 +47,11 @@ RATE = float(ENV.get("CHAOS_RATE", "20"))
 SEED = int(ENV.get("CHAOS_SEED", "20261204"))
 RECOVERY_BOUND = float(ENV.get("CHAOS_RECOVERY_BOUND_SECS", "60"))
 REPORT = ENV["CHAOS_REPORT"]
+# `faults` (the chaos run) or `soak` (the same load and counts, no faults, for SOAK_SECONDS,
+# sampled every SOAK_WINDOW_SECONDS: scripts/soak).
+MODE = ENV.get("CHAOS_MODE", "faults")
+SOAK_SECONDS = float(ENV.get("SOAK_SECONDS", "1800"))
+SOAK_WINDOW = float(ENV.get("SOAK_WINDOW_SECONDS", "60"))
 STORE = ENV["CHAOS_STORE"]  # instance B's file store: a tmpfs
 MOTO = ENV["CHAOS_MOTO_URL"]
 BUCKET = ENV["CHAOS_BUCKET"]
@@ -139,6 +144,7 @@ class Instance:
         self.name = name
         self.env = env
         self.port = int(env["CLINICD_LISTEN_ADDR"].rsplit(":", 1)[1])
+        self.metrics_port = int(env["CLINICD_METRICS_ADDR"].rsplit(":", 1)[1])
         self.base = f"https://localhost:{self.port}"
         self.process = None
         self.killed = 0
@@ -214,6 +220,8 @@ class Load:
         self.files = {}  # id -> (instance name, sha256 of the content)
         self.phi = []  # request ids of PHI responses served (2xx)
         self.statuses = {}
+        self.errors = 0  # answers other than 2xx (and transport errors)
+        self.timings = []  # (started, operation, seconds): the soak's latency windows
         self.stop = threading.Event()
         self.random = random.Random(SEED + 1)
         self.choices = [name for name, weight in self.MIX for _ in range(weight)]
@@ -222,6 +230,8 @@ class Load:
         key = f"{operation} {status if status is not None else 'transport error'}"
         with self.lock:
             self.statuses[key] = self.statuses.get(key, 0) + 1
+            if status is None or not 200 <= status < 300:
+                self.errors += 1
 
     def run(self, workers=8):
         threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(workers)]
@@ -249,7 +259,10 @@ class Load:
                 if not self.queue:
                     return
                 operation = self.queue.pop(0)
+            started = time.monotonic()
             getattr(self, operation)()
+            with self.lock:
+                self.timings.append((started, operation, time.monotonic() - started))
 
     def pick_patient(self):
         with self.lock:
@@ -339,11 +352,11 @@ def pg(action):
 def fill_disk():
     """Fills the tmpfs under B's file store; returns the filler's path."""
     path = os.path.join(STORE, "filler")
-    with open(path, "wb") as out:
+    # Unbuffered: a buffered file would raise ENOSPC again when it is closed.
+    with open(path, "wb", buffering=0) as out:
         try:
             while True:
                 out.write(b"\0" * 65536)
-                out.flush()
         except OSError:
             pass
     return path
@@ -431,6 +444,112 @@ class Faults:
         b = self.instances[1]
         took = wait_until(lambda: self.load.upload(b) == 201, RECOVERY_BOUND)
         return {"target": b.name, "recovery_seconds": took}
+
+
+# ---------------------------------------------------------------- the soak
+
+
+def rss_kib(instance):
+    """The instance's resident set (KiB), from /proc."""
+    try:
+        with open(f"/proc/{instance.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def pool_gauges(instance):
+    """The instance's database pool at this moment, from its /metrics."""
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", instance.metrics_port, timeout=3)
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+        connection.close()
+    except (OSError, http.client.HTTPException):
+        return None
+    values = {}
+    for line in text.splitlines():
+        for name in ("db_pool_connections", "db_pool_idle_connections", "db_pool_max_connections"):
+            if line.startswith(f"clinicd_{name} "):
+                values[name.removeprefix("db_pool_")] = int(float(line.split()[1]))
+    if "connections" in values and "idle_connections" in values:
+        values["in_use"] = values["connections"] - values["idle_connections"]
+    return values
+
+
+def audit_table():
+    """The audit trail's size and dead rows: it is append-only, so it should never bloat."""
+    row = psql("SELECT pg_total_relation_size('audit_events'), n_live_tup, n_dead_tup "
+               "FROM pg_stat_user_tables WHERE relname = 'audit_events'")
+    size, live, dead = (int(v) for v in row.split("|"))
+    return {"total_bytes": size, "live_rows": live, "dead_rows": dead}
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else None
+
+
+def soak(instances, load, seconds, window):
+    """Samples the steady load every `window` seconds: latency, errors, memory, pool, audit."""
+    windows = []
+    started = time.monotonic()
+    errors_before = 0
+    while time.monotonic() - started < seconds:
+        window_start = time.monotonic()
+        time.sleep(min(window, max(0.0, seconds - (window_start - started))))
+        now = time.monotonic()
+        with load.lock:
+            timings = [t for t in load.timings if window_start <= t[0] < now]
+            errors = load.errors
+        latencies = [t[2] * 1000 for t in timings]
+        reads = [t[2] * 1000 for t in timings if t[1] == "read"]
+        sample = {
+            "at_seconds": round(now - started, 1),
+            "operations": len(timings),
+            "p50_ms": round(percentile(latencies, 0.5) or 0, 1),
+            "p99_ms": round(percentile(latencies, 0.99) or 0, 1),
+            "read_p99_ms": round(percentile(reads, 0.99) or 0, 1),
+            "errors": errors - errors_before,
+            "rss_kib": {i.name: rss_kib(i) for i in instances},
+            "pool": {i.name: pool_gauges(i) for i in instances},
+            "audit_events": audit_table(),
+        }
+        errors_before = errors
+        windows.append(sample)
+        log(f"soak {sample['at_seconds']:.0f} s: {sample['operations']} ops, p50 {sample['p50_ms']} ms, "
+            f"p99 {sample['p99_ms']} ms, errors {sample['errors']}, RSS "
+            f"{', '.join(f'{k} {v // 1024 if v else None} MiB' for k, v in sample['rss_kib'].items())}")
+    return windows
+
+
+def soak_verdict(windows, instances):
+    """The soak's own checks: no errors, memory that levels off, no connection held after the
+    load, an audit trail without dead rows. Memory is judged from the first window (after
+    start-up and warm-up) to the last: at most 25% plus 16 MiB more."""
+    problems = []
+    if not windows:
+        return ["the soak took no samples"], {}, audit_table()
+    errors = sum(w["errors"] for w in windows)
+    if errors:
+        problems.append(f"soak: {errors} answers other than 2xx under a steady load")
+    for instance in instances:
+        first, last = windows[0]["rss_kib"][instance.name], windows[-1]["rss_kib"][instance.name]
+        if first and last and last > first * 1.25 + 16 * 1024:
+            problems.append(f"soak: instance {instance.name}'s memory grew from {first} to {last} KiB")
+    # After the load has stopped, no connection may still be in use: a leak would hold one.
+    time.sleep(2)
+    after = {i.name: pool_gauges(i) for i in instances}
+    for name, pool in after.items():
+        if not pool or pool.get("in_use", 1) != 0:
+            problems.append(f"soak: instance {name}'s pool after the load: {pool}")
+    audit = audit_table()
+    if audit["dead_rows"] > audit["live_rows"] // 100:
+        problems.append(f"soak: the append-only audit trail has dead rows: {audit}")
+    return problems, after, audit
 
 
 # ---------------------------------------------------------------- the counts
@@ -554,8 +673,10 @@ def main():
     base_env = dict(ENV)
     base_env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{proxy.port}"
     a_env = dict(base_env, CLINICD_LISTEN_ADDR=f"127.0.0.1:{ENV['CHAOS_PORT_A']}",
+                 CLINICD_METRICS_ADDR=f"127.0.0.1:{ENV['CHAOS_METRICS_PORT_A']}",
                  CLINICD_STORAGE="s3", CLINICD_S3_BUCKET=BUCKET)
     b_env = dict(base_env, CLINICD_LISTEN_ADDR=f"127.0.0.1:{ENV['CHAOS_PORT_B']}",
+                 CLINICD_METRICS_ADDR=f"127.0.0.1:{ENV['CHAOS_METRICS_PORT_B']}",
                  CLINICD_STORAGE="local", CLINICD_STORAGE_DIR=STORE)
     instances = [Instance("A", a_env), Instance("B", b_env)]
     instances[0].start()
@@ -589,17 +710,25 @@ def main():
     load_thread = threading.Thread(target=load.run, daemon=True)
     started = time.monotonic()
     load_thread.start()
-    log(f"load at {RATE:g} operations/s on two instances; {FAULTS} faults (seed {SEED})")
     faults = Faults(instances, proxy, load, token, seed)
     failure = None
-    try:
-        faults.run(FAULTS)
-    except Exception as error:  # noqa: BLE001 - reported, then the counts still run
-        failure = f"{type(error).__name__}: {error}"
-        log(f"the fault run stopped: {failure}")
-    time.sleep(2)
+    windows = []
+    if MODE == "soak":
+        log(f"soak: a steady {RATE:g} operations/s on two instances for {SOAK_SECONDS:g} s")
+        windows = soak(instances, load, SOAK_SECONDS, SOAK_WINDOW)
+    else:
+        log(f"load at {RATE:g} operations/s on two instances; {FAULTS} faults (seed {SEED})")
+        try:
+            faults.run(FAULTS)
+        except Exception as error:  # noqa: BLE001 - reported, then the counts still run
+            failure = f"{type(error).__name__}: {error}"
+            log(f"the fault run stopped: {failure}")
+        time.sleep(2)
     load.stop.set()
     load_thread.join(timeout=60)
+    soak_problems = []
+    if MODE == "soak":
+        soak_problems, pool_after, audit_after = soak_verdict(windows, instances)
     duration = time.monotonic() - started
     if wait_until(faults.all_serve, RECOVERY_BOUND) is None:
         failure = failure or "the instances did not serve after the last fault"
@@ -630,10 +759,13 @@ def main():
         "run_error": failure,
         "fault_log": faults.results,
     })
-    problems = []
+    if MODE == "soak":
+        report.update({"mode": "soak", "windows": windows, "pool_after_load": pool_after,
+                       "audit_events_after": audit_after, "errors": load.errors})
+    problems = list(soak_problems)
     if failure:
         problems.append(failure)
-    if len(faults.results) < FAULTS:
+    if MODE != "soak" and len(faults.results) < FAULTS:
         problems.append(f"only {len(faults.results)} of {FAULTS} faults ran")
     for key in ("acknowledged_writes_lost", "acknowledged_files_unreadable",
                 "phi_responses_without_audit_event", "rows_without_object",
@@ -655,12 +787,20 @@ def main():
                     os.path.join(os.path.dirname(REPORT), f"server-{instance.name}.log"))
     with open(REPORT, "w") as out:
         json.dump(report, out, indent=2)
+    if MODE == "soak":
+        first, last = windows[0] if windows else {}, windows[-1] if windows else {}
+        report["summary"] = {"first_window": first, "last_window": last}
     summary = {k: report[k] for k in ("faults", "duration_seconds", "acknowledged_writes",
                                       "acknowledged_writes_lost", "acknowledged_files_unreadable",
                                       "phi_responses", "phi_responses_without_audit_event",
                                       "rows_without_object", "objects_without_row",
                                       "partial_writes_left", "plaintext_at_rest_or_in_logs",
                                       "audit_chain_verifies", "recovery", "instances")}
+    if MODE == "soak":
+        summary = {k: report[k] for k in ("mode", "duration_seconds", "acknowledged_writes",
+                                          "acknowledged_writes_lost", "phi_responses",
+                                          "phi_responses_without_audit_event", "errors",
+                                          "pool_after_load", "audit_events_after", "summary")}
     print(json.dumps(summary, indent=2))
     log(f"report: {REPORT}")
     if problems:

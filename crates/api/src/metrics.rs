@@ -309,10 +309,58 @@ impl Metrics {
         self.registry.register(collector)
     }
 
+    /// Exports the database pool's connections, read from the pool at each scrape (no refresh
+    /// loop, so never stale): a soak or a leak shows as growth between scrapes.
+    pub fn watch_pool(&self, pool: sqlx::PgPool) -> Result<(), prometheus::Error> {
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help);
+        let collector = PoolCollector {
+            open: gauge(
+                "db_pool_connections",
+                "Connections the pool holds open (idle and in use)",
+            )?,
+            idle: gauge("db_pool_idle_connections", "Open connections not in use")?,
+            max: gauge(
+                "db_pool_max_connections",
+                "The pool's limit (CLINICD_DB_MAX_CONNECTIONS)",
+            )?,
+            pool,
+        };
+        self.registry.register(Box::new(collector))
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// The pool's numbers at scrape time (see [`Metrics::watch_pool`]).
+struct PoolCollector {
+    pool: sqlx::PgPool,
+    open: IntGauge,
+    idle: IntGauge,
+    max: IntGauge,
+}
+
+impl prometheus::core::Collector for PoolCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        [&self.open, &self.idle, &self.max]
+            .into_iter()
+            .flat_map(|g| g.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.open.set(i64::from(self.pool.size()));
+        self.idle
+            .set(i64::try_from(self.pool.num_idle()).unwrap_or(i64::MAX));
+        self.max
+            .set(i64::from(self.pool.options().get_max_connections()));
+        [&self.open, &self.idle, &self.max]
+            .into_iter()
+            .flat_map(|g| g.collect())
+            .collect()
     }
 }

@@ -494,17 +494,12 @@ fn dependency_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind as K;
     std::iter::successors(Some(err), |e| e.source()).any(|e| {
         if let Some(db) = e.downcast_ref::<sqlx::Error>() {
-            return match db {
-                sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed => true,
-                sqlx::Error::Database(db) => db
-                    .code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
-                _ => false,
-            };
+            return clinicd_identity::failure::is_outage(db);
+        }
+        // Identity carries database failures as text plus an outage flag (no driver types in
+        // its API), so the flag is what says "the database went away".
+        if let Some(failure) = e.downcast_ref::<clinicd_identity::Failure>() {
+            return failure.is_outage();
         }
         if let Some(provider) = e.downcast_ref::<clinicd_crypto::ProviderError>() {
             return matches!(provider, clinicd_crypto::ProviderError::Unavailable(_));
@@ -726,6 +721,19 @@ mod tests {
         assert_eq!(
             status(Wrapper(Box::new(kms))),
             StatusCode::SERVICE_UNAVAILABLE
+        );
+
+        // A session check that lost its database mid-query (identity carries the failure as
+        // text plus an outage flag), directly and behind identity's own error.
+        let lost = clinicd_identity::Failure::from(sqlx::Error::PoolClosed);
+        assert_eq!(status(lost.clone()), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status(clinicd_identity::sessions::SessionError::Database(lost)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(clinicd_identity::Failure::from("a bad row")),
+            StatusCode::INTERNAL_SERVER_ERROR
         );
 
         // A bug, a broken invariant or damaged data is not the network's fault.

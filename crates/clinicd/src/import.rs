@@ -265,6 +265,24 @@ fn deserialize_kind(kind: &csv::DeserializeErrorKind) -> &'static str {
     }
 }
 
+/// Each row of a CSV file as the import judges it before the database: the same reader, row
+/// type, problem text and validation as [`import_patients`]. The CSV fuzz target (fuzz/) and its
+/// property-test twin (below) drive it.
+#[doc(hidden)]
+pub fn judge_rows(bytes: &[u8], today: NaiveDate) -> Vec<Result<(), String>> {
+    csv_reader(bytes)
+        .into_deserialize::<Row>()
+        .map(|record| validate(record, today))
+        .collect()
+}
+
+fn validate(record: Result<Row, csv::Error>, today: NaiveDate) -> Result<(), String> {
+    let row = record.map_err(|error| csv_problem(&error))?;
+    parse(&row.body(), today)
+        .map(|_| ())
+        .map_err(|error| error.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -281,20 +299,8 @@ emergency_contact_phone,status";
         NaiveDate::from_ymd_opt(2026, 12, 4).unwrap_or_default()
     }
 
-    /// A row as the import judges it before the database: the same reader, row type, problem
-    /// text and validation as `import_patients`.
-    fn validate(record: Result<Row, csv::Error>, today: NaiveDate) -> Result<(), String> {
-        let row = record.map_err(|error| csv_problem(&error))?;
-        parse(&row.body(), today)
-            .map(|_| ())
-            .map_err(|error| error.to_string())
-    }
-
     fn outcomes(bytes: &[u8]) -> Vec<Result<(), String>> {
-        csv_reader(bytes)
-            .into_deserialize::<Row>()
-            .map(|record| validate(record, today()))
-            .collect()
+        judge_rows(bytes, today())
     }
 
     #[test]

@@ -118,6 +118,7 @@ impl Application {
         let tls_config = server_tls(&settings.tls)?;
         let metrics = Metrics::new()?;
         crate::backup::metrics::BackupMetrics::register(&metrics)?.follow(pool.clone());
+        metrics.watch_pool(pool.clone())?;
         // Fail fast when the key provider is unusable, and make sure every purpose has its
         // branch key before the first request needs one.
         let keyring = Arc::new(

@@ -20,24 +20,24 @@ pub enum AdminError {
     #[error(transparent)]
     Login(#[from] LoginError),
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] crate::Failure),
 }
 
 impl From<sqlx::Error> for AdminError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Database(error.to_string())
+        Self::Database(error.into())
     }
 }
 
 impl From<crate::sessions::SessionError> for AdminError {
     fn from(error: crate::sessions::SessionError) -> Self {
-        Self::Database(error.to_string())
+        Self::Database(error.into())
     }
 }
 
 impl From<crate::password::HashError> for AdminError {
     fn from(error: crate::password::HashError) -> Self {
-        Self::Database(error.to_string())
+        Self::Database(error.into())
     }
 }
 
@@ -100,7 +100,7 @@ impl Identity {
         self.mfa
             .remove(tx, user)
             .await
-            .map_err(|e| AdminError::Database(e.to_string()))?;
+            .map_err(|e| AdminError::Database(e.into()))?;
         devices::revoke_all(&mut *tx, user, self.clock.now(), "mfa_reset").await?;
         self.sessions
             .revoke_all_in(tx, user, None, "mfa_reset")

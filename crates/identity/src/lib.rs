@@ -15,6 +15,7 @@ pub mod bootstrap;
 pub mod challenge;
 pub mod clock;
 pub mod devices;
+pub mod failure;
 pub mod login;
 pub mod mfa;
 pub mod otp;
@@ -26,4 +27,5 @@ pub mod sessions;
 pub mod tokens;
 pub mod users;
 
+pub use failure::Failure;
 pub use service::{Identity, IdentitySettings};

@@ -73,18 +73,18 @@ pub enum LoginError {
     #[error("the code could not be sent: {0}")]
     FallbackUnavailableNow(String),
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] crate::Failure),
 }
 
 impl From<sqlx::Error> for LoginError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Database(error.to_string())
+        Self::Database(error.into())
     }
 }
 
 impl From<UserError> for LoginError {
     fn from(error: UserError) -> Self {
-        Self::Database(error.to_string())
+        Self::Database(error.into())
     }
 }
 
@@ -101,18 +101,18 @@ pub enum ChangePasswordError {
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] crate::Failure),
 }
 
 impl From<sqlx::Error> for ChangePasswordError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Database(error.to_string())
+        Self::Database(error.into())
     }
 }
 
 impl From<UserError> for ChangePasswordError {
     fn from(error: UserError) -> Self {
-        Self::Database(error.to_string())
+        Self::Database(error.into())
     }
 }
 

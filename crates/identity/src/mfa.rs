@@ -39,14 +39,14 @@ pub enum MfaError {
     #[error(transparent)]
     Crypto(#[from] clinicd_crypto::CryptoError),
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] crate::Failure),
     #[error("the random number generator failed")]
     Random,
 }
 
 impl From<sqlx::Error> for MfaError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Database(error.to_string())
+        Self::Database(error.into())
     }
 }
 

@@ -54,14 +54,14 @@ pub enum SessionError {
     #[error("the request was refused")]
     Refused,
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] crate::Failure),
     #[error("the random number generator failed")]
     Random,
 }
 
 impl From<sqlx::Error> for SessionError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Database(error.to_string())
+        Self::Database(error.into())
     }
 }
 

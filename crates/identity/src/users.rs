@@ -32,7 +32,7 @@ pub enum UserError {
     #[error("that e-mail address is taken")]
     EmailTaken,
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] crate::Failure),
 }
 
 impl From<sqlx::Error> for UserError {
@@ -40,7 +40,7 @@ impl From<sqlx::Error> for UserError {
         match error.as_database_error().and_then(|e| e.constraint()) {
             Some("users_username_unique") => Self::UsernameTaken,
             Some("users_email_unique") => Self::EmailTaken,
-            _ => Self::Database(error.to_string()),
+            _ => Self::Database(error.into()),
         }
     }
 }

@@ -158,6 +158,25 @@ async fn metrics_are_served_on_the_admin_listener_only(pool: PgPool) {
         metrics.contains("clinicd_http_request_duration_seconds_bucket"),
         "{metrics}"
     );
+    // The pool is read at the scrape: it holds connections, and says its limit.
+    let pool_gauge = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("clinicd_{name} ")))
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    assert!(
+        pool_gauge("db_pool_connections").is_some_and(|n| n >= 1),
+        "{metrics}"
+    );
+    assert!(
+        pool_gauge("db_pool_idle_connections").is_some(),
+        "{metrics}"
+    );
+    assert!(
+        pool_gauge("db_pool_max_connections").is_some_and(|n| n >= 1),
+        "{metrics}"
+    );
     assert!(
         !metrics.contains("/nowhere"),
         "raw paths never become labels"

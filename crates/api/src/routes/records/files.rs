@@ -684,61 +684,67 @@ pub async fn relabel(
     Ok(HttpResponse::Ok().json(FileView::from(&info)))
 }
 
+/// The upload form reader as `upload` runs it up to storing (category, label, the file's bytes,
+/// then nothing but the closing boundary), on a body in the given chunks with boundary
+/// [`FUZZ_BOUNDARY`]: the size of the file read, or the problem `upload` would answer. The
+/// multipart fuzz target (fuzz/) and its property-test twin (below) drive it.
+#[doc(hidden)]
+pub fn read_upload_form(chunks: Vec<Vec<u8>>) -> Result<usize, ApiError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(ApiError::unexpected)?;
+    runtime.block_on(read_form(chunks))
+}
+
+#[doc(hidden)]
+pub const FUZZ_BOUNDARY: &str = "twinboundary";
+
+async fn read_form(chunks: Vec<Vec<u8>>) -> Result<usize, ApiError> {
+    let mut headers = header::HeaderMap::new();
+    let value = format!("multipart/form-data; boundary={FUZZ_BOUNDARY}");
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_str(&value).map_err(ApiError::unexpected)?,
+    );
+    let stream = futures_util::stream::iter(
+        chunks
+            .into_iter()
+            .map(|c| Ok::<_, actix_web::error::PayloadError>(Bytes::from(c))),
+    );
+    // Short: nothing here waits on a client, only on the parser.
+    let idle = std::time::Duration::from_millis(50);
+    let mut form = Multipart::new(&headers, stream);
+    within(idle, read_category(&mut form)).await??;
+    let (_label, mut file) = within(idle, read_label(&mut form)).await??;
+    let _ = file
+        .content_disposition()
+        .and_then(|d| d.get_filename())
+        .and_then(base_name);
+    let mut size = 0;
+    let mut bytes = with_idle_timeout(&mut file, idle);
+    while let Some(chunk) = bytes.next().await {
+        size += chunk.map_err(|_| ApiError::UploadIncomplete)?.len();
+    }
+    drop(bytes);
+    drop(file);
+    match within(idle, form.next()).await? {
+        None => Ok(size),
+        Some(Ok(_)) => Err(ApiError::InvalidMultipart("an extra part")),
+        Some(Err(e)) => Err(multipart_error(&e)),
+    }
+}
+
 // The property-test twin of the multipart fuzz target (docs/assurance.md): any body, raw or
 // shaped like a form with parts in any order, names, contents and cuts, read the way `upload`
 // reads it, gives an answer or a 4xx problem, never a panic, a hang or a 5xx.
 #[cfg(test)]
 mod twin {
-    use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
     use proptest::prelude::*;
 
     use super::*;
 
-    const BOUNDARY: &str = "twinboundary";
-
-    /// What `upload` does with a form up to storing: the category, the label, the file's bytes,
-    /// then nothing but the closing boundary.
-    async fn read_form(chunks: Vec<Vec<u8>>) -> Result<usize, ApiError> {
-        let mut headers = HeaderMap::new();
-        let value = format!("multipart/form-data; boundary={BOUNDARY}");
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_str(&value).map_err(|_| ApiError::NotFound)?,
-        );
-        let stream = futures_util::stream::iter(
-            chunks
-                .into_iter()
-                .map(|c| Ok::<_, actix_web::error::PayloadError>(Bytes::from(c))),
-        );
-        let idle = std::time::Duration::from_millis(50);
-        let mut form = Multipart::new(&headers, stream);
-        within(idle, read_category(&mut form)).await??;
-        let (_label, mut file) = within(idle, read_label(&mut form)).await??;
-        let _ = file
-            .content_disposition()
-            .and_then(|d| d.get_filename())
-            .and_then(base_name);
-        let mut size = 0;
-        let mut bytes = with_idle_timeout(&mut file, idle);
-        while let Some(chunk) = bytes.next().await {
-            size += chunk.map_err(|_| ApiError::UploadIncomplete)?.len();
-        }
-        drop(bytes);
-        drop(file);
-        match within(idle, form.next()).await? {
-            None => Ok(size),
-            Some(Ok(_)) => Err(ApiError::InvalidMultipart("an extra part")),
-            Some(Err(e)) => Err(multipart_error(&e)),
-        }
-    }
-
-    fn run(chunks: Vec<Vec<u8>>) -> Result<usize, ApiError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|_| ApiError::NotFound)?;
-        runtime.block_on(read_form(chunks))
-    }
+    const BOUNDARY: &str = FUZZ_BOUNDARY;
 
     fn part(name: &str, filename: Option<&str>, content: &[u8]) -> Vec<u8> {
         let disposition = match filename {
@@ -815,7 +821,7 @@ mod twin {
             body in proptest::collection::vec(any::<u8>(), 0..600),
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
         ) {
-            prop_assert!(is_refusal(&run(chunked(body, &cuts))));
+            prop_assert!(is_refusal(&read_upload_form(chunked(body, &cuts))));
         }
 
         #[test]
@@ -829,7 +835,7 @@ mod twin {
             if cut {
                 body.truncate(keep.index(body.len() + 1));
             }
-            prop_assert!(is_refusal(&run(chunked(body, &cuts))));
+            prop_assert!(is_refusal(&read_upload_form(chunked(body, &cuts))));
         }
 
         #[test]
@@ -841,7 +847,7 @@ mod twin {
             prop_assume!(file.last() != Some(&b'\r'));
             prop_assume!(!file.windows(BOUNDARY.len()).any(|w| w == BOUNDARY.as_bytes()));
             let body = form(&[part("category", None, b"other"), part("file", Some("a.pdf"), &file)]);
-            prop_assert_eq!(run(chunked(body, &cuts)).ok(), Some(file.len()));
+            prop_assert_eq!(read_upload_form(chunked(body, &cuts)).ok(), Some(file.len()));
         }
 
         #[test]
