@@ -72,6 +72,122 @@ pub fn checkpoint_minutes(interval: std::time::Duration) -> u32 {
     u32::try_from(minutes.clamp(1, 60)).unwrap_or(60)
 }
 
+/// The shortest and longest wait before the job worker is started again after it stopped.
+const RESTART_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const RESTART_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Keeps this instance's job worker running. graphile_worker's `run` ends with an error when
+/// the database is unreachable for a while (a restart, a failover), and it cannot be run again
+/// after that; checkpoints, event forwarding and retention must resume on their own once the
+/// database is back, so a fresh worker is built and run, with backoff, until shutdown.
+pub struct Supervisor {
+    context: JobContext,
+    checkpoint_every: std::time::Duration,
+    /// The worker running now, so that shutdown can reach it.
+    current: std::sync::Mutex<Option<Arc<Worker>>>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// Builds the first worker now, so that a server whose queue cannot be set up fails at start.
+    pub async fn start(
+        context: JobContext,
+        checkpoint_every: std::time::Duration,
+    ) -> Result<Self, JobsError> {
+        let first = worker(context.clone(), checkpoint_every).await?;
+        Ok(Self {
+            context,
+            checkpoint_every,
+            current: std::sync::Mutex::new(Some(Arc::new(first))),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Runs the worker, and a new one whenever it stops with an error, until
+    /// [`Supervisor::request_shutdown`].
+    pub async fn run(&self) {
+        let mut backoff = RESTART_MIN;
+        loop {
+            let worker = match self.current() {
+                Some(worker) => worker,
+                None => match worker(self.context.clone(), self.checkpoint_every).await {
+                    Ok(worker) => {
+                        let worker = Arc::new(worker);
+                        *self.slot() = Some(worker.clone());
+                        tracing::info!("the job worker started again");
+                        worker
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "the job worker cannot start yet");
+                        backoff = self.pause(backoff).await;
+                        continue;
+                    }
+                },
+            };
+            if self.stopped() {
+                return;
+            }
+            let began = tokio::time::Instant::now();
+            let outcome = worker.run().await;
+            *self.slot() = None;
+            match outcome {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::error!(error = %error, "the job worker stopped; starting it again")
+                }
+            }
+            if self.stopped() {
+                return;
+            }
+            // A worker that ran a good while before failing starts over from the shortest wait.
+            if began.elapsed() > RESTART_MAX {
+                backoff = RESTART_MIN;
+            }
+            backoff = self.pause(backoff).await;
+        }
+    }
+
+    /// Asks the running worker to finish its jobs and stop, and the supervisor not to start
+    /// another.
+    pub fn request_shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(worker) = self.slot().as_ref() {
+            worker.request_shutdown();
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn current(&self) -> Option<Arc<Worker>> {
+        self.slot().clone()
+    }
+
+    /// The slot holding the running worker. A panic while it was held cannot leave it
+    /// inconsistent (it is only ever replaced whole), so a poisoned lock is used as is.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Worker>>> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits `backoff` and returns the next, doubled up to the longest wait.
+    async fn pause(&self, backoff: std::time::Duration) -> std::time::Duration {
+        tokio::time::sleep(backoff).await;
+        (backoff * 2).min(RESTART_MAX)
+    }
+}
+
 /// Starts the job worker of this instance; the caller runs it (`Worker::run`) and asks it to
 /// stop at shutdown.
 pub async fn worker(

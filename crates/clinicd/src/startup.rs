@@ -28,7 +28,6 @@ use clinicd_identity::otp::{LogOtpSender, WebhookOtpSender};
 use clinicd_lifecycle::{LedgerStore, Lifecycle, LocalLedger, S3Ledger};
 use clinicd_rbac::Rbac;
 use clinicd_secops::SecOps;
-use graphile_worker::Worker;
 use rustls::ServerConfig;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -82,7 +81,7 @@ pub struct Application {
     servers: Vec<Server>,
     limits: Arc<Limits>,
     /// This instance's share of the scheduled work (see [`crate::jobs`]).
-    jobs: Arc<Worker>,
+    jobs: Arc<crate::jobs::Supervisor>,
 }
 
 impl std::fmt::Debug for Application {
@@ -149,7 +148,7 @@ impl Application {
                 "erased again from the erasure ledger (a restore brought them back)"
             );
         }
-        let jobs = crate::jobs::worker(
+        let jobs = crate::jobs::Supervisor::start(
             JobContext {
                 db: pool.clone(),
                 keyring: keyring.clone(),
@@ -251,11 +250,7 @@ impl Application {
             }
         });
         let jobs = self.jobs.clone();
-        let worker = tokio::spawn(async move {
-            if let Err(error) = jobs.run().await {
-                tracing::error!(error = %error, "the job worker stopped");
-            }
-        });
+        let worker = tokio::spawn(async move { jobs.run().await });
         let result = futures_util::future::try_join_all(self.servers)
             .await
             .map(|_| ());

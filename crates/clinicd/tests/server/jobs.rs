@@ -129,3 +129,68 @@ async fn two_instances_run_each_tick_of_each_job_once(pool: PgPool) {
     .unwrap();
     assert!(ahead);
 }
+
+/// How many runs of `job` have been recorded.
+async fn runs_of(pool: &PgPool, job: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM job_runs WHERE job = $1")
+        .bind(job)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_job_worker_comes_back_after_the_database_drops_its_connections(pool: PgPool) {
+    let _server = start(pool.clone(), &[]).await;
+    // The worker is up once its at-start job has run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while runs_of(&pool, "audit_partitions").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A database restart or failover, as the server sees it: every connection it had is gone
+    // and new ones are refused for a few seconds.
+    let mut test = pool.acquire().await.unwrap();
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut *test)
+        .await
+        .unwrap();
+    // Allowing connections is set from another database (not the one being closed).
+    let admin_url = std::env::var("DATABASE_URL").expect("DATABASE_URL must be set");
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .unwrap();
+    let allow = |on: bool| {
+        sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{database}\" WITH ALLOW_CONNECTIONS {on}"
+        ))
+    };
+    sqlx::query(allow(false)).execute(&mut admin).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut *test)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sqlx::query(allow(true)).execute(&mut admin).await.unwrap();
+
+    // Work queued afterwards still runs, with nobody restarting the server.
+    sqlx::query("SELECT clinicd_jobs.add_job('forget_login_attempts', '{}'::json)")
+        .execute(&mut *test)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while runs_of(&pool, "forget_login_attempts").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job worker did not come back after the database dropped its connections"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
