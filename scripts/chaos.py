@@ -177,8 +177,40 @@ class Instance:
                 self.process.kill()
 
 
+_TLS = []
+_CONNECTIONS = threading.local()
+
+
 def tls_context():
-    return ssl.create_default_context(cafile=os.path.join(TMP, "data", "tls", "cert.pem"))
+    if not _TLS:
+        _TLS.append(ssl.create_default_context(cafile=os.path.join(TMP, "data", "tls", "cert.pem")))
+    return _TLS[0]
+
+
+def _connection(instance, timeout):
+    """This thread's kept-alive connection to `instance` (a clinic's frontend keeps its
+    connections too: a handshake per request would measure the client, not the server), and
+    whether it was reused."""
+    pool = _CONNECTIONS.__dict__.setdefault("pool", {})
+    connection = pool.get(instance.name)
+    if connection is not None and connection.sock is not None:
+        connection.sock.settimeout(timeout)
+        return connection, True
+    connection = http.client.HTTPSConnection("localhost", instance.port, context=tls_context(),
+                                             timeout=timeout)
+    pool[instance.name] = connection
+    return connection, False
+
+
+def _drop(instance):
+    connection = _CONNECTIONS.__dict__.get("pool", {}).pop(instance.name, None)
+    if connection is not None:
+        connection.close()
+
+
+# A kept-alive connection the server has since closed (idle timeout, restart) fails before the
+# request reaches it: that one is retried once on a fresh connection, as HTTP clients do.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 def request(instance, method, path, token, body=None, content_type=None, timeout=10):
@@ -187,17 +219,21 @@ def request(instance, method, path, token, body=None, content_type=None, timeout
     headers = {"authorization": f"Bearer {token}", "x-request-id": request_id}
     if body is not None:
         headers["content-type"] = content_type or "application/json"
-    connection = http.client.HTTPSConnection("localhost", instance.port, context=tls_context(),
-                                             timeout=timeout)
-    try:
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-        return response.status, data, response.getheader("x-request-id") or request_id
-    except (OSError, http.client.HTTPException) as error:
-        return None, str(error).encode(), request_id
-    finally:
-        connection.close()
+    for attempt in (1, 2):
+        connection, reused = _connection(instance, timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            if response.will_close:
+                _drop(instance)
+            return response.status, data, response.getheader("x-request-id") or request_id
+        except (OSError, http.client.HTTPException) as error:
+            _drop(instance)
+            if reused and attempt == 1 and isinstance(error, _STALE):
+                continue
+            return None, str(error).encode(), request_id
+    return None, b"unreachable", request_id
 
 
 # ---------------------------------------------------------------- the load
@@ -481,9 +517,13 @@ def pool_gauges(instance):
 
 
 def audit_table():
-    """The audit trail's size and dead rows: it is append-only, so it should never bloat."""
-    row = psql("SELECT pg_total_relation_size('audit_events'), n_live_tup, n_dead_tup "
-               "FROM pg_stat_user_tables WHERE relname = 'audit_events'")
+    """The audit trail's size and dead rows over all its partitions: it is append-only, so it
+    should never bloat."""
+    row = psql("SELECT coalesce(sum(pg_total_relation_size(relid)), 0), "
+               "coalesce(sum(n_live_tup), 0), coalesce(sum(n_dead_tup), 0) "
+               "FROM pg_stat_user_tables WHERE relid = 'audit_events'::regclass "
+               "OR relid IN (SELECT inhrelid FROM pg_inherits "
+               "WHERE inhparent = 'audit_events'::regclass)")
     size, live, dead = (int(v) for v in row.split("|"))
     return {"total_bytes": size, "live_rows": live, "dead_rows": dead}
 
@@ -526,10 +566,11 @@ def soak(instances, load, seconds, window):
     return windows
 
 
-def soak_verdict(windows, instances):
-    """The soak's own checks: no errors, memory that levels off, no connection held after the
-    load, an audit trail without dead rows. Memory is judged from the first window (after
-    start-up and warm-up) to the last: at most 25% plus 16 MiB more."""
+def soak_verdict(windows, instances, pool_before):
+    """The soak's own checks: no errors, memory that levels off, no more connections held after
+    the load than before it (each instance keeps a few for good: its job queue's and its
+    blocklist's LISTEN), an audit trail without dead rows. Memory is judged from the first
+    window (after start-up and warm-up) to the last: at most 25% plus 16 MiB more."""
     problems = []
     if not windows:
         return ["the soak took no samples"], {}, audit_table()
@@ -544,8 +585,10 @@ def soak_verdict(windows, instances):
     time.sleep(2)
     after = {i.name: pool_gauges(i) for i in instances}
     for name, pool in after.items():
-        if not pool or pool.get("in_use", 1) != 0:
-            problems.append(f"soak: instance {name}'s pool after the load: {pool}")
+        before = (pool_before.get(name) or {}).get("in_use", 0)
+        if not pool or pool.get("in_use", before + 1) > before:
+            problems.append(f"soak: instance {name}'s pool after the load: {pool} "
+                            f"(before it: {pool_before.get(name)})")
     audit = audit_table()
     if audit["dead_rows"] > audit["live_rows"] // 100:
         problems.append(f"soak: the append-only audit trail has dead rows: {audit}")
@@ -707,6 +750,9 @@ def main():
 
     threading.Thread(target=supervise, daemon=True).start()
     load = Load(instances, token, seed)
+    # The pools at rest, before the load: the soak's yardstick for connections held after it.
+    time.sleep(2 if MODE == "soak" else 0)
+    pool_before = {i.name: pool_gauges(i) for i in instances}
     load_thread = threading.Thread(target=load.run, daemon=True)
     started = time.monotonic()
     load_thread.start()
@@ -728,7 +774,7 @@ def main():
     load_thread.join(timeout=60)
     soak_problems = []
     if MODE == "soak":
-        soak_problems, pool_after, audit_after = soak_verdict(windows, instances)
+        soak_problems, pool_after, audit_after = soak_verdict(windows, instances, pool_before)
     duration = time.monotonic() - started
     if wait_until(faults.all_serve, RECOVERY_BOUND) is None:
         failure = failure or "the instances did not serve after the last fault"
@@ -760,7 +806,7 @@ def main():
         "fault_log": faults.results,
     })
     if MODE == "soak":
-        report.update({"mode": "soak", "windows": windows, "pool_after_load": pool_after,
+        report.update({"mode": "soak", "windows": windows, "pool_before_load": pool_before, "pool_after_load": pool_after,
                        "audit_events_after": audit_after, "errors": load.errors})
     problems = list(soak_problems)
     if failure:
@@ -785,11 +831,11 @@ def main():
         instance.log.close()
         shutil.copy(os.path.join(TMP, f"server-{instance.name}.log"),
                     os.path.join(os.path.dirname(REPORT), f"server-{instance.name}.log"))
-    with open(REPORT, "w") as out:
-        json.dump(report, out, indent=2)
     if MODE == "soak":
         first, last = windows[0] if windows else {}, windows[-1] if windows else {}
         report["summary"] = {"first_window": first, "last_window": last}
+    with open(REPORT, "w") as out:
+        json.dump(report, out, indent=2)
     summary = {k: report[k] for k in ("faults", "duration_seconds", "acknowledged_writes",
                                       "acknowledged_writes_lost", "acknowledged_files_unreadable",
                                       "phi_responses", "phi_responses_without_audit_event",
@@ -800,7 +846,8 @@ def main():
         summary = {k: report[k] for k in ("mode", "duration_seconds", "acknowledged_writes",
                                           "acknowledged_writes_lost", "phi_responses",
                                           "phi_responses_without_audit_event", "errors",
-                                          "pool_after_load", "audit_events_after", "summary")}
+                                          "pool_before_load", "pool_after_load", "audit_events_after",
+                                          "summary")}
     print(json.dumps(summary, indent=2))
     log(f"report: {REPORT}")
     if problems:
