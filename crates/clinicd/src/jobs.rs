@@ -116,6 +116,10 @@ impl Supervisor {
     pub async fn run(&self) {
         let mut backoff = RESTART_MIN;
         loop {
+            // Shutdown can come while the database is still down and no worker is running.
+            if self.stopped() {
+                return;
+            }
             let worker = match self.current() {
                 Some(worker) => worker,
                 None => match worker(self.context.clone(), self.checkpoint_every).await {
