@@ -144,6 +144,8 @@ async fn run(
     key_ready: Arc<tokio::sync::OnceCell<()>>,
     settings: WriterSettings,
 ) {
+    // The chain's head as this writer last left it; `None` until read, and after any failure.
+    let mut head: Option<Head> = None;
     while let Some(first) = incoming.recv().await {
         let mut batch = vec![first];
         fill(&mut incoming, &mut batch, settings).await;
@@ -151,7 +153,7 @@ async fn run(
         // The chain key must exist before the first append. A failure here surfaces as failed
         // appends (503), never as unaudited access.
         let appended = match ensure_key(&key_ready, &keyring).await {
-            Ok(()) => append(&db, &keyring, &events).await,
+            Ok(()) => append_batch(&db, &keyring, &events, &mut head).await,
             Err(error) => Err(error),
         };
         match appended {
@@ -190,14 +192,107 @@ async fn fill(incoming: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>, 
     }
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Debug, Clone)]
 struct Head {
     seq: i64,
     hash: Vec<u8>,
 }
 
-/// Appends `events` after the current head in one transaction; returns the first sequence
-/// number.
+/// How often a batch is linked again when another instance moved the head meanwhile, before
+/// the writer falls back to holding the chain's lock for a whole transaction.
+const RELINKS: usize = 4;
+
+/// Appends `events` in one round trip (the SQL function `audit_append`, which is its own
+/// transaction): the batch is linked to the head this writer last wrote, and the function
+/// writes it only if that is still the head. Returns the first sequence number; `head` is the
+/// new head, or `None` after a failure (the next batch reads it again).
+async fn append_batch(
+    db: &PgPool,
+    keyring: &Keyring,
+    events: &[&NewEvent],
+    head: &mut Option<Head>,
+) -> Result<i64, AuditError> {
+    let (key_version, key) = keyring.audit_chain_key().await?;
+    let key_version = i32::try_from(key_version).unwrap_or(i32::MAX);
+    for _ in 0..RELINKS {
+        let known = match head.take() {
+            Some(known) => known,
+            None => read_head(db).await?,
+        };
+        let rows = link(&known, events);
+        let Some(last) = rows.last() else {
+            *head = Some(known);
+            return Ok(0);
+        };
+        let mac = chain::head_mac(&key, last.seq, &last.hash);
+        let answer = call_append(db, &known, &rows, key_version, mac).await?;
+        *head = Some(Head {
+            seq: answer.head_seq,
+            hash: answer.head_hash.unwrap_or_else(|| chain::GENESIS.to_vec()),
+        });
+        if !answer.moved {
+            return Ok(known.seq + 1);
+        }
+    }
+    // Other instances keep moving the head: wait for the lock instead of racing them.
+    *head = None;
+    append(db, keyring, events).await
+}
+
+async fn read_head(db: &PgPool) -> Result<Head, AuditError> {
+    let head: Option<Head> = sqlx::query_as!(
+        Head,
+        "SELECT seq, hash FROM audit_heads ORDER BY seq DESC LIMIT 1"
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(head.unwrap_or(Head {
+        seq: 0,
+        hash: chain::GENESIS.to_vec(),
+    }))
+}
+
+/// The rows of `events`, numbered and hash-linked after `head`.
+fn link(head: &Head, events: &[&NewEvent]) -> Vec<StoredEvent> {
+    let (mut seq, mut prev) = (head.seq, head.hash.clone());
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let mut row = StoredEvent::from_new(seq, event);
+        row.prev_hash = prev;
+        row.hash = chain::link(&row.prev_hash, &row);
+        prev = row.hash.clone();
+        rows.push(row);
+    }
+    rows
+}
+
+struct Appended {
+    moved: bool,
+    head_seq: i64,
+    head_hash: Option<Vec<u8>>,
+}
+
+/// One call of `audit_append`; it commits before it answers (an implicit transaction).
+async fn call_append(
+    db: &PgPool,
+    head: &Head,
+    rows: &[StoredEvent],
+    key_version: i32,
+    mac: Vec<u8>,
+) -> Result<Appended, AuditError> {
+    fn col<T: Clone>(rows: &[StoredEvent], f: impl Fn(&StoredEvent) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    let (disclosed, disclosed_seqs, disclosed_times) = disclosures(rows);
+    let answer = sqlx::query_as!(Appended, r#"SELECT moved AS "moved!", head_seq AS "head_seq!", head_hash FROM audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)"#, head.seq, &head.hash, &col(rows, |r| r.seq) as _, &col(rows, |r| r.occurred_at) as _, &col(rows, |r| r.actor_user_id) as _, &col(rows, |r| r.actor_username.clone()) as _, &col(rows, |r| r.session_id) as _, &col(rows, |r| r.action.clone()) as _, &col(rows, |r| r.resource_type.clone()) as _, &col(rows, |r| r.resource_id.clone()) as _, &col(rows, |r| r.patient_id) as _, &col(rows, |r| r.outcome.clone()) as _, &col(rows, |r| r.http_method.clone()) as _, &col(rows, |r| r.route.clone()) as _, &col(rows, |r| r.status_code) as _, &col(rows, |r| r.client_ip.clone()) as _, &col(rows, |r| r.user_agent.clone()) as _, &col(rows, |r| r.request_id.clone()) as _, &col(rows, |r| r.reason.clone()) as _, &col(rows, |r| r.metadata.clone()) as _, &col(rows, |r| r.sealed_values.clone()) as _, &col(rows, |r| r.prev_hash.clone()) as _, &col(rows, |r| r.hash.clone()) as _, &disclosed, &disclosed_seqs, &disclosed_times as _, key_version, mac)
+    .fetch_one(db)
+    .await?;
+    Ok(answer)
+}
+
+/// Appends `events` after the current head in one transaction that holds the chain's lock
+/// throughout; returns the first sequence number.
 pub(crate) async fn append(
     db: &PgPool,
     keyring: &Keyring,
@@ -228,17 +323,14 @@ pub async fn append_in(
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let (mut seq, mut prev) = head.map_or((0, chain::GENESIS.to_vec()), |h| (h.seq, h.hash));
-    let first = seq + 1;
-    let mut rows = Vec::with_capacity(events.len());
-    for event in events {
-        seq += 1;
-        let mut row = StoredEvent::from_new(seq, event);
-        row.prev_hash = prev;
-        row.hash = chain::link(&row.prev_hash, &row);
-        prev = row.hash.clone();
-        rows.push(row);
-    }
+    let head = head.unwrap_or(Head {
+        seq: 0,
+        hash: chain::GENESIS.to_vec(),
+    });
+    let rows = link(&head, events);
+    let (seq, prev) = rows
+        .last()
+        .map_or((head.seq, head.hash.clone()), |r| (r.seq, r.hash.clone()));
     insert(&mut *tx, &rows).await?;
     sqlx::query!(
         "INSERT INTO audit_heads (seq, hash, key_version, mac) VALUES ($1, $2, $3, $4)",
@@ -249,7 +341,7 @@ pub async fn append_in(
     )
     .execute(&mut *tx)
     .await?;
-    Ok(first)
+    Ok(head.seq + 1)
 }
 
 /// One INSERT for the whole batch, column by column.
@@ -274,6 +366,30 @@ async fn insert_disclosures(
     tx: &mut sqlx::PgConnection,
     rows: &[StoredEvent],
 ) -> Result<(), sqlx::Error> {
+    let (patients, seqs, times) = disclosures(rows);
+    if patients.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        "INSERT INTO audit_disclosures (patient_id, seq, occurred_at) \
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::timestamptz[])",
+        &patients,
+        &seqs,
+        &times
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The (patient, seq, time) rows of the accounting of disclosures for `rows`, column by column.
+fn disclosures(
+    rows: &[StoredEvent],
+) -> (
+    Vec<uuid::Uuid>,
+    Vec<i64>,
+    Vec<chrono::DateTime<chrono::Utc>>,
+) {
     let (mut patients, mut seqs, mut times) = (Vec::new(), Vec::new(), Vec::new());
     for row in rows {
         let listed = row
@@ -292,17 +408,5 @@ async fn insert_disclosures(
             times.push(row.occurred_at);
         }
     }
-    if patients.is_empty() {
-        return Ok(());
-    }
-    sqlx::query!(
-        "INSERT INTO audit_disclosures (patient_id, seq, occurred_at) \
-         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::timestamptz[])",
-        &patients,
-        &seqs,
-        &times
-    )
-    .execute(tx)
-    .await?;
-    Ok(())
+    (patients, seqs, times)
 }

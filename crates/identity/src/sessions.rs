@@ -100,6 +100,29 @@ pub struct Principal {
     pub token_id: Uuid,
     /// The session may only be used to change the password.
     pub must_change_password: bool,
+    /// Bumped by the database whenever anything that decides the user's grants changes (their
+    /// roles, a role's definition, their second factor): the key of the grants cache.
+    pub access_version: i64,
+    /// The account as `GET /api/auth/me` shows it, read by the same query as the session.
+    pub profile: Profile,
+}
+
+/// The caller's account details, read with the session check so that `me` needs no query of
+/// its own.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub display_name: String,
+    pub email: String,
+    pub mfa_enabled: bool,
+}
+
+impl std::fmt::Debug for Profile {
+    // Staff contact details stay out of debug output and logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile")
+            .field("mfa_enabled", &self.mfa_enabled)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A live session as its owner sees it.
@@ -316,16 +339,16 @@ impl SessionService {
         // A disabled or locked user's sessions stop with the account.
         // The idle timeout holds here too, not only at refresh: a session unused for longer
         // is over even while an access token it issued has not expired.
-        let live = sqlx::query!("SELECT s.last_seen_at, u.must_change_password, u.username FROM sessions s JOIN users u ON u.id = s.user_id \
+        let live = sqlx::query!("SELECT s.last_seen_at, u.must_change_password, u.username, u.access_version, u.display_name, u.email, u.mfa_enabled \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.absolute_expires_at > $3 \
                AND s.last_seen_at > $4 AND u.status = 'active'", claims.sid, claims.sub, now, now - chrono(self.policy.idle_timeout))
         .fetch_optional(&self.db)
         .await?;
-        let Some((last_seen, must_change_password, username)) =
-            live.map(|row| (row.last_seen_at, row.must_change_password, row.username))
-        else {
+        let Some(live) = live else {
             return Err(SessionError::Invalid);
         };
+        let last_seen = live.last_seen_at;
         if now - last_seen > chrono::Duration::seconds(60) {
             sqlx::query!(
                 "UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2",
@@ -337,10 +360,16 @@ impl SessionService {
         }
         Ok(Principal {
             user_id: UserId(claims.sub),
-            username,
+            username: live.username,
             session_id: claims.sid,
             token_id: claims.jti,
-            must_change_password,
+            must_change_password: live.must_change_password,
+            access_version: live.access_version,
+            profile: Profile {
+                display_name: live.display_name,
+                email: live.email,
+                mfa_enabled: live.mfa_enabled,
+            },
         })
     }
 

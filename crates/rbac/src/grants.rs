@@ -1,6 +1,9 @@
-//! What a user may do right now: the union of their roles' permissions, read on every request
-//! (no cache, so a role change or removal takes effect on the caller's next request, on every
-//! instance).
+//! What a user may do right now: the union of their roles' permissions. A request's grants
+//! come from memory only while the user's `access_version` (read by the session check, in the
+//! same query, on every request) is the one they were loaded at; the database bumps it in the
+//! transaction of any change to the user's roles, a role's definition or their second factor
+//! (migration 0027), so a role change or removal takes effect on the caller's next request, on
+//! every instance. No time-based expiry: an entry is only ever replaced or dropped.
 
 use clinicd_identity::users::UserId;
 use sqlx::PgExecutor;
@@ -63,6 +66,37 @@ impl Grants {
     /// What this user may hand to someone else: what they hold and what they may delegate.
     pub fn grantable(&self) -> Permissions {
         self.permissions.union(self.delegable)
+    }
+}
+
+/// Grants by user, with the access version they were loaded at.
+#[derive(Debug, Default)]
+pub struct GrantsCache {
+    entries: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (i64, Grants)>>,
+}
+
+/// Past this many users the cache starts again empty (a bound, not an expiry).
+const CACHE_USERS: usize = 50_000;
+
+impl GrantsCache {
+    /// The user's grants if they were loaded at exactly `version`.
+    pub fn get(&self, user: UserId, version: i64) -> Option<Grants> {
+        let entries = self.entries.lock().ok()?;
+        let (at, grants) = entries.get(&user.0)?;
+        (*at == version).then(|| grants.clone())
+    }
+
+    /// Keeps grants loaded after a session check that read `version`. Loaded after that read,
+    /// they are at least as new as the version says; a later change bumps the version, and
+    /// the next request misses.
+    pub fn put(&self, version: i64, grants: &Grants) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= CACHE_USERS {
+            entries.clear();
+        }
+        entries.insert(grants.user.0, (version, grants.clone()));
     }
 }
 

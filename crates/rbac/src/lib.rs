@@ -40,6 +40,7 @@ pub struct Rbac {
     keyring: Arc<Keyring>,
     clock: Arc<dyn Clock>,
     break_glass_lifetime: chrono::Duration,
+    grants_cache: Arc<grants::GrantsCache>,
 }
 
 impl Rbac {
@@ -54,11 +55,27 @@ impl Rbac {
             keyring,
             clock,
             break_glass_lifetime: chrono::Duration::minutes(i64::from(break_glass_minutes)),
+            grants_cache: Arc::new(grants::GrantsCache::default()),
         }
     }
 
     pub async fn grants(&self, user: clinicd_identity::users::UserId) -> Result<Grants, RbacError> {
         Ok(grants::load(&self.db, user).await?)
+    }
+
+    /// The grants of an authenticated caller whose session check read `access_version` (see
+    /// [`grants::GrantsCache`]): from memory while the version is unchanged, else loaded.
+    pub async fn grants_at(
+        &self,
+        user: clinicd_identity::users::UserId,
+        access_version: i64,
+    ) -> Result<Grants, RbacError> {
+        if let Some(grants) = self.grants_cache.get(user, access_version) {
+            return Ok(grants);
+        }
+        let grants = grants::load(&self.db, user).await?;
+        self.grants_cache.put(access_version, &grants);
+        Ok(grants)
     }
 
     /// How `user` reaches `patient` now.

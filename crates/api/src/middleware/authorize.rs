@@ -3,8 +3,9 @@
 //! permission learns nothing from validation errors, and no handler runs).
 //!
 //! For a route that needs a permission it authenticates the caller, refuses a pending password
-//! change, loads the caller's grants (one query, no cache: a role change applies to the next
-//! request on every instance), and answers 403 `mfa_enrolment_required` to a holder of a
+//! change, loads the caller's grants (from memory while the access version that the session
+//! check read is unchanged, so a role change applies to the next request on every instance;
+//! see `clinicd_rbac::grants`), and answers 403 `mfa_enrolment_required` to a holder of a
 //! privileged role without a second factor and 403 `permission_denied` to anyone else without
 //! the permission. The principal and grants stay with the request for the handler. An allowed
 //! request then counts against its route's class rate limit, keyed by user.
@@ -41,7 +42,11 @@ pub async fn authorize(
     if principal.must_change_password {
         return Ok(refuse(req, &ApiError::PasswordChangeRequired, None));
     }
-    let grants = match state.rbac.grants(principal.user_id).await {
+    let grants = match state
+        .rbac
+        .grants_at(principal.user_id, principal.access_version)
+        .await
+    {
         Ok(grants) => grants,
         Err(error) => return Ok(refuse(req, &ApiError::unexpected(error), None)),
     };

@@ -333,6 +333,61 @@ async fn a_role_taken_away_applies_to_the_next_request(pool: PgPool) {
         .assert_problem(403, "permission_denied");
 }
 
+/// Grants are kept in memory keyed by the user's access version, which the database bumps with
+/// any change that decides them. Every kind of change applies to the next request on every
+/// instance, even where that instance has the caller's grants in memory.
+#[sqlx::test(migrations = "../../migrations")]
+async fn every_change_to_grants_applies_to_the_next_request_on_every_instance(pool: PgPool) {
+    let a = TestApp::with_pool(settings(), pool.clone());
+    let b = TestApp::with_pool(settings(), pool.clone());
+    sqlx::query("INSERT INTO roles (name, description, permissions) VALUES ('TempAuditor', 'temporary', ARRAY['audit:read'])")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (user, token) = member(&a, "temp.auditor", &["TempAuditor"]).await;
+    let stats = || bearer(TestRequest::get().uri("/api/audit/stats"), &token);
+    let (apps, token) = ([&a, &b], token.as_str());
+    let both = |status: u16| async move {
+        for app in apps {
+            let request = bearer(TestRequest::get().uri("/api/audit/stats"), token);
+            assert_eq!(app.call(request).await.status, status);
+        }
+    };
+    both(200).await;
+    // The role's definition loses the permission.
+    sqlx::query("UPDATE roles SET permissions = ARRAY[]::text[] WHERE name = 'TempAuditor'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    both(403).await;
+    // It gains it back.
+    sqlx::query("UPDATE roles SET permissions = ARRAY['audit:read'] WHERE name = 'TempAuditor'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    both(200).await;
+    // A privileged role is added: without a second factor, nothing needing a permission works.
+    sqlx::query("UPDATE roles SET privileged = true WHERE name = 'TempAuditor'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for app in [&a, &b] {
+        app.call(stats())
+            .await
+            .assert_problem(403, "mfa_enrolment_required");
+    }
+    // Enrolling a second factor lifts that.
+    clinicd_test_support::enrol_totp(&a, user).await;
+    both(200).await;
+    // The assignment goes.
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+        .bind(user.0)
+        .execute(&pool)
+        .await
+        .unwrap();
+    both(403).await;
+}
+
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_pending_password_change_blocks_permission_routes_too(pool: PgPool) {
     let app = TestApp::with_pool(settings(), pool.clone());

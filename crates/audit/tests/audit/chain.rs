@@ -76,6 +76,63 @@ async fn two_instances_appending_at_once_keep_one_valid_chain(db: PgPool) {
     );
 }
 
+/// The writer links a batch to the head it last wrote and appends it in one round trip; when
+/// something else moved the head meanwhile (a change recorded in its own transaction, another
+/// instance), the database refuses the stale batch, and the writer links it again: no gap, no
+/// fork, no lost event.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_head_moved_behind_the_writer_is_linked_to_not_forked(db: PgPool) {
+    let keyring = keyring(&db).await;
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    assert_eq!(append(&writer, 3).await, vec![1, 2, 3]);
+    for round in 0..3 {
+        let moved = event(100 + round);
+        let mut tx = db.begin().await.unwrap();
+        let seq = clinicd_audit::writer::append_in(&mut tx, &keyring, &[&moved])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(seq, 4 + 2 * i64::try_from(round).unwrap());
+        assert_eq!(
+            writer.record(event(200 + round)).await.unwrap(),
+            seq + 1,
+            "the writer's next event follows the head it did not write"
+        );
+    }
+    let report = verify(&db, &keyring).await.unwrap();
+    assert_eq!(report.first_broken_seq, None, "{report:?}");
+    assert_eq!((report.events_checked, report.last_seq), (9, 9));
+    let disclosed: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(disclosed, 9, "a refused batch wrote nothing");
+}
+
+/// The append function refuses a batch that does not start right after the head it names,
+/// whoever calls it: the chain cannot be forked through it.
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_append_function_writes_nothing_against_a_stale_head(db: PgPool) {
+    let keyring = keyring(&db).await;
+    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
+    append(&writer, 2).await;
+    let (moved, seq): (bool, i64) = sqlx::query_as(
+        "SELECT moved, head_seq FROM audit_append(1, '\\x00', ARRAY[2]::bigint[], ARRAY[now()], \
+         ARRAY[NULL]::uuid[], ARRAY[NULL]::text[], ARRAY[NULL]::uuid[], ARRAY['view'], ARRAY[NULL]::text[], \
+         ARRAY[NULL]::text[], ARRAY[NULL]::uuid[], ARRAY['success'], ARRAY[NULL]::text[], ARRAY[NULL]::text[], \
+         ARRAY[NULL]::int[], ARRAY[NULL]::text[], ARRAY[NULL]::text[], ARRAY[NULL]::text[], ARRAY[NULL]::text[], \
+         ARRAY['{}']::jsonb[], ARRAY[NULL]::bytea[], ARRAY['\\x00']::bytea[], ARRAY['\\x01']::bytea[], \
+         ARRAY[]::uuid[], ARRAY[]::bigint[], ARRAY[]::timestamptz[], 1, '\\x00')",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((moved, seq), (true, 2), "the head it named is not the head");
+    let report = verify(&db, &keyring).await.unwrap();
+    assert_eq!(report.first_broken_seq, None, "{report:?}");
+    assert_eq!(report.last_seq, 2);
+}
+
 #[sqlx::test(migrations = "../../migrations")]
 async fn the_trail_refuses_update_delete_and_truncate(db: PgPool) {
     let keyring = keyring(&db).await;

@@ -310,20 +310,17 @@ pub async fn logout(
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn me(caller: Caller, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+pub async fn me(caller: Caller) -> Result<HttpResponse, ApiError> {
+    // The session check read the account in the same query: no second one here.
     let Caller(principal) = caller;
-    let user = users::find_by_id(&state.identity.db, principal.user_id)
-        .await
-        .map_err(ApiError::unexpected)?
-        .ok_or(ApiError::Unauthenticated)?;
     Ok(HttpResponse::Ok().json(Me {
-        user_id: user.id.0,
-        username: user.username,
-        display_name: user.display_name,
-        email: user.email,
+        user_id: principal.user_id.0,
+        username: principal.username,
+        display_name: principal.profile.display_name,
+        email: principal.profile.email,
         session_id: principal.session_id,
-        must_change_password: user.must_change_password,
-        mfa_enabled: user.mfa_enabled,
+        must_change_password: principal.must_change_password,
+        mfa_enabled: principal.profile.mfa_enabled,
     }))
 }
 
