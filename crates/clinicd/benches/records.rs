@@ -180,19 +180,34 @@ fn own_cpu(path: &str) -> f64 {
     stat_cpu(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// CPU seconds used so far by every PostgreSQL process (the bench's cluster is the only one
-/// running while it measures).
-fn postgres_cpu() -> f64 {
-    let mut total = 0.0;
+/// CPU seconds used so far by each PostgreSQL process (the bench's cluster is the only one
+/// running while it measures), by pid.
+fn postgres_cpu() -> std::collections::HashMap<u32, f64> {
+    let mut cpu = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
         if stat.contains("(postgres)") {
-            total += stat_cpu(&stat).unwrap_or(0.0);
+            cpu.insert(pid, stat_cpu(&stat).unwrap_or(0.0));
         }
     }
-    total
+    cpu
+}
+
+/// CPU used between two readings by the processes alive at both (the ceiling's pgbench
+/// connections end around a window's start; their backends would count as negative).
+fn postgres_cpu_between(
+    before: &std::collections::HashMap<u32, f64>,
+    after: &std::collections::HashMap<u32, f64>,
+) -> f64 {
+    after
+        .iter()
+        .filter_map(|(pid, cpu)| before.get(pid).map(|was| cpu - was))
+        .sum()
 }
 
 /// `clients` loops for `duration` on a runtime of their own.
@@ -430,6 +445,8 @@ async fn measure(
     clients: usize,
     seconds: u64,
 ) -> (Window, Profile) {
+    // Let the ceiling's pgbench connections finish closing first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     reset_statements(pool).await;
     let (pg_before, me_before) = (postgres_cpu(), own_cpu("/proc/self/stat"));
     let window = load(
@@ -448,7 +465,7 @@ async fn measure(
     let profile = Profile {
         statements,
         pg_exec_ms,
-        pg_cpu_ms: per_request(pg_after - pg_before),
+        pg_cpu_ms: per_request(postgres_cpu_between(&pg_before, &pg_after)),
         server_cpu_ms: per_request(me_after - me_before - window.client_cpu),
         client_cpu_ms: per_request(window.client_cpu),
         top,
@@ -575,6 +592,22 @@ const KINDS: [Kind; 5] = [
     Kind::Health,
 ];
 
+/// `BENCH_ROUTES` (read, me, search, mixed, health; comma-separated) narrows a run while
+/// working on one path; the default runs them all. `me` is measured against the read ceiling.
+fn chosen(kind: Kind) -> bool {
+    let Ok(routes) = std::env::var("BENCH_ROUTES") else {
+        return true;
+    };
+    let name = match kind {
+        Kind::Read => "read",
+        Kind::Me => "me",
+        Kind::Search => "search",
+        Kind::Mixed => "mixed",
+        Kind::Health => "health",
+    };
+    routes.split(',').any(|r| r.trim() == name)
+}
+
 async fn run() {
     let seconds = env_number("BENCH_SECONDS", 15);
     let rounds = env_number("BENCH_ROUNDS", 3) as usize;
@@ -650,8 +683,8 @@ async fn run() {
     for round in 1..=rounds {
         for &clients in &clients_list {
             let mut ceiling = 0.0;
-            for kind in KINDS {
-                if kind != Kind::Me && kind != Kind::Health {
+            for kind in KINDS.into_iter().filter(|k| chosen(*k)) {
+                if (kind != Kind::Me && kind != Kind::Health) || ceiling == 0.0 {
                     ceiling = pgbench(&ceilings.scripts(kind), clients, seconds);
                 }
                 let (window, profile) = measure(
@@ -684,6 +717,9 @@ fn report(samples: &[(usize, Kind, usize, Sample)], clients_list: &[usize]) {
                 .filter(|(_, k, c, _)| *k == kind && *c == clients)
                 .map(|(_, _, _, s)| s)
                 .collect();
+            if of.is_empty() {
+                continue;
+            }
             let m = |f: &dyn Fn(&Sample) -> f64| median(of.iter().map(|s| f(s)).collect());
             let ratio = m(&|s| s.ratio());
             let p99 = m(&|s| s.p99_ms);

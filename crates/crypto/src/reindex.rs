@@ -39,12 +39,32 @@ impl Keyring {
         spec: &BlindIndexSpec,
         value: &str,
     ) -> Result<Vec<BlindIndex>, CryptoError> {
+        let versions = self.blind_index_versions().await?;
+        self.blind_index_candidates_at(spec, value, &versions).await
+    }
+
+    /// The blind-index key versions that may still be in tables, newest first: read from the
+    /// database on each search, never cached, so a search right after a rotation on another
+    /// instance also looks under the new version.
+    pub async fn blind_index_versions(&self) -> Result<Vec<u32>, CryptoError> {
         let versions: Vec<i32> = sqlx::query_scalar!("SELECT version FROM data_keys WHERE purpose = $1 AND status <> 'destroyed' ORDER BY version DESC", Purpose::BlindIndex.as_str())
         .fetch_all(self.db())
         .await?;
+        Ok(versions
+            .into_iter()
+            .map(|v| u32::try_from(v).unwrap_or(0))
+            .collect())
+    }
+
+    /// As [`Self::blind_index_candidates`], under `versions` read once for a whole search.
+    pub async fn blind_index_candidates_at(
+        &self,
+        spec: &BlindIndexSpec,
+        value: &str,
+        versions: &[u32],
+    ) -> Result<Vec<BlindIndex>, CryptoError> {
         let mut candidates = Vec::with_capacity(versions.len());
-        for version in versions {
-            let version = u32::try_from(version).unwrap_or(0);
+        for &version in versions {
             if let Some(index) = self.blind_index_at(spec, value, version).await? {
                 candidates.push(index);
             }

@@ -571,8 +571,17 @@ impl PatientStore {
 
     /// The SQL condition of a search and its parameters (from `$5`). `None`: nothing can match.
     async fn condition(&self, search: &Search) -> Result<(Option<String>, Vec<Bind>), StoreError> {
+        // One read of the key versions serves every index of the search.
+        let versions = match search {
+            Search::Mine | Search::Mrn(_) => Vec::new(),
+            _ => self.keyring.blind_index_versions().await?,
+        };
+        let versions = &versions;
         let candidates = |spec: BlindIndexSpec, value: String| async move {
-            let found = self.keyring.blind_index_candidates(&spec, &value).await?;
+            let found = self
+                .keyring
+                .blind_index_candidates_at(&spec, &value, versions)
+                .await?;
             Ok::<_, StoreError>(found.into_iter().map(|i| i.value).collect::<Vec<_>>())
         };
         Ok(match search {
