@@ -6,6 +6,13 @@
 //! Must not: hold business rules, SQL or HTTP handlers (those live in the concern crates and
 //! the API crate).
 
+/// mimalloc instead of the system allocator: a request allocates many small short-lived
+/// buffers (headers, rows, field plaintexts, JSON), and glibc's malloc and free took about a
+/// tenth of the server's CPU on the read path (docs/performance.md). Declared in the library so
+/// that the binary, the tests and the benchmarks all run on the allocator that ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod admin;
 pub mod backup;
 pub mod cli;
