@@ -50,6 +50,9 @@ impl Default for CacheSettings {
 
 type ColumnKeyId = (KeyRef, &'static str, &'static str);
 
+/// Column keys cached per cached subject key: a patient has ten encrypted columns, a note one.
+const COLUMN_KEYS_PER_SUBJECT: usize = 8;
+
 pub struct Keyring {
     db: PgPool,
     provider: Arc<dyn KeyProvider>,
@@ -95,7 +98,13 @@ impl Keyring {
             active_branch: TtlCache::new(cache.ttl, cache.capacity),
             subject_keys: TtlCache::new(cache.ttl, cache.capacity),
             active_subject: TtlCache::new(cache.ttl, cache.capacity),
-            column_keys: TtlCache::new(cache.ttl, cache.capacity),
+            // A subject's record spans several columns, each with its own key: with one entry
+            // per subject this cache held the columns of a fifth of the subjects, so reading
+            // across more patients than that derived nearly every column key again.
+            column_keys: TtlCache::new(
+                cache.ttl,
+                cache.capacity.saturating_mul(COLUMN_KEYS_PER_SUBJECT),
+            ),
             index_keys: TtlCache::new(cache.ttl, cache.capacity),
         }
     }
