@@ -273,7 +273,10 @@ struct Appended {
     head_hash: Option<Vec<u8>>,
 }
 
-/// One call of `audit_append`; it commits before it answers (an implicit transaction).
+/// One call of `audit_append`, in an implicit transaction of its own. Fail-closed depends on
+/// this returning only after the commit: the server commits at the protocol's Sync, before its
+/// ReadyForQuery, and sqlx's `fetch_one` reads the whole response up to ReadyForQuery (it
+/// drains for deferred errors), so an answer here means the batch is durable.
 async fn call_append(
     db: &PgPool,
     head: &Head,
