@@ -102,11 +102,11 @@ async fn a_head_moved_behind_the_writer_is_linked_to_not_forked(db: PgPool) {
     let report = verify(&db, &keyring).await.unwrap();
     assert_eq!(report.first_broken_seq, None, "{report:?}");
     assert_eq!((report.events_checked, report.last_seq), (9, 9));
-    let disclosed: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
         .fetch_one(&db)
         .await
         .unwrap();
-    assert_eq!(disclosed, 9, "a refused batch wrote nothing");
+    assert_eq!(events, 9, "a refused batch wrote nothing");
 }
 
 /// The append function refuses a batch that does not start right after the head it names,
