@@ -613,7 +613,11 @@ async fn run() {
     let rounds = env_number("BENCH_ROUNDS", 3) as usize;
     let count = env_number("BENCH_PATIENTS", 5000) as usize;
     let url = std::env::var("DATABASE_URL").expect("DATABASE_URL (run ./scripts/bench records)");
-    let pool = PgPool::connect(&url).await.unwrap();
+    // The server's own pool settings (the default of CLINICD_DB_MAX_CONNECTIONS).
+    let pool = clinicd::startup::pool_options(env_number("BENCH_DB_CONNECTIONS", 10) as u32)
+        .connect(&url)
+        .await
+        .unwrap();
     clinicd::startup::MIGRATOR.run(&pool).await.unwrap();
     let staff = clinicd_test_support::create_user(&pool, "bench.desk", PASSWORD, false).await;
     // Staff registers, searches and books; a custom role adds writing notes (the built-in

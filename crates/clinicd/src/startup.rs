@@ -94,6 +94,34 @@ impl std::fmt::Debug for Application {
     }
 }
 
+/// A connection idle longer than this is pinged before it is handed out; one used more recently
+/// is handed out as it is. Past a few seconds of quiet the database may have restarted or failed
+/// over; under load a connection is back in use within milliseconds, so the ping would be a
+/// wasted round trip on every query.
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// The server's pool. sqlx pings every idle connection before handing it out by default: a
+/// second round trip (Sync and ReadyForQuery) for every statement, which cost as much Postgres
+/// and server CPU as the statement itself on the read path (docs/performance.md). Here only a
+/// connection idle past [`PING_IDLE_AFTER`] is pinged. sqlx still pings each connection when it
+/// goes back to the pool, so a connection broken while in use is dropped there and never handed
+/// out again; one that breaks while idle for less than the threshold (a database restart) fails
+/// its next statement, which is answered 503 like any other database fault, and is then dropped.
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_IDLE_AFTER {
+                    sqlx::Connection::ping(connection).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 impl Application {
     /// Connects to Postgres (lazily: readiness reports an unreachable database), applies
     /// migrations when configured, and binds every listener.
@@ -102,10 +130,7 @@ impl Application {
             .database
             .connect_options()
             .map_err(StartupError::Database)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.database.max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options);
+        let pool = pool_options(settings.database.max_connections).connect_lazy_with(options);
         if settings.database.migrate_on_start {
             MIGRATOR.run(&pool).await?;
         }

@@ -21,5 +21,6 @@ mod keys_cli;
 mod lifecycle_cli;
 mod listeners;
 mod logs;
+mod pool;
 mod secops;
 mod support;
