@@ -514,6 +514,64 @@ async fn shared_limits(
     );
 }
 
+/// `BENCH_POOL_AB=1`: the read on the server's pool (a connection pinged before use only after
+/// 5 s idle) against the same server on sqlx's default pool (pinged before every use), both on
+/// one database, windows interleaved and the order alternated each round.
+async fn pool_ab(
+    url: &str,
+    ours: &Server,
+    token_ours: &str,
+    patients: Arc<Vec<(String, String, String)>>,
+    seconds: u64,
+) {
+    let default_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(env_number("BENCH_DB_CONNECTIONS", 10) as u32)
+        .connect(url)
+        .await
+        .unwrap();
+    let other = start(default_pool).await;
+    let token_other = access_token(&other.client(), &other.base, "bench.desk", PASSWORD).await;
+    let window = Duration::from_secs(seconds);
+    load(
+        &other,
+        &token_other,
+        "",
+        patients.clone(),
+        Kind::Read,
+        16,
+        window,
+    );
+    for clients in [16usize, 64] {
+        let (mut rates_ours, mut rates_other) = (Vec::new(), Vec::new());
+        for round in 0..3 {
+            let mut pair = [
+                (ours, token_ours, &mut rates_ours),
+                (&other, token_other.as_str(), &mut rates_other),
+            ];
+            if round % 2 == 1 {
+                pair.reverse();
+            }
+            for (server, token, rates) in pair {
+                let window = load(
+                    server,
+                    token,
+                    "",
+                    patients.clone(),
+                    Kind::Read,
+                    clients,
+                    window,
+                );
+                rates.push(summarise(window.latencies).requests as f64 / seconds as f64);
+            }
+        }
+        let (ours, other) = (median(rates_ours), median(rates_other));
+        println!(
+            "GET /api/patients/{{id}}, {clients} clients, {seconds} s windows x3 interleaved: sqlx's default pool {other:.0}/s, ours {ours:.0}/s, ratio {:.3}",
+            ours / other
+        );
+    }
+}
+
 /// One route's window in one round.
 struct Sample {
     rate: f64,
@@ -646,6 +704,10 @@ async fn run() {
         started.elapsed().as_secs_f64(),
         count as f64 / started.elapsed().as_secs_f64()
     );
+    if std::env::var("BENCH_POOL_AB").is_ok_and(|v| v == "1") {
+        pool_ab(&url, &server, &token, patients, seconds).await;
+        return;
+    }
     if std::env::var("BENCH_SHARED_LIMITS").is_ok_and(|v| v == "1") {
         shared_limits(&pool, &server, &token, patients, seconds).await;
         return;
