@@ -488,30 +488,43 @@ async fn shared_limits(
     // The server without sharing was warmed by the seeding; warm the other one too (its pool,
     // prepared statements and key cache), or the comparison measures a cold start.
     load(&on, &token_on, "", patients.clone(), Kind::Read, 16, window);
-    let (mut rates_off, mut rates_on) = (Vec::new(), Vec::new());
-    for round in 0..3 {
-        // Which server goes first alternates, so that drift within a round hits both alike.
-        let mut pair = [
-            (off, token_off, &mut rates_off),
-            (&on, token_on.as_str(), &mut rates_on),
-        ];
-        if round % 2 == 1 {
-            pair.reverse();
-        }
-        for (server, token, rates) in pair {
-            let window = load(server, token, "", patients.clone(), Kind::Read, 16, window);
-            rates.push(summarise(window.latencies).requests as f64 / seconds as f64);
-        }
-    }
-    let median = |rates: &mut Vec<f64>| {
-        rates.sort_by(f64::total_cmp);
-        rates[1]
-    };
-    let (off, on) = (median(&mut rates_off), median(&mut rates_on));
+    let (off, on) = interleaved_reads((off, token_off), (&on, &token_on), &patients, 16, seconds);
     println!(
         "GET /api/patients/{{id}}, 16 clients, {seconds} s windows x3 interleaved: in-memory limits {off:.0}/s, shared limits {on:.0}/s, ratio {:.3}",
         on / off
     );
+}
+
+/// The read rate (median of three rounds) of two servers, windows interleaved and the order
+/// alternated each round, so that drift within a round hits both alike.
+fn interleaved_reads(
+    a: (&Server, &str),
+    b: (&Server, &str),
+    patients: &Arc<Vec<(String, String, String)>>,
+    clients: usize,
+    seconds: u64,
+) -> (f64, f64) {
+    let window = Duration::from_secs(seconds);
+    let (mut rates_a, mut rates_b) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let mut pair = [(a, &mut rates_a), (b, &mut rates_b)];
+        if round % 2 == 1 {
+            pair.reverse();
+        }
+        for ((server, token), rates) in pair {
+            let window = load(
+                server,
+                token,
+                "",
+                patients.clone(),
+                Kind::Read,
+                clients,
+                window,
+            );
+            rates.push(summarise(window.latencies).requests as f64 / seconds as f64);
+        }
+    }
+    (median(rates_a), median(rates_b))
 }
 
 /// `BENCH_POOL_AB=1`: the read on the server's pool (a connection pinged before use only after
@@ -542,29 +555,13 @@ async fn pool_ab(
         window,
     );
     for clients in [16usize, 64] {
-        let (mut rates_ours, mut rates_other) = (Vec::new(), Vec::new());
-        for round in 0..3 {
-            let mut pair = [
-                (ours, token_ours, &mut rates_ours),
-                (&other, token_other.as_str(), &mut rates_other),
-            ];
-            if round % 2 == 1 {
-                pair.reverse();
-            }
-            for (server, token, rates) in pair {
-                let window = load(
-                    server,
-                    token,
-                    "",
-                    patients.clone(),
-                    Kind::Read,
-                    clients,
-                    window,
-                );
-                rates.push(summarise(window.latencies).requests as f64 / seconds as f64);
-            }
-        }
-        let (ours, other) = (median(rates_ours), median(rates_other));
+        let (ours, other) = interleaved_reads(
+            (ours, token_ours),
+            (&other, &token_other),
+            &patients,
+            clients,
+            seconds,
+        );
         println!(
             "GET /api/patients/{{id}}, {clients} clients, {seconds} s windows x3 interleaved: sqlx's default pool {other:.0}/s, ours {ours:.0}/s, ratio {:.3}",
             ours / other
