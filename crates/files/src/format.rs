@@ -338,10 +338,21 @@ impl Encryptor {
     /// Encrypts what completes whole segments; returns the bytes to write (the header first).
     pub fn push(&mut self, mut plaintext: &[u8]) -> Result<Vec<u8>, FormatError> {
         let mut out = self.header.take().unwrap_or_default();
+        // Room for all this call can seal, so `out` never grows by copying what it holds.
+        let held = self.pending.len() + plaintext.len();
+        out.reserve(held + (held / self.segment_size + 1) * TAG_LEN);
         // A full pending segment is sealed only once more data shows it is not the last.
         while !plaintext.is_empty() {
             if self.pending.len() == self.segment_size {
                 self.seal_pending(false, &mut out)?;
+            }
+            if self.pending.is_empty() && plaintext.len() > self.segment_size {
+                // A whole segment with more after it: sealed straight into the output, one
+                // copy instead of two (through `pending`, then out of it).
+                let (segment, rest) = plaintext.split_at(self.segment_size);
+                self.seal_into(segment, false, &mut out)?;
+                plaintext = rest;
+                continue;
             }
             let room = self.segment_size.saturating_sub(self.pending.len());
             let (now, later) = plaintext.split_at(room.min(plaintext.len()));
@@ -359,18 +370,29 @@ impl Encryptor {
     }
 
     fn seal_pending(&mut self, last: bool, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        let pending = std::mem::take(&mut self.pending);
+        let sealed = self.seal_into(&pending, last, out);
+        self.pending = pending;
+        self.pending.clear();
+        sealed
+    }
+
+    /// Appends `segment` to `out` and seals it there, in place, followed by its tag.
+    fn seal_into(
+        &mut self,
+        segment: &[u8],
+        last: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), FormatError> {
+        let start = out.len();
+        out.extend_from_slice(segment);
+        let body = out.get_mut(start..).ok_or(FormatError::Crypto)?;
         let tag = self
             .keys
             .segment
-            .seal_in_place_separate_tag(
-                nonce(self.index, last),
-                Aad::from(self.aad),
-                &mut self.pending,
-            )
+            .seal_in_place_separate_tag(nonce(self.index, last), Aad::from(self.aad), body)
             .map_err(|_| FormatError::Crypto)?;
-        out.extend_from_slice(&self.pending);
         out.extend_from_slice(tag.as_ref());
-        self.pending.clear();
         self.index = self.index.checked_add(1).ok_or(FormatError::TooLong)?;
         Ok(())
     }
@@ -592,6 +614,16 @@ mod tests {
         let h = header_len(&object);
         // Exactly at a segment boundary, dropping the final segment.
         assert_eq!(decrypt(&object[..h + 2 * seg]), Err(FormatError::Truncated));
+        // The same when every segment was sealed straight from one large push: none but the
+        // last is marked last.
+        let whole = encrypt(&plain, plain.len());
+        assert_eq!(decrypt(&whole).unwrap(), plain);
+        for segments in 1..3 {
+            assert_eq!(
+                decrypt(&whole[..h + segments * seg]),
+                Err(FormatError::Truncated)
+            );
+        }
     }
 
     #[test]
