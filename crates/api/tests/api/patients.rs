@@ -480,3 +480,91 @@ async fn many_registrations_at_once_all_succeed(pool: PgPool) {
         .unwrap();
     assert_eq!(keys, 32, "one subject key per patient");
 }
+
+/// The truncated blind indexes let through patients who do not match. A search decrypts only
+/// the fields it compares, and opens a record in full only once it matches: here a candidate
+/// that collides with Zoë on every index has a damaged field that no search compares, and
+/// every search for Zoë still answers, with Zoë alone.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_search_opens_only_the_candidates_that_match(pool: PgPool) {
+    let app = TestApp::with_pool(settings(), pool.clone());
+    let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
+    let zoe = register(&app, &desk, jane()).await;
+    let mut alex = jane();
+    alex["given_name"] = json!("Alex");
+    alex["family_name"] = json!("Smith");
+    alex["date_of_birth"] = json!("1990-01-01");
+    alex["ssn"] = json!("212-55-1234");
+    let alex = register(&app, &desk, alex).await;
+    let (zoe_id, alex_id) = (
+        Uuid::parse_str(zoe["id"].as_str().unwrap()).unwrap(),
+        Uuid::parse_str(alex["id"].as_str().unwrap()).unwrap(),
+    );
+    // Alex's index values become Zoë's, as a collision of the truncated indexes would make them.
+    sqlx::query(
+        "UPDATE patients a SET family_name_bidx = z.family_name_bidx, \
+         date_of_birth_bidx = z.date_of_birth_bidx, ssn_bidx = z.ssn_bidx \
+         FROM patients z WHERE a.id = $1 AND z.id = $2",
+    )
+    .bind(alex_id)
+    .bind(zoe_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO patient_name_tokens (patient_id, token, key_version) \
+         SELECT $1, token, key_version FROM patient_name_tokens WHERE patient_id = $2 ON CONFLICT DO NOTHING",
+    )
+    .bind(alex_id)
+    .bind(zoe_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // One bit of Alex's address flipped: that field no longer decrypts.
+    sqlx::query(
+        "UPDATE patients SET address = set_byte(address, length(address) - 1, \
+         get_byte(address, length(address) - 1) # 1) WHERE id = $1",
+    )
+    .bind(alex_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let read = app
+        .call(send(
+            "GET",
+            &format!("/api/patients/{alex_id}"),
+            &desk,
+            None,
+        ))
+        .await;
+    assert_ne!(read.status, 200, "the damaged record must not open");
+
+    for criteria in [
+        json!({"ssn": "123-45-6789"}),
+        json!({"family_name": "O'Brien-Núñez", "date_of_birth": "1984-03-09"}),
+        json!({"name": "zoe nunez"}),
+    ] {
+        let response = app
+            .call(send(
+                "POST",
+                "/api/patients/search",
+                &desk,
+                Some(criteria.clone()),
+            ))
+            .await;
+        assert_eq!(
+            response.status,
+            200,
+            "{criteria}: {}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let page = response.json();
+        let ids: Vec<&str> = page["patients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec![zoe_id.to_string()], "{criteria}");
+    }
+}
