@@ -744,13 +744,8 @@ impl PatientStore {
         let corrupt = |_| StoreError::Corrupt;
         // Stored values were valid when written; parse them again so a type holds its promise.
         let data = PatientData {
-            given_name: PersonName::parse("given_name", &text("given_name", row.given_name).await?)
-                .map_err(corrupt)?,
-            family_name: PersonName::parse(
-                "family_name",
-                &text("family_name", row.family_name).await?,
-            )
-            .map_err(corrupt)?,
+            given_name: open_name(k, id, "given_name", &row.given_name).await?,
+            family_name: open_name(k, id, "family_name", &row.family_name).await?,
             date_of_birth: DateOfBirth::from_stored(
                 &text("date_of_birth", row.date_of_birth).await?,
             )
