@@ -16,6 +16,7 @@ pub mod challenge;
 pub mod clock;
 pub mod devices;
 pub mod failure;
+mod live_sessions;
 pub mod login;
 pub mod mfa;
 pub mod otp;

@@ -19,6 +19,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::live_sessions::LiveSessions;
 use crate::tokens::{Claims, TokenError, TokenService, TokenType};
 use crate::users::UserId;
 
@@ -155,6 +156,8 @@ pub struct SessionService {
     clock: Arc<dyn Clock>,
     policy: SessionPolicy,
     rng: SystemRandom,
+    /// The per-request session check, gathered across concurrent requests.
+    live: LiveSessions,
 }
 
 fn chrono(duration: Duration) -> chrono::Duration {
@@ -172,12 +175,14 @@ impl SessionService {
         clock: Arc<dyn Clock>,
         policy: SessionPolicy,
     ) -> Self {
+        let live = LiveSessions::new(db.clone(), clock.clone(), chrono(policy.idle_timeout));
         Self {
             db,
             tokens,
             clock,
             policy,
             rng: SystemRandom::new(),
+            live,
         }
     }
 
@@ -336,16 +341,7 @@ impl SessionService {
     pub async fn authenticate(&self, access_token: &str) -> Result<Principal, SessionError> {
         let claims: Claims = self.tokens.validate(access_token, TokenType::Access)?;
         let now = self.clock.now();
-        // A disabled or locked user's sessions stop with the account.
-        // The idle timeout holds here too, not only at refresh: a session unused for longer
-        // is over even while an access token it issued has not expired.
-        let live = sqlx::query!("SELECT s.last_seen_at, u.must_change_password, u.username, u.access_version, u.display_name, u.email, u.mfa_enabled \
-             FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.absolute_expires_at > $3 \
-               AND s.last_seen_at > $4 AND u.status = 'active'", claims.sid, claims.sub, now, now - chrono(self.policy.idle_timeout))
-        .fetch_optional(&self.db)
-        .await?;
-        let Some(live) = live else {
+        let Some(live) = self.live.check(claims.sid, claims.sub).await? else {
             return Err(SessionError::Invalid);
         };
         let last_seen = live.last_seen_at;

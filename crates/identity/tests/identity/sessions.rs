@@ -3,10 +3,12 @@
 use chrono::Duration;
 use clinicd_identity::password::HashParams;
 use clinicd_identity::sessions::SessionError;
+use clinicd_identity::users;
+use futures_util::future::join_all;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 
-use crate::support::{client, fixture};
+use crate::support::{client, fixture, fixture_user};
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_session_authenticates_and_refresh_rotates_the_token(db: PgPool) {
@@ -267,4 +269,75 @@ async fn a_revoked_sessions_access_token_stops_working_at_once(db: PgPool) {
             .unwrap_err(),
         SessionError::Invalid
     );
+}
+
+/// Checks of many sessions at once are gathered into shared queries; each answer must still be
+/// its own token's: a live session authenticates as its user, a revoked one or a disabled
+/// user's is refused, whatever else was checked in the same query.
+#[sqlx::test(migrations = "../../migrations")]
+async fn concurrent_checks_of_many_sessions_each_get_their_own_answer(db: PgPool) {
+    let f = fixture(db, "nurse.joy", HashParams::default(), false).await;
+    let mut users = vec![f.user];
+    for name in ["dr.ada", "dr.bea", "clerk.cy"] {
+        users.push(fixture_user(&f, name).await);
+    }
+    // Per user: two live sessions and one revoked; every session of the last user is ended by
+    // disabling the account.
+    let mut expected = Vec::new();
+    for user in &users {
+        for _ in 0..3 {
+            let started = f
+                .identity
+                .sessions
+                .start(*user, false, &client())
+                .await
+                .unwrap();
+            expected.push((*user, started, true));
+        }
+        let (_, revoked, live) = expected.last_mut().unwrap();
+        assert!(
+            in_tx!(f.db, |tx| f.identity.sessions.revoke_in(
+                tx,
+                *user,
+                revoked.session_id,
+                "logout"
+            ))
+            .unwrap()
+        );
+        *live = false;
+    }
+    let disabled = users[3];
+    users::set_status(&f.db, disabled, "disabled")
+        .await
+        .unwrap();
+    for (user, _, live) in &mut expected {
+        if *user == disabled {
+            *live = false;
+        }
+    }
+
+    // Every token ten times over, interleaved, all in flight together.
+    let checks = (0..10).flat_map(|_| expected.iter());
+    let answers = join_all(
+        checks
+            .clone()
+            .map(|(_, session, _)| f.identity.sessions.authenticate(&session.access_token)),
+    )
+    .await;
+    assert_eq!(answers.len(), expected.len() * 10);
+    for ((user, session, live), answer) in checks.zip(answers) {
+        match answer {
+            Ok(principal) => {
+                assert!(live, "a revoked or disabled session authenticated");
+                assert_eq!(
+                    (principal.user_id, principal.session_id),
+                    (*user, session.session_id)
+                );
+            }
+            Err(error) => {
+                assert!(!live, "a live session was refused: {error:?}");
+                assert_eq!(error, SessionError::Invalid);
+            }
+        }
+    }
 }
