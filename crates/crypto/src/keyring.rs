@@ -63,6 +63,9 @@ pub struct Keyring {
     active_subject: TtlCache<SubjectId, u32>,
     column_keys: TtlCache<ColumnKeyId, LessSafeKey>,
     index_keys: TtlCache<(u32, &'static str, &'static str), hmac::Key>,
+    /// The blind-index key versions last read on this instance: a hint that a search checks
+    /// in its own statement (see `reindex.rs`), never trusted alone.
+    pub(crate) index_versions_seen: std::sync::RwLock<Option<Vec<u32>>>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -106,6 +109,7 @@ impl Keyring {
                 cache.capacity.saturating_mul(COLUMN_KEYS_PER_SUBJECT),
             ),
             index_keys: TtlCache::new(cache.ttl, cache.capacity),
+            index_versions_seen: std::sync::RwLock::new(None),
         }
     }
 

@@ -22,6 +22,32 @@ use crate::rekey::{
 
 const REINDEX_LOCK: i64 = 0x636c_696e_6269_6478; // "clinbidx"
 
+/// The SQLSTATE with which [`versions_check`] fails when the versions it was given are no
+/// longer the live ones (migration 0029).
+pub const VERSIONS_CHANGED: &str = "CK001";
+
+/// A SQL condition that holds only if `versions` (as listed by the keyring, newest first) are
+/// still exactly the live blind-index key versions, for a statement whose parameter `$n` binds
+/// them as `int4[]` (see [`versions_param`]). It has no column in it, so PostgreSQL evaluates
+/// it once, before the statement reads a row, and the statement fails with
+/// [`VERSIONS_CHANGED`] if they are not.
+pub fn versions_check(n: usize) -> String {
+    format!("(SELECT blind_index_versions_are(${n}))")
+}
+
+/// `versions` as the parameter of [`versions_check`].
+pub fn versions_param(versions: &[u32]) -> Vec<i32> {
+    versions
+        .iter()
+        .map(|&v| i32::try_from(v).unwrap_or(i32::MAX))
+        .collect()
+}
+
+/// Whether `error` is the failure of [`versions_check`].
+pub fn versions_changed(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some(VERSIONS_CHANGED))
+}
+
 /// A blind-indexed column: the index of `spec.table.spec.column` (an encrypted column) lives in
 /// `index_column` with its key version in `version_column`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,17 +69,38 @@ impl Keyring {
         self.blind_index_candidates_at(spec, value, &versions).await
     }
 
-    /// The blind-index key versions that may still be in tables, newest first: read from the
-    /// database on each search, never cached, so a search right after a rotation on another
-    /// instance also looks under the new version.
+    /// The blind-index key versions that may still be in tables, newest first, read from the
+    /// database now (and remembered for [`Self::blind_index_versions_seen`]).
     pub async fn blind_index_versions(&self) -> Result<Vec<u32>, CryptoError> {
         let versions: Vec<i32> = sqlx::query_scalar!("SELECT version FROM data_keys WHERE purpose = $1 AND status <> 'destroyed' ORDER BY version DESC", Purpose::BlindIndex.as_str())
         .fetch_all(self.db())
         .await?;
-        Ok(versions
+        let versions: Vec<u32> = versions
             .into_iter()
             .map(|v| u32::try_from(v).unwrap_or(0))
-            .collect())
+            .collect();
+        if let Ok(mut seen) = self.index_versions_seen.write() {
+            *seen = Some(versions.clone());
+        }
+        Ok(versions)
+    }
+
+    /// The blind-index key versions this instance last read, read now if it has none. Only a
+    /// hint: a rotation on another instance changes them without telling this one. A search
+    /// that uses them checks them in its own statement with [`versions_check`], which fails
+    /// with [`VERSIONS_CHANGED`] unless they are still exactly the live versions; it then reads
+    /// them again ([`Self::blind_index_versions`]) and reruns. This saves a search the round
+    /// trip of reading them first, and it never runs under a stale set.
+    pub async fn blind_index_versions_seen(&self) -> Result<Vec<u32>, CryptoError> {
+        let seen = self
+            .index_versions_seen
+            .read()
+            .ok()
+            .and_then(|seen| seen.clone());
+        match seen {
+            Some(versions) => Ok(versions),
+            None => self.blind_index_versions().await,
+        }
     }
 
     /// As [`Self::blind_index_candidates`], under `versions` read once for a whole search.

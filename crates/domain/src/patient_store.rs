@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use clinicd_crypto::{
-    Batch, BlindIndexSpec, CryptoError, DerivedIndex, Keyring, SubjectId, blind_index::name_tokens,
+    Batch, BlindIndexSpec, CryptoError, DerivedIndex, Keyring, SubjectId,
+    blind_index::name_tokens,
+    reindex::{versions_changed, versions_check, versions_param},
 };
 use clinicd_identity::users::UserId;
 use clinicd_rbac::{RbacError, Reach};
@@ -522,6 +524,29 @@ impl PatientStore {
         cursor: Option<Uuid>,
         limit: usize,
     ) -> Result<(Vec<Patient>, Option<Uuid>), StoreError> {
+        // The blind indexes are computed under the key versions this instance last saw, and
+        // the candidate query checks them (`versions_check`). If a rotation has changed them,
+        // the search reads them again and reruns; a second change in between is improbable,
+        // a third an operator rotating in a loop, which answers as a database error.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.search_once(search, viewer, cursor, limit).await {
+                Err(StoreError::Database(error)) if versions_changed(&error) && attempts < 3 => {
+                    self.keyring.blind_index_versions().await?;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn search_once(
+        &self,
+        search: &Search,
+        viewer: Viewer,
+        cursor: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<Patient>, Option<Uuid>), StoreError> {
         let (condition, binds) = self.condition(search).await?;
         let Some(condition) = condition else {
             return Ok((Vec::new(), None));
@@ -545,6 +570,7 @@ impl PatientStore {
                 query = match bind {
                     Bind::Text(text) => query.bind(text.clone()),
                     Bind::Values(values) => query.bind(values.clone()),
+                    Bind::Versions(versions) => query.bind(versions.clone()),
                 };
             }
             let rows = query.fetch_all(&self.db).await?;
@@ -575,13 +601,27 @@ impl PatientStore {
     }
 
     /// The SQL condition of a search and its parameters (from `$5`). `None`: nothing can match.
+    /// A condition on blind indexes also checks the key versions they were computed under.
     async fn condition(&self, search: &Search) -> Result<(Option<String>, Vec<Bind>), StoreError> {
-        // One read of the key versions serves every index of the search.
-        let versions = match search {
-            Search::Mine | Search::Mrn(_) => Vec::new(),
-            _ => self.keyring.blind_index_versions().await?,
+        if matches!(search, Search::Mine | Search::Mrn(_)) {
+            return self.index_condition(search, &[]).await;
+        }
+        let versions = self.keyring.blind_index_versions_seen().await?;
+        let (condition, mut binds) = self.index_condition(search, &versions).await?;
+        let Some(condition) = condition else {
+            return Ok((None, binds));
         };
-        let versions = &versions;
+        let check = versions_check(binds.len() + 5);
+        binds.push(Bind::Versions(versions_param(&versions)));
+        Ok((Some(format!("{check} AND {condition}")), binds))
+    }
+
+    /// [`Self::condition`] before the version check, with blind indexes under `versions`.
+    async fn index_condition(
+        &self,
+        search: &Search,
+        versions: &[u32],
+    ) -> Result<(Option<String>, Vec<Bind>), StoreError> {
         let candidates = |spec: BlindIndexSpec, value: String| async move {
             let found = self
                 .keyring
@@ -815,6 +855,8 @@ async fn open_name(
 enum Bind {
     Text(String),
     Values(Vec<Vec<u8>>),
+    /// Blind-index key versions, for `versions_check`.
+    Versions(Vec<i32>),
 }
 
 /// The name-token index of a patient's names: every word of both, folded, once each, under

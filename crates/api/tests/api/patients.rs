@@ -568,3 +568,92 @@ async fn a_search_opens_only_the_candidates_that_match(pool: PgPool) {
         assert_eq!(ids, vec![zoe_id.to_string()], "{criteria}");
     }
 }
+
+/// A search reuses the blind-index key versions its instance last read, and its candidate query
+/// checks them. After another instance rotates the blind-index key and registers a patient under
+/// the new version, the first instance's next search still finds both patients: the check fails
+/// on the stale versions, and the search reads them again and reruns.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_search_after_a_rotation_on_another_instance_finds_rows_under_the_new_key(pool: PgPool) {
+    let first = TestApp::with_pool(settings(), pool.clone());
+    let second = TestApp::with_pool(settings(), pool.clone());
+    let (_, desk) = member(&first, "front.desk", &["Staff"]).await;
+    let before = register(&first, &desk, jane()).await;
+    let ids = |response: clinicd_test_support::TestResponse| -> Vec<String> {
+        assert_eq!(
+            response.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let mut ids: Vec<String> = response.json()["patients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let searches = [
+        json!({"family_name": "O'Brien-Núñez", "date_of_birth": "1984-03-09"}),
+        json!({"name": "zoe nunez"}),
+        json!({"ssn": "123-45-6789"}),
+    ];
+    for criteria in &searches {
+        let found = first
+            .call(send(
+                "POST",
+                "/api/patients/search",
+                &desk,
+                Some(criteria.clone()),
+            ))
+            .await;
+        assert_eq!(ids(found), vec![before["id"].as_str().unwrap().to_owned()]);
+    }
+
+    second
+        .state
+        .identity
+        .keyring
+        .rotate_branch(clinicd_crypto::Purpose::BlindIndex)
+        .await
+        .unwrap();
+    let mut twin = jane();
+    twin["given_name"] = json!("Zoë Beth");
+    twin["ssn"] = json!("212-55-1234");
+    let after = register(&second, &desk, twin).await;
+    let version: i32 =
+        sqlx::query_scalar("SELECT family_name_bidx_version FROM patients WHERE id = $1")
+            .bind(Uuid::parse_str(after["id"].as_str().unwrap()).unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(version, 2, "the second instance indexes under the new key");
+
+    let mut both = vec![
+        before["id"].as_str().unwrap().to_owned(),
+        after["id"].as_str().unwrap().to_owned(),
+    ];
+    both.sort();
+    for criteria in &searches[..2] {
+        let found = first
+            .call(send(
+                "POST",
+                "/api/patients/search",
+                &desk,
+                Some(criteria.clone()),
+            ))
+            .await;
+        assert_eq!(ids(found), both, "{criteria}");
+    }
+    let by_ssn = first
+        .call(send(
+            "POST",
+            "/api/patients/search",
+            &desk,
+            Some(json!({"ssn": "212-55-1234"})),
+        ))
+        .await;
+    assert_eq!(ids(by_ssn), vec![after["id"].as_str().unwrap().to_owned()]);
+}
