@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgExecutor, PgPool, Postgres};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -94,13 +96,30 @@ impl LiveSessions {
 }
 
 /// Takes whatever has queued (up to [`MAX_BATCH`]), checks it in one query, answers each.
+///
+/// While checks keep arriving, the task keeps its connection from one query to the next: sqlx
+/// pings a connection when it goes back to the pool, a round trip as costly as the query. It
+/// gives the connection back whenever the queue runs empty, so an idle server holds none (and
+/// never starts again on a connection that went stale while it idled), and after any error.
 async fn gather(
     mut incoming: mpsc::Receiver<Pending>,
     db: PgPool,
     clock: Arc<dyn Clock>,
     idle_timeout: chrono::Duration,
 ) {
-    while let Some(first) = incoming.recv().await {
+    let mut held: Option<PoolConnection<Postgres>> = None;
+    loop {
+        let first = match incoming.try_recv() {
+            Ok(pending) => pending,
+            Err(TryRecvError::Empty) => {
+                held = None;
+                match incoming.recv().await {
+                    Some(pending) => pending,
+                    None => return,
+                }
+            }
+            Err(TryRecvError::Disconnected) => return,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match incoming.try_recv() {
@@ -109,7 +128,21 @@ async fn gather(
             }
         }
         let sessions: Vec<Uuid> = batch.iter().map(|p| p.session).collect();
-        match query(&db, clock.now(), idle_timeout, &sessions).await {
+        let checked = match held.take() {
+            Some(conn) => Ok(conn),
+            None => db.acquire().await,
+        };
+        let rows = match checked {
+            Ok(mut conn) => {
+                let rows = query(&mut *conn, clock.now(), idle_timeout, &sessions).await;
+                if rows.is_ok() {
+                    held = Some(conn);
+                }
+                rows
+            }
+            Err(error) => Err(error),
+        };
+        match rows {
             Ok(rows) => {
                 for pending in batch {
                     let _ = pending
@@ -136,7 +169,7 @@ fn pick(rows: &[Live], session: Uuid, user: Uuid) -> Option<Live> {
 
 /// The live ones of `sessions` at `now`, with what a request needs of their users.
 async fn query(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     now: DateTime<Utc>,
     idle_timeout: chrono::Duration,
     sessions: &[Uuid],

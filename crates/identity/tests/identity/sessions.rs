@@ -316,15 +316,16 @@ async fn concurrent_checks_of_many_sessions_each_get_their_own_answer(db: PgPool
         }
     }
 
-    // Every token ten times over, interleaved, all in flight together.
-    let checks = (0..10).flat_map(|_| expected.iter());
+    // Every token thirty times over, interleaved, all in flight together: more than one
+    // query's worth (256), so the second query runs on the connection the first kept.
+    let checks = (0..30).flat_map(|_| expected.iter());
     let answers = join_all(
         checks
             .clone()
             .map(|(_, session, _)| f.identity.sessions.authenticate(&session.access_token)),
     )
     .await;
-    assert_eq!(answers.len(), expected.len() * 10);
+    assert_eq!(answers.len(), expected.len() * 30);
     for ((user, session, live), answer) in checks.zip(answers) {
         match answer {
             Ok(principal) => {
