@@ -85,7 +85,8 @@ impl Keyring {
         Ok(versions)
     }
 
-    /// The blind-index key versions this instance last read, read now if it has none. Only a
+    /// The blind-index key versions this instance last read, read now if it has none (or read
+    /// none). Only a
     /// hint: a rotation on another instance changes them without telling this one. A search
     /// that uses them checks them in its own statement with [`versions_check`], which fails
     /// with [`VERSIONS_CHANGED`] unless they are still exactly the live versions; it then reads
@@ -96,7 +97,8 @@ impl Keyring {
             .index_versions_seen
             .read()
             .ok()
-            .and_then(|seen| seen.clone());
+            .and_then(|seen| seen.clone())
+            .filter(|versions| !versions.is_empty());
         match seen {
             Some(versions) => Ok(versions),
             None => self.blind_index_versions().await,

@@ -606,8 +606,16 @@ impl PatientStore {
         if matches!(search, Search::Mine | Search::Mrn(_)) {
             return self.index_condition(search, &[]).await;
         }
-        let versions = self.keyring.blind_index_versions_seen().await?;
-        let (condition, mut binds) = self.index_condition(search, &versions).await?;
+        let mut versions = self.keyring.blind_index_versions_seen().await?;
+        let (condition, mut binds) = match self.index_condition(search, &versions).await {
+            Ok(found) => found,
+            // A version the hint names may be gone (its key destroyed), which the statement's
+            // check would report only after the indexes are computed: read them again.
+            Err(_) => {
+                versions = self.keyring.blind_index_versions().await?;
+                self.index_condition(search, &versions).await?
+            }
+        };
         let Some(condition) = condition else {
             return Ok((None, binds));
         };
