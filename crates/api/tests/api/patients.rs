@@ -36,6 +36,32 @@ async fn register(app: &TestApp, token: &str, body: Value) -> Value {
     response.json()
 }
 
+/// The ids a search answers with, sorted; the search must answer 200.
+async fn search_ids(app: &TestApp, token: &str, criteria: &Value) -> Vec<String> {
+    let response = app
+        .call(send(
+            "POST",
+            "/api/patients/search",
+            token,
+            Some(criteria.clone()),
+        ))
+        .await;
+    assert_eq!(
+        response.status,
+        200,
+        "{criteria}: {}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let mut ids: Vec<String> = response.json()["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
 async fn assign(app: &TestApp, desk: &str, patient: &str, user: Uuid) {
     let response = app
         .call(send(
@@ -544,28 +570,11 @@ async fn a_search_opens_only_the_candidates_that_match(pool: PgPool) {
         json!({"family_name": "O'Brien-Núñez", "date_of_birth": "1984-03-09"}),
         json!({"name": "zoe nunez"}),
     ] {
-        let response = app
-            .call(send(
-                "POST",
-                "/api/patients/search",
-                &desk,
-                Some(criteria.clone()),
-            ))
-            .await;
         assert_eq!(
-            response.status,
-            200,
-            "{criteria}: {}",
-            String::from_utf8_lossy(&response.body)
+            search_ids(&app, &desk, &criteria).await,
+            vec![zoe_id.to_string()],
+            "{criteria}"
         );
-        let page = response.json();
-        let ids: Vec<&str> = page["patients"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, vec![zoe_id.to_string()], "{criteria}");
     }
 }
 
@@ -579,37 +588,16 @@ async fn a_search_after_a_rotation_on_another_instance_finds_rows_under_the_new_
     let second = TestApp::with_pool(settings(), pool.clone());
     let (_, desk) = member(&first, "front.desk", &["Staff"]).await;
     let before = register(&first, &desk, jane()).await;
-    let ids = |response: clinicd_test_support::TestResponse| -> Vec<String> {
-        assert_eq!(
-            response.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&response.body)
-        );
-        let mut ids: Vec<String> = response.json()["patients"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["id"].as_str().unwrap().to_owned())
-            .collect();
-        ids.sort();
-        ids
-    };
     let searches = [
         json!({"family_name": "O'Brien-Núñez", "date_of_birth": "1984-03-09"}),
         json!({"name": "zoe nunez"}),
         json!({"ssn": "123-45-6789"}),
     ];
     for criteria in &searches {
-        let found = first
-            .call(send(
-                "POST",
-                "/api/patients/search",
-                &desk,
-                Some(criteria.clone()),
-            ))
-            .await;
-        assert_eq!(ids(found), vec![before["id"].as_str().unwrap().to_owned()]);
+        assert_eq!(
+            search_ids(&first, &desk, criteria).await,
+            vec![before["id"].as_str().unwrap().to_owned()]
+        );
     }
 
     second
@@ -637,23 +625,14 @@ async fn a_search_after_a_rotation_on_another_instance_finds_rows_under_the_new_
     ];
     both.sort();
     for criteria in &searches[..2] {
-        let found = first
-            .call(send(
-                "POST",
-                "/api/patients/search",
-                &desk,
-                Some(criteria.clone()),
-            ))
-            .await;
-        assert_eq!(ids(found), both, "{criteria}");
+        assert_eq!(
+            search_ids(&first, &desk, criteria).await,
+            both,
+            "{criteria}"
+        );
     }
-    let by_ssn = first
-        .call(send(
-            "POST",
-            "/api/patients/search",
-            &desk,
-            Some(json!({"ssn": "212-55-1234"})),
-        ))
-        .await;
-    assert_eq!(ids(by_ssn), vec![after["id"].as_str().unwrap().to_owned()]);
+    assert_eq!(
+        search_ids(&first, &desk, &json!({"ssn": "212-55-1234"})).await,
+        vec![after["id"].as_str().unwrap().to_owned()]
+    );
 }
