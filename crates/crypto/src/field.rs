@@ -14,10 +14,10 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use uuid::Uuid;
-use zeroize::Zeroizing;
 
 use crate::error::CryptoError;
 use crate::keys::{KeyRef, Purpose, SecretKey, SubjectId, encode_parts};
+use crate::plaintext::Plaintext;
 
 pub const FORMAT_V1: u8 = 1;
 const KIND_SUBJECT: u8 = 1;
@@ -130,21 +130,26 @@ pub fn derive_column_key(
 }
 
 /// Runs `f` with the associated data for a value: the header, then the length-prefixed table,
-/// column and row id. Built on the stack when it fits (it nearly always does): this runs for
-/// every field.
+/// column and row id (as `encode_parts`). Built on the stack when it fits (it nearly always
+/// does) by plain slice copies: this runs for every field, and going through `io::Write` cost
+/// as much again as the copies.
 fn with_aad<R>(header: &[u8], location: &FieldLocation<'_>, f: impl FnOnce(&[u8]) -> R) -> R {
     let parts: [&[u8]; 3] = [
         location.table.as_bytes(),
         location.column.as_bytes(),
         location.row_id.as_bytes(),
     ];
-    let len = header.len() + parts.iter().map(|p| 4 + p.len()).sum::<usize>();
-    // Most AADs fit on the stack; the rare long one goes to the heap. Same bytes either way.
     let mut stack = [0u8; 192];
-    let mut free: &mut [u8] = &mut stack;
-    let written = len <= 192 && write_parts(&mut free, header, &parts).is_ok();
-    match stack.get(..len) {
-        Some(aad) if written => f(aad),
+    let mut at = 0;
+    let mut fits = put(&mut stack, &mut at, header);
+    for part in parts {
+        let size = u32::try_from(part.len()).unwrap_or(u32::MAX);
+        fits =
+            fits && put(&mut stack, &mut at, &size.to_be_bytes()) && put(&mut stack, &mut at, part);
+    }
+    match stack.get(..at) {
+        Some(aad) if fits => f(aad),
+        // The rare long one goes to the heap. Same bytes either way.
         _ => {
             let mut heap = header.to_vec();
             encode_parts(&mut heap, &parts);
@@ -153,17 +158,17 @@ fn with_aad<R>(header: &[u8], location: &FieldLocation<'_>, f: impl FnOnce(&[u8]
     }
 }
 
-/// The header, then each part as its u32 length and its bytes (as `encode_parts`), into a
-/// fixed buffer: an error if it does not fit.
-fn write_parts(out: &mut &mut [u8], header: &[u8], parts: &[&[u8]]) -> std::io::Result<()> {
-    use std::io::Write;
-    out.write_all(header)?;
-    for part in parts {
-        let size = u32::try_from(part.len()).unwrap_or(u32::MAX);
-        out.write_all(&size.to_be_bytes())?;
-        out.write_all(part)?;
+/// Copies `bytes` into `buffer` at `at` and moves `at` past them; false if they do not fit.
+fn put(buffer: &mut [u8], at: &mut usize, bytes: &[u8]) -> bool {
+    let end = at.saturating_add(bytes.len());
+    match buffer.get_mut(*at..end) {
+        Some(slot) => {
+            slot.copy_from_slice(bytes);
+            *at = end;
+            true
+        }
+        None => false,
     }
-    Ok(())
 }
 
 /// Encrypts `plaintext` for `location` under `cipher` (the column key of `key`).
@@ -197,18 +202,20 @@ pub fn open(
     parsed: Parsed,
     location: &FieldLocation<'_>,
     ciphertext: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+) -> Result<Plaintext, CryptoError> {
     let (header, rest) = ciphertext.split_at(parsed.header_len);
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
     let nonce =
         Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Malformed("nonce"))?;
-    let mut buffer = Zeroizing::new(sealed.to_vec());
-    let plaintext_len = with_aad(header, location, |aad| {
-        cipher.open_in_place(nonce, Aad::from(aad), &mut buffer)
-    })
-    .map_err(|_| CryptoError::Integrity)?
-    .len();
-    buffer.truncate(plaintext_len);
+    let mut buffer = sealed.to_vec();
+    let opened = with_aad(header, location, |aad| {
+        cipher
+            .open_in_place(nonce, Aad::from(aad), &mut buffer)
+            .map(|plaintext| plaintext.len())
+    });
+    // Wrapped before the result is looked at: a failed open may have left bytes in clear.
+    let mut buffer = Plaintext::new(buffer);
+    buffer.truncate(opened.map_err(|_| CryptoError::Integrity)?);
     Ok(buffer)
 }
 
@@ -303,6 +310,21 @@ mod tests {
             open(&cipher, parsed, &location("phone"), &bytes),
             Err(CryptoError::Integrity)
         ));
+    }
+
+    #[test]
+    fn the_associated_data_is_the_header_and_the_encoded_location() {
+        let header = [1u8, 1, 7, 7];
+        for table in ["patients", &"t".repeat(300)] {
+            let at = FieldLocation::new(table, "ssn", Uuid::from_u128(42));
+            let mut expected = header.to_vec();
+            encode_parts(
+                &mut expected,
+                &[table.as_bytes(), b"ssn", Uuid::from_u128(42).as_bytes()],
+            );
+            // The short table is built on the stack, the long one on the heap.
+            assert_eq!(with_aad(&header, &at, <[u8]>::to_vec), expected);
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::context::EncryptionContext;
 use crate::error::CryptoError;
 use crate::field::{self, FieldLocation};
 use crate::keys::{KeyRef, Purpose, SecretKey, SubjectId};
+use crate::plaintext::Plaintext;
 use crate::provider::KeyProvider;
 use crate::store::{self, BranchRow, SubjectRow};
 
@@ -189,8 +190,8 @@ impl Keyring {
     }
 
     async fn active_branch_version(&self, purpose: Purpose) -> Result<u32, CryptoError> {
-        if let Some(version) = self.active_branch.get(&purpose) {
-            return Ok(*version);
+        if let Some(version) = self.active_branch.get_with(&purpose, |version| **version) {
+            return Ok(version);
         }
         let row = store::active_branch(&self.db, purpose)
             .await?
@@ -231,8 +232,8 @@ impl Keyring {
 
     /// The version of the subject's active key, creating the subject's first key if needed.
     async fn active_subject_version(&self, subject: SubjectId) -> Result<u32, CryptoError> {
-        if let Some(version) = self.active_subject.get(&subject) {
-            return Ok(*version);
+        if let Some(version) = self.active_subject.get_with(&subject, |version| **version) {
+            return Ok(version);
         }
         for _ in 0..2 {
             if let Some(row) = store::active_subject_key(&self.db, subject).await? {
@@ -306,6 +307,12 @@ impl Keyring {
                 KeyRef::Purpose(purpose, self.active_branch_version(purpose).await?)
             }
         };
+        let id = (key, location.table, location.column);
+        if let Some(sealed) = self.column_keys.get_with(&id, |cipher| {
+            field::seal(cipher, key, location, plaintext, &self.rng)
+        }) {
+            return sealed;
+        }
         let cipher = self
             .column_key(key, location.table, location.column)
             .await?;
@@ -318,8 +325,15 @@ impl Keyring {
         &self,
         location: &FieldLocation<'static>,
         ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    ) -> Result<Plaintext, CryptoError> {
         let parsed = field::parse(ciphertext)?;
+        // The hot path: the cached column key, lent under the cache's read lock.
+        let id = (parsed.key, location.table, location.column);
+        if let Some(opened) = self.column_keys.get_with(&id, |cipher| {
+            field::open(cipher, parsed, location, ciphertext)
+        }) {
+            return opened;
+        }
         let cipher = self
             .column_key(parsed.key, location.table, location.column)
             .await?;
@@ -349,23 +363,23 @@ impl Keyring {
         };
         let normalized = Zeroizing::new(normalized);
         let id = (version, spec.table, spec.column);
-        let key = match self.index_keys.get(&id) {
-            Some(key) => key,
-            None => {
-                let root = self.branch_key(Purpose::BlindIndex, version).await?;
-                let key = Arc::new(blind_index::derive_index_key(
-                    &root,
-                    spec.table,
-                    spec.column,
-                ));
-                self.index_keys.insert(id, Arc::clone(&key));
-                key
-            }
+        let compute = |key: &hmac::Key| -> Result<Option<BlindIndex>, CryptoError> {
+            Ok(Some(BlindIndex {
+                key_version: version,
+                value: blind_index::compute(key, spec.bits, &normalized)?,
+            }))
         };
-        Ok(Some(BlindIndex {
-            key_version: version,
-            value: blind_index::compute(&key, spec.bits, &normalized)?,
-        }))
+        if let Some(index) = self.index_keys.get_with(&id, |key| compute(key)) {
+            return index;
+        }
+        let root = self.branch_key(Purpose::BlindIndex, version).await?;
+        let key = Arc::new(blind_index::derive_index_key(
+            &root,
+            spec.table,
+            spec.column,
+        ));
+        self.index_keys.insert(id, Arc::clone(&key));
+        compute(&key)
     }
 
     /// The HMAC key that authenticates the audit chain, derived from the active audit branch

@@ -10,6 +10,7 @@
 
 pub mod blind_index;
 pub mod cache;
+mod clock;
 pub mod context;
 pub mod encrypted;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod escrow;
 pub mod field;
 pub mod keyring;
 pub mod keys;
+pub mod plaintext;
 pub mod provider;
 pub mod reindex;
 pub mod rekey;
@@ -29,6 +31,7 @@ pub use error::{CryptoError, ProviderError};
 pub use field::FieldLocation;
 pub use keyring::{CacheSettings, Keyring, Owner};
 pub use keys::{KeyRef, Purpose, SecretKey, SubjectId};
+pub use plaintext::Plaintext;
 pub use provider::{KeyProvider, KmsKeyProvider, LocalKeyProvider};
 pub use reindex::{Batch, DerivedIndex, IndexedColumn};
 pub use rekey::{EncryptedColumn, RekeyOptions, RekeyOutcome, RekeyReport};
