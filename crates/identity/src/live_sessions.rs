@@ -176,14 +176,15 @@ async fn query(
 ) -> Result<Vec<Live>, sqlx::Error> {
     // A disabled or locked user's sessions stop with the account. The idle timeout holds here
     // too, not only at refresh: a session unused for longer is over even while an access token
-    // it issued has not expired.
+    // it issued has not expired. The query is the function `live_sessions` (migration 0030),
+    // which keeps its plan: as a statement with `= ANY($1)` it was planned on every execution.
     sqlx::query_as!(
         Live,
-        "SELECT s.id AS session_id, s.user_id, s.last_seen_at, u.must_change_password, u.username, \
-                u.access_version, u.display_name, u.email, u.mfa_enabled \
-         FROM sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.id = ANY($1) AND s.revoked_at IS NULL AND s.absolute_expires_at > $2 \
-           AND s.last_seen_at > $3 AND u.status = 'active'",
+        r#"SELECT session_id AS "session_id!", user_id AS "user_id!",
+                  last_seen_at AS "last_seen_at!", must_change_password AS "must_change_password!",
+                  username AS "username!", access_version AS "access_version!",
+                  display_name AS "display_name!", email AS "email!", mfa_enabled AS "mfa_enabled!"
+           FROM live_sessions($1, $2, $3)"#,
         sessions,
         now,
         now.checked_sub_signed(idle_timeout)
