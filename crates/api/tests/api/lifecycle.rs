@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::search_ids;
+
 const BOUNDARY: &str = "lifecycle-boundary";
 
 /// An app whose files and erasure ledger live under `dir`.
@@ -110,22 +112,10 @@ fn walk(dir: &Path) -> usize {
     })
 }
 
-async fn search_ids(app: &TestApp, token: &str, family: &str) -> Vec<String> {
-    let found = app
-        .call(send(
-            "POST",
-            "/api/patients/search",
-            token,
-            Some(json!({"family_name": family, "date_of_birth": "1985-12-10"})),
-        ))
-        .await;
-    assert_eq!(found.status, 200);
-    found.json()["patients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap().to_owned())
-        .collect()
+/// The ids a family name + birth date search answers with.
+async fn find(app: &TestApp, token: &str, family: &str) -> Vec<String> {
+    let criteria = json!({"family_name": family, "date_of_birth": "1985-12-10"});
+    search_ids(app, token, &criteria).await
 }
 
 async fn request_erasure(app: &TestApp, token: &str, patient: &str, basis: &str) -> (u16, Value) {
@@ -263,10 +253,7 @@ async fn an_approved_erasure_leaves_nothing_readable_and_a_certificate(pool: PgP
     ))
     .await
     .assert_problem(410, "data_destroyed");
-    assert_eq!(
-        search_ids(&app, &desk, "Lovelace").await,
-        vec![kept.clone()]
-    );
+    assert_eq!(find(&app, &desk, "Lovelace").await, vec![kept.clone()]);
     assert_eq!(objects(dir.path()), 0);
     app.call(send("GET", &values, &officer, None))
         .await
@@ -676,7 +663,7 @@ async fn a_restore_never_brings_an_erased_patient_back(pool: PgPool) {
     app.call(send("GET", &read, &desk, None))
         .await
         .assert_problem(410, "data_destroyed");
-    assert!(search_ids(&app, &desk, "Franklin").await.is_empty());
+    assert!(find(&app, &desk, "Franklin").await.is_empty());
     let report = app.state.audit.verify().await.unwrap();
     assert_eq!(report.first_broken_seq, None, "{:?}", report.problem);
     // A second replay finds nothing to do.

@@ -58,3 +58,33 @@ async fn json_of(
     };
     (response.status.as_u16(), value)
 }
+
+/// The ids a search answers with, sorted; the search must answer 200.
+async fn search_ids(
+    app: &clinicd_test_support::TestApp,
+    token: &str,
+    criteria: &serde_json::Value,
+) -> Vec<String> {
+    let response = app
+        .call(clinicd_test_support::send(
+            "POST",
+            "/api/patients/search",
+            token,
+            Some(criteria.clone()),
+        ))
+        .await;
+    assert_eq!(
+        response.status,
+        200,
+        "{criteria}: {}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let mut ids: Vec<String> = response.json()["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}

@@ -3,6 +3,8 @@
 //! read audited, and no identifier in clear in the table.
 
 use clinicd_test_support::{TestApp, member, roomy_settings as settings, send, unassigned_patient};
+
+use crate::search_ids;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -34,32 +36,6 @@ async fn register(app: &TestApp, token: &str, body: Value) -> Value {
     );
     assert_eq!(response.header("ETag"), Some("\"1\""));
     response.json()
-}
-
-/// The ids a search answers with, sorted; the search must answer 200.
-async fn search_ids(app: &TestApp, token: &str, criteria: &Value) -> Vec<String> {
-    let response = app
-        .call(send(
-            "POST",
-            "/api/patients/search",
-            token,
-            Some(criteria.clone()),
-        ))
-        .await;
-    assert_eq!(
-        response.status,
-        200,
-        "{criteria}: {}",
-        String::from_utf8_lossy(&response.body)
-    );
-    let mut ids: Vec<String> = response.json()["patients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    ids
 }
 
 async fn assign(app: &TestApp, desk: &str, patient: &str, user: Uuid) {
