@@ -196,7 +196,9 @@ pub fn seal(
     Ok(out)
 }
 
-/// Decrypts a ciphertext parsed by [`parse`] at `location`.
+/// Decrypts a ciphertext parsed by [`parse`] at `location`, from the ciphertext straight into
+/// a new buffer of the plaintext's size: no copy of the ciphertext to decrypt in place, no tag
+/// to trim off afterwards.
 pub fn open(
     cipher: &LessSafeKey,
     parsed: Parsed,
@@ -205,18 +207,20 @@ pub fn open(
 ) -> Result<Plaintext, CryptoError> {
     let (header, rest) = ciphertext.split_at(parsed.header_len);
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let body_len = sealed
+        .len()
+        .checked_sub(TAG_LEN)
+        .ok_or(CryptoError::Malformed("truncated body"))?;
+    let (body, tag) = sealed.split_at(body_len);
     let nonce =
         Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Malformed("nonce"))?;
-    let mut buffer = sealed.to_vec();
-    let opened = with_aad(header, location, |aad| {
-        cipher
-            .open_in_place(nonce, Aad::from(aad), &mut buffer)
-            .map(|plaintext| plaintext.len())
-    });
-    // Wrapped before the result is looked at: a failed open may have left bytes in clear.
-    let mut buffer = Plaintext::new(buffer);
-    buffer.truncate(opened.map_err(|_| CryptoError::Integrity)?);
-    Ok(buffer)
+    // Wrapped before decrypting: a failed open may have left bytes in clear, and they are wiped.
+    let mut plaintext = Plaintext::zeroed(body_len);
+    with_aad(header, location, |aad| {
+        cipher.open_separate_gather(nonce, Aad::from(aad), body, tag, plaintext.as_mut_slice())
+    })
+    .map_err(|_| CryptoError::Integrity)?;
+    Ok(plaintext)
 }
 
 #[cfg(test)]

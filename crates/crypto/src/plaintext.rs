@@ -18,8 +18,17 @@ impl Plaintext {
         Self(bytes)
     }
 
+    /// `len` zero bytes, to decrypt into.
+    pub fn zeroed(len: usize) -> Self {
+        Self(vec![0; len])
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         &self.0
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.0
     }
 
     /// Shortens the value, wiping the bytes cut off (they stay in the allocation until drop).
@@ -47,7 +56,9 @@ impl AsRef<[u8]> for Plaintext {
 
 impl Drop for Plaintext {
     fn drop(&mut self) {
-        self.0.as_mut_slice().zeroize();
+        // One wipe of the whole allocation: once the length is zero, the spare capacity is all
+        // of it (the bytes stay in place; `clear` only sets the length).
+        self.0.clear();
         self.0.spare_capacity_mut().zeroize();
     }
 }
