@@ -30,7 +30,7 @@ use actix_web::{App, HttpResponse, ResponseError, web};
 pub use metrics::Metrics;
 pub use problem::{ApiError, Problem};
 pub use settings::HttpSettings;
-pub use state::{ApiState, Services};
+pub use state::{ApiState, Services, WorkerPools};
 
 use crate::middleware::{context, cors, guard, observe, security_headers, throttle};
 
@@ -63,6 +63,7 @@ pub fn app_with(
         InitError = (),
     >,
 > {
+    let state = state.for_worker();
     let json_limit = state.settings.json_limit;
     App::new()
         .app_data(web::Data::new(state))

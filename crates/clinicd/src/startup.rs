@@ -122,6 +122,16 @@ pub fn pool_options(max_connections: u32) -> PgPoolOptions {
         })
 }
 
+/// Each API worker's own pool for patient records (`ApiState::for_worker`): half the shared
+/// pool's size (at least 2), with the shared pool's settings, connected lazily so that its
+/// connections are opened on the worker's runtime. An instance so holds at most
+/// `max_connections × (1 + workers / 2)` connections.
+pub fn worker_pools(shared: &PgPool) -> clinicd_api::WorkerPools {
+    let size = (shared.options().get_max_connections() / 2).max(2);
+    let options = shared.connect_options();
+    clinicd_api::WorkerPools::new(move || pool_options(size).connect_lazy_with((*options).clone()))
+}
+
 impl Application {
     /// Connects to Postgres (lazily: readiness reports an unreachable database), applies
     /// migrations when configured, and binds every listener.
@@ -206,7 +216,13 @@ impl Application {
             secops,
             lifecycle,
         );
-        let state = ApiState::new(pool, settings.http.clone(), metrics.clone(), services);
+        let mut state = ApiState::new(
+            pool.clone(),
+            settings.http.clone(),
+            metrics.clone(),
+            services,
+        );
+        state.worker_pools = worker_pools(&pool);
         let limits = state.limits.clone();
 
         let api_listener = bind("the HTTPS API", settings.listen_addr)?;

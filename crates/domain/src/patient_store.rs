@@ -208,6 +208,11 @@ impl PatientStore {
         Self { db, keyring }
     }
 
+    /// The same store reading and writing through `db` (an API worker's own pool).
+    pub fn on_pool(self, db: PgPool) -> Self {
+        Self { db, ..self }
+    }
+
     pub fn db(&self) -> &PgPool {
         &self.db
     }

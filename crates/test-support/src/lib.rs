@@ -113,7 +113,22 @@ pub fn compose(
         identity,
         audit,
     };
-    ApiState::new(pool, settings, Metrics::new().unwrap(), services)
+    let mut state = ApiState::new(pool.clone(), settings, Metrics::new().unwrap(), services);
+    // As the binary does, the patient store reads through a pool of its own, so every API
+    // test goes through that path. One pool for all the apps built from this state (a test
+    // builds one per request), where the binary makes one per worker.
+    let options = pool.connect_options();
+    let worker_pool = std::sync::OnceLock::new();
+    state.worker_pools = clinicd_api::WorkerPools::new(move || {
+        worker_pool
+            .get_or_init(|| {
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect_lazy_with((*options).clone())
+            })
+            .clone()
+    });
+    state
 }
 
 /// Security operations whose automatic blocking is out of the way of tests that walk every
