@@ -506,13 +506,21 @@ def pool_gauges(instance):
         connection.close()
     except (OSError, http.client.HTTPException):
         return None
+    # The shared pool, then the HTTPS workers' own pools (summed over the workers).
+    names = {"db_pool_connections": "connections", "db_pool_idle_connections": "idle_connections",
+             "db_pool_max_connections": "max_connections",
+             "db_worker_pool_connections": "worker_connections",
+             "db_worker_pool_idle_connections": "worker_idle_connections",
+             "db_worker_pool_max_connections": "worker_max_connections"}
     values = {}
     for line in text.splitlines():
-        for name in ("db_pool_connections", "db_pool_idle_connections", "db_pool_max_connections"):
-            if line.startswith(f"clinicd_{name} "):
-                values[name.removeprefix("db_pool_")] = int(float(line.split()[1]))
-    if "connections" in values and "idle_connections" in values:
-        values["in_use"] = values["connections"] - values["idle_connections"]
+        name, _, value = line.partition(" ")
+        if name.removeprefix("clinicd_") in names and name.startswith("clinicd_"):
+            values[names[name.removeprefix("clinicd_")]] = int(float(value))
+    for prefix in ("", "worker_"):
+        if f"{prefix}connections" in values and f"{prefix}idle_connections" in values:
+            values[f"{prefix}in_use"] = (values[f"{prefix}connections"]
+                                         - values[f"{prefix}idle_connections"])
     return values
 
 
@@ -585,8 +593,8 @@ def soak_verdict(windows, instances, pool_before):
     time.sleep(2)
     after = {i.name: pool_gauges(i) for i in instances}
     for name, pool in after.items():
-        before = (pool_before.get(name) or {}).get("in_use", 0)
-        if not pool or pool.get("in_use", before + 1) > before:
+        held = [(key, (pool_before.get(name) or {}).get(key, 0)) for key in ("in_use", "worker_in_use")]
+        if not pool or any(pool.get(key, before + 1) > before for key, before in held):
             problems.append(f"soak: instance {name}'s pool after the load: {pool} "
                             f"(before it: {pool_before.get(name)})")
     audit = audit_table()

@@ -328,6 +328,33 @@ impl Metrics {
         self.registry.register(Box::new(collector))
     }
 
+    /// Exports the API workers' own pools ([`crate::WorkerPools`]), summed over the workers and
+    /// read at each scrape like [`Metrics::watch_pool`]: with both, a scrape shows every
+    /// connection the instance holds.
+    pub fn watch_worker_pools(&self, pools: crate::WorkerPools) -> Result<(), prometheus::Error> {
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help);
+        let collector = WorkerPoolCollector {
+            pools: gauge(
+                "db_worker_pools",
+                "The API workers' own pools for patient records (one per worker started)",
+            )?,
+            open: gauge(
+                "db_worker_pool_connections",
+                "Connections the workers' pools hold open (idle and in use), all workers together",
+            )?,
+            idle: gauge(
+                "db_worker_pool_idle_connections",
+                "Open connections of the workers' pools not in use, all workers together",
+            )?,
+            max: gauge(
+                "db_worker_pool_max_connections",
+                "The workers' pools' limits together (each half CLINICD_DB_MAX_CONNECTIONS, at least 2)",
+            )?,
+            source: pools,
+        };
+        self.registry.register(Box::new(collector))
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut buffer = Vec::new();
@@ -359,6 +386,40 @@ impl prometheus::core::Collector for PoolCollector {
         self.max
             .set(i64::from(self.pool.options().get_max_connections()));
         [&self.open, &self.idle, &self.max]
+            .into_iter()
+            .flat_map(|g| g.collect())
+            .collect()
+    }
+}
+
+/// The workers' pools' numbers at scrape time, summed (see [`Metrics::watch_worker_pools`]).
+struct WorkerPoolCollector {
+    source: crate::WorkerPools,
+    pools: IntGauge,
+    open: IntGauge,
+    idle: IntGauge,
+    max: IntGauge,
+}
+
+impl prometheus::core::Collector for WorkerPoolCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        [&self.pools, &self.open, &self.idle, &self.max]
+            .into_iter()
+            .flat_map(|g| g.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let made = self.source.made();
+        let sum = |f: &dyn Fn(&sqlx::PgPool) -> i64| made.iter().map(f).sum::<i64>();
+        self.pools
+            .set(i64::try_from(made.len()).unwrap_or(i64::MAX));
+        self.open.set(sum(&|p| i64::from(p.size())));
+        self.idle
+            .set(sum(&|p| i64::try_from(p.num_idle()).unwrap_or(i64::MAX)));
+        self.max
+            .set(sum(&|p| i64::from(p.options().get_max_connections())));
+        [&self.pools, &self.open, &self.idle, &self.max]
             .into_iter()
             .flat_map(|g| g.collect())
             .collect()

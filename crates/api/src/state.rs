@@ -1,7 +1,7 @@
 //! What every handler and middleware shares, registered once as app data.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use clinicd_audit::AuditWriter;
 use clinicd_domain::{AppointmentStore, ConsentStore, NoteStore, PatientStore};
@@ -94,32 +94,81 @@ impl ApiState {
     /// the read ran ×1.10 at 16 and 64 clients against the shared pool with as many
     /// connections (docs/performance.md).
     pub fn for_worker(mut self) -> Self {
-        if let Some(make) = &self.worker_pools.0 {
-            self.patients = self.patients.on_pool(make());
+        if let Some(pool) = self.worker_pools.make() {
+            self.patients = self.patients.on_pool(pool);
         }
         self
     }
 }
 
-/// Makes one pool per API worker, for [`ApiState::for_worker`]; the default has none (every
-/// worker uses the shared pool).
+/// Makes one pool per API worker, for [`ApiState::for_worker`], and keeps each pool it made so
+/// that the metrics can count their connections ([`crate::Metrics::watch_worker_pools`]). The
+/// default has none (every worker uses the shared pool).
 #[derive(Clone, Default)]
-pub struct WorkerPools(Option<Arc<dyn Fn() -> PgPool + Send + Sync>>);
+pub struct WorkerPools {
+    source: Source,
+    made: Arc<Mutex<Vec<PgPool>>>,
+}
+
+#[derive(Clone, Default)]
+enum Source {
+    #[default]
+    Shared,
+    PerWorker(Arc<dyn Fn() -> PgPool + Send + Sync>),
+    One(PgPool),
+}
 
 impl WorkerPools {
     /// `make` runs once per worker, on the worker's thread; its pool should connect lazily so
     /// that its connections are opened there.
     pub fn new(make: impl Fn() -> PgPool + Send + Sync + 'static) -> Self {
-        Self(Some(Arc::new(make)))
+        Self {
+            source: Source::PerWorker(Arc::new(make)),
+            made: Arc::default(),
+        }
+    }
+
+    /// Every app built from this state reads through `pool`: for tests, which build an app per
+    /// request, where a pool per app would open a connection per request.
+    pub fn one(pool: PgPool) -> Self {
+        Self {
+            source: Source::One(pool.clone()),
+            made: Arc::new(Mutex::new(vec![pool])),
+        }
+    }
+
+    /// The calling worker's pool, or `None` when workers share the shared pool.
+    fn make(&self) -> Option<PgPool> {
+        match &self.source {
+            Source::Shared => None,
+            Source::One(pool) => Some(pool.clone()),
+            Source::PerWorker(make) => {
+                let pool = make();
+                self.made_pools().push(pool.clone());
+                Some(pool)
+            }
+        }
+    }
+
+    /// The pools made so far: one per worker started (a worker that actix-web restarts after
+    /// a panic adds one; the old one's connections close as they idle out, and count till then).
+    pub fn made(&self) -> Vec<PgPool> {
+        self.made_pools().clone()
+    }
+
+    fn made_pools(&self) -> std::sync::MutexGuard<'_, Vec<PgPool>> {
+        self.made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl fmt::Debug for WorkerPools {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.0.is_some() {
-            "one per worker"
-        } else {
-            "shared"
+        let kind = match self.source {
+            Source::Shared => "shared",
+            Source::PerWorker(_) => "one per worker",
+            Source::One(_) => "one for every worker",
         };
         write!(f, "WorkerPools({kind})")
     }

@@ -223,6 +223,7 @@ impl Application {
             services,
         );
         state.worker_pools = worker_pools(&pool);
+        metrics.watch_worker_pools(state.worker_pools.clone())?;
         let limits = state.limits.clone();
 
         let api_listener = bind("the HTTPS API", settings.listen_addr)?;

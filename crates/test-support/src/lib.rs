@@ -117,17 +117,11 @@ pub fn compose(
     // As the binary does, the patient store reads through a pool of its own, so every API
     // test goes through that path. One pool for all the apps built from this state (a test
     // builds one per request), where the binary makes one per worker.
-    let options = pool.connect_options();
-    let worker_pool = std::sync::OnceLock::new();
-    state.worker_pools = clinicd_api::WorkerPools::new(move || {
-        worker_pool
-            .get_or_init(|| {
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(2)
-                    .connect_lazy_with((*options).clone())
-            })
-            .clone()
-    });
+    state.worker_pools = clinicd_api::WorkerPools::one(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy_with((*pool.connect_options()).clone()),
+    );
     state
 }
 

@@ -193,6 +193,86 @@ async fn metrics_are_served_on_the_admin_listener_only(pool: PgPool) {
 /// The shipped operator files (Prometheus rules, the Grafana dashboard) use only metrics the
 /// server exports, and the dashboard imports without an `__inputs` placeholder: its data source
 /// is a variable.
+/// The gauges as one scrape of the metrics listener gives them.
+async fn gauges(metrics_port: u16) -> std::collections::HashMap<String, i64> {
+    reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(name, value)| Some((name.to_owned(), value.parse().ok()?)))
+        .collect()
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_workers_own_pools_are_counted_apart_from_the_shared_one(pool: PgPool) {
+    const PASSWORD: &str = "correct horse battery staple";
+    // One HTTPS worker (the support's setting) on a shared pool of 10: its own pool holds up
+    // to 5, opened lazily, so nothing is open before a patient record is touched.
+    let running = start(pool.clone(), &[]).await;
+    let (api_port, metrics_port, _) = running.app_ports;
+    let before = gauges(metrics_port).await;
+    assert_eq!(
+        before.get("clinicd_db_worker_pools"),
+        Some(&1),
+        "{before:?}"
+    );
+    assert_eq!(
+        before.get("clinicd_db_worker_pool_max_connections"),
+        Some(&5),
+        "{before:?}"
+    );
+    assert_eq!(
+        before.get("clinicd_db_worker_pool_connections"),
+        Some(&0),
+        "{before:?}"
+    );
+    assert!(
+        before
+            .get("clinicd_db_pool_connections")
+            .is_some_and(|n| *n >= 1),
+        "the shared pool is already in use: {before:?}"
+    );
+
+    let base = format!("https://localhost:{api_port}");
+    let http = client(&running.cert_pem);
+    let staff = clinicd_test_support::create_user(&pool, "front.desk", PASSWORD, false).await;
+    clinicd_identity::users::assign_role(&pool, staff, "Staff", None)
+        .await
+        .unwrap();
+    let token = clinicd_test_support::access_token(&http, &base, "front.desk", PASSWORD).await;
+    let created = http
+        .post(format!("{base}/api/patients"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"given_name": "Pat", "family_name": "Smith", "date_of_birth": "1970-05-06", "sex": "unknown"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let read = http
+        .get(format!("{base}/api/patients/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+
+    let after = gauges(metrics_port).await;
+    let open = after["clinicd_db_worker_pool_connections"];
+    let idle = after["clinicd_db_worker_pool_idle_connections"];
+    assert!((1..=5).contains(&open), "{after:?}");
+    assert!(idle <= open, "{after:?}");
+    assert_eq!(after.get("clinicd_db_worker_pools"), Some(&1), "{after:?}");
+}
+
 #[sqlx::test(migrations = "../../migrations")]
 async fn every_metric_the_shipped_rules_and_dashboards_use_is_exported(pool: PgPool) {
     let running = start(pool, &[]).await;
