@@ -507,16 +507,14 @@ def pool_gauges(instance):
     except (OSError, http.client.HTTPException):
         return None
     # The shared pool, then the HTTPS workers' own pools (summed over the workers).
-    names = {"db_pool_connections": "connections", "db_pool_idle_connections": "idle_connections",
-             "db_pool_max_connections": "max_connections",
-             "db_worker_pool_connections": "worker_connections",
-             "db_worker_pool_idle_connections": "worker_idle_connections",
-             "db_worker_pool_max_connections": "worker_max_connections"}
+    names = {f"clinicd_db_{pool}_{gauge}": f"{prefix}{gauge}"
+             for pool, prefix in (("pool", ""), ("worker_pool", "worker_"))
+             for gauge in ("connections", "idle_connections", "max_connections")}
     values = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
-        if name.removeprefix("clinicd_") in names and name.startswith("clinicd_"):
-            values[names[name.removeprefix("clinicd_")]] = int(float(value))
+        if name in names:
+            values[names[name]] = int(float(value))
     for prefix in ("", "worker_"):
         if f"{prefix}connections" in values and f"{prefix}idle_connections" in values:
             values[f"{prefix}in_use"] = (values[f"{prefix}connections"]

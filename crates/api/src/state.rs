@@ -132,8 +132,8 @@ impl WorkerPools {
     /// request, where a pool per app would open a connection per request.
     pub fn one(pool: PgPool) -> Self {
         Self {
-            source: Source::One(pool.clone()),
-            made: Arc::new(Mutex::new(vec![pool])),
+            source: Source::One(pool),
+            made: Arc::default(),
         }
     }
 
@@ -153,7 +153,10 @@ impl WorkerPools {
     /// The pools made so far: one per worker started (a worker that actix-web restarts after
     /// a panic adds one; the old one's connections close as they idle out, and count till then).
     pub fn made(&self) -> Vec<PgPool> {
-        self.made_pools().clone()
+        match &self.source {
+            Source::One(pool) => vec![pool.clone()],
+            Source::Shared | Source::PerWorker(_) => self.made_pools().clone(),
+        }
     }
 
     fn made_pools(&self) -> std::sync::MutexGuard<'_, Vec<PgPool>> {

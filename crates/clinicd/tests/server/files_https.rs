@@ -6,9 +6,8 @@
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::support::{client, start};
+use crate::support::{client, staff_token, start};
 
-const PASSWORD: &str = "correct horse battery staple";
 const BOUNDARY: &str = "clinicd-https-test";
 
 fn png(len: usize) -> Vec<u8> {
@@ -28,11 +27,7 @@ async fn documents_stream_over_https_and_damage_never_reaches_the_client(pool: P
     let running = start(pool.clone(), &[]).await;
     let base = format!("https://localhost:{}", running.app_ports.0);
     let http = client(&running.cert_pem);
-    let staff = clinicd_test_support::create_user(&pool, "front.desk", PASSWORD, false).await;
-    clinicd_identity::users::assign_role(&pool, staff, "Staff", None)
-        .await
-        .unwrap();
-    let token = clinicd_test_support::access_token(&http, &base, "front.desk", PASSWORD).await;
+    let token = staff_token(&pool, &http, &base).await;
     let patient: Value = http
         .post(format!("{base}/api/patients"))
         .bearer_auth(&token)

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::support::{client, start};
+use crate::support::{client, staff_token, start};
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn serves_https_with_a_real_handshake_and_every_header(pool: PgPool) {
@@ -159,12 +159,8 @@ async fn metrics_are_served_on_the_admin_listener_only(pool: PgPool) {
         "{metrics}"
     );
     // The pool is read at the scrape: it holds connections, and says its limit.
-    let pool_gauge = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("clinicd_{name} ")))
-            .and_then(|v| v.parse::<i64>().ok())
-    };
+    let samples = integer_samples(&metrics);
+    let pool_gauge = |name: &str| samples.get(&format!("clinicd_{name}")).copied();
     assert!(
         pool_gauge("db_pool_connections").is_some_and(|n| n >= 1),
         "{metrics}"
@@ -190,17 +186,9 @@ async fn metrics_are_served_on_the_admin_listener_only(pool: PgPool) {
     assert_eq!(on_api.status(), 404);
 }
 
-/// The shipped operator files (Prometheus rules, the Grafana dashboard) use only metrics the
-/// server exports, and the dashboard imports without an `__inputs` placeholder: its data source
-/// is a variable.
-/// The gauges as one scrape of the metrics listener gives them.
-async fn gauges(metrics_port: u16) -> std::collections::HashMap<String, i64> {
-    reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// The unlabelled integer samples of a metrics exposition, by name.
+fn integer_samples(metrics: &str) -> std::collections::HashMap<String, i64> {
+    metrics
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once(' '))
@@ -208,9 +196,19 @@ async fn gauges(metrics_port: u16) -> std::collections::HashMap<String, i64> {
         .collect()
 }
 
+/// The gauges as one scrape of the metrics listener gives them.
+async fn gauges(metrics_port: u16) -> std::collections::HashMap<String, i64> {
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    integer_samples(&metrics)
+}
+
 #[sqlx::test(migrations = "../../migrations")]
 async fn the_workers_own_pools_are_counted_apart_from_the_shared_one(pool: PgPool) {
-    const PASSWORD: &str = "correct horse battery staple";
     // One HTTPS worker (the support's setting) on a shared pool of 10: its own pool holds up
     // to 5, opened lazily, so nothing is open before a patient record is touched.
     let running = start(pool.clone(), &[]).await;
@@ -240,11 +238,7 @@ async fn the_workers_own_pools_are_counted_apart_from_the_shared_one(pool: PgPoo
 
     let base = format!("https://localhost:{api_port}");
     let http = client(&running.cert_pem);
-    let staff = clinicd_test_support::create_user(&pool, "front.desk", PASSWORD, false).await;
-    clinicd_identity::users::assign_role(&pool, staff, "Staff", None)
-        .await
-        .unwrap();
-    let token = clinicd_test_support::access_token(&http, &base, "front.desk", PASSWORD).await;
+    let token = staff_token(&pool, &http, &base).await;
     let created = http
         .post(format!("{base}/api/patients"))
         .bearer_auth(&token)
@@ -273,6 +267,9 @@ async fn the_workers_own_pools_are_counted_apart_from_the_shared_one(pool: PgPoo
     assert_eq!(after.get("clinicd_db_worker_pools"), Some(&1), "{after:?}");
 }
 
+/// The shipped operator files (Prometheus rules, the Grafana dashboard) use only metrics the
+/// server exports, and the dashboard imports without an `__inputs` placeholder: its data source
+/// is a variable.
 #[sqlx::test(migrations = "../../migrations")]
 async fn every_metric_the_shipped_rules_and_dashboards_use_is_exported(pool: PgPool) {
     let running = start(pool, &[]).await;

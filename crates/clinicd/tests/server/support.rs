@@ -119,6 +119,18 @@ pub async fn start(pool: PgPool, extra: &[(&str, &str)]) -> Running {
     }
 }
 
+/// The password of the users the server tests make.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A member of staff ("front.desk", role Staff) and their access token from the server at `base`.
+pub async fn staff_token(pool: &PgPool, http: &reqwest::Client, base: &str) -> String {
+    let staff = clinicd_test_support::create_user(pool, "front.desk", PASSWORD, false).await;
+    clinicd_identity::users::assign_role(pool, staff, "Staff", None)
+        .await
+        .unwrap();
+    clinicd_test_support::access_token(http, base, "front.desk", PASSWORD).await
+}
+
 pub fn client(cert_pem: &[u8]) -> reqwest::Client {
     reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(cert_pem).unwrap()])
