@@ -2,6 +2,7 @@
 //! refusals and refused cross-origin requests. Labels are route templates and codes only, so
 //! no id or PHI can become a label. Served on the separate admin listener, not the API.
 
+use clinicd_domain::read_connections::ReadConnections;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -336,19 +337,19 @@ impl Metrics {
         let collector = WorkerPoolCollector {
             pools: gauge(
                 "db_worker_pools",
-                "The API workers' own pools for patient records (one per worker started)",
+                "The API workers' own connection sets for patient reads (one per worker running)",
             )?,
             open: gauge(
                 "db_worker_pool_connections",
-                "Connections the workers' pools hold open (idle and in use), all workers together",
+                "Connections the workers hold open for patient reads (idle and in use), all workers together",
             )?,
             idle: gauge(
                 "db_worker_pool_idle_connections",
-                "Open connections of the workers' pools not in use, all workers together",
+                "Open connections of the workers' sets not in use, all workers together",
             )?,
             max: gauge(
                 "db_worker_pool_max_connections",
-                "The workers' pools' limits together (each half CLINICD_DB_MAX_CONNECTIONS, at least 2)",
+                "The workers' sets' limits together (each half CLINICD_DB_MAX_CONNECTIONS, at least 2)",
             )?,
             source: pools,
         };
@@ -411,14 +412,14 @@ impl prometheus::core::Collector for WorkerPoolCollector {
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
         let made = self.source.made();
-        let sum = |f: &dyn Fn(&sqlx::PgPool) -> i64| made.iter().map(f).sum::<i64>();
+        let sum = |f: &dyn Fn(&ReadConnections) -> i64| made.iter().map(|own| f(own)).sum::<i64>();
         self.pools
             .set(i64::try_from(made.len()).unwrap_or(i64::MAX));
-        self.open.set(sum(&|p| i64::from(p.size())));
-        self.idle
-            .set(sum(&|p| i64::try_from(p.num_idle()).unwrap_or(i64::MAX)));
-        self.max
-            .set(sum(&|p| i64::from(p.options().get_max_connections())));
+        self.open.set(sum(&|own| i64::from(own.size())));
+        self.idle.set(sum(&|own| {
+            i64::try_from(own.num_idle()).unwrap_or(i64::MAX)
+        }));
+        self.max.set(sum(&|own| i64::from(own.max_connections())));
         [&self.pools, &self.open, &self.idle, &self.max]
             .into_iter()
             .flat_map(|g| g.collect())

@@ -1,9 +1,10 @@
 //! What every handler and middleware shares, registered once as app data.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use clinicd_audit::AuditWriter;
+use clinicd_domain::read_connections::ReadConnections;
 use clinicd_domain::{AppointmentStore, ConsentStore, NoteStore, PatientStore};
 use clinicd_files::Files;
 use clinicd_identity::Identity;
@@ -94,72 +95,78 @@ impl ApiState {
     /// the read ran ×1.10 at 16 and 64 clients against the shared pool with as many
     /// connections (docs/performance.md).
     pub fn for_worker(mut self) -> Self {
-        if let Some(pool) = self.worker_pools.make() {
-            self.patients = self.patients.on_pool(pool);
+        if let Some(own) = self.worker_pools.make() {
+            self.patients = self.patients.on_connections(own);
         }
         self
     }
 }
 
-/// Makes one pool per API worker, for [`ApiState::for_worker`], and keeps each pool it made so
-/// that the metrics can count their connections ([`crate::Metrics::watch_worker_pools`]). The
-/// default has none (every worker uses the shared pool).
+/// Makes each API worker's own connections for patient reads ([`ReadConnections`]), for
+/// [`ApiState::for_worker`], and keeps each set it made so that the metrics can count their
+/// connections ([`crate::Metrics::watch_worker_pools`]). The default has none (every worker
+/// reads through the shared pool).
 #[derive(Clone, Default)]
 pub struct WorkerPools {
     source: Source,
-    made: Arc<Mutex<Vec<PgPool>>>,
+    /// Weak: a worker's connections close when its app goes (a worker restarted after a panic).
+    made: Arc<Mutex<Vec<Weak<ReadConnections>>>>,
 }
 
 #[derive(Clone, Default)]
 enum Source {
     #[default]
     Shared,
-    PerWorker(Arc<dyn Fn() -> PgPool + Send + Sync>),
-    One(PgPool),
+    PerWorker(Arc<dyn Fn() -> ReadConnections + Send + Sync>),
+    One(Arc<ReadConnections>),
 }
 
 impl WorkerPools {
-    /// `make` runs once per worker, on the worker's thread; its pool should connect lazily so
-    /// that its connections are opened there.
-    pub fn new(make: impl Fn() -> PgPool + Send + Sync + 'static) -> Self {
+    /// `make` runs once per worker, on the worker's thread; connections are opened on first
+    /// use, so on the worker's runtime.
+    pub fn new(make: impl Fn() -> ReadConnections + Send + Sync + 'static) -> Self {
         Self {
             source: Source::PerWorker(Arc::new(make)),
             made: Arc::default(),
         }
     }
 
-    /// Every app built from this state reads through `pool`: for tests, which build an app per
-    /// request, where a pool per app would open a connection per request.
-    pub fn one(pool: PgPool) -> Self {
+    /// Every app built from this state reads through `own`: for tests, which build an app per
+    /// request, where connections per app would open a connection per request.
+    pub fn one(own: ReadConnections) -> Self {
         Self {
-            source: Source::One(pool),
+            source: Source::One(Arc::new(own)),
             made: Arc::default(),
         }
     }
 
-    /// The calling worker's pool, or `None` when workers share the shared pool.
-    fn make(&self) -> Option<PgPool> {
+    /// The calling worker's connections, or `None` when workers share the shared pool.
+    fn make(&self) -> Option<Arc<ReadConnections>> {
         match &self.source {
             Source::Shared => None,
-            Source::One(pool) => Some(pool.clone()),
+            Source::One(own) => Some(Arc::clone(own)),
             Source::PerWorker(make) => {
-                let pool = make();
-                self.made_pools().push(pool.clone());
-                Some(pool)
+                let own = Arc::new(make());
+                let mut made = self.made_pools();
+                made.retain(|set| set.strong_count() > 0);
+                made.push(Arc::downgrade(&own));
+                Some(own)
             }
         }
     }
 
-    /// The pools made so far: one per worker started (a worker that actix-web restarts after
-    /// a panic adds one; the old one's connections close as they idle out, and count till then).
-    pub fn made(&self) -> Vec<PgPool> {
+    /// The sets of the workers running: one per worker (a worker that actix-web restarts after
+    /// a panic makes a new one; the old one's connections close with the old app).
+    pub fn made(&self) -> Vec<Arc<ReadConnections>> {
         match &self.source {
-            Source::One(pool) => vec![pool.clone()],
-            Source::Shared | Source::PerWorker(_) => self.made_pools().clone(),
+            Source::One(own) => vec![Arc::clone(own)],
+            Source::Shared | Source::PerWorker(_) => {
+                self.made_pools().iter().filter_map(Weak::upgrade).collect()
+            }
         }
     }
 
-    fn made_pools(&self) -> std::sync::MutexGuard<'_, Vec<PgPool>> {
+    fn made_pools(&self) -> std::sync::MutexGuard<'_, Vec<Weak<ReadConnections>>> {
         self.made
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -18,6 +18,7 @@ use clinicd_audit::checkpoint::{
 use clinicd_audit::retention::{ArchiveStore, LocalArchives, S3Archives};
 use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_crypto::Keyring;
+use clinicd_domain::read_connections::ReadConnections;
 use clinicd_domain::{AppointmentStore, NoteStore, PatientStore};
 use clinicd_files::s3::S3Store;
 use clinicd_files::{Files, LocalStore, ObjectStore};
@@ -94,11 +95,9 @@ impl std::fmt::Debug for Application {
     }
 }
 
-/// A connection idle longer than this is pinged before it is handed out; one used more recently
-/// is handed out as it is. Past a few seconds of quiet the database may have restarted or failed
-/// over; under load a connection is back in use within milliseconds, so the ping would be a
-/// wasted round trip on every query.
-pub const PING_IDLE_AFTER: Duration = Duration::from_secs(5);
+/// A connection idle longer than this is pinged before it is handed out (the shared pool and the
+/// workers' own connections alike).
+pub use clinicd_domain::read_connections::PING_IDLE_AFTER;
 
 /// The server's pool. sqlx pings every idle connection before handing it out by default: a
 /// second round trip (Sync and ReadyForQuery) for every statement, which cost as much Postgres
@@ -107,6 +106,8 @@ pub const PING_IDLE_AFTER: Duration = Duration::from_secs(5);
 /// goes back to the pool, so a connection broken while in use is dropped there and never handed
 /// out again; one that breaks while idle for less than the threshold (a database restart) fails
 /// its next statement, which is answered 503 like any other database fault, and is then dropped.
+/// The API workers' own connections for patient reads skip the ping on release as well
+/// (`clinicd_domain::read_connections`).
 pub fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
@@ -122,14 +123,14 @@ pub fn pool_options(max_connections: u32) -> PgPoolOptions {
         })
 }
 
-/// Each API worker's own pool for patient records (`ApiState::for_worker`): half the shared
-/// pool's size (at least 2), with the shared pool's settings, connected lazily so that its
-/// connections are opened on the worker's runtime. An instance so holds at most
-/// `max_connections × (1 + workers / 2)` connections.
+/// Each API worker's own connections for patient reads (`ApiState::for_worker`): half the
+/// shared pool's size (at least 2), with the shared pool's connect options, opened on first use
+/// so on the worker's runtime. An instance so holds at most `max_connections × (1 + workers /
+/// 2)` connections.
 pub fn worker_pools(shared: &PgPool) -> clinicd_api::WorkerPools {
     let size = (shared.options().get_max_connections() / 2).max(2);
     let options = shared.connect_options();
-    clinicd_api::WorkerPools::new(move || pool_options(size).connect_lazy_with((*options).clone()))
+    clinicd_api::WorkerPools::new(move || ReadConnections::new((*options).clone(), size))
 }
 
 impl Application {

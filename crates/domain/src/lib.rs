@@ -17,6 +17,7 @@ pub mod note;
 pub mod patient;
 pub mod patient_form;
 pub mod patient_store;
+pub mod read_connections;
 pub mod types;
 
 pub use appointment::{Appointment, AppointmentStore, BookingError};

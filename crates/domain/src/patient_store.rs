@@ -16,6 +16,7 @@ use crate::patient::{
     self, DOB_INDEX, FAMILY_NAME_INDEX, NAME_TOKEN_INDEX, Patient, PatientData, SSN_INDEX, open,
     open_json, seal, seal_json,
 };
+use crate::read_connections::{ReadConnections, Reads};
 use crate::types::{DateOfBirth, EmailAddress, PatientStatus, PersonName, Phone, Sex, Ssn};
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +150,9 @@ pub struct Tombstoned {
 #[derive(Debug, Clone)]
 pub struct PatientStore {
     db: PgPool,
+    /// Where the hot reads (a record, a search) run: the shared pool, or the API worker's own
+    /// connections ([`PatientStore::on_connections`]).
+    reads: Reads,
     keyring: std::sync::Arc<Keyring>,
 }
 
@@ -205,12 +209,20 @@ impl PatientStore {
     }
 
     pub fn new(db: PgPool, keyring: std::sync::Arc<Keyring>) -> Self {
-        Self { db, keyring }
+        Self {
+            reads: Reads::Shared(db.clone()),
+            db,
+            keyring,
+        }
     }
 
-    /// The same store reading and writing through `db` (an API worker's own pool).
-    pub fn on_pool(self, db: PgPool) -> Self {
-        Self { db, ..self }
+    /// The same store running its reads of records (`get`, `get_reachable`, `search`) on an
+    /// API worker's own connections; everything else stays on the shared pool.
+    pub fn on_connections(self, own: std::sync::Arc<ReadConnections>) -> Self {
+        Self {
+            reads: Reads::Own(own),
+            ..self
+        }
     }
 
     pub fn db(&self) -> &PgPool {
@@ -332,9 +344,11 @@ impl PatientStore {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Patient>, StoreError> {
+        let mut lease = self.reads.acquire().await?;
         let row: Option<Row> = sqlx::query_as!(Row, "SELECT p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, p.version, p.created_at, p.updated_at, NULL::text AS reach FROM patients p WHERE p.id = $1", id)
-        .fetch_optional(&self.db)
+        .fetch_optional(lease.connection()?)
         .await?;
+        lease.release();
         match row {
             Some(row) => Ok(Some(self.open(row).await?)),
             None => Ok(None),
@@ -348,11 +362,13 @@ impl PatientStore {
         id: Uuid,
         viewer: Viewer,
     ) -> Result<Option<(Patient, Reach)>, StoreError> {
+        let mut lease = self.reads.acquire().await?;
         let found: Option<Row> = sqlx::query_as!(Row, "SELECT p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, p.version, p.created_at, p.updated_at, r.reach FROM patients p \
              CROSS JOIN LATERAL (SELECT patient_reach($2, p.id, $3) AS reach) r \
              WHERE p.id = $1 AND r.reach IS NOT NULL", id, viewer.user, viewer.now)
-        .fetch_optional(&self.db)
+        .fetch_optional(lease.connection()?)
         .await?;
+        lease.release();
         match found {
             Some(row) => {
                 let reach = Reach::from_sql(row.reach.as_deref());
@@ -579,7 +595,10 @@ impl PatientStore {
                     Bind::Versions(versions) => query.bind(versions.clone()),
                 };
             }
-            let rows = query.fetch_all(&self.db).await?;
+            // Back before the rows are decrypted: a key the cache lacks is read on the shared pool.
+            let mut lease = self.reads.acquire().await?;
+            let rows = query.fetch_all(lease.connection()?).await?;
+            lease.release();
             let exhausted = (rows.len() as i64) < batch;
             for row in rows {
                 after = Some(row.id);

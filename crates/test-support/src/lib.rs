@@ -29,6 +29,7 @@ use actix_web::{HttpResponse, web};
 use clinicd_api::extract::{Authenticated, Json};
 use clinicd_api::{ApiError, ApiState, HttpSettings, Metrics};
 use clinicd_audit::{AuditWriter, WriterSettings};
+use clinicd_domain::read_connections::ReadConnections;
 use clinicd_identity::clock::SystemClock;
 use clinicd_identity::password::PasswordHasherPool;
 use clinicd_identity::users::{self, DisplayName, Email, NewUser, UserId, Username};
@@ -114,14 +115,11 @@ pub fn compose(
         audit,
     };
     let mut state = ApiState::new(pool.clone(), settings, Metrics::new().unwrap(), services);
-    // As the binary does, the patient store reads through a pool of its own, so every API
-    // test goes through that path. One pool for all the apps built from this state (a test
+    // As the binary does, the patient store reads through connections of its own, so every
+    // API test goes through that path. One set for all the apps built from this state (a test
     // builds one per request), where the binary makes one per worker.
-    state.worker_pools = clinicd_api::WorkerPools::one(
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .connect_lazy_with((*pool.connect_options()).clone()),
-    );
+    state.worker_pools =
+        clinicd_api::WorkerPools::one(ReadConnections::new((*pool.connect_options()).clone(), 2));
     state
 }
 

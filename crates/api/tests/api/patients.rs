@@ -613,18 +613,26 @@ async fn a_search_after_a_rotation_on_another_instance_finds_rows_under_the_new_
     );
 }
 
-/// The patient store of each app reads through the pool its worker made (`for_worker`): with
-/// that pool unable to connect, a patient read is a database outage (503) while the session
+/// The patient store of each app reads through the connections its worker made (`for_worker`):
+/// with those unable to connect, a patient read is a database outage (503) while the session
 /// check and `me`, on the shared pool, still answer.
 #[sqlx::test(migrations = "../../migrations")]
-async fn patient_records_are_read_through_the_workers_own_pool(pool: PgPool) {
+async fn patient_records_are_read_through_the_workers_own_connections(pool: PgPool) {
     let mut app = TestApp::with_pool(settings(), pool.clone());
     let (_, desk) = member(&app, "front.desk", &["Staff"]).await;
     let created = register(&app, &desk, jane()).await;
     let path = format!("/api/patients/{}", created["id"].as_str().unwrap());
     assert_eq!(app.call(send("GET", &path, &desk, None)).await.status, 200);
 
-    app.state.worker_pools = clinicd_api::WorkerPools::new(clinicd_test_support::dead_pool);
+    app.state.worker_pools = clinicd_api::WorkerPools::new(|| {
+        clinicd_domain::read_connections::ReadConnections::new(
+            clinicd_test_support::dead_pool()
+                .connect_options()
+                .as_ref()
+                .clone(),
+            2,
+        )
+    });
     let read = app.call(send("GET", &path, &desk, None)).await;
     assert_eq!(read.status, 503, "{:?}", read.json());
     assert_eq!(
