@@ -87,8 +87,8 @@ impl ApiState {
     }
 
     /// This state for the API worker that calls it (actix-web builds the app once per worker,
-    /// on the worker's own thread): its patient store reads through a pool of its own when the
-    /// binary provides one. A pooled connection's socket belongs to the runtime that opened it,
+    /// on the worker's own thread): its patient store reads records through connections of its
+    /// own when the binary provides them (without sqlx's release ping, see `ReadConnections`). A pooled connection's socket belongs to the runtime that opened it,
     /// so on the shared pool the reply to one worker's query often woke another thread's
     /// reactor, which then woke the worker: two thread switches per round trip where one does.
     /// Each worker's connections are opened on its own runtime. Same statements, same rules;

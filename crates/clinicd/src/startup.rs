@@ -18,7 +18,7 @@ use clinicd_audit::checkpoint::{
 use clinicd_audit::retention::{ArchiveStore, LocalArchives, S3Archives};
 use clinicd_audit::{AuditWriter, WriterSettings};
 use clinicd_crypto::Keyring;
-use clinicd_domain::read_connections::ReadConnections;
+use clinicd_domain::read_connections::{ACQUIRE_TIMEOUT, ReadConnections};
 use clinicd_domain::{AppointmentStore, NoteStore, PatientStore};
 use clinicd_files::s3::S3Store;
 use clinicd_files::{Files, LocalStore, ObjectStore};
@@ -111,7 +111,7 @@ pub use clinicd_domain::read_connections::PING_IDLE_AFTER;
 pub fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
         .before_acquire(|connection, meta| {
             Box::pin(async move {

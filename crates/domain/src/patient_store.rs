@@ -16,7 +16,7 @@ use crate::patient::{
     self, DOB_INDEX, FAMILY_NAME_INDEX, NAME_TOKEN_INDEX, Patient, PatientData, SSN_INDEX, open,
     open_json, seal, seal_json,
 };
-use crate::read_connections::{ReadConnections, Reads};
+use crate::read_connections::{ReadConnections, ReadLease};
 use crate::types::{DateOfBirth, EmailAddress, PatientStatus, PersonName, Phone, Sex, Ssn};
 
 #[derive(Debug, thiserror::Error)]
@@ -150,9 +150,9 @@ pub struct Tombstoned {
 #[derive(Debug, Clone)]
 pub struct PatientStore {
     db: PgPool,
-    /// Where the hot reads (a record, a search) run: the shared pool, or the API worker's own
-    /// connections ([`PatientStore::on_connections`]).
-    reads: Reads,
+    /// The API worker's own connections for the hot reads (a record, a search), if it has
+    /// them ([`PatientStore::on_connections`]); else those run on `db` too.
+    own_reads: Option<std::sync::Arc<ReadConnections>>,
     keyring: std::sync::Arc<Keyring>,
 }
 
@@ -210,8 +210,8 @@ impl PatientStore {
 
     pub fn new(db: PgPool, keyring: std::sync::Arc<Keyring>) -> Self {
         Self {
-            reads: Reads::Shared(db.clone()),
             db,
+            own_reads: None,
             keyring,
         }
     }
@@ -220,9 +220,13 @@ impl PatientStore {
     /// API worker's own connections; everything else stays on the shared pool.
     pub fn on_connections(self, own: std::sync::Arc<ReadConnections>) -> Self {
         Self {
-            reads: Reads::Own(own),
+            own_reads: Some(own),
             ..self
         }
+    }
+
+    async fn read_lease(&self) -> Result<ReadLease<'_>, sqlx::Error> {
+        ReadLease::acquire(&self.db, self.own_reads.as_deref()).await
     }
 
     pub fn db(&self) -> &PgPool {
@@ -344,7 +348,7 @@ impl PatientStore {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Patient>, StoreError> {
-        let mut lease = self.reads.acquire().await?;
+        let mut lease = self.read_lease().await?;
         let row: Option<Row> = sqlx::query_as!(Row, "SELECT p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, p.version, p.created_at, p.updated_at, NULL::text AS reach FROM patients p WHERE p.id = $1", id)
         .fetch_optional(lease.connection()?)
         .await?;
@@ -362,7 +366,7 @@ impl PatientStore {
         id: Uuid,
         viewer: Viewer,
     ) -> Result<Option<(Patient, Reach)>, StoreError> {
-        let mut lease = self.reads.acquire().await?;
+        let mut lease = self.read_lease().await?;
         let found: Option<Row> = sqlx::query_as!(Row, "SELECT p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, p.version, p.created_at, p.updated_at, r.reach FROM patients p \
              CROSS JOIN LATERAL (SELECT patient_reach($2, p.id, $3) AS reach) r \
              WHERE p.id = $1 AND r.reach IS NOT NULL", id, viewer.user, viewer.now)
@@ -596,7 +600,7 @@ impl PatientStore {
                 };
             }
             // Back before the rows are decrypted: a key the cache lacks is read on the shared pool.
-            let mut lease = self.reads.acquire().await?;
+            let mut lease = self.read_lease().await?;
             let rows = query.fetch_all(lease.connection()?).await?;
             lease.release();
             let exhausted = (rows.len() as i64) < batch;

@@ -199,40 +199,25 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Where the patient store's reads run: the shared pool (as every other store), or a worker's
-/// own connections.
-#[derive(Clone)]
-pub enum Reads {
-    Shared(PgPool),
-    Own(std::sync::Arc<ReadConnections>),
-}
-
-impl Reads {
-    pub async fn acquire(&self) -> Result<ReadLease<'_>, sqlx::Error> {
-        Ok(match self {
-            Self::Shared(pool) => ReadLease::Shared(pool.acquire().await?),
-            Self::Own(own) => ReadLease::Own(own.acquire().await?),
-        })
-    }
-}
-
-impl std::fmt::Debug for Reads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Shared(_) => f.write_str("Reads::Shared"),
-            Self::Own(own) => write!(f, "Reads::Own({own:?})"),
-        }
-    }
-}
-
-/// A connection from [`Reads`]. The shared pool's goes back through sqlx as usual.
+/// A connection for a read: a worker's own when it has them, else the shared pool's (which goes
+/// back through sqlx as usual).
 #[derive(Debug)]
 pub enum ReadLease<'a> {
     Shared(PoolConnection<Postgres>),
     Own(Lease<'a>),
 }
 
-impl ReadLease<'_> {
+impl<'a> ReadLease<'a> {
+    pub async fn acquire(
+        shared: &PgPool,
+        own: Option<&'a ReadConnections>,
+    ) -> Result<Self, sqlx::Error> {
+        Ok(match own {
+            Some(own) => Self::Own(own.acquire().await?),
+            None => Self::Shared(shared.acquire().await?),
+        })
+    }
+
     pub fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
         match self {
             Self::Shared(connection) => Ok(&mut **connection),
