@@ -16,7 +16,31 @@ pub struct Metrics {
     rate_limited: IntCounterVec,
     cors_refused: IntCounterVec,
     audit_failures: prometheus::IntCounter,
+    session_checks: IntCounterVec,
     security: Security,
+}
+
+/// Where a request admitted on a remembered session had its session confirmed.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionCheckKind {
+    /// In the statement that read the record or the search's candidates.
+    InStatement,
+    /// That statement failed the check: checked in full, then read again.
+    Full,
+    /// The handler answered without such a statement: checked in full before the answer left.
+    AfterHandler,
+}
+
+impl SessionCheckKind {
+    const ALL: [Self; 3] = [Self::InStatement, Self::Full, Self::AfterHandler];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::InStatement => "in_statement",
+            Self::Full => "full",
+            Self::AfterHandler => "after_handler",
+        }
+    }
 }
 
 /// The security dashboard's numbers (refreshed from the database every 30 s by each instance)
@@ -198,6 +222,17 @@ impl Metrics {
         )?;
         registry.register(Box::new(cors_refused.clone()))?;
         registry.register(Box::new(audit_failures.clone()))?;
+        let session_checks = IntCounterVec::new(
+            Opts::new(
+                "remembered_session_checks_total",
+                "Requests admitted on a remembered session, by where the session was confirmed",
+            ),
+            &["where"],
+        )?;
+        registry.register(Box::new(session_checks.clone()))?;
+        for kind in SessionCheckKind::ALL {
+            session_checks.with_label_values(&[kind.label()]);
+        }
         let security = Security::new(&registry)?;
         // Every known label present from the start (at 0), so rules and dashboards see the
         // series before the first event rather than "no data".
@@ -223,6 +258,7 @@ impl Metrics {
             latency,
             rate_limited,
             cors_refused,
+            session_checks,
             audit_failures,
         })
     }
@@ -260,6 +296,15 @@ impl Metrics {
                 .set(i64::from(key.rotation_due));
         }
         s.blocklist_stale.set(i64::from(stale));
+    }
+
+    pub fn count_session_check(&self, kind: SessionCheckKind) {
+        self.session_checks.with_label_values(&[kind.label()]).inc();
+    }
+
+    /// Requests admitted on a remembered session whose session was confirmed `kind`.
+    pub fn session_checks(&self, kind: SessionCheckKind) -> u64 {
+        self.session_checks.with_label_values(&[kind.label()]).get()
     }
 
     pub fn count_blocked(&self, target: &str) {

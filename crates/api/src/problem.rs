@@ -598,6 +598,8 @@ impl From<clinicd_domain::StoreError> for ApiError {
         match error {
             E::NotFound => Self::NotFound,
             E::VersionMismatch(_) => Self::PreconditionFailed,
+            // Handled where a session is confirmed; should it escape, the caller is refused.
+            E::SessionNotConfirmed => Self::Unauthenticated,
             // Crypto-shredded: the record is gone for good, and says so.
             E::Crypto(clinicd_crypto::CryptoError::KeyDestroyed) => Self::DataDestroyed,
             E::Corrupt | E::Database(_) | E::Crypto(_) => Self::unexpected(error),

@@ -7,6 +7,7 @@ use clinicd_crypto::{
     blind_index::name_tokens,
     reindex::{versions_changed, versions_check, versions_param},
 };
+use clinicd_identity::sessions::SessionCheck;
 use clinicd_identity::users::UserId;
 use clinicd_rbac::{RbacError, Reach};
 use sqlx::{PgConnection, PgPool};
@@ -32,6 +33,24 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("encryption error: {0}")]
     Crypto(#[from] CryptoError),
+    /// The statement found the caller's remembered session no longer as remembered (SQLSTATE
+    /// CK002 from `session_confirmed`): check the session in full.
+    #[error("the session was not confirmed")]
+    SessionNotConfirmed,
+}
+
+/// SQLSTATE raised by `session_confirmed` (migration 0031).
+const SESSION_NOT_CONFIRMED: &str = "CK002";
+
+/// A database error, or [`StoreError::SessionNotConfirmed`] if the statement failed its session
+/// check.
+fn read_error(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(e) if e.code().as_deref() == Some(SESSION_NOT_CONFIRMED) => {
+            StoreError::SessionNotConfirmed
+        }
+        _ => StoreError::Database(error),
+    }
 }
 
 /// The care-team rule is asked of RBAC; its only failure on these paths is the database's.
@@ -360,18 +379,32 @@ impl PatientStore {
     }
 
     /// The patient, if `viewer` may reach them, and how: one query, the record and the
-    /// care-team rule together (the read path is the hot one).
+    /// care-team rule together (the read path is the hot one). With `session`, the same
+    /// statement also confirms the caller's remembered session, before it reads a row
+    /// ([`StoreError::SessionNotConfirmed`] if it cannot).
     pub async fn get_reachable(
         &self,
         id: Uuid,
         viewer: Viewer,
+        session: Option<&SessionCheck>,
     ) -> Result<Option<(Patient, Reach)>, StoreError> {
         let mut lease = self.read_lease().await?;
-        let found: Option<Row> = sqlx::query_as!(Row, "SELECT p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, p.version, p.created_at, p.updated_at, r.reach FROM patients p \
-             CROSS JOIN LATERAL (SELECT patient_reach($2, p.id, $3) AS reach) r \
-             WHERE p.id = $1 AND r.reach IS NOT NULL", id, viewer.user, viewer.now)
-        .fetch_optional(lease.connection()?)
-        .await?;
+        let found: Option<Row> = match session {
+            None => sqlx::query_as!(Row, "SELECT p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, p.version, p.created_at, p.updated_at, r.reach FROM patients p \
+                 CROSS JOIN LATERAL (SELECT patient_reach($2, p.id, $3) AS reach) r \
+                 WHERE p.id = $1 AND r.reach IS NOT NULL", id, viewer.user, viewer.now)
+            .fetch_optional(lease.connection()?)
+            .await?,
+            // The session condition reads no column of the row: a one-time filter, evaluated
+            // once before the scan whether or not the patient exists.
+            Some(check) => sqlx::query_as!(Row, "SELECT p.id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.sex, p.ssn, p.address, p.phone, p.email, p.insurance_primary, p.insurance_secondary, p.emergency_contact, p.status, p.version, p.created_at, p.updated_at, r.reach FROM patients p \
+                 CROSS JOIN LATERAL (SELECT patient_reach($2, p.id, $3) AS reach) r \
+                 WHERE p.id = $1 AND r.reach IS NOT NULL AND session_confirmed($4, $5, $6, $7, $8, $9)",
+                 id, viewer.user, viewer.now, check.session, check.user, check.username, check.access_version, check.now, check.seen_after)
+            .fetch_optional(lease.connection()?)
+            .await
+            .map_err(read_error)?,
+        };
         lease.release();
         match found {
             Some(row) => {
@@ -380,6 +413,26 @@ impl PatientStore {
             }
             None => Ok(None),
         }
+    }
+
+    /// Confirms the caller's remembered session in a statement of its own, for a search that
+    /// needs no candidate query.
+    async fn confirm(&self, check: &SessionCheck) -> Result<(), StoreError> {
+        let mut lease = self.read_lease().await?;
+        sqlx::query_scalar!(
+            "SELECT session_confirmed($1, $2, $3, $4, $5, $6)",
+            check.session,
+            check.user,
+            check.username,
+            check.access_version,
+            check.now,
+            check.seen_after
+        )
+        .fetch_one(lease.connection()?)
+        .await
+        .map_err(read_error)?;
+        lease.release();
+        Ok(())
     }
 
     /// Registers a prepared patient in the caller's transaction, and puts the registrant on
@@ -548,6 +601,7 @@ impl PatientStore {
         viewer: Viewer,
         cursor: Option<Uuid>,
         limit: usize,
+        session: Option<&SessionCheck>,
     ) -> Result<(Vec<Patient>, Option<Uuid>), StoreError> {
         // The blind indexes are computed under the key versions this instance last saw, and
         // the candidate query checks them (`versions_check`). If a rotation has changed them,
@@ -556,7 +610,10 @@ impl PatientStore {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.search_once(search, viewer, cursor, limit).await {
+            match self
+                .search_once(search, viewer, cursor, limit, session)
+                .await
+            {
                 Err(StoreError::Database(error)) if versions_changed(&error) && attempts < 3 => {
                     self.keyring.blind_index_versions().await?;
                 }
@@ -571,17 +628,38 @@ impl PatientStore {
         viewer: Viewer,
         cursor: Option<Uuid>,
         limit: usize,
+        session: Option<&SessionCheck>,
     ) -> Result<(Vec<Patient>, Option<Uuid>), StoreError> {
         let (condition, binds) = self.condition(search).await?;
         let Some(condition) = condition else {
+            if let Some(check) = session {
+                self.confirm(check).await?;
+            }
             return Ok((Vec::new(), None));
         };
         let batch = (limit * 2 + 8) as i64;
+        // The session condition reads no column of a row: a one-time filter, evaluated once
+        // before the scan, whether or not any patient matches.
+        let session_condition = match session {
+            Some(_) => {
+                let n = 5 + binds.len();
+                format!(
+                    " AND session_confirmed(${}, ${}, ${}, ${}, ${}, ${})",
+                    n,
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5
+                )
+            }
+            None => String::new(),
+        };
         // Runtime query: the condition is chosen per search (which blind index, over how many
         // key versions), so its text is only known here; every value in it is a bind.
         let sql = format!(
             "SELECT {COLUMNS} FROM patients p WHERE patient_reach($1, p.id, $2) IS NOT NULL AND ($3::uuid IS NULL OR p.id > $3) \
-             AND {condition} ORDER BY p.id LIMIT $4"
+             AND {condition}{session_condition} ORDER BY p.id LIMIT $4"
         );
         let mut found = Vec::new();
         let mut after = cursor;
@@ -599,9 +677,21 @@ impl PatientStore {
                     Bind::Versions(versions) => query.bind(versions.clone()),
                 };
             }
+            if let Some(check) = session {
+                query = query
+                    .bind(check.session)
+                    .bind(check.user)
+                    .bind(check.username.clone())
+                    .bind(check.access_version)
+                    .bind(check.now)
+                    .bind(check.seen_after);
+            }
             // Back before the rows are decrypted: a key the cache lacks is read on the shared pool.
             let mut lease = self.read_lease().await?;
-            let rows = query.fetch_all(lease.connection()?).await?;
+            let rows = query
+                .fetch_all(lease.connection()?)
+                .await
+                .map_err(read_error)?;
             lease.release();
             let exhausted = (rows.len() as i64) < batch;
             for row in rows {

@@ -22,6 +22,7 @@ pub mod mfa;
 pub mod otp;
 pub mod password;
 pub mod policy;
+mod recent_sessions;
 pub mod security_events;
 pub mod service;
 pub mod sessions;

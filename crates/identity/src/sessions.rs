@@ -19,7 +19,8 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::live_sessions::LiveSessions;
+use crate::live_sessions::{Live, LiveSessions};
+use crate::recent_sessions::RecentSessions;
 use crate::tokens::{Claims, TokenError, TokenService, TokenType};
 use crate::users::UserId;
 
@@ -158,10 +159,50 @@ pub struct SessionService {
     rng: SystemRandom,
     /// The per-request session check, gathered across concurrent requests.
     live: LiveSessions,
+    /// Sessions checked in full within the last minute, for a check in a read's own statement.
+    recent: RecentSessions,
+}
+
+/// What a statement must find still true to confirm a remembered session: the SQL function
+/// `session_confirmed` (migration 0031) takes these, in this order, and fails the statement
+/// with SQLSTATE CK002 otherwise. `now` and `seen_after` are the request's clock and the idle
+/// timeout's start, as in the full check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCheck {
+    pub session: Uuid,
+    pub user: Uuid,
+    pub username: String,
+    pub access_version: i64,
+    pub now: DateTime<Utc>,
+    pub seen_after: DateTime<Utc>,
+}
+
+/// A caller admitted on a remembered session: `principal` as the last full check found it,
+/// valid only once a statement has confirmed `check`.
+#[derive(Debug, Clone)]
+pub struct Recalled {
+    pub principal: Principal,
+    pub check: SessionCheck,
 }
 
 fn chrono(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+fn principal(claims: &Claims, live: Live) -> Principal {
+    Principal {
+        user_id: UserId(claims.sub),
+        username: live.username,
+        session_id: claims.sid,
+        token_id: claims.jti,
+        must_change_password: live.must_change_password,
+        access_version: live.access_version,
+        profile: Profile {
+            display_name: live.display_name,
+            email: live.email,
+            mfa_enabled: live.mfa_enabled,
+        },
+    }
 }
 
 fn hash_token(token: &str) -> Vec<u8> {
@@ -183,6 +224,7 @@ impl SessionService {
             policy,
             rng: SystemRandom::new(),
             live,
+            recent: RecentSessions::default(),
         }
     }
 
@@ -342,10 +384,11 @@ impl SessionService {
         let claims: Claims = self.tokens.validate(access_token, TokenType::Access)?;
         let now = self.clock.now();
         let Some(live) = self.live.check(claims.sid, claims.sub).await? else {
+            self.recent.forget(claims.sid);
             return Err(SessionError::Invalid);
         };
         let last_seen = live.last_seen_at;
-        if now - last_seen > chrono::Duration::seconds(60) {
+        if now - last_seen > crate::recent_sessions::REMEMBER_FOR {
             sqlx::query!(
                 "UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2",
                 claims.sid,
@@ -354,19 +397,38 @@ impl SessionService {
             .execute(&self.db)
             .await?;
         }
-        Ok(Principal {
-            user_id: UserId(claims.sub),
-            username: live.username,
-            session_id: claims.sid,
-            token_id: claims.jti,
-            must_change_password: live.must_change_password,
+        self.recent.remember(&live, now);
+        Ok(principal(&claims, live))
+    }
+
+    /// The caller behind an access token as this instance's last full check of its session
+    /// found them, if that was within the last minute; `None` otherwise (then
+    /// [`Self::authenticate`]). The token itself is verified as by `authenticate`. The answer
+    /// is not an authentication: it holds until a statement has confirmed its
+    /// [`SessionCheck`], and a failed confirmation calls for [`Self::forget`] and a full check.
+    pub fn recall(&self, access_token: &str) -> Result<Option<Recalled>, SessionError> {
+        let claims: Claims = self.tokens.validate(access_token, TokenType::Access)?;
+        let now = self.clock.now();
+        let Some(live) = self.recent.recall(claims.sid, claims.sub, now) else {
+            return Ok(None);
+        };
+        let check = SessionCheck {
+            session: claims.sid,
+            user: claims.sub,
+            username: live.username.clone(),
             access_version: live.access_version,
-            profile: Profile {
-                display_name: live.display_name,
-                email: live.email,
-                mfa_enabled: live.mfa_enabled,
-            },
-        })
+            now,
+            seen_after: now - chrono(self.policy.idle_timeout),
+        };
+        Ok(Some(Recalled {
+            principal: principal(&claims, live),
+            check,
+        }))
+    }
+
+    /// Drops what this instance remembers of a session, after a statement could not confirm it.
+    pub fn forget(&self, session: Uuid) {
+        self.recent.forget(session);
     }
 
     /// Revokes one session (logout, or the user's own choice in the session list), in the
@@ -378,6 +440,7 @@ impl SessionService {
         session: Uuid,
         reason: &str,
     ) -> Result<bool, SessionError> {
+        self.recent.forget(session);
         let result = sqlx::query!("UPDATE sessions SET revoked_at = $3, revoked_reason = $4 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL", session, user.0, self.clock.now(), reason)
         .execute(tx)
         .await?;

@@ -19,17 +19,18 @@ use std::future::Future;
 use std::ops::Deref;
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
-use clinicd_domain::{Appointment, Note, Patient, Viewer};
+use clinicd_domain::{Appointment, Note, Patient, StoreError, Viewer};
 use clinicd_files::StoredFile;
-use clinicd_identity::sessions::Principal;
+use clinicd_identity::sessions::{Principal, SessionCheck};
 use clinicd_identity::users::UserId;
 use clinicd_rbac::Reach;
 
 use crate::extract::Authenticated;
+use crate::extract::caller::{self, Provisional};
 use crate::problem::ApiError;
 use crate::state::ApiState;
 
@@ -92,6 +93,45 @@ pub trait Scoped: Sized + 'static {
         id: Uuid,
         viewer: Viewer,
     ) -> impl Future<Output = Result<Option<(Self, Reach)>, ApiError>>;
+
+    /// As [`Scoped::load`], in a statement that also confirms the caller's remembered session
+    /// (`session_confirmed`). By default a kind cannot, and answers
+    /// [`Confirming::Unconfirmed`]: the session is then checked in full first.
+    fn load_confirming(
+        _state: &ApiState,
+        _id: Uuid,
+        _viewer: Viewer,
+        _session: &SessionCheck,
+    ) -> impl Future<Output = Result<Option<(Self, Reach)>, Confirming>> {
+        std::future::ready(Err(Confirming::Unconfirmed))
+    }
+}
+
+/// Why a load that confirms the session gave no answer.
+#[derive(Debug)]
+pub enum Confirming {
+    /// The statement did not confirm the session (or the kind cannot): check it in full.
+    Unconfirmed,
+    Failed(ApiError),
+}
+
+impl Confirming {
+    /// For a caller checked in full, where there is nothing left to confirm.
+    pub fn into_error(self) -> ApiError {
+        match self {
+            Self::Unconfirmed => ApiError::Unauthenticated,
+            Self::Failed(error) => error,
+        }
+    }
+}
+
+impl From<StoreError> for Confirming {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::SessionNotConfirmed => Self::Unconfirmed,
+            other => Self::Failed(other.into()),
+        }
+    }
 }
 
 /// The care-team rule for a row of a patient: `row` only if `viewer` reaches `patient`.
@@ -112,7 +152,19 @@ impl Scoped for Patient {
         id: Uuid,
         viewer: Viewer,
     ) -> Result<Option<(Self, Reach)>, ApiError> {
-        Ok(state.patients.get_reachable(id, viewer).await?)
+        Ok(state.patients.get_reachable(id, viewer, None).await?)
+    }
+
+    async fn load_confirming(
+        state: &ApiState,
+        id: Uuid,
+        viewer: Viewer,
+        session: &SessionCheck,
+    ) -> Result<Option<(Self, Reach)>, Confirming> {
+        Ok(state
+            .patients
+            .get_reachable(id, viewer, Some(session))
+            .await?)
     }
 }
 
@@ -163,14 +215,23 @@ impl<T: Scoped> FromRequest for Reachable<T> {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let caller = Authenticated::from_request(req, payload);
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let id = path_id(req);
         let state = req.app_data::<web::Data<ApiState>>().cloned();
+        let provisional = req.extensions().get::<Provisional>().cloned();
+        let req = req.clone();
         Box::pin(async move {
-            let Authenticated(caller) = caller.await?;
-            let id = id?;
             let state = state.ok_or_else(|| ApiError::unexpected("no ApiState"))?;
+            if let Some(provisional) = provisional {
+                let parsed = *id.as_ref().map_err(|_| ApiError::InvalidParameters)?;
+                // `None`: checked in full, and loaded below as for any caller.
+                if let Some(reachable) = confirming::<T>(&req, &state, parsed, provisional).await? {
+                    return Ok(reachable);
+                }
+            }
+            let Authenticated(caller) =
+                Authenticated::from_request(&req, &mut Payload::None).await?;
+            let id = id?;
             let viewer = Viewer {
                 user: caller.user_id.0,
                 now: state.rbac.now(),
@@ -180,6 +241,39 @@ impl<T: Scoped> FromRequest for Reachable<T> {
                 .ok_or(ApiError::NotFound)?;
             Ok(Self { row, reach, caller })
         })
+    }
+}
+
+/// The row for a caller admitted on a remembered session, read by a statement that confirms
+/// the session. If it does not confirm it, the caller is checked in full (`None`: load as for
+/// any caller); if that refuses, the error leaves the provisional caller in place and the
+/// authorisation layer answers with its own full check.
+async fn confirming<T: Scoped>(
+    req: &HttpRequest,
+    state: &ApiState,
+    id: Uuid,
+    provisional: Provisional,
+) -> Result<Option<Reachable<T>>, ApiError> {
+    let caller = &provisional.0.principal;
+    let viewer = Viewer {
+        user: caller.user_id.0,
+        now: state.rbac.now(),
+    };
+    match T::load_confirming(state, id, viewer, &provisional.0.check).await {
+        Ok(found) => {
+            caller::confirmed(req, state, &provisional);
+            let (row, reach) = found.ok_or(ApiError::NotFound)?;
+            Ok(Some(Reachable {
+                row,
+                reach,
+                caller: provisional.0.principal,
+            }))
+        }
+        Err(Confirming::Failed(error)) => Err(error),
+        Err(Confirming::Unconfirmed) => {
+            caller::check_in_full(req, state, &provisional).await?;
+            Ok(None)
+        }
     }
 }
 

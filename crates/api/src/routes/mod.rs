@@ -927,4 +927,16 @@ impl MatchedRoute {
     pub fn of(req: &HttpRequest) -> Option<Self> {
         req.extensions().get::<Self>().copied()
     }
+
+    /// The routes whose handler checks the caller's session in the statement that reads the
+    /// record (`session_confirmed`, migration 0031): the patient read and search, the hot read
+    /// paths. The authorisation layer admits their callers on a session this instance checked
+    /// within the last minute, and checks in full whatever the handler did not confirm
+    /// (`crate::middleware::authorize`). Only reads: nothing is written before confirmation.
+    pub fn confirms_session_in_statement(self) -> bool {
+        matches!(
+            (self.0.method.as_str(), self.0.path),
+            ("GET", "/api/patients/{id}") | ("POST", "/api/patients/search")
+        )
+    }
 }

@@ -34,6 +34,7 @@ mod problems;
 mod rate_limits;
 mod rbac;
 mod records;
+mod remembered_sessions;
 mod request_ids;
 mod scope;
 mod security;

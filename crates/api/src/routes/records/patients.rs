@@ -17,12 +17,15 @@ pub use clinicd_domain::patient_form::{
     AddressBody, EmergencyContactBody, InsuranceBody, PatientBody, PatientPatch,
 };
 use clinicd_domain::{Patient, PatientData, Search, Viewer};
-use clinicd_rbac::{Identifiers, Permission};
+use clinicd_identity::sessions::{Principal, SessionCheck};
+use clinicd_rbac::{Grants, Identifiers, Permission};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{Attach, Audit, AuditNote};
+use crate::extract::caller::{self, Admitted};
+use crate::extract::reachable::Confirming;
 use crate::extract::{
     Authenticated, ExportablePatient, Granted, Json, ReachablePatient, ReachablePatientId,
 };
@@ -328,8 +331,9 @@ fn mode_name(search: &Search) -> &'static str {
     )
 )]
 pub async fn search(
+    req: HttpRequest,
     state: web::Data<ApiState>,
-    caller: Authenticated,
+    caller: Admitted,
     granted: Granted,
     body: Json<SearchRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -341,20 +345,47 @@ pub async fn search(
         });
     }
     let search = patient_form::search(&body.criteria(), state.rbac.now().date_naive())?;
-    if matches!(search, Search::Ssn(_)) && !granted.0.has(Permission::PatientReadIdentifiers) {
-        return Err(ApiError::MissingPermission(
-            Permission::PatientReadIdentifiers.as_str(),
-        ));
-    }
-    let viewer = Viewer {
-        user: caller.0.user_id.0,
-        now: state.rbac.now(),
+    let page = Page {
+        cursor: body.cursor,
+        limit,
     };
-    let (found, next) = state
-        .patients
-        .search(&search, viewer, body.cursor, limit)
-        .await?;
-    let identifiers = Identifiers::for_caller(&granted.0);
+    let (found, next, grants) = match caller {
+        Admitted::Confirmed(principal) => {
+            let (found, next) = find(&state, &search, &principal, &granted.0, page, None)
+                .await
+                .map_err(Confirming::into_error)?;
+            (found, next, granted.0)
+        }
+        Admitted::Provisional(provisional) => {
+            let remembered = &provisional.0;
+            let check = Some(&remembered.check);
+            match find(
+                &state,
+                &search,
+                &remembered.principal,
+                &granted.0,
+                page,
+                check,
+            )
+            .await
+            {
+                Ok((found, next)) => {
+                    caller::confirmed(&req, &state, &provisional);
+                    (found, next, granted.0)
+                }
+                Err(Confirming::Failed(error)) => return Err(error),
+                Err(Confirming::Unconfirmed) => {
+                    let (principal, grants) =
+                        caller::check_in_full(&req, &state, &provisional).await?;
+                    let (found, next) = find(&state, &search, &principal, &grants, page, None)
+                        .await
+                        .map_err(Confirming::into_error)?;
+                    (found, next, grants)
+                }
+            }
+        }
+    };
+    let identifiers = Identifiers::for_caller(&grants);
     let ids: Vec<Uuid> = found.iter().map(|p| p.id).collect();
     let mut response = HttpResponse::Ok().json(PatientPage {
         patients: found.iter().map(|p| view(p, identifiers)).collect(),
@@ -373,6 +404,38 @@ pub async fn search(
     }
     .attach(&mut response);
     Ok(response)
+}
+
+/// Which page of a search.
+#[derive(Debug, Clone, Copy)]
+struct Page {
+    cursor: Option<Uuid>,
+    limit: usize,
+}
+
+/// One page of a search for `caller` with `grants`; with `session`, the candidate statement
+/// also confirms the caller's remembered session.
+async fn find(
+    state: &ApiState,
+    search: &Search,
+    caller: &Principal,
+    grants: &Grants,
+    page: Page,
+    session: Option<&SessionCheck>,
+) -> Result<(Vec<Patient>, Option<Uuid>), Confirming> {
+    if matches!(search, Search::Ssn(_)) && !grants.has(Permission::PatientReadIdentifiers) {
+        return Err(Confirming::Failed(ApiError::MissingPermission(
+            Permission::PatientReadIdentifiers.as_str(),
+        )));
+    }
+    let viewer = Viewer {
+        user: caller.user_id.0,
+        now: state.rbac.now(),
+    };
+    Ok(state
+        .patients
+        .search(search, viewer, page.cursor, page.limit, session)
+        .await?)
 }
 
 /// To whom a record goes out, and why: both are kept in the patient's accounting of
