@@ -9,6 +9,12 @@
 //! privileged role without a second factor and 403 `permission_denied` to anyone else without
 //! the permission. The principal and grants stay with the request for the handler. An allowed
 //! request then counts against its route's class rate limit, keyed by user.
+//!
+//! The patient read and search ([`MatchedRoute::confirms_session_in_statement`]) skip the
+//! session query when this instance checked the session in full within the last minute: the
+//! caller is admitted on what that check found, as a [`Provisional`] caller, and the handler's
+//! statement confirms the session (`session_confirmed`, migration 0031). Whatever the handler
+//! answered without confirming it waits here for a full check.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
