@@ -262,3 +262,46 @@ async fn a_refresh_with_neither_token_nor_cookie_is_unauthenticated(pool: PgPool
     let response = app.call(post("/api/auth/refresh", json!({}))).await;
     response.assert_problem(401, "session_invalid");
 }
+
+/// A cookie search of a session this instance remembers (the patient search checks the
+/// session in its own statement) still needs the session's CSRF token.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_remembered_sessions_cookie_search_needs_its_csrf_token(pool: PgPool) {
+    let app = app(pool.clone()).await;
+    app.state.identity.keyring.bootstrap().await.unwrap();
+    let user: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE username = 'dr.quinn'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    clinicd_identity::users::assign_role(
+        &pool,
+        clinicd_identity::users::UserId(user),
+        "Staff",
+        None,
+    )
+    .await
+    .unwrap();
+    let browser = cookie_login(&app).await;
+    // Two reads: the first checks the session in full, the second is admitted on memory.
+    let path = format!("/api/patients/{}", uuid::Uuid::new_v4());
+    for _ in 0..2 {
+        let read = app.call(browser.send(TestRequest::get().uri(&path))).await;
+        read.assert_problem(404, "not_found");
+    }
+    let confirmed = clinicd_api::metrics::SessionCheckKind::InStatement;
+    assert_eq!(app.state.metrics.session_checks(confirmed), 1, "remembered");
+    let criteria = json!({"family_name": "Lovelace", "date_of_birth": "1985-12-10"}).to_string();
+    let search = || {
+        browser
+            .send(TestRequest::post().uri("/api/patients/search"))
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(criteria.clone())
+    };
+    app.call(search())
+        .await
+        .assert_problem(403, "csrf_token_invalid");
+    let with_token = app
+        .call(search().insert_header(("X-CSRF-Token", browser.csrf.clone())))
+        .await;
+    assert_eq!(with_token.status, 200);
+}

@@ -307,3 +307,27 @@ async fn a_logout_on_another_instance_applies_to_the_next_read(pool: PgPool) {
     let (status, _) = search(&a, &token, lovelace()).await;
     assert_eq!(status, 401);
 }
+
+/// An account block applies to a remembered session too: it is checked before the request is
+/// admitted on what the instance remembers, not left to the statement.
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_account_block_applies_to_a_remembered_session(pool: PgPool) {
+    let app = TestApp::with_pool(settings(), pool.clone());
+    let (user, token, id) = remembered_provider(&app, "dr.grey").await;
+    let (_, officer) = member(&app, "privacy.officer", &["PrivacyOfficer"]).await;
+    let block = json!({"user_id": user, "reason": "a stolen laptop, reported", "minutes": 5});
+    let created = app
+        .call(send("POST", "/api/security/blocks", &officer, Some(block)))
+        .await;
+    assert_eq!(created.status, 201);
+    let (status, body) = read(&app, &token, &id).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("account_blocked"))
+    );
+    let (status, body) = search(&app, &token, lovelace()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("account_blocked"))
+    );
+}
