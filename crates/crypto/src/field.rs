@@ -140,17 +140,10 @@ fn with_aad<R>(header: &[u8], location: &FieldLocation<'_>, f: impl FnOnce(&[u8]
         location.row_id.as_bytes(),
     ];
     let mut stack = [0u8; 192];
-    let mut at = 0;
-    let mut fits = put(&mut stack, &mut at, header);
-    for part in parts {
-        let size = u32::try_from(part.len()).unwrap_or(u32::MAX);
-        fits =
-            fits && put(&mut stack, &mut at, &size.to_be_bytes()) && put(&mut stack, &mut at, part);
-    }
-    match stack.get(..at) {
-        Some(aad) if fits => f(aad),
+    match encode_on_stack(&mut stack, header, parts) {
+        Some(aad) => f(aad),
         // The rare long one goes to the heap. Same bytes either way.
-        _ => {
+        None => {
             let mut heap = header.to_vec();
             encode_parts(&mut heap, &parts);
             f(&heap)
@@ -158,19 +151,26 @@ fn with_aad<R>(header: &[u8], location: &FieldLocation<'_>, f: impl FnOnce(&[u8]
     }
 }
 
-/// Copies `bytes` into `buffer` at `at` and moves `at` past them; false if they do not fit.
-fn put(buffer: &mut [u8], at: &mut usize, bytes: &[u8]) -> bool {
-    let end = at.saturating_add(bytes.len());
-    match buffer.get_mut(*at..end) {
-        Some(slot) => {
-            slot.copy_from_slice(bytes);
-            *at = end;
-            true
-        }
-        None => false,
+/// The associated data written into `buffer`, or `None` if it does not fit. Each copy splits
+/// off the rest of the buffer, so every bound is checked once.
+fn encode_on_stack<'a>(buffer: &'a mut [u8], header: &[u8], parts: [&[u8]; 3]) -> Option<&'a [u8]> {
+    let capacity = buffer.len();
+    let mut rest = put(&mut *buffer, header)?;
+    for part in parts {
+        let size = u32::try_from(part.len()).ok()?;
+        rest = put(put(rest, &size.to_be_bytes())?, part)?;
     }
+    let used = capacity.checked_sub(rest.len())?;
+    let buffer: &'a [u8] = buffer;
+    buffer.get(..used)
 }
 
+/// Copies `bytes` to the front of `buffer` and returns the rest, or `None` if they do not fit.
+fn put<'a>(buffer: &'a mut [u8], bytes: &[u8]) -> Option<&'a mut [u8]> {
+    let (slot, rest) = buffer.split_at_mut_checked(bytes.len())?;
+    slot.copy_from_slice(bytes);
+    Some(rest)
+}
 /// Encrypts `plaintext` for `location` under `cipher` (the column key of `key`).
 pub fn seal(
     cipher: &LessSafeKey,
