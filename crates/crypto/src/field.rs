@@ -171,6 +171,7 @@ fn put<'a>(buffer: &'a mut [u8], bytes: &[u8]) -> Option<&'a mut [u8]> {
     slot.copy_from_slice(bytes);
     Some(rest)
 }
+
 /// Encrypts `plaintext` for `location` under `cipher` (the column key of `key`).
 pub fn seal(
     cipher: &LessSafeKey,

@@ -341,12 +341,7 @@ impl Keyring {
                 KeyRef::Purpose(purpose, self.active_branch_version(purpose).await?)
             }
         };
-        let id = (key, location.table, location.column);
-        if let Some(sealed) = self.column_keys.get_with(&id, |cipher| {
-            field::seal(cipher, key, location, plaintext, &self.rng)
-        }) {
-            return sealed;
-        }
+        // `column_key` looks in the cache first: the version may have been the missing part.
         let cipher = self
             .column_key(key, location.table, location.column)
             .await?;
