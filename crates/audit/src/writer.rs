@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clinicd_crypto::Keyring;
-use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres};
-use tokio::sync::mpsc::error::TryRecvError;
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::chain;
@@ -73,7 +71,7 @@ impl AuditWriter {
         let key_ready = Arc::new(tokio::sync::OnceCell::new());
         tokio::spawn(run(
             incoming,
-            own_pool(&db),
+            db.clone(),
             keyring.clone(),
             key_ready.clone(),
             settings,
@@ -139,23 +137,6 @@ async fn ensure_key(
         .map(|_| ())
 }
 
-/// The writer's own connections: the shared pool's settings, at most two, opened by the
-/// writer's task on its runtime. A shared connection belongs to the runtime that opened it,
-/// often an HTTPS worker's, and the reply to each append then waited for that busy worker to
-/// poll its reactor before the writer could answer the batch's requests.
-fn own_pool(shared: &PgPool) -> PgPool {
-    shared
-        .options()
-        .clone()
-        .max_connections(2)
-        .min_connections(0)
-        .connect_lazy_with((*shared.connect_options()).clone())
-}
-
-/// Commits batch after batch. While events keep arriving, the task keeps its connection from
-/// one batch to the next, as the session checks' gathering task does: sqlx pings a connection
-/// when it goes back to the pool, a round trip per batch. It gives the connection back when the
-/// queue runs empty (an idle server holds none in use) and after any error.
 async fn run(
     mut incoming: mpsc::Receiver<Pending>,
     db: PgPool,
@@ -165,26 +146,14 @@ async fn run(
 ) {
     // The chain's head as this writer last left it; `None` until read, and after any failure.
     let mut head: Option<Head> = None;
-    let mut held: Option<PoolConnection<Postgres>> = None;
-    loop {
-        let first = match incoming.try_recv() {
-            Ok(pending) => pending,
-            Err(TryRecvError::Empty) => {
-                held = None;
-                match incoming.recv().await {
-                    Some(pending) => pending,
-                    None => return,
-                }
-            }
-            Err(TryRecvError::Disconnected) => return,
-        };
+    while let Some(first) = incoming.recv().await {
         let mut batch = vec![first];
         fill(&mut incoming, &mut batch, settings).await;
         let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
         // The chain key must exist before the first append. A failure here surfaces as failed
         // appends (503), never as unaudited access.
         let appended = match ensure_key(&key_ready, &keyring).await {
-            Ok(()) => append_held(&db, &mut held, &keyring, &events, &mut head).await,
+            Ok(()) => append_batch(&db, &keyring, &events, &mut head).await,
             Err(error) => Err(error),
         };
         match appended {
@@ -229,25 +198,6 @@ struct Head {
     hash: Vec<u8>,
 }
 
-/// Appends on the held connection, or on one taken from `db`; keeps it only after a success.
-async fn append_held(
-    db: &PgPool,
-    held: &mut Option<PoolConnection<Postgres>>,
-    keyring: &Keyring,
-    events: &[&NewEvent],
-    head: &mut Option<Head>,
-) -> Result<i64, AuditError> {
-    let mut conn = match held.take() {
-        Some(conn) => conn,
-        None => db.acquire().await?,
-    };
-    let appended = append_batch(&mut conn, keyring, events, head).await;
-    if appended.is_ok() {
-        *held = Some(conn);
-    }
-    appended
-}
-
 /// How often a batch is linked again when another instance moved the head meanwhile, before
 /// the writer falls back to holding the chain's lock for a whole transaction.
 const RELINKS: usize = 4;
@@ -257,7 +207,7 @@ const RELINKS: usize = 4;
 /// writes it only if that is still the head. Returns the first sequence number; `head` is the
 /// new head, or `None` after a failure (the next batch reads it again).
 async fn append_batch(
-    db: &mut PgConnection,
+    db: &PgPool,
     keyring: &Keyring,
     events: &[&NewEvent],
     head: &mut Option<Head>,
@@ -267,7 +217,7 @@ async fn append_batch(
     for _ in 0..RELINKS {
         let known = match head.take() {
             Some(known) => known,
-            None => read_head(&mut *db).await?,
+            None => read_head(db).await?,
         };
         let rows = link(&known, events);
         let Some(last) = rows.last() else {
@@ -275,7 +225,7 @@ async fn append_batch(
             return Ok(0);
         };
         let mac = chain::head_mac(&key, last.seq, &last.hash);
-        let answer = call_append(&mut *db, &known, &rows, key_version, mac).await?;
+        let answer = call_append(db, &known, &rows, key_version, mac).await?;
         *head = Some(Head {
             seq: answer.head_seq,
             hash: answer.head_hash.unwrap_or_else(|| chain::GENESIS.to_vec()),
@@ -289,7 +239,7 @@ async fn append_batch(
     append(db, keyring, events).await
 }
 
-async fn read_head(db: &mut PgConnection) -> Result<Head, AuditError> {
+async fn read_head(db: &PgPool) -> Result<Head, AuditError> {
     let head: Option<Head> = sqlx::query_as!(
         Head,
         "SELECT seq, hash FROM audit_heads ORDER BY seq DESC LIMIT 1"
@@ -328,7 +278,7 @@ struct Appended {
 /// ReadyForQuery, and sqlx's `fetch_one` reads the whole response up to ReadyForQuery (it
 /// drains for deferred errors), so an answer here means the batch is durable.
 async fn call_append(
-    db: &mut PgConnection,
+    db: &PgPool,
     head: &Head,
     rows: &[StoredEvent],
     key_version: i32,
@@ -347,11 +297,11 @@ async fn call_append(
 /// Appends `events` after the current head in one transaction that holds the chain's lock
 /// throughout; returns the first sequence number.
 pub(crate) async fn append(
-    db: &mut PgConnection,
+    db: &PgPool,
     keyring: &Keyring,
     events: &[&NewEvent],
 ) -> Result<i64, AuditError> {
-    let mut tx = sqlx::Connection::begin(db).await?;
+    let mut tx = db.begin().await?;
     let first = append_in(&mut tx, keyring, events).await?;
     tx.commit().await?;
     Ok(first)

@@ -126,7 +126,7 @@ pub fn pool_options(max_connections: u32) -> PgPoolOptions {
 /// Each API worker's own connections for patient reads (`ApiState::for_worker`): half the
 /// shared pool's size (at least 2), with the shared pool's connect options, opened on first use
 /// so on the worker's runtime. An instance so holds at most `max_connections × (1 + workers /
-/// 2)` connections, and the audit writer 2 of its own.
+/// 2)` connections.
 pub fn worker_pools(shared: &PgPool) -> clinicd_api::WorkerPools {
     let size = (shared.options().get_max_connections() / 2).max(2);
     let options = shared.connect_options();

@@ -248,65 +248,6 @@ async fn an_unreachable_store_is_an_error_not_a_silent_drop(db: PgPool) {
     assert!(dead.record(event(1)).await.is_err());
 }
 
-/// The writer appends on connections of its own, so requests that hold every connection of
-/// the shared pool while they wait for their audit event cannot starve it. On the shared pool
-/// this append waited for a connection until the pool's acquire timeout.
-#[sqlx::test(migrations = "../../migrations")]
-async fn the_writer_appends_while_the_shared_pool_is_exhausted(db: PgPool) {
-    let keyring = keyring(&db).await;
-    let shared = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(60))
-        .connect_with((*db.connect_options()).clone())
-        .await
-        .unwrap();
-    let writer = AuditWriter::start(shared.clone(), keyring.clone(), WriterSettings::default());
-    let held = (
-        shared.acquire().await.unwrap(),
-        shared.acquire().await.unwrap(),
-    );
-    let appended = tokio::time::timeout(Duration::from_secs(20), append(&writer, 3)).await;
-    assert_eq!(
-        appended.ok(),
-        Some(vec![1, 2, 3]),
-        "appended while the pool was exhausted"
-    );
-    drop(held);
-    assert_eq!(verify(&db, &keyring).await.unwrap().first_broken_seq, None);
-}
-
-/// A connection that breaks under the writer fails the batch it carried (its requests get an
-/// error, never a silent drop) and is not used again: the next append succeeds on a new one.
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_broken_writer_connection_fails_one_batch_and_is_replaced(db: PgPool) {
-    let keyring = keyring(&db).await;
-    let writer = AuditWriter::start(db.clone(), keyring.clone(), WriterSettings::default());
-    assert_eq!(append(&writer, 2).await, vec![1, 2]);
-    let killer = (*db.connect_options()).clone();
-    let mut killer = sqlx::ConnectOptions::connect(&killer).await.unwrap();
-    let killed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()) AS terminated",
-    )
-    .fetch_one(&mut killer)
-    .await
-    .unwrap();
-    assert!(killed >= 1, "the writer's connection was open");
-    // The first append after the kill may fail on the dead connection; it must be reported.
-    let mut outcomes = Vec::new();
-    for n in 0..3 {
-        outcomes.push(writer.record(event(n)).await.is_ok());
-    }
-    assert!(
-        outcomes[1] && outcomes[2],
-        "replaced after one failure: {outcomes:?}"
-    );
-    let appended = if outcomes[0] { 5 } else { 4 };
-    let report = verify(&db, &keyring).await.unwrap();
-    assert_eq!(report.first_broken_seq, None, "{report:?}");
-    assert_eq!(report.last_seq, appended, "{report:?}");
-}
-
 #[sqlx::test(migrations = "../../migrations")]
 async fn security_events_are_forwarded_once_with_their_reason(db: PgPool) {
     let keyring = keyring(&db).await;
